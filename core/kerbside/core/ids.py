@@ -1,0 +1,13 @@
+"""Identifiers of gateways, sensors, bays and zones (SPEC, preamble): they become MQTT topic
+levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``."""
+
+from __future__ import annotations
+
+import re
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SENSOR_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_RE.match(value) is not None
