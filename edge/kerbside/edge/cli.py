@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from kerbside.core.config import ConfigError
 
@@ -49,13 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.command == "replay":
-            from kerbside.edge.replay import replay_main  # noqa: PLC0415
-
-            return replay_main(args)
-        from kerbside.edge.agent import run_main  # noqa: PLC0415
-
-        return run_main(args)
+        module = "kerbside.edge.replay" if args.command == "replay" else "kerbside.edge.agent"
+        func = "replay_main" if args.command == "replay" else "run_main"
+        command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), func
+        )
+        return command(args)
     except ConfigError as exc:
         print(f"kerbside-edge: {exc}", file=sys.stderr)
         return 2
