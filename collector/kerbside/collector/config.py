@@ -1,0 +1,122 @@
+"""The collector's config file (SPEC section 8), validated with pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kerbside.core.config import load_yaml_model
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Model):
+    ca: Path
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    topic_root: str = "kerbside/v1"
+    client_id: str = "kerbside-collector"
+    # How long the broker keeps our subscriptions and queued messages while we are away.
+    session_expiry_s: int = Field(default=7 * 86_400, ge=0)
+    keepalive_s: int = Field(default=30, ge=5)
+    # Unacknowledged QoS 1 messages the broker may send us: our commit batch can be this large.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+
+
+class StoreConfig(_Model):
+    path: Path = Path("/var/lib/kerbside/collector.db")
+    # Events and closed sessions older than this are pruned (0 keeps everything).
+    retention_days: float = Field(default=90, ge=0)
+
+
+class InfluxConfig(_Model):
+    url: str
+    api: Literal["v1", "v2"] = "v2"
+    token_file: Path | None = None
+    org: str | None = None
+    bucket: str | None = None
+    database: str | None = None
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval_ms: int = Field(default=1000, ge=10)
+    spool_path: Path | None = None
+    spool_max_points: int = Field(default=2_000_000, ge=1000)  # beyond it the oldest are dropped
+    timeout_s: float = Field(default=10, gt=0)  # per HTTP write
+
+    @model_validator(mode="after")
+    def _needs_destination(self) -> InfluxConfig:
+        wanted = ("token_file", "org", "bucket") if self.api == "v2" else ("database",)
+        for key in wanted:
+            if getattr(self, key) is None:
+                raise ValueError(f"{key} is required with api {self.api}")
+        return self
+
+
+class HttpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class MaintenanceConfig(_Model):
+    gateway_offline_after_s: float = Field(default=300, gt=0)
+    low_battery_mv: int = Field(default=3300, ge=0)
+
+
+class IngestConfig(_Model):
+    batch_max: int = Field(default=1000, ge=1)
+
+
+class CollectorConfig(_Model):
+    site: Path
+    mqtt: MqttConfig = MqttConfig()
+    store: StoreConfig = StoreConfig()
+    influxdb: InfluxConfig | None = None
+    http: HttpConfig | None = HttpConfig()
+    tokens_file: Path | None = None
+    alert_delay_s: float = Field(default=15, ge=0)
+    maintenance: MaintenanceConfig = MaintenanceConfig()
+    journal_file: Path | None = None
+    ingest: IngestConfig = IngestConfig()
+
+
+def load_config(path: str | Path) -> CollectorConfig:
+    """Read a collector config; relative paths in it are taken relative to the file."""
+    config = load_yaml_model(path, CollectorConfig)
+    base = Path(path).resolve().parent
+
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    updates: dict[str, object] = {"site": rel(config.site)}
+    updates["store"] = config.store.model_copy(update={"path": rel(config.store.path)})
+    if config.tokens_file is not None:
+        updates["tokens_file"] = rel(config.tokens_file)
+    if config.journal_file is not None:
+        updates["journal_file"] = rel(config.journal_file)
+    if config.influxdb is not None:
+        influx: dict[str, object] = {}
+        for key in ("token_file", "password_file", "spool_path"):
+            value = getattr(config.influxdb, key)
+            if value is not None:
+                influx[key] = rel(value)
+        updates["influxdb"] = config.influxdb.model_copy(update=influx)
+    if config.mqtt.password_file is not None or config.mqtt.tls is not None:
+        mqtt_updates: dict[str, object] = {}
+        if config.mqtt.password_file is not None:
+            mqtt_updates["password_file"] = rel(config.mqtt.password_file)
+        if config.mqtt.tls is not None:
+            mqtt_updates["tls"] = TlsConfig(ca=rel(config.mqtt.tls.ca))
+        updates["mqtt"] = config.mqtt.model_copy(update=mqtt_updates)
+    return config.model_copy(update=updates)

@@ -1,0 +1,159 @@
+"""The collector's MQTT adapter: paho-mqtt's network thread, crossed into asyncio.
+
+MQTT v5 with a fixed client id, ``clean_start=False`` and a session expiry, so the broker keeps
+our subscriptions and queues the gateways' QoS 1 messages while the collector is down. Acks are
+manual: the service acks a message only after its batch is committed. Callbacks here only hand
+data to the event loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from kerbside.collector.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+GATEWAY_KINDS = ("status", "events", "health")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received PUBLISH, as the event loop sees it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    generation: int  # connection it arrived on: an ack is only valid on that connection
+    received: int  # epoch ms at arrival
+
+
+class MqttLink:
+    """paho client wrapper: subscribe to the gateways, ack, publish, track broker acks."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[Message], None],
+        on_published: Callable[[int], None] | None = None,
+        on_connection: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._loop = loop
+        self._on_message = on_message
+        self._on_published = on_published
+        self._on_connection = on_connection
+        self.connected = False
+        self._generation = 0
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if config.username is not None:
+            password = None
+            if config.password_file is not None:
+                password = config.password_file.read_text(encoding="utf-8").strip()
+            client.username_pw_set(config.username, password)
+        if config.tls is not None:
+            client.tls_set(ca_certs=str(config.tls.ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        self._client = client
+
+    @property
+    def root(self) -> str:
+        return self.config.topic_root.rstrip("/")
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self.config.receive_maximum
+        self._client.connect_async(
+            self.config.host,
+            self.config.port,
+            keepalive=self.config.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- called from the event loop ------------------------------------------------------------
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a committed message (only on the connection it came in on: after a
+        reconnect the broker redelivers it, and the store's de-duplication absorbs the copy)."""
+        if message.qos > 0 and message.generation == self._generation and self.connected:
+            self._client.ack(message.mid, message.qos)
+
+    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return int(info.mid)
+
+    # -- paho's thread ---------------------------------------------------------------------------
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("broker refused connection: %s", reason)
+            return
+        self._generation += 1
+        self.connected = True
+        log.info(
+            "connected to %s:%s (session present: %s)",
+            self.config.host,
+            self.config.port,
+            flags.session_present,
+        )
+        client.subscribe([(f"{self.root}/gw/+/{kind}", 1) for kind in GATEWAY_KINDS])
+        if self._on_connection is not None:
+            self._loop.call_soon_threadsafe(self._on_connection, True)
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self.connected = False
+        log.warning("disconnected from broker: %s", reason)
+        if self._on_connection is not None:
+            self._loop.call_soon_threadsafe(self._on_connection, False)
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        message = Message(
+            msg.topic,
+            bytes(msg.payload),
+            msg.qos,
+            msg.mid,
+            self._generation,
+            int(time.time() * 1000),
+        )
+        self._loop.call_soon_threadsafe(self._on_message, message)
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        if self._on_published is not None:
+            self._loop.call_soon_threadsafe(self._on_published, mid)

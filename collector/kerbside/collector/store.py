@@ -1,0 +1,536 @@
+"""The collector's embedded store: one SQLite database in WAL mode.
+
+Everything the collector knows lives here, written in one transaction per ingest batch: the
+journal of accepted records (occupancy events, rights, suspensions, officer actions) in
+acceptance order, events de-duplicated by ``event_id``, bays with their current state,
+sessions, alerts with every change, gateway and sensor health, the engine's saved state and
+the outbox of MQTT messages not yet acknowledged by the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    pos INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_time ON journal(type, time);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bays (
+    bay_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    gateway_id TEXT,
+    session_start INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_changes (
+    id INTEGER PRIMARY KEY,
+    bay_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes(bay_id, ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    bay_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (bay_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    zone_id TEXT,
+    bay_id TEXT,
+    raised_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status);
+CREATE TABLE IF NOT EXISTS alert_changes (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rights (
+    right_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspensions (
+    suspension_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway_id TEXT PRIMARY KEY,
+    online INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    status TEXT,
+    health TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor_id TEXT PRIMARY KEY,
+    gateway_id TEXT,
+    bay_id TEXT,
+    health TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+"""
+
+
+def dumps(value: Any) -> str:
+    """Canonical compact JSON (the form stored and compared)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    pos: int
+    type: str
+    time: int
+    watermark: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    topic: str
+    payload: str
+    qos: int
+    retain: bool
+
+
+class StoreError(Exception):
+    """The database cannot be opened or written."""
+
+
+class Store:
+    """SQLite behind the collector. Not thread-safe: the collector's event loop owns it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a batch is acknowledged to the broker only after its commit is on disk.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+        self._in_tx = False
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction; nested calls join the outer one."""
+        if self._in_tx:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._in_tx = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._in_tx = False
+        self._db.execute("COMMIT")
+
+    # -- journal and events ------------------------------------------------------------------
+
+    def append_journal(self, type_: str, time: int, watermark: int, body: dict[str, Any]) -> int:
+        cur = self._db.execute(
+            "INSERT INTO journal(type, time, watermark, body) VALUES (?, ?, ?, ?)",
+            (type_, time, watermark, dumps(body)),
+        )
+        pos = cur.lastrowid
+        assert pos is not None
+        return pos
+
+    def add_event(self, event_id: str, pos: int, digest: str) -> None:
+        self._db.execute(
+            "INSERT INTO events(event_id, pos, digest) VALUES (?, ?, ?)", (event_id, pos, digest)
+        )
+
+    def event_digest(self, event_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT digest FROM events WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def journal(
+        self, after_pos: int = 0, types: Iterable[str] | None = None
+    ) -> Iterator[JournalEntry]:
+        sql = "SELECT pos, type, time, watermark, body FROM journal WHERE pos > ?"
+        params: list[Any] = [after_pos]
+        if types is not None:
+            kinds = list(types)
+            sql += f" AND type IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY pos"
+        for pos, type_, time, watermark, body in self._db.execute(sql, params):
+            yield JournalEntry(pos, type_, time, watermark, json.loads(body))
+
+    def last_journal_pos(self) -> int:
+        row = self._db.execute("SELECT MAX(pos) FROM journal").fetchone()
+        return int(row[0] or 0)
+
+    def count_events(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- bays, state changes, sessions -------------------------------------------------------
+
+    def set_bay(
+        self, bay_id: str, state: str, since: int, gateway_id: str | None, session_start: int | None
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO bays(bay_id, state, since, gateway_id, session_start) VALUES (?,?,?,?,?)"
+            " ON CONFLICT(bay_id) DO UPDATE SET state=excluded.state, since=excluded.since,"
+            " gateway_id=excluded.gateway_id, session_start=excluded.session_start",
+            (bay_id, state, since, gateway_id, session_start),
+        )
+
+    def bays(self) -> dict[str, tuple[str, int, str | None, int | None]]:
+        return {
+            row[0]: (row[1], row[2], row[3], row[4])
+            for row in self._db.execute(
+                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
+            )
+        }
+
+    def add_state_change(self, bay_id: str, ts: int, state: str) -> None:
+        self._db.execute(
+            "INSERT INTO state_changes(bay_id, ts, state) VALUES (?, ?, ?)", (bay_id, ts, state)
+        )
+
+    def state_changes(
+        self, bay_ids: list[str] | None, start: int, end: int
+    ) -> dict[str, list[tuple[int, str]]]:
+        """Each bay's last state before ``start`` (stamped ``start``) then its changes in
+        ``[start, end)``."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        where = ""
+        params: list[Any] = []
+        if bay_ids is not None:
+            where = f" AND bay_id IN ({','.join('?' * len(bay_ids))})"
+            params = list(bay_ids)
+        # The SQL text only ever gains "?" placeholders; values are bound.
+        before_sql = (  # noqa: S608
+            "SELECT bay_id, state FROM state_changes s WHERE id = (SELECT id FROM state_changes t"
+            " WHERE t.bay_id = s.bay_id AND t.ts < ? ORDER BY ts DESC, id DESC LIMIT 1)"
+        ) + where
+        for bay_id, state in self._db.execute(before_sql, [start, *params]):
+            out.setdefault(bay_id, []).append((start, state))
+        during_sql = (
+            "SELECT bay_id, ts, state FROM state_changes WHERE ts >= ? AND ts < ?"  # noqa: S608
+            + where
+            + " ORDER BY bay_id, ts, id"
+        )
+        for bay_id, ts, state in self._db.execute(during_sql, [start, end, *params]):
+            out.setdefault(bay_id, []).append((ts, state))
+        return out
+
+    def open_session(self, bay_id: str, start: int) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
+            (bay_id, start),
+        )
+
+    def close_session(self, bay_id: str, start: int, end: int) -> None:
+        self._db.execute(
+            "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?", (end, bay_id, start)
+        )
+
+    def count_session_alert(self, bay_id: str, start: int) -> None:
+        self._db.execute(
+            "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?",
+            (bay_id, start),
+        )
+
+    def session_alerts(self, bay_id: str, start: int) -> int:
+        row = self._db.execute(
+            "SELECT alerts FROM sessions WHERE bay_id = ? AND start = ?", (bay_id, start)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def sessions(
+        self, bay_id: str, start: int | None, end: int | None, limit: int, after: int | None
+    ) -> list[tuple[int, int | None, int]]:
+        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
+        sql = "SELECT start, end, alerts FROM sessions WHERE bay_id = ?"
+        params: list[Any] = [bay_id]
+        if start is not None:
+            sql += " AND (end IS NULL OR end > ?)"
+            params.append(start)
+        if end is not None:
+            sql += " AND start < ?"
+            params.append(end)
+        if after is not None:
+            sql += " AND start > ?"
+            params.append(after)
+        sql += " ORDER BY start LIMIT ?"
+        params.append(limit)
+        return [
+            (int(a), None if b is None else int(b), int(c))
+            for a, b, c in self._db.execute(sql, params)
+        ]
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def put_alert(self, record: dict[str, Any], raised_at: int) -> int:
+        """Store an alert's new record and its change; returns the change id."""
+        text = dumps(record)
+        self._db.execute(
+            "INSERT INTO alerts(alert_id, kind, status, zone_id, bay_id, raised_at, record)"
+            " VALUES (?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET status=excluded.status,"
+            " record=excluded.record",
+            (
+                record["alert_id"],
+                record["kind"],
+                record["status"],
+                record.get("zone_id"),
+                record.get("bay_id"),
+                raised_at,
+                text,
+            ),
+        )
+        cur = self._db.execute(
+            "INSERT INTO alert_changes(alert_id, record) VALUES (?, ?)", (record["alert_id"], text)
+        )
+        change_id = cur.lastrowid
+        assert change_id is not None
+        return change_id
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT record FROM alerts WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        zone_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
+        sql = "SELECT record FROM alerts WHERE 1=1"
+        params: list[Any] = []
+        for column, value in (("status", status), ("zone_id", zone_id), ("kind", kind)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if kinds is not None:
+            names = list(kinds)
+            sql += f" AND kind IN ({','.join('?' * len(names))})"
+            params.extend(names)
+        if after is not None:
+            sql += " AND (raised_at > ? OR (raised_at = ? AND alert_id > ?))"
+            params.extend([after[0], after[0], after[1]])
+        sql += " ORDER BY raised_at, alert_id LIMIT ?"
+        params.append(limit)
+        return [dict(json.loads(r[0])) for r in self._db.execute(sql, params)]
+
+    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (int(i), dict(json.loads(r)))
+            for i, r in self._db.execute(
+                "SELECT id, record FROM alert_changes WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+    def last_alert_change(self) -> int:
+        return int(self._db.execute("SELECT MAX(id) FROM alert_changes").fetchone()[0] or 0)
+
+    def count_alerts(self, status: str) -> int:
+        return int(
+            self._db.execute("SELECT COUNT(*) FROM alerts WHERE status = ?", (status,)).fetchone()[
+                0
+            ]
+        )
+
+    # -- rights and suspensions --------------------------------------------------------------
+
+    def put_right(self, right_id: str, body: dict[str, Any], deleted: bool = False) -> None:
+        self._db.execute(
+            "INSERT INTO rights(right_id, body, deleted) VALUES (?, ?, ?) ON CONFLICT(right_id)"
+            " DO UPDATE SET body=excluded.body, deleted=excluded.deleted",
+            (right_id, dumps(body), int(deleted)),
+        )
+
+    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None:
+        row = self._db.execute(
+            "SELECT body, deleted FROM rights WHERE right_id = ?", (right_id,)
+        ).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), bool(row[1]))
+
+    def put_suspension(self, suspension_id: str, body: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO suspensions(suspension_id, body) VALUES (?, ?) ON CONFLICT(suspension_id)"
+            " DO UPDATE SET body=excluded.body",
+            (suspension_id, dumps(body)),
+        )
+
+    def suspensions(self) -> list[dict[str, Any]]:
+        return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]
+
+    # -- gateways and sensors ----------------------------------------------------------------
+
+    def put_gateway(
+        self,
+        gateway_id: str,
+        online: bool,
+        last_seen: int,
+        status: dict[str, Any] | None = None,
+        health: dict[str, Any] | None = None,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO gateways(gateway_id, online, last_seen, status, health)"
+            " VALUES (?,?,?,?,?) ON CONFLICT(gateway_id) DO UPDATE SET online=excluded.online,"
+            " last_seen=excluded.last_seen, status=COALESCE(excluded.status, gateways.status),"
+            " health=COALESCE(excluded.health, gateways.health)",
+            (
+                gateway_id,
+                int(online),
+                last_seen,
+                None if status is None else dumps(status),
+                None if health is None else dumps(health),
+            ),
+        )
+
+    def gateways(self) -> dict[str, tuple[bool, int]]:
+        return {
+            g: (bool(o), int(t))
+            for g, o, t in self._db.execute("SELECT gateway_id, online, last_seen FROM gateways")
+        }
+
+    def put_sensor(
+        self, sensor_id: str, gateway_id: str, bay_id: str | None, health: dict[str, Any]
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO sensors(sensor_id, gateway_id, bay_id, health) VALUES (?,?,?,?)"
+            " ON CONFLICT(sensor_id) DO UPDATE SET gateway_id=excluded.gateway_id,"
+            " bay_id=excluded.bay_id, health=excluded.health",
+            (sensor_id, gateway_id, bay_id, dumps(health)),
+        )
+
+    def sensors(self) -> dict[str, dict[str, Any]]:
+        return {
+            s: dict(json.loads(h))
+            for s, h in self._db.execute("SELECT sensor_id, health FROM sensors")
+        }
+
+    # -- counters and key-values ------------------------------------------------------------
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        self._db.executemany(
+            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name)"
+            " DO UPDATE SET value = value + excluded.value",
+            list(deltas.items()),
+        )
+
+    def counters(self) -> dict[str, int]:
+        return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters")}
+
+    def put_kv(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+            " value=excluded.value",
+            (key, value),
+        )
+
+    def get_kv(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def add_outbox(self, topic: str, payload: str, qos: int, retain: bool) -> int:
+        cur = self._db.execute(
+            "INSERT INTO outbox(topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+            (topic, payload, qos, int(retain)),
+        )
+        row_id = cur.lastrowid
+        assert row_id is not None
+        return row_id
+
+    def outbox(self) -> list[OutboxMessage]:
+        return [
+            OutboxMessage(i, t, p, q, bool(r))
+            for i, t, p, q, r in self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id"
+            )
+        ]
+
+    def remove_outbox(self, ids: Iterable[int]) -> None:
+        self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, before: int, keep_after_pos: int) -> int:
+        """Delete occupancy records, events, state changes and closed sessions older than
+        ``before``; never journal entries the engine still needs (``pos > keep_after_pos``)."""
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE type='occupancy'"
+                " AND time < ? AND pos <= ?)",
+                (before, keep_after_pos),
+            )
+            cur = self._db.execute(
+                "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos <= ?",
+                (before, keep_after_pos),
+            )
+            self._db.execute(
+                "DELETE FROM state_changes WHERE ts < ? AND id NOT IN"
+                " (SELECT MAX(id) FROM state_changes GROUP BY bay_id)",
+                (before,),
+            )
+            self._db.execute("DELETE FROM sessions WHERE end IS NOT NULL AND end < ?", (before,))
+            self._db.execute(
+                "DELETE FROM alert_changes WHERE id IN (SELECT c.id FROM alert_changes c JOIN"
+                " alerts a ON a.alert_id = c.alert_id WHERE a.status IN ('cleared','resolved')"
+                " AND a.raised_at < ?)",
+                (before,),
+            )
+            return cur.rowcount
