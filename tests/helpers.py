@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +89,100 @@ def running_mosquitto(workdir: Path, extra_conf: str = "") -> Iterator[Mosquitto
         yield broker
     finally:
         broker.stop()
+
+
+class Influxd:
+    """A private InfluxDB 1.x (Debian ``influxd``) on free ports with its data in ``workdir``;
+    a test can stop it, kill it and start it again on the same port and data."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.rpc_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "influxdb.conf"
+        self.conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{workdir}/meta"\n'
+            f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n'
+            "  query-log-enabled = false\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Influxd:
+        binary = shutil.which("influxd") or "/usr/bin/influxd"
+        log = (self.workdir / "influxd.log").open("ab")
+        self.proc = subprocess.Popen(
+            [binary, "-config", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_for_port(self.port, timeout=30)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def query(self, q: str, db: str | None = None, epoch: str = "ms") -> list[dict[str, object]]:
+        """Run InfluxQL through ``/query``; returns the ``results`` list (raises on an error)."""
+        params = {"q": q, "epoch": epoch}
+        if db:
+            params["db"] = db
+        data = urllib.parse.urlencode(params).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=30) as resp:
+            body = json.loads(resp.read())
+        results: list[dict[str, object]] = body["results"]
+        for result in results:
+            if "error" in result:
+                raise RuntimeError(f"InfluxQL error: {result['error']} in {q}")
+        return results
+
+
+class VictoriaMetrics:
+    """A private victoria-metrics (accepts ``/api/v2/write`` line protocol) on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> VictoriaMetrics:
+        binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+        log = (self.workdir / "vm.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.workdir}/data",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_for_port(self.port, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None

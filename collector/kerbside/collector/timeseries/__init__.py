@@ -1,0 +1,115 @@
+"""Time series in InfluxDB (SPEC section 9): line builders, sinks, a durable spool, a recorder.
+
+The collector builds one recorder with ``create_sink(config.influxdb, service, ...)`` and calls
+it as things happen; see ``recorder.TimeSeriesRecorder`` and /work/notes/timeseries.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from kerbside.collector.timeseries.errors import (
+    RejectedWriteError,
+    RetryableWriteError,
+    TimeSeriesError,
+)
+from kerbside.collector.timeseries.lines import BayTags, session_figures
+from kerbside.collector.timeseries.recorder import TimeSeriesRecorder
+from kerbside.collector.timeseries.sinks import InfluxV1Sink, InfluxV2Sink, TimeSeriesSink
+from kerbside.collector.timeseries.spool import Spool
+from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
+from kerbside.core.config import ConfigError
+from kerbside.core.instants import Instant
+
+__all__ = [
+    "BayTags",
+    "InfluxV1Sink",
+    "InfluxV2Sink",
+    "RejectedWriteError",
+    "RetryableWriteError",
+    "Spool",
+    "SpoolWriter",
+    "TimeSeriesError",
+    "TimeSeriesRecorder",
+    "TimeSeriesSink",
+    "WriterStats",
+    "create_sink",
+    "open_sink",
+    "session_figures",
+    "states_at",
+]
+
+
+class _StateHistory(Protocol):
+    def state_changes(
+        self, zone_id: str | None, start: int, end: int
+    ) -> dict[str, list[tuple[int, str]]]: ...
+
+
+def _secret(path: Path | None, key: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"influxdb.{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def open_sink(config: Any) -> TimeSeriesSink:
+    """The sink for an ``influxdb:`` config block (the collector's ``InfluxConfig``)."""
+    timeout_s = float(getattr(config, "timeout_s", 10.0))
+    if config.api == "v1":
+        if not config.database:
+            raise ConfigError("influxdb.database: required with api: v1")
+        return InfluxV1Sink(
+            config.url,
+            config.database,
+            retention_policy=config.retention_policy,
+            username=config.username,
+            password=_secret(config.password_file, "password_file"),
+            timeout_s=timeout_s,
+        )
+    for key in ("token_file", "org", "bucket"):
+        if not getattr(config, key):
+            raise ConfigError(f"influxdb.{key}: required with api: v2")
+    token = _secret(config.token_file, "token_file") or ""
+    return InfluxV2Sink(config.url, token, config.org, config.bucket, timeout_s=timeout_s)
+
+
+def states_at(history: _StateHistory, t: Instant) -> dict[str, str]:
+    """Each bay's state at instant ``t`` (the last change at or before it)."""
+    return {
+        bay_id: changes[-1][1]
+        for bay_id, changes in history.state_changes(None, t, t + 1).items()
+        if changes
+    }
+
+
+def create_sink(
+    config: Any,
+    service: Any,
+    store_path: str | Path | None = None,
+    *,
+    delay_s: float = 15.0,
+) -> TimeSeriesRecorder:
+    """The collector's recorder: spool in the store file (or ``influxdb.spool_path``).
+
+    ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``) and
+    ``state_changes(zone_id, start, end)``; both are read on the event loop only.
+    """
+    spool_path = config.spool_path or store_path or ":memory:"
+    writer = SpoolWriter(
+        open_sink(config),
+        str(spool_path),
+        batch_size=int(config.batch_size),
+        flush_interval_s=int(config.flush_interval_ms) / 1000.0,
+        max_lines=int(getattr(config, "spool_max_points", 2_000_000)),
+    )
+
+    def zones() -> dict[str, str]:
+        return {bay_id: bay.zone_id for bay_id, bay in service.site.bays.items()}
+
+    return TimeSeriesRecorder(
+        writer, zones=zones, states_at=lambda t: states_at(service, t), delay_s=delay_s
+    )

@@ -1,0 +1,259 @@
+"""The writer thread: buffer -> spool -> InfluxDB, off the collector's event loop.
+
+``submit`` only appends to a list under a lock, so ingest and alerts never wait for SQLite or
+for InfluxDB. The thread moves the buffer into the spool (one transaction), then sends the
+spool's head in batches and removes a batch only once the sink accepted it. A batch InfluxDB
+rejects is split in halves until the bad line is alone; that line is logged, counted and
+removed, the others go through. While InfluxDB is unreachable the thread keeps spooling and
+retries with a capped, jittered backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kerbside.collector.timeseries.errors import RejectedWriteError, RetryableWriteError
+from kerbside.collector.timeseries.sinks import TimeSeriesSink
+from kerbside.collector.timeseries.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    spool_depth: int  # lines in the spool plus lines buffered for it
+    points_written: int  # lines InfluxDB accepted (a resend after an unclear failure counts again)
+    points_rejected: int  # lines InfluxDB refused for good (logged, removed)
+    points_dropped: int  # lines dropped because the spool was at its bound
+    write_errors: int  # failed write attempts (outages, timeouts, 5xx)
+    connected: bool  # False after the last write attempt failed
+    last_error: str | None
+
+    def as_dict(self) -> dict[str, int | bool | str | None]:
+        return {
+            "spool_depth": self.spool_depth,
+            "points_written": self.points_written,
+            "points_rejected": self.points_rejected,
+            "points_dropped": self.points_dropped,
+            "write_errors": self.write_errors,
+            "connected": self.connected,
+            "last_error": self.last_error,
+        }
+
+
+class SpoolWriter:
+    """Owns the spool and a thread that drains it into a sink."""
+
+    def __init__(
+        self,
+        sink: TimeSeriesSink,
+        spool_path: str,
+        *,
+        batch_size: int = 5000,
+        flush_interval_s: float = 1.0,
+        max_lines: int = 2_000_000,
+        min_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        close_drain_s: float = 5.0,
+    ) -> None:
+        self.sink = sink
+        self._spool_path = spool_path
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval_s
+        self._max_lines = max_lines
+        self._min_backoff = min_backoff_s
+        self._max_backoff = max_backoff_s
+        self._close_drain = close_drain_s
+        self._lock = threading.Condition()
+        self._buffer: list[str] = []
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._spool_depth = 0
+        self._written = 0
+        self._rejected = 0
+        self._dropped = 0
+        self._errors = 0
+        self._connected = True
+        self._last_error: str | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+
+    # -- called from any thread -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the spool (in the thread that will own it) and start draining it."""
+        self._thread = threading.Thread(target=self._run, name="kerbside-timeseries", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def submit(self, lines: Sequence[str]) -> None:
+        """Queue lines for the spool: O(len(lines)), never waits for I/O."""
+        if not lines:
+            return
+        with self._lock:
+            self._buffer.extend(lines)
+            overflow = len(self._buffer) - self._max_lines
+            if overflow > 0:  # the thread is stuck (disk?): keep memory bounded
+                del self._buffer[:overflow]
+                self._dropped += overflow
+            if len(self._buffer) >= self._batch_size:
+                self._lock.notify()
+
+    def flush_soon(self) -> None:
+        """Wake the thread to spool and send what is buffered now (tests, shutdown)."""
+        with self._lock:
+            self._lock.notify()
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(
+                spool_depth=self._spool_depth + len(self._buffer),
+                points_written=self._written,
+                points_rejected=self._rejected,
+                points_dropped=self._dropped,
+                write_errors=self._errors,
+                connected=self._connected,
+                last_error=self._last_error,
+            )
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Block until buffer and spool are empty (tests, backfill); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.flush_soon()
+            stats = self.stats()
+            if stats.spool_depth == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        """Spool what is buffered, try a last drain for a few seconds, stop the thread."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.sink.close()
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            spool = Spool(self._spool_path, self._max_lines)
+        except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
+            self._start_error = exc
+            self._ready.set()
+            return
+        with self._lock:
+            self._spool_depth = spool.depth
+        if spool.depth:
+            log.info("time-series spool holds %d lines from before; sending them", spool.depth)
+        self._ready.set()
+        try:
+            self._loop(spool)
+        finally:
+            spool.close()
+
+    def _loop(self, spool: Spool) -> None:
+        last_flush = time.monotonic()
+        while True:
+            with self._lock:
+                while not self._stopping:
+                    now = time.monotonic()
+                    due = last_flush + self._flush_interval
+                    if len(self._buffer) >= self._batch_size or now >= due:
+                        break
+                    self._lock.wait(timeout=due - now)
+                stopping = self._stopping
+            last_flush = time.monotonic()
+            self._spool_buffer(spool)
+            if stopping:
+                self._final_drain(spool)
+                return
+            if time.monotonic() >= self._retry_at:
+                self._drain(spool, deadline=None)
+
+    def _spool_buffer(self, spool: Spool) -> None:
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+        if not lines:
+            return
+        try:
+            dropped = spool.append(lines)
+        except Exception:
+            # The store file is unwritable (disk full?): keep the lines in memory and retry.
+            log.exception("cannot spool %d time-series lines; will retry", len(lines))
+            with self._lock:
+                self._buffer[:0] = lines
+            return
+        with self._lock:
+            self._dropped += dropped
+            self._spool_depth = spool.depth
+
+    def _drain(self, spool: Spool, deadline: float | None) -> None:
+        """Send batches until the spool is empty, a write fails, or the deadline passes."""
+        while deadline is None or time.monotonic() < deadline:
+            batch = spool.head(self._batch_size)
+            if not batch:
+                return
+            try:
+                self._send([line for _, line in batch])
+            except RetryableWriteError as exc:
+                self._failed(exc)
+                return
+            spool.remove_through(batch[-1][0])
+            with self._lock:
+                self._spool_depth = spool.depth
+                self._connected = True
+                self._failures = 0
+            # New lines keep arriving during a long drain: spool them between batches so the
+            # buffer stays small, and send full batches rather than the buffer's dribble.
+            if len(self._buffer) >= self._batch_size or len(batch) < self._batch_size:
+                self._spool_buffer(spool)
+
+    def _send(self, lines: list[str]) -> None:
+        try:
+            self.sink.write(lines)
+        except RejectedWriteError as exc:
+            if len(lines) == 1:
+                log.warning("InfluxDB rejected a point (%s); dropped it: %s", exc, lines[0][:300])
+                with self._lock:
+                    self._rejected += 1
+                return
+            middle = len(lines) // 2
+            self._send(lines[:middle])
+            self._send(lines[middle:])
+            return
+        with self._lock:
+            self._written += len(lines)
+
+    def _failed(self, exc: RetryableWriteError) -> None:
+        self._failures += 1
+        backoff = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
+        backoff *= random.uniform(0.5, 1.0)
+        self._retry_at = time.monotonic() + backoff
+        with self._lock:
+            self._errors += 1
+            was_connected, self._connected = self._connected, False
+            self._last_error = str(exc)
+        if was_connected:
+            log.warning("InfluxDB write failed (%s); spooling, retrying with backoff", exc)
+        else:
+            log.debug("InfluxDB still unavailable (%s); next try in %.1fs", exc, backoff)
+
+    def _final_drain(self, spool: Spool) -> None:
+        if spool.depth and self._connected:
+            self._drain(spool, deadline=time.monotonic() + self._close_drain)
+        if spool.depth:
+            log.info("time-series spool keeps %d lines for the next start", spool.depth)
