@@ -1,0 +1,101 @@
+"""The recorder: the collector's calls become points; zone_occupancy at every interval boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kerbside.collector.timeseries import BayTags, SpoolWriter, TimeSeriesRecorder, TimeSeriesSink
+
+BAYS = {
+    "B1": BayTags("B1", "Z1", "High St", "paid"),
+    "B2": BayTags("B2", "Z1", "High St", "limited"),
+    "B3": BayTags("B3", "Z2", "Low St", "free"),
+}
+
+
+class MemorySink(TimeSeriesSink):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        return "memory"
+
+    def write(self, lines: Sequence[str]) -> None:
+        with self.lock:
+            self.lines.extend(lines)
+
+
+def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
+    sink = MemorySink()
+    writer = SpoolWriter(sink, str(tmp_path / "store.db"), flush_interval_s=0.02)
+    history: dict[str, list[tuple[int, str]]] = {"B1": [(0, "occupied")], "B2": [(0, "vacant")]}
+    asked: list[int] = []
+
+    def states_at(t: int) -> Mapping[str, str]:
+        asked.append(t)
+        return {bay: changes[-1][1] for bay, changes in history.items()}
+
+    interval = 200
+    recorder = TimeSeriesRecorder(
+        writer,
+        zones=lambda: {b.id: b.zone_id for b in BAYS.values()},
+        states_at=states_at,
+        delay_s=0.05,
+        interval_ms=interval,
+    )
+
+    async def scenario() -> None:
+        await recorder.start()
+        recorder.bay_state(BAYS["B1"], "occupied", 1_000, "gw-1")
+        recorder.session_closed(BAYS["B2"], 1_000, 61_000, 0.0, 0)
+        recorder.alert({"alert_id": "a", "kind": "unpaid", "status": "open", "raised_at": 5_000})
+        recorder.alert(
+            {"alert_id": "a", "kind": "unpaid", "status": "acknowledged", "raised_at": 5_000}
+        )
+        recorder.sensor_health("S1", "B1", "gw-1", 7_000, 3500, 9.5, 0, None)
+        recorder.gateway("gw-1", True, 0, 8_000)
+        await asyncio.sleep(interval * 4.5 / 1000)
+        history["B2"].append((1, "occupied"))
+        await asyncio.sleep(interval * 2.5 / 1000)
+        await recorder.stop()
+
+    asyncio.run(scenario())
+    lines = sink.lines
+    assert lines[:6] == [
+        "bay_state,bay_id=B1,gateway_id=gw-1,kind=paid,street=High\\ St,zone_id=Z1"
+        ' occupied=1i,state="occupied" 1000',
+        "bay_session,bay_id=B2,kind=limited,street=High\\ St,zone_id=Z1"
+        " duration_s=60.0,overstay_s=0.0,alerts=0i 1000",
+        'alert,kind=unpaid alert_id="a",open=1i 5000',
+        'alert,kind=unpaid alert_id="a",open=1i 5000',
+        "sensor_health,bay_id=B1,gateway_id=gw-1,sensor_id=S1"
+        " battery_mv=3500i,temp_c=9.5,lost_frames=0i 7000",
+        "gateway,gateway_id=gw-1 online=1i,outbox_depth=0i 8000",
+    ]
+    ticks = [line for line in lines if line.startswith("zone_occupancy")]
+    times = sorted({int(line.rsplit(" ", 1)[1]) for line in ticks})
+    assert len(times) >= 5
+    assert all(t % interval == 0 for t in times)
+    assert [b - a for a, b in itertools.pairwise(times)] == [interval] * (len(times) - 1)
+    assert times == sorted(set(asked))
+    # Each tick writes every zone; B3 was never heard of, so Z2 is all unknown and has no rate.
+    first, last = times[0], times[-1]
+    assert f"zone_occupancy,zone_id=Z2 occupied=0i,vacant=0i,unknown=1i,total=1i {first}" in ticks
+    assert (
+        f"zone_occupancy,zone_id=Z1 occupied=1i,vacant=1i,unknown=0i,total=2i,rate=0.5 {first}"
+        in ticks
+    )
+    assert (
+        f"zone_occupancy,zone_id=Z1 occupied=2i,vacant=0i,unknown=0i,total=2i,rate=1.0 {last}"
+        in ticks
+    )
+    # The point for boundary t is written only once t + delay has passed.
+    assert times[-1] + 50 <= time.time() * 1000
+    assert writer.stats().spool_depth == 0

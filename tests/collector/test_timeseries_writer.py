@@ -1,0 +1,169 @@
+"""The spool writer against a real InfluxDB 1.x: batches, rejections, outages, restarts, bounds."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter, TimeSeriesSink
+from kerbside.collector.timeseries import lines as lp
+from tests.helpers import Influxd
+
+T0 = 1_795_680_000_000
+
+
+@pytest.fixture
+def influx(tmp_path: Path) -> Iterator[Influxd]:
+    server = Influxd(tmp_path / "influxd").start()
+    server.query("CREATE DATABASE k")
+    yield server
+    server.stop()
+
+
+def gateway_lines(n: int, start: int = 0) -> list[str]:
+    return [lp.gateway_line(f"gw-{i % 7}", True, i, T0 + i * 1000) for i in range(start, start + n)]
+
+
+def count(influx: Influxd, measurement: str = "gateway", field: str = "outbox_depth") -> int:
+    result = influx.query(f'SELECT count("{field}") FROM "{measurement}"', db="k")[0]
+    if "series" not in result:
+        return 0
+    return int(result["series"][0]["values"][0][1])  # type: ignore[index]
+
+
+def writer_for(influx: Influxd, spool: Path, **kw: float) -> SpoolWriter:
+    options: dict[str, float] = {"flush_interval_s": 0.05, "min_backoff_s": 0.05}
+    options.update(kw)
+    return SpoolWriter(
+        InfluxV1Sink(influx.url, "k", timeout_s=5),
+        str(spool),
+        batch_size=int(options.pop("batch_size", 500)),
+        max_lines=int(options.pop("max_lines", 1_000_000)),
+        flush_interval_s=options["flush_interval_s"],
+        min_backoff_s=options["min_backoff_s"],
+        max_backoff_s=0.3,
+    )
+
+
+def test_every_line_arrives_in_batches(influx: Influxd, tmp_path: Path) -> None:
+    writer = writer_for(influx, tmp_path / "store.db")
+    writer.start()
+    for chunk in range(10):
+        writer.submit(gateway_lines(430, chunk * 430))
+    assert writer.wait_drained(30)
+    writer.close()
+    assert count(influx) == 4300
+    stats = writer.stats()
+    assert (stats.points_written, stats.points_rejected, stats.write_errors) == (4300, 0, 0)
+    assert stats.spool_depth == 0
+
+
+def test_rejected_points_do_not_block_the_ones_behind(influx: Influxd, tmp_path: Path) -> None:
+    # An integer field written first fixes the type; the float one conflicts (HTTP 400,
+    # "partial write"), and a line that does not parse at all is also a 400.
+    InfluxV1Sink(influx.url, "k").write([lp.gateway_line("gw-x", True, 1, T0 - 1000)])
+    bad_type = "gateway,gateway_id=gw-y online=1i,outbox_depth=2.5 1795679999000"
+    garbage = "this is not line protocol"
+    good = gateway_lines(1000)
+    batch = [*good[:300], bad_type, *good[300:700], garbage, *good[700:]]
+    writer = writer_for(influx, tmp_path / "store.db", batch_size=5000)
+    writer.start()
+    writer.submit(batch)
+    assert writer.wait_drained(30)
+    writer.close()
+    assert count(influx) == 1000 + 1
+    stats = writer.stats()
+    assert stats.points_rejected == 2
+    assert stats.spool_depth == 0
+
+
+def test_outage_spools_then_drains_everything_once(influx: Influxd, tmp_path: Path) -> None:
+    writer = writer_for(influx, tmp_path / "store.db", batch_size=200)
+    writer.start()
+    writer.submit(gateway_lines(500))
+    assert writer.wait_drained(30)
+    influx.stop()
+    writer.submit(gateway_lines(1500, 500))
+    writer.flush_soon()
+    # While InfluxDB is away the lines wait in the spool and the writer says it is cut off.
+    assert not writer.wait_drained(1.0)
+    stats = writer.stats()
+    assert stats.spool_depth == 1500
+    assert not stats.connected
+    assert stats.write_errors >= 1
+    influx.start()
+    writer.submit(gateway_lines(500, 2000))
+    assert writer.wait_drained(30)
+    writer.close()
+    assert count(influx) == 2500
+    assert writer.stats().connected
+
+
+def test_spool_survives_a_restart_of_the_collector(influx: Influxd, tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    influx.stop()
+    first = writer_for(influx, store, close_drain_s=0.2)
+    first.start()
+    first.submit(gateway_lines(1234))
+    first.close()  # InfluxDB down: the lines stay in the spool table
+    assert Spool(store).depth == 1234
+    influx.start()
+    second = writer_for(influx, store)
+    second.start()
+    assert second.wait_drained(30)
+    second.close()
+    assert count(influx) == 1234
+    assert Spool(store).depth == 0
+
+
+def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.db", max_lines=1000)
+    assert spool.append([f"m x={i}i {i}" for i in range(700)]) == 0
+    assert spool.append([f"m x={i}i {i}" for i in range(700, 1500)]) == 500
+    assert spool.depth == 1000
+    assert spool.dropped == 500
+    head = spool.head(3)
+    assert [line for _, line in head] == ["m x=500i 500", "m x=501i 501", "m x=502i 502"]
+    spool.remove_through(head[-1][0])
+    assert spool.depth == 997
+    spool.close()
+    assert Spool(tmp_path / "s.db").depth == 997
+
+
+class StuckSink(TimeSeriesSink):
+    """A sink whose write hangs until released: InfluxDB accepting the connection, then silent."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.lines: list[str] = []
+
+    @property
+    def target(self) -> str:
+        return "stuck"
+
+    def write(self, lines: Sequence[str]) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+        self.lines.extend(lines)
+
+
+def test_submit_never_waits_for_a_hanging_influxdb(tmp_path: Path) -> None:
+    sink = StuckSink()
+    writer = SpoolWriter(sink, str(tmp_path / "store.db"), batch_size=100, flush_interval_s=0.01)
+    writer.start()
+    writer.submit(gateway_lines(100))
+    assert sink.entered.wait(10)
+    # The writer thread is stuck inside write(); submitting from here must still return at once
+    # (if it waited for the thread this test would hang until the 30 s release timeout fails it).
+    for chunk in range(50):
+        writer.submit(gateway_lines(100, 100 + chunk * 100))
+    assert writer.stats().spool_depth == 5100
+    sink.release.set()
+    assert writer.wait_drained(30)
+    writer.close()
+    assert len(sink.lines) == 5100
+    assert sink.lines == gateway_lines(5100)  # in order, each once
