@@ -9,6 +9,7 @@ data to the event loop with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -22,6 +23,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kerbside.collector.config import MqttConfig
+from kerbside.collector.records import Rejected, decode_payload
+from kerbside.core.ids import is_valid_id
+from kerbside.core.instants import InstantError, parse_instant
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +146,83 @@ class MqttLink:
             self._loop.call_soon_threadsafe(self._on_connection, False)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "replace")
         message = Message(
-            msg.topic,
+            topic,
             bytes(msg.payload),
             msg.qos,
             msg.mid,
             self._generation,
             int(time.time() * 1000),
         )
-        self._loop.call_soon_threadsafe(self._on_message, message)
+        with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
+            self._loop.call_soon_threadsafe(self._on_message, message)
 
     def _handle_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
         if self._on_published is not None:
             self._loop.call_soon_threadsafe(self._on_published, mid)
+
+
+# -- gateway status and health payloads (SPEC 5) ------------------------------------------------
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    data = decode_payload(payload)
+    if "v" not in data:
+        raise Rejected("schema", "required", "v")
+    version = data["v"]
+    if version != 1 or isinstance(version, bool):
+        reason = "unknown_version" if isinstance(version, int) else "schema"
+        raise Rejected(reason, f"version {version!r} is not understood", "v")
+    return data
+
+
+def _common(data: dict[str, Any], topic_gateway: str) -> None:
+    gateway_id = data.get("gateway_id")
+    if not is_valid_id(gateway_id):
+        raise Rejected("schema", "gateway_id is not an id", "gateway_id")
+    if gateway_id != topic_gateway:
+        raise Rejected("gateway_mismatch", "gateway_id differs from the topic's", "gateway_id")
+    try:
+        parse_instant(data.get("ts"))  # type: ignore[arg-type]
+    except InstantError as exc:
+        raise Rejected("schema", "ts is not an instant", "ts") from exc
+
+
+def check_status(payload: bytes, topic_gateway: str) -> dict[str, Any]:
+    data = _decode(payload)
+    _common(data, topic_gateway)
+    if not isinstance(data.get("online"), bool):
+        raise Rejected("schema", "online is not a boolean", "online")
+    return data
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_health(payload: bytes, topic_gateway: str) -> dict[str, Any]:
+    data = _decode(payload)
+    _common(data, topic_gateway)
+    for key in ("outbox_depth", "events_dropped", "unknown_sensors", "uptime_s"):
+        if key in data and not _is_int(data[key]):
+            raise Rejected("schema", f"{key} is not an integer", key)
+    sensors = data.get("sensors", [])
+    if not isinstance(sensors, list):
+        raise Rejected("schema", "sensors is not a list", "sensors")
+    for i, sensor in enumerate(sensors):
+        if not isinstance(sensor, dict) or not is_valid_id(sensor.get("sensor_id")):
+            raise Rejected("schema", "sensor_id is not an id", f"sensors[{i}].sensor_id")
+        for key in ("battery_mv", "frames", "lost_frames", "duplicates", "rssi"):
+            value = sensor.get(key)
+            if value is not None and not _is_int(value):
+                raise Rejected("schema", f"{key} is not an integer", f"sensors[{i}].{key}")
+        temp = sensor.get("temp_c")
+        if temp is not None and (isinstance(temp, bool) or not isinstance(temp, int | float)):
+            raise Rejected("schema", "temp_c is not a number", f"sensors[{i}].temp_c")
+    return data

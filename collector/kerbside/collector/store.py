@@ -59,9 +59,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     zone_id TEXT,
     bay_id TEXT,
     raised_at INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]'
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status);
+CREATE INDEX IF NOT EXISTS alerts_bay ON alerts(bay_id, raised_at);
 CREATE TABLE IF NOT EXISTS alert_changes (
     id INTEGER PRIMARY KEY,
     alert_id TEXT NOT NULL,
@@ -343,12 +345,28 @@ class Store:
         ).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
+    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
+        row = self._db.execute(
+            "SELECT record, history FROM alerts WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), list(json.loads(row[1])))
+
+    def add_alert_history(self, alert_id: str, entry: dict[str, Any]) -> None:
+        found = self.alert_with_history(alert_id)
+        if found is None:
+            return
+        self._db.execute(
+            "UPDATE alerts SET history = ? WHERE alert_id = ?",
+            (dumps([*found[1], entry]), alert_id),
+        )
+
     def alerts(
         self,
         *,
         status: str | None = None,
         zone_id: str | None = None,
         kind: str | None = None,
+        bay_id: str | None = None,
         limit: int = 100,
         after: tuple[int, str] | None = None,
         kinds: Iterable[str] | None = None,
@@ -356,7 +374,12 @@ class Store:
         """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
         sql = "SELECT record FROM alerts WHERE 1=1"
         params: list[Any] = []
-        for column, value in (("status", status), ("zone_id", zone_id), ("kind", kind)):
+        for column, value in (
+            ("status", status),
+            ("zone_id", zone_id),
+            ("kind", kind),
+            ("bay_id", bay_id),
+        ):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)

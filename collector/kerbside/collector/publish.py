@@ -1,0 +1,119 @@
+"""What the collector publishes, through a durable outbox.
+
+Alert changes and retained bay states are written to the store's outbox in the same transaction
+as the changes that caused them, handed to paho after the commit, and removed once the broker
+has acknowledged them (QoS 1). After a crash, what was committed but not acknowledged is sent
+again on the next connection, so no alert change is lost (a consumer may see one twice and
+can de-duplicate on ``(alert_id, status)``). Dead letters are QoS 0 and not kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Protocol
+
+from kerbside.collector.store import OutboxMessage, Store, dumps
+
+MAINTENANCE_KINDS = frozenset({"gateway_offline", "sensor_silent", "sensor_fault", "low_battery"})
+
+
+class Link(Protocol):
+    connected: bool
+
+    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int: ...
+
+
+def deadletter_payload(topic: str, reason: str, payload: bytes) -> str:
+    """SPEC 5 dead letter: the payload's text, or base64 of its first KiB if not UTF-8."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = base64.b64encode(payload[:1024]).decode("ascii")
+    return json.dumps({"v": 1, "topic": topic, "reason": reason, "payload": text})
+
+
+class Publisher:
+    def __init__(self, store: Store, topic_root: str) -> None:
+        self.store = store
+        self.root = topic_root.rstrip("/")
+        self._bays: dict[str, str] = {}  # bay_id -> payload, coalesced within one commit
+        self._alerts: list[tuple[str, str]] = []
+        self._staged: list[OutboxMessage] = []
+        self._unacked: dict[int, OutboxMessage] = {}  # paho mid -> message
+        self._waiting: dict[int, OutboxMessage] = {}  # committed, not yet handed to paho
+        self._done: list[int] = []
+        self._deadletters: list[str] = []
+        self.link: Link | None = None
+        for message in store.outbox():
+            self._waiting[message.id] = message
+
+    # -- inside a transaction --------------------------------------------------------------
+
+    def bay(self, bay_id: str, payload: dict[str, Any]) -> None:
+        self._bays[bay_id] = dumps(payload)
+
+    def alert(self, record: dict[str, Any]) -> None:
+        if record["kind"] in MAINTENANCE_KINDS:
+            topic = f"{self.root}/alerts/maintenance"
+        else:
+            topic = f"{self.root}/alerts/{record['zone_id']}"
+        self._alerts.append((topic, dumps(record)))
+
+    def deadletter(self, topic: str, reason: str, payload: bytes) -> None:
+        self._deadletters.append(deadletter_payload(topic, reason, payload))
+
+    def stage(self) -> None:
+        """Write what this transaction publishes to the outbox; drop what the broker has."""
+        if self._done:
+            self.store.remove_outbox(self._done)
+            self._done = []
+        for topic, payload in self._alerts:
+            row = self.store.add_outbox(topic, payload, 1, False)
+            self._staged.append(OutboxMessage(row, topic, payload, 1, False))
+        for bay_id, payload in self._bays.items():
+            topic = f"{self.root}/bays/{bay_id}"
+            row = self.store.add_outbox(topic, payload, 1, True)
+            self._staged.append(OutboxMessage(row, topic, payload, 1, True))
+        self._alerts = []
+        self._bays = {}
+
+    def discard(self) -> None:
+        """The transaction rolled back."""
+        self._alerts, self._bays, self._staged = [], {}, []
+
+    # -- after the commit --------------------------------------------------------------------
+
+    def send(self) -> None:
+        for message in self._staged:
+            self._waiting[message.id] = message
+        self._staged = []
+        link = self.link
+        if link is None:
+            return
+        for text in self._deadletters:
+            link.publish(f"{self.root}/deadletter", text, 0)
+        self._deadletters = []
+        if not link.connected:
+            return
+        for message in list(self._waiting.values()):
+            mid = link.publish(message.topic, message.payload, message.qos, message.retain)
+            self._unacked[mid] = message
+        self._waiting.clear()
+
+    def published(self, mid: int) -> None:
+        """The broker acknowledged a message (paho's on_publish)."""
+        message = self._unacked.pop(mid, None)
+        if message is not None:
+            self._done.append(message.id)
+
+    def reconnected(self) -> None:
+        """Send again what the broker had not acknowledged before the connection dropped."""
+        for message in self._unacked.values():
+            self._waiting[message.id] = message
+        self._unacked.clear()
+        self.send()
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting) + len(self._unacked)
