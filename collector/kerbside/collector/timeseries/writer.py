@@ -46,6 +46,26 @@ class WriterStats:
         }
 
 
+def write_splitting(sink: TimeSeriesSink, lines: Sequence[str]) -> tuple[int, int]:
+    """Write ``lines``; when InfluxDB rejects the batch, split it in halves until each rejected
+    line is alone, log and skip those. Returns (lines written, lines rejected).
+
+    RetryableWriteError propagates: the caller keeps the whole batch and sends it again later
+    (the halves already stored are overwritten by the same points, harmlessly).
+    """
+    try:
+        sink.write(lines)
+    except RejectedWriteError as exc:
+        if len(lines) == 1:
+            log.warning("InfluxDB rejected a point (%s); dropped it: %s", exc, lines[0][:300])
+            return 0, 1
+        middle = len(lines) // 2
+        first = write_splitting(sink, lines[:middle])
+        second = write_splitting(sink, lines[middle:])
+        return first[0] + second[0], first[1] + second[1]
+    return len(lines), 0
+
+
 class SpoolWriter:
     """Owns the spool and a thread that drains it into a sink."""
 
@@ -223,20 +243,10 @@ class SpoolWriter:
                 self._spool_buffer(spool)
 
     def _send(self, lines: list[str]) -> None:
-        try:
-            self.sink.write(lines)
-        except RejectedWriteError as exc:
-            if len(lines) == 1:
-                log.warning("InfluxDB rejected a point (%s); dropped it: %s", exc, lines[0][:300])
-                with self._lock:
-                    self._rejected += 1
-                return
-            middle = len(lines) // 2
-            self._send(lines[:middle])
-            self._send(lines[middle:])
-            return
+        written, rejected = write_splitting(self.sink, lines)
         with self._lock:
-            self._written += len(lines)
+            self._written += written
+            self._rejected += rejected
 
     def _failed(self, exc: RetryableWriteError) -> None:
         self._failures += 1
