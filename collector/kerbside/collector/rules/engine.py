@@ -1,0 +1,736 @@
+"""The rules engine (SPEC section 7): journal records in, alert changes out, no I/O.
+
+Per bay the engine keeps only its occupancy, its rights and suspensions, and the alerts of the
+current session. Each occupied bay has at most one live entry in a heap of deadlines: the next
+instant at which something can happen to it (an alert falls due, a period or suspended run starts
+or ends). Stale heap entries are recognised by a per-bay version number and skipped. Nothing
+scans time minute by minute, and every deadline is an exact instant a live caller can schedule.
+
+At one instant, records take effect first (in the order they were applied), then raises and
+clears; that is how "a record at instant t takes effect at t" wins every tie.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any, Final
+
+from kerbside.collector.records import (
+    JournalRecord,
+    OccupancyEvent,
+    Right,
+    Suspension,
+    from_journal_dict,
+    record_time,
+    to_journal_dict,
+)
+from kerbside.collector.rules.alerts import (
+    ACTIVE,
+    Alert,
+    AlertChange,
+    AlertKind,
+    AlertStatus,
+    ChangeKind,
+    make_alert_id,
+)
+from kerbside.collector.rules.schedule import MINUTE_MS, NEG_INF, POS_INF, Schedule, ScheduleBook
+from kerbside.collector.site import Bay, Site
+from kerbside.core.instants import Instant
+
+SNAPSHOT_VERSION: Final = 1
+_PERIOD_KINDS: Final = frozenset({"overstay", "unpaid", "expired"})
+_RIGHT_KINDS: Final = frozenset({"unpaid", "expired"})
+_KIND_ORDER: Final = {"overstay": 0, "unpaid": 1, "expired": 2, "suspended": 3}
+# Zone rights are shared by many bays and are few: they are forgotten this long after ending.
+_ZONE_RIGHT_KEEP_MS: Final = 60 * 86_400_000
+
+Interval = tuple[Instant, Instant]
+AlertKey = tuple[str, Instant]  # (kind, key): what makes an alert unique within a session
+Candidate = tuple[Instant, AlertKind, Instant, Instant]  # (due, kind, key, end of its P/run)
+
+
+class _SessionAlert:
+    """An alert of the current session, mutable inside the engine only."""
+
+    __slots__ = (
+        "alert_id",
+        "clear_reason",
+        "cleared_at",
+        "end",
+        "key",
+        "kind",
+        "raised_at",
+        "status",
+    )
+
+    def __init__(
+        self,
+        alert_id: str,
+        kind: AlertKind,
+        key: Instant,
+        raised_at: Instant,
+        *,
+        status: AlertStatus = "open",
+        cleared_at: Instant | None = None,
+        clear_reason: str | None = None,
+        end: Instant = POS_INF,
+    ) -> None:
+        self.alert_id = alert_id
+        self.kind: AlertKind = kind
+        self.key = key
+        self.raised_at = raised_at
+        self.status: AlertStatus = status
+        self.cleared_at = cleared_at
+        self.clear_reason = clear_reason
+        # End of the controlled period it was raised in (unused for `suspended`, whose run is
+        # looked up again because suspensions can be replaced).
+        self.end = end
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.alert_id} {self.status} raised {self.raised_at}>"
+
+
+class _BayState:
+    __slots__ = ("alerts", "arrival", "rights", "since", "state", "suspensions", "version", "wake")
+
+    def __init__(self) -> None:
+        self.state = "unknown"
+        self.since: Instant | None = None
+        self.arrival: Instant | None = None
+        self.alerts: dict[AlertKey, _SessionAlert] | None = None
+        self.rights: dict[str, Interval] | None = None
+        self.suspensions: dict[str, Interval] | None = None
+        self.version = 0
+        self.wake: Instant | None = None
+
+
+def merge_runs(intervals: list[Interval]) -> list[Interval]:
+    """Suspensions that overlap or touch make one suspended run."""
+    runs: list[Interval] = []
+    for start, end in sorted(intervals):
+        if runs and start <= runs[-1][1]:
+            if end > runs[-1][1]:
+                runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
+
+
+class RulesEngine:
+    """Sessions and enforcement alerts for one site. See ``docs/rules.md`` for the rules and
+    ``/work/notes/rules.md`` for how a live caller drives it."""
+
+    def __init__(self, site: Site) -> None:
+        self._bays: dict[str, _BayState] = {}
+        self._zone_rights: dict[str, dict[str, Interval]] = {}
+        # right id -> (True, zone_id) or (False, bay_id); suspension id -> its bays
+        self._right_home: dict[str, tuple[bool, str]] = {}
+        self._suspension_home: dict[str, tuple[str, ...]] = {}
+        self._alert_home: dict[str, tuple[str, AlertKey]] = {}
+        # (time, phase, order, version, payload): phase 0 = queued record (order = arrival
+        # sequence), phase 1 = a bay's wake (order = the bay's place in the site file).
+        self._heap: list[tuple[Instant, int, int, int, Any]] = []
+        self._seq = 0
+        self._clock: Instant = NEG_INF
+        self._use_site(site)
+
+    def _use_site(self, site: Site) -> None:
+        self.site = site
+        book = ScheduleBook(site.timezone, site.holidays)
+        self._schedules: dict[str, Schedule] = {
+            bay.id: book.get(bay.controlled_hours, bay.except_holidays)
+            for bay in site.bays.values()
+        }
+        self._order = {bay_id: i for i, bay_id in enumerate(site.bays)}
+
+    # -- driving the engine ---------------------------------------------------------------
+    @property
+    def clock(self) -> Instant:
+        """Everything due at or before this instant has been processed."""
+        return self._clock
+
+    def apply(self, record: JournalRecord) -> list[AlertChange]:
+        """Take a validated record. One whose time is after ``clock`` is queued and takes effect
+        when the engine advances to its time; a late one takes effect at once and can only clear
+        what was already raised."""
+        time = record_time(record)
+        if time > self._clock:
+            self._seq += 1
+            heapq.heappush(self._heap, (time, 0, self._seq, 0, record))
+            return []
+        out: list[AlertChange] = []
+        self._take(record, time, out, late=True)
+        return out
+
+    def advance(self, now: Instant) -> list[AlertChange]:
+        """Process everything due at or before ``now``, in instant order."""
+        out: list[AlertChange] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            time, phase, _order, version, payload = heapq.heappop(heap)
+            if phase == 0:
+                self._take(payload, time, out, late=False)
+                continue
+            state = self._bays.get(payload)
+            if state is None or state.version != version:
+                continue
+            state.wake = None
+            self._evaluate(payload, state, time, out)
+        self._clock = max(self._clock, now)
+        return out
+
+    def next_deadline(self) -> Instant | None:
+        """The earliest instant at which ``advance`` has something to do, or None."""
+        heap = self._heap
+        while heap:
+            _time, phase, _order, version, payload = heap[0]
+            if phase == 0:
+                return heap[0][0]
+            state = self._bays.get(payload)
+            if state is not None and state.version == version:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
+
+    # -- officers and providers -----------------------------------------------------------
+    def acknowledge(self, alert_id: str, at: Instant) -> list[AlertChange]:
+        found = self._find(alert_id)
+        if found is None or found[1].status != "open":
+            return []
+        bay_id, alert, state = found
+        alert.status = "acknowledged"
+        return [self._change(bay_id, state, alert, "acknowledged", at)]
+
+    def resolve(self, alert_id: str, at: Instant) -> list[AlertChange]:
+        """An officer closes the alert: status ``resolved``, clear reason ``resolved``."""
+        found = self._find(alert_id)
+        if found is None or found[1].status not in ACTIVE:
+            return []
+        bay_id, alert, state = found
+        alert.status, alert.cleared_at, alert.clear_reason = "resolved", at, "resolved"
+        return [self._change(bay_id, state, alert, "resolved", at)]
+
+    def cancel_right(self, right_id: str, at: Instant) -> list[AlertChange]:
+        """The right stops covering at ``at`` (it is forgotten if ``at`` is not after its start)."""
+        home = self._right_home.get(right_id)
+        if home is None:
+            return []
+        is_zone, target = home
+        rights = self._zone_rights.get(target) if is_zone else self._bays[target].rights
+        assert rights is not None
+        start, end = rights[right_id]
+        if at <= start:
+            del rights[right_id]
+            del self._right_home[right_id]
+        else:
+            rights[right_id] = (start, min(end, at))
+        for bay_id in self._bays_of(is_zone, target):
+            state = self._bays.get(bay_id)
+            if state is not None:
+                self._recompute(bay_id, state, self._clock + 1)
+        return []
+
+    def replace_site(self, site: Site) -> list[AlertChange]:
+        """Use a reloaded site file, keeping state. Bays that are gone are forgotten; open
+        alerts whose period no longer holds end now (``restriction_ended``)."""
+        self._use_site(site)
+        out: list[AlertChange] = []
+        for bay_id in [b for b in self._bays if b not in site.bays]:
+            state = self._bays.pop(bay_id)
+            for alert in (state.alerts or {}).values():
+                self._alert_home.pop(alert.alert_id, None)
+        for zone_id in [z for z in self._zone_rights if z not in site.zones]:
+            for right_id in self._zone_rights.pop(zone_id):
+                self._right_home.pop(right_id, None)
+        now = self._clock + 1
+        for bay_id, state in self._bays.items():
+            for alert in (state.alerts or {}).values():
+                if alert.status in ACTIVE and alert.kind in _PERIOD_KINDS:
+                    start, end, controlled = self._schedules[bay_id].segment_at(
+                        max(alert.raised_at, self._clock)
+                    )
+                    alert.end = end if controlled and start <= alert.raised_at else now
+            self._settle(bay_id, state, now, out)
+            state.wake = None
+            state.version += 1
+            self._recompute(bay_id, state, now)
+        return out
+
+    # -- saving and restoring -------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The engine's whole state as JSON-able data; ``restore`` carries on from it."""
+        bays: dict[str, Any] = {}
+        for bay_id, state in self._bays.items():
+            bays[bay_id] = {
+                "state": state.state,
+                "since": state.since,
+                "arrival": state.arrival,
+                "rights": [[k, s, e] for k, (s, e) in (state.rights or {}).items()],
+                "suspensions": [[k, s, e] for k, (s, e) in (state.suspensions or {}).items()],
+                "alerts": [
+                    [a.kind, a.key, a.raised_at, a.status, a.cleared_at, a.clear_reason, a.end]
+                    for a in (state.alerts or {}).values()
+                ],
+            }
+        return {
+            "v": SNAPSHOT_VERSION,
+            "clock": self._clock,
+            "seq": self._seq,
+            "bays": bays,
+            "zone_rights": {
+                zone: [[k, s, e] for k, (s, e) in rights.items()]
+                for zone, rights in self._zone_rights.items()
+            },
+            "suspension_bays": {k: list(v) for k, v in self._suspension_home.items()},
+            "queued": [
+                [time, order, to_journal_dict(payload)]
+                for time, phase, order, _version, payload in sorted(self._heap)
+                if phase == 0
+            ],
+        }
+
+    @classmethod
+    def restore(cls, site: Site, snapshot: dict[str, Any]) -> RulesEngine:
+        """An engine that carries on from ``snapshot`` (bays no longer in ``site`` dropped)."""
+        if snapshot.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown rules snapshot version {snapshot.get('v')!r}")
+        engine = cls(site)
+        engine._clock = snapshot["clock"]
+        engine._seq = snapshot["seq"]
+        for bay_id, data in snapshot["bays"].items():
+            if bay_id not in site.bays:
+                continue
+            state = engine._state(bay_id)
+            state.state, state.since, state.arrival = data["state"], data["since"], data["arrival"]
+            if data["rights"]:
+                state.rights = {k: (s, e) for k, s, e in data["rights"]}
+                for k, _s, _e in data["rights"]:
+                    engine._right_home[k] = (False, bay_id)
+            if data["suspensions"]:
+                state.suspensions = {k: (s, e) for k, s, e in data["suspensions"]}
+            if state.arrival is not None:
+                state.alerts = {}
+                for kind, key, raised_at, status, cleared_at, reason, end in data["alerts"]:
+                    alert_id = make_alert_id(bay_id, kind, state.arrival, key)
+                    state.alerts[(kind, key)] = _SessionAlert(
+                        alert_id,
+                        kind,
+                        key,
+                        raised_at,
+                        status=status,
+                        cleared_at=cleared_at,
+                        clear_reason=reason,
+                        end=end,
+                    )
+                    engine._alert_home[alert_id] = (bay_id, (kind, key))
+        for zone_id, rights in snapshot["zone_rights"].items():
+            if zone_id in site.zones:
+                engine._zone_rights[zone_id] = {k: (s, e) for k, s, e in rights}
+                for k, _s, _e in rights:
+                    engine._right_home[k] = (True, zone_id)
+        for suspension_id, bay_ids in snapshot["suspension_bays"].items():
+            engine._suspension_home[suspension_id] = tuple(b for b in bay_ids if b in site.bays)
+        for time, order, record in snapshot["queued"]:
+            engine._heap.append((time, 0, order, 0, from_journal_dict(record)))
+        heapq.heapify(engine._heap)
+        for bay_id, state in engine._bays.items():
+            engine._recompute(bay_id, state, engine._clock + 1)
+        return engine
+
+    # -- looking inside -------------------------------------------------------------------
+    def alert(self, alert_id: str) -> Alert | None:
+        found = self._find(alert_id)
+        return None if found is None else self._public(found[0], found[2], found[1])
+
+    def open_alerts(self) -> list[Alert]:
+        """Active (open or acknowledged) alerts, by raise time."""
+        found = [
+            self._public(bay_id, state, alert)
+            for bay_id, state in self._bays.items()
+            for alert in (state.alerts or {}).values()
+            if alert.status in ACTIVE
+        ]
+        return sorted(found, key=lambda a: (a.raised_at, a.bay_id, _KIND_ORDER[a.kind]))
+
+    def bay_state(self, bay_id: str) -> tuple[str, Instant | None]:
+        """``(state, since)``; ``("unknown", None)`` before the bay's first event."""
+        state = self._bays.get(bay_id)
+        return ("unknown", None) if state is None else (state.state, state.since)
+
+    def suspended(self, bay_id: str, at: Instant) -> bool:
+        state = self._bays.get(bay_id)
+        return state is not None and _run_at(state, at) is not None
+
+    def covered(self, bay_id: str, at: Instant) -> bool:
+        """Whether a known right covers the bay at ``at``."""
+        return self._covered(self.site.bays[bay_id], self._state(bay_id), at)
+
+    # -- records --------------------------------------------------------------------------
+    def _take(
+        self, record: JournalRecord, time: Instant, out: list[AlertChange], *, late: bool
+    ) -> None:
+        # Late records are judged from the instant after the clock: nothing due at or before it
+        # can be raised any more.
+        after = self._clock + 1 if late else time
+        if isinstance(record, OccupancyEvent):
+            self._take_occupancy(record, time, after, out)
+        elif isinstance(record, Right):
+            self._take_right(record, after, out, late=late)
+        else:
+            self._take_suspension(record, after, out, late=late)
+
+    def _take_occupancy(
+        self, event: OccupancyEvent, time: Instant, after: Instant, out: list[AlertChange]
+    ) -> None:
+        bay_id = event.bay_id
+        state = self._state(bay_id)
+        if state.since is not None and time < state.since:
+            return  # older than what the bay already knows: history is not rewritten
+        if event.state == "occupied":
+            if state.state == "occupied":
+                return  # an occupied event while occupied changes nothing
+            state.state, state.since, state.arrival, state.alerts = "occupied", time, time, {}
+        else:
+            if state.state == "occupied":
+                reason = "vehicle_left" if event.state == "vacant" else "sensor_unknown"
+                self._end_session(bay_id, state, time, reason, out)
+            state.state, state.since = event.state, time
+        self._recompute(bay_id, state, after)
+
+    def _end_session(
+        self, bay_id: str, state: _BayState, time: Instant, reason: str, out: list[AlertChange]
+    ) -> None:
+        for alert in (state.alerts or {}).values():
+            if alert.status in ACTIVE:
+                self._clear(
+                    bay_id,
+                    state,
+                    alert=alert,
+                    at=max(time, alert.raised_at),
+                    reason=reason,
+                    out=out,
+                )
+            self._alert_home.pop(alert.alert_id, None)
+        state.alerts, state.arrival = None, None
+
+    def _take_right(
+        self, right: Right, after: Instant, out: list[AlertChange], *, late: bool
+    ) -> None:
+        touched = self._forget_right(right.right_id)
+        interval = (right.start, right.end)
+        if right.zone_id is not None:
+            self._zone_rights.setdefault(right.zone_id, {})[right.right_id] = interval
+            self._right_home[right.right_id] = (True, right.zone_id)
+            touched.extend(self._bays_of(True, right.zone_id))
+            if not late:
+                self._prune_zone_rights(right.zone_id, right.start)
+        else:
+            assert right.bay_id is not None
+            home = self._state(right.bay_id)
+            if home.rights is None:
+                home.rights = {}
+            home.rights[right.right_id] = interval
+            self._right_home[right.right_id] = (False, right.bay_id)
+            touched.append(right.bay_id)
+        covers = set(self._bays_of(right.zone_id is not None, right.zone_id or right.bay_id or ""))
+        for bay_id in dict.fromkeys(touched):
+            found = self._bays.get(bay_id)
+            if found is None or found.state != "occupied":
+                continue
+            state = found
+            if bay_id in covers:
+                if not late:
+                    self._settle(bay_id, state, right.start, out)
+                for alert in list((state.alerts or {}).values()):
+                    if (
+                        alert.kind in _RIGHT_KINDS
+                        and alert.status in ACTIVE
+                        and right.end > alert.raised_at
+                    ):
+                        at = max(right.start, alert.raised_at)
+                        self._clear(
+                            bay_id, state, alert=alert, at=at, reason="right_added", out=out
+                        )
+            self._recompute(bay_id, state, after)
+
+    def _forget_right(self, right_id: str) -> list[str]:
+        """Drop the earlier version of a right (replacement by id); the bays it concerned."""
+        home = self._right_home.pop(right_id, None)
+        if home is None:
+            return []
+        is_zone, target = home
+        rights = self._zone_rights.get(target) if is_zone else self._bays[target].rights
+        if rights is not None:
+            rights.pop(right_id, None)
+        return list(self._bays_of(is_zone, target))
+
+    def _prune_zone_rights(self, zone_id: str, now: Instant) -> None:
+        rights = self._zone_rights[zone_id]
+        for right_id, (_start, end) in list(rights.items()):
+            if end <= now - _ZONE_RIGHT_KEEP_MS:
+                del rights[right_id]
+                self._right_home.pop(right_id, None)
+
+    def _take_suspension(
+        self, suspension: Suspension, after: Instant, out: list[AlertChange], *, late: bool
+    ) -> None:
+        touched: list[str] = []
+        for bay_id in self._suspension_home.pop(suspension.suspension_id, ()):
+            old = self._bays[bay_id].suspensions
+            if old is not None:
+                old.pop(suspension.suspension_id, None)
+            touched.append(bay_id)
+        for bay_id in suspension.bay_ids:
+            state = self._state(bay_id)
+            if state.suspensions is None:
+                state.suspensions = {}
+            state.suspensions[suspension.suspension_id] = (suspension.start, suspension.end)
+            touched.append(bay_id)
+        self._suspension_home[suspension.suspension_id] = suspension.bay_ids
+        for bay_id in dict.fromkeys(touched):
+            state = self._bays[bay_id]
+            if state.state == "occupied":
+                self._settle(bay_id, state, after if late else suspension.start, out)
+                self._recompute(bay_id, state, after)
+
+    # -- the rules ------------------------------------------------------------------------
+    def _evaluate(
+        self, bay_id: str, state: _BayState, now: Instant, out: list[AlertChange]
+    ) -> None:
+        """A bay's wake at ``now``: clear what ended, raise what is due exactly now."""
+        if state.state != "occupied":
+            return
+        self._settle(bay_id, state, now, out)
+        for due, kind, key, end in sorted(
+            self._candidates(bay_id, state, now), key=lambda c: _KIND_ORDER[c[1]]
+        ):
+            if due == now:
+                self._raise(bay_id, state, kind=kind, key=key, now=now, end=end, out=out)
+        self._recompute(bay_id, state, now + 1)
+
+    def _settle(self, bay_id: str, state: _BayState, now: Instant, out: list[AlertChange]) -> None:
+        """Clear alerts whose period or suspended run ended at or before ``now``."""
+        for alert in list((state.alerts or {}).values()):
+            if alert.status not in ACTIVE:
+                continue
+            if alert.kind in _PERIOD_KINDS:
+                if alert.end <= now:
+                    self._clear(
+                        bay_id,
+                        state,
+                        alert=alert,
+                        at=alert.end,
+                        reason="restriction_ended",
+                        out=out,
+                    )
+                continue
+            run = _run_at(state, alert.raised_at)
+            if run is None:  # its suspensions were replaced: the run is gone
+                at = max(now, alert.raised_at)
+                self._clear(bay_id, state, alert=alert, at=at, reason="suspension_ended", out=out)
+            elif run[1] <= now:
+                self._clear(
+                    bay_id, state, alert=alert, at=run[1], reason="suspension_ended", out=out
+                )
+
+    def _candidates(self, bay_id: str, state: _BayState, now: Instant) -> list[Candidate]:
+        """Alerts that would be raised at some instant >= ``now`` if nothing else happened."""
+        bay = self.site.bays[bay_id]
+        arrival = state.arrival
+        alerts = state.alerts
+        assert arrival is not None
+        assert alerts is not None
+        found: list[Candidate] = []
+        if bay.max_stay_minutes is not None or bay.needs_right:
+            p_start, p_end, controlled = self._schedules[bay_id].segment_at(now)
+            if controlled:
+                s = max(arrival, p_start)
+                grace = bay.grace_minutes * MINUTE_MS
+                if bay.max_stay_minutes is not None and ("overstay", s) not in alerts:
+                    due = s + bay.max_stay_minutes * MINUTE_MS + grace
+                    if now <= due < p_end:
+                        found.append((due, "overstay", s, p_end))
+                if bay.needs_right:
+                    due = s + bay.observation_minutes * MINUTE_MS
+                    if (
+                        ("unpaid", s) not in alerts
+                        and now <= due < p_end
+                        and not self._covered_during(bay, state, s, due)
+                    ):
+                        found.append((due, "unpaid", s, p_end))
+                    for e in self._right_ends(bay, state):
+                        due = e + grace
+                        if (
+                            e > s
+                            and now <= due < p_end
+                            and ("expired", e) not in alerts
+                            and not self._covered(bay, state, e)
+                            and not self._covered(bay, state, due)
+                        ):
+                            found.append((due, "expired", e, p_end))
+        if state.suspensions:
+            run = _run_at(state, now)
+            if run is not None:
+                key = max(arrival, run[0])
+                due = key + bay.observation_minutes * MINUTE_MS
+                if now <= due < run[1] and not any(
+                    a.kind == "suspended" and run[0] <= a.raised_at < run[1]
+                    for a in alerts.values()
+                ):
+                    found.append((due, "suspended", key, run[1]))
+        return found
+
+    def _recompute(self, bay_id: str, state: _BayState, now: Instant) -> None:
+        """Schedule the bay's next wake: the first instant >= ``now`` something can happen."""
+        self._prune(state, now)
+        wake: Instant | None = None
+        if state.state == "occupied":
+            bay = self.site.bays[bay_id]
+            times = [c[0] for c in self._candidates(bay_id, state, now)]
+            if bay.max_stay_minutes is not None or bay.needs_right:
+                times.append(self._schedules[bay_id].segment_at(now)[1])
+            if state.suspensions:
+                times.append(_run_boundary(state, now))
+            times.extend(
+                alert.end
+                for alert in (state.alerts or {}).values()
+                if alert.status in ACTIVE and alert.kind in _PERIOD_KINDS
+            )
+            wake = min(times, default=POS_INF)
+            if wake >= POS_INF:
+                wake = None
+        if wake == state.wake:
+            return
+        state.version += 1
+        state.wake = wake
+        if wake is not None:
+            heapq.heappush(self._heap, (wake, 1, self._order[bay_id], state.version, bay_id))
+
+    def _prune(self, state: _BayState, now: Instant) -> None:
+        """Forget rights and suspensions that ended before anything they could still matter to:
+        the current session's arrival, or now for an empty bay."""
+        horizon = state.arrival if state.arrival is not None else now
+        if state.rights:
+            for right_id, (_start, end) in list(state.rights.items()):
+                if end <= horizon:
+                    del state.rights[right_id]
+                    self._right_home.pop(right_id, None)
+        if state.suspensions:
+            for suspension_id, (_start, end) in list(state.suspensions.items()):
+                if end <= horizon:
+                    del state.suspensions[suspension_id]
+
+    def _raise(
+        self,
+        bay_id: str,
+        state: _BayState,
+        *,
+        kind: AlertKind,
+        key: Instant,
+        now: Instant,
+        end: Instant,
+        out: list[AlertChange],
+    ) -> None:
+        assert state.arrival is not None
+        assert state.alerts is not None
+        alert_id = make_alert_id(bay_id, kind, state.arrival, key)
+        alert = _SessionAlert(alert_id, kind, key, now, end=end)
+        state.alerts[(kind, key)] = alert
+        self._alert_home[alert_id] = (bay_id, (kind, key))
+        out.append(self._change(bay_id, state, alert, "raised", now))
+
+    def _clear(
+        self,
+        bay_id: str,
+        state: _BayState,
+        *,
+        alert: _SessionAlert,
+        at: Instant,
+        reason: str,
+        out: list[AlertChange],
+    ) -> None:
+        alert.status, alert.cleared_at, alert.clear_reason = "cleared", at, reason
+        out.append(self._change(bay_id, state, alert, "cleared", at))
+
+    # -- rights ---------------------------------------------------------------------------
+    def _rights_of(self, bay: Bay, state: _BayState) -> list[Interval]:
+        rights = list(state.rights.values()) if state.rights else []
+        zone_rights = self._zone_rights.get(bay.zone_id)
+        if zone_rights:
+            rights.extend(zone_rights.values())
+        return rights
+
+    def _covered(self, bay: Bay, state: _BayState, at: Instant) -> bool:
+        return any(start <= at < end for start, end in self._rights_of(bay, state))
+
+    def _covered_during(self, bay: Bay, state: _BayState, lo: Instant, hi: Instant) -> bool:
+        """Whether a right covers the bay at any instant of the closed interval [lo, hi]."""
+        return any(start <= hi and end > lo for start, end in self._rights_of(bay, state))
+
+    def _right_ends(self, bay: Bay, state: _BayState) -> set[Instant]:
+        return {end for _start, end in self._rights_of(bay, state)}
+
+    # -- helpers --------------------------------------------------------------------------
+    def _state(self, bay_id: str) -> _BayState:
+        state = self._bays.get(bay_id)
+        if state is None:
+            state = self._bays[bay_id] = _BayState()
+        return state
+
+    def _bays_of(self, is_zone: bool, target: str) -> list[str]:
+        if is_zone:
+            return [bay.id for bay in self.site.bays_of_zone(target)]
+        return [target] if target in self.site.bays else []
+
+    def _find(self, alert_id: str) -> tuple[str, _SessionAlert, _BayState] | None:
+        home = self._alert_home.get(alert_id)
+        if home is None:
+            return None
+        bay_id, key = home
+        state = self._bays[bay_id]
+        assert state.alerts is not None
+        return bay_id, state.alerts[key], state
+
+    def _public(self, bay_id: str, state: _BayState, alert: _SessionAlert) -> Alert:
+        bay = self.site.bays[bay_id]
+        assert state.arrival is not None
+        return Alert(
+            alert_id=alert.alert_id,
+            kind=alert.kind,
+            status=alert.status,
+            bay_id=bay_id,
+            zone_id=bay.zone_id,
+            street=bay.street,
+            location=bay.location,
+            session_start=state.arrival,
+            raised_at=alert.raised_at,
+            cleared_at=alert.cleared_at,
+            clear_reason=alert.clear_reason,
+        )
+
+    def _change(
+        self, bay_id: str, state: _BayState, alert: _SessionAlert, change: ChangeKind, at: Instant
+    ) -> AlertChange:
+        return AlertChange(self._public(bay_id, state, alert), change, at)
+
+
+def _run_at(state: _BayState, at: Instant) -> Interval | None:
+    """The suspended run of the bay containing ``at``, if any."""
+    if not state.suspensions:
+        return None
+    for start, end in merge_runs(list(state.suspensions.values())):
+        if start > at:
+            break
+        if at < end:
+            return (start, end)
+    return None
+
+
+def _run_boundary(state: _BayState, now: Instant) -> Instant:
+    """The first start or end of a suspended run at or after ``now``."""
+    for start, end in merge_runs(list((state.suspensions or {}).values())):
+        if now <= start:
+            return start
+        if now < end:
+            return end
+    return POS_INF
