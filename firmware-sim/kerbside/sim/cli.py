@@ -1,0 +1,200 @@
+"""``kerbside-sim``: a simulated street of bay sensors, as capture files or live on ptys."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
+from kerbside.sim.capture import write_capture
+from kerbside.sim.scenario import SCENARIOS
+from kerbside.sim.street import DEFAULT_START, SimConfig, SimStreet
+
+_EPILOG_CAPTURE = """example:
+  kerbside-sim capture --scenario noisy --seed 3 --sensors 200 --hours 1 out/
+  kerbside-edge replay out/capture.jsonl --config out/edge.yaml
+"""
+_EPILOG_SERIAL = """example:
+  kerbside-sim serial --sensors 20 --speed 10 --dir /tmp/street --config-out /tmp/street/edge.yaml
+  (prints /tmp/street/tty0 ..., then "ready"; SIGUSR1 makes tty0 vanish for 2 s and return)
+"""
+
+
+def _instant(text: str) -> Instant:
+    try:
+        return parse_instant(text)
+    except InstantError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _add_street_args(p: argparse.ArgumentParser, sensors_default: int) -> None:
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="clean")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--sensors",
+        type=_positive_int,
+        default=sensors_default,
+        help=f"KBS1 sensors on serial ports (default {sensors_default})",
+    )
+    p.add_argument(
+        "--ble-sensors",
+        type=_positive_int,
+        default=0,
+        help="BLE sensors advertising beside the serial ones (default 0)",
+    )
+    p.add_argument(
+        "--start",
+        type=_instant,
+        default=DEFAULT_START,
+        help=f"simulated start instant (default {format_instant(DEFAULT_START)})",
+    )
+    p.add_argument("--gateway", default="sim-gw-01", help="gateway id (default sim-gw-01)")
+    p.add_argument("--sensors-per-port", type=_positive_int, default=50)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerbside-sim",
+        description="Simulated magnetometer bay sensors on a street, with ground truth.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cap = sub.add_parser(
+        "capture",
+        help="write OUT/capture.jsonl, OUT/edge.yaml and OUT/truth.json",
+        epilog=_EPILOG_CAPTURE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_street_args(cap, 10)
+    cap.add_argument("--hours", type=_positive_float, default=1.0)
+    cap.add_argument(
+        "--ble", action="store_true", help="every sensor advertises over BLE instead of KBS1"
+    )
+    cap.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cap.add_argument("out", type=Path, help="output directory")
+
+    ser = sub.add_parser(
+        "serial",
+        help="serve the street live on pseudo-terminals",
+        epilog=_EPILOG_SERIAL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_street_args(ser, 10)
+    ser.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        help="simulated seconds per wall second (default 1)",
+    )
+    ser.add_argument(
+        "--ports",
+        type=_positive_int,
+        default=None,
+        help="number of ptys (default: one per --sensors-per-port sensors)",
+    )
+    ser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the tty<p> symlinks go (default: a new temporary directory)",
+    )
+    ser.add_argument("--config-out", type=Path, default=None, help="write an edge config here")
+    ser.add_argument(
+        "--truth-out",
+        type=Path,
+        default=None,
+        help="write ground truth here on exit (and every simulated minute)",
+    )
+    ser.add_argument(
+        "--hours",
+        type=_positive_float,
+        default=None,
+        help="stop after this much simulated time (default: run until signalled)",
+    )
+    ser.add_argument(
+        "--ble-socket",
+        type=Path,
+        default=None,
+        help="serve BLE adverts as JSON lines on this unix socket",
+    )
+    return parser
+
+
+def _progress(end: Instant, quiet: bool) -> Callable[[Instant], None] | None:
+    if quiet:
+        return None
+    started = time.monotonic()
+
+    def report(t: Instant) -> None:
+        left = max(0, end - t) / 60_000
+        print(
+            f"kerbside-sim: {format_instant(t)} ({left:.0f} min of simulated time left, "
+            f"{time.monotonic() - started:.1f} s)",
+            file=sys.stderr,
+        )
+
+    return report
+
+
+def _capture(args: argparse.Namespace) -> int:
+    serial_n, ble_n = (
+        (0, args.sensors + args.ble_sensors) if args.ble else (args.sensors, args.ble_sensors)
+    )
+    street = SimStreet(
+        SimConfig(
+            scenario=args.scenario,
+            seed=args.seed,
+            sensors=serial_n,
+            ble_sensors=ble_n,
+            start=args.start,
+            hours=args.hours,
+            sensors_per_port=max(1, args.sensors_per_port),
+            gateway_id=args.gateway,
+        )
+    )
+    end = args.start + round(args.hours * 3_600_000)
+    count, _ = write_capture(street, args.hours, args.out, _progress(end, args.quiet))
+    if not args.quiet:
+        print(f"kerbside-sim: {count} records in {args.out / 'capture.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command != "capture":
+            print("kerbside-sim: serial is not implemented yet", file=sys.stderr)
+            return 2
+        return _capture(args)
+    except (ValueError, OSError) as exc:
+        print(f"kerbside-sim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
