@@ -1,0 +1,7 @@
+"""The collector's HTTP API (SPEC 10) and the officers' page."""
+
+from __future__ import annotations
+
+from kerbside.collector.api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,91 @@
+"""Dependencies of the routes: the collector service, the caller and their role.
+
+A caller is identified by ``Authorization: Bearer <token>`` or, for the officers' page (whose
+EventSource cannot send headers), by the HttpOnly cookie the page got in exchange for the token.
+No or unknown token: 401. Known token, role not allowed on the route: 403. ``admin`` may do
+everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+
+from kerbside.collector.api.ports import ApiService
+from kerbside.collector.api.siteview import SiteCache, SiteView
+from kerbside.collector.tokens import TokenHolder, TokenRegistry
+
+COOKIE_NAME = "kerbside_token"
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kerbside"'}
+
+
+def get_service(request: Request) -> ApiService:
+    service: ApiService = request.app.state.service
+    return service
+
+
+def get_registry(request: Request) -> TokenRegistry:
+    registry: TokenRegistry = request.app.state.tokens
+    return registry
+
+
+def get_site(request: Request) -> SiteView:
+    cache: SiteCache = request.app.state.site_cache
+    return cache.get(request.app.state.service.site)
+
+
+ServiceDep = Annotated[ApiService, Depends(get_service)]
+SiteDep = Annotated[SiteView, Depends(get_site)]
+RegistryDep = Annotated[TokenRegistry, Depends(get_registry)]
+
+
+def presented_token(request: Request) -> str | None:
+    """The token the caller presented: the Authorization header wins over the cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+def current_holder(request: Request, registry: RegistryDep) -> TokenHolder:
+    token = presented_token(request)
+    if token is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "a bearer token is required", _BEARER_CHALLENGE
+        )
+    holder = registry.lookup(token)
+    if holder is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", _BEARER_CHALLENGE
+        )
+    return holder
+
+
+CurrentUser = Annotated[TokenHolder, Depends(current_holder)]
+
+
+def require(*roles: str) -> Callable[[TokenHolder], Coroutine[Any, Any, TokenHolder]]:
+    """A dependency that lets through callers with one of ``roles`` (or ``admin``)."""
+    allowed = frozenset((*roles, "admin"))
+
+    async def check(holder: CurrentUser) -> TokenHolder:
+        if holder.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"role {holder.role} may not do this; needs {' or '.join(sorted(allowed))}",
+            )
+        return holder
+
+    return check
+
+
+Officer = Annotated[TokenHolder, Depends(require("officer"))]
+Analyst = Annotated[TokenHolder, Depends(require("analyst"))]
+OfficerOrAnalyst = Annotated[TokenHolder, Depends(require("officer", "analyst"))]
+Provider = Annotated[TokenHolder, Depends(require("provider"))]
+Admin = Annotated[TokenHolder, Depends(require())]

@@ -1,0 +1,170 @@
+"""Alerts: list, one with its history, the officer workflow, and the live stream (SSE)."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+
+from kerbside.collector.api.deps import Officer, OfficerOrAnalyst, ServiceDep
+from kerbside.collector.api.errors import FieldError
+from kerbside.collector.api.models import AckBody, Alert, AlertPage, ErrorBody, ResolveBody
+from kerbside.collector.api.ports import ApiService
+from kerbside.collector.api.routes.bays import paged
+from kerbside.collector.api.routes.common import Cursor, IdQuery, JsonText, Limit, page
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+AlertId = Annotated[str, Path(min_length=1, max_length=200)]
+Status = Literal["open", "acknowledged", "cleared", "resolved"]
+KindQuery = Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$", examples=["unpaid"])]
+HEARTBEAT_S = 15.0
+BATCH = 500
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "the alert is closed already"}
+}
+
+
+@router.get("", response_model=AlertPage, summary="Alerts, filtered by status, zone and kind")
+def list_alerts(
+    *,
+    request: Request,
+    service: ServiceDep,
+    _: OfficerOrAnalyst,
+    status: Status | None = None,
+    zone: IdQuery = None,
+    kind: KindQuery = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> JsonText:
+    # Read the change id first: a client that lists then streams from it misses nothing.
+    last = service.last_alert_change_id()
+    items, next_cursor = paged(
+        lambda: service.alerts(status=status, zone=zone, kind=kind, limit=limit, cursor=cursor)
+    )
+    response = page(items, next_cursor)
+    response.headers["X-Last-Event-ID"] = str(last)
+    return response
+
+
+def _matches(record: dict[str, Any], zone: str | None, kind: str | None) -> bool:
+    return (zone is None or record.get("zone_id") == zone) and (
+        kind is None or record.get("kind") == kind
+    )
+
+
+class EventFrames:
+    """Each change serialised once however many clients receive it (fan-out to hundreds)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._cache: OrderedDict[int, str] = OrderedDict()
+        self._size = size
+
+    def frame(self, change_id: int, record: dict[str, Any]) -> str:
+        text = self._cache.get(change_id)
+        if text is None:
+            data = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            text = f"id: {change_id}\nevent: alert\ndata: {data}\n\n"
+            self._cache[change_id] = text
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return text
+
+
+async def _events(
+    request: Request, service: ApiService, after: int, zone: str | None, kind: str | None
+) -> AsyncIterator[str]:
+    state = request.app.state
+    frames: EventFrames = state.sse_frames
+    state.sse_clients += 1
+    try:
+        yield "retry: 2000\n\n"
+        if after > service.last_alert_change_id():
+            # An id from before a store was wiped: the client must reload its list.
+            after = service.last_alert_change_id()
+            yield f"id: {after}\nevent: reset\ndata: {{}}\n\n"
+        while True:
+            changes = service.alert_changes_since(after, limit=BATCH)
+            if changes:
+                out = [frames.frame(cid, rec) for cid, rec in changes if _matches(rec, zone, kind)]
+                after = changes[-1][0]
+                if out:
+                    yield "".join(out)
+                continue
+            await service.wait_alert_change(after, HEARTBEAT_S)
+            if service.last_alert_change_id() <= after:
+                yield ": keep-alive\n\n"
+    finally:
+        state.sse_clients -= 1
+
+
+@router.get(
+    "/stream",
+    summary="Live alert changes (server-sent events; Last-Event-ID resumes)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "event: alert"}},
+)
+async def stream(
+    *,
+    request: Request,
+    service: ServiceDep,
+    _: Officer,
+    last_event_id: Annotated[
+        str | None, Header(max_length=20, description="the last id received; resumes after it")
+    ] = None,
+    since: Annotated[
+        int | None, Query(ge=0, description="change id to start after (X-Last-Event-ID of a list)")
+    ] = None,
+    zone: IdQuery = None,
+    kind: KindQuery = None,
+) -> StreamingResponse:
+    after: int
+    if last_event_id is not None:
+        if not last_event_id.isdigit():
+            raise FieldError(["header", "Last-Event-ID"], "expected a change id (digits)")
+        after = int(last_event_id)
+    elif since is not None:
+        after = since
+    else:
+        after = service.last_alert_change_id()
+    return StreamingResponse(
+        _events(request, service, after, zone, kind),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{alert_id}", response_model=Alert, summary="One alert with its officer history")
+def get_alert(alert_id: AlertId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
+    record = service.alert(alert_id)
+    if record is None:
+        raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
+    return JsonText(record)
+
+
+@router.post(
+    "/{alert_id}/ack", response_model=Alert, summary="Acknowledge an alert", responses=_CONFLICT
+)
+async def ack_alert(alert_id: AlertId, body: AckBody, service: ServiceDep, _: Officer) -> JsonText:
+    if service.alert(alert_id) is None:
+        raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
+    record = await service.ack_alert(alert_id, body.officer, body.outcome, body.note)
+    return JsonText(record)
+
+
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=Alert,
+    summary="Resolve an alert with the outcome",
+    responses=_CONFLICT,
+)
+async def resolve_alert(
+    alert_id: AlertId, body: ResolveBody, service: ServiceDep, _: Officer
+) -> JsonText:
+    if service.alert(alert_id) is None:
+        raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
+    record = await service.resolve_alert(alert_id, body.officer, body.outcome, body.note)
+    return JsonText(record)

@@ -1,0 +1,81 @@
+"""Bays with their current state; a bay's past sessions; the zones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from kerbside.collector.api.deps import Analyst, OfficerOrAnalyst, ServiceDep, SiteDep
+from kerbside.collector.api.errors import FieldError
+from kerbside.collector.api.models import Bay, BayPage, SessionPage, Zone
+from kerbside.collector.api.ports import Page
+from kerbside.collector.api.routes.common import (
+    Cursor,
+    IdQuery,
+    InstantQuery,
+    JsonText,
+    Limit,
+    page,
+    query_instant,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["bays"])
+BayId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def paged(call: Callable[[], Page]) -> Page:
+    """Run a paginated service call; a cursor it cannot read is the caller's error."""
+    try:
+        return call()
+    except ValueError as exc:
+        raise FieldError(["query", "cursor"], f"not a cursor from this API: {exc}") from exc
+
+
+@router.get("/bays", response_model=BayPage, summary="Bays with current state and since")
+def list_bays(
+    service: ServiceDep,
+    _: OfficerOrAnalyst,
+    zone: IdQuery = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> JsonText:
+    items, next_cursor = paged(lambda: service.bays(zone_id=zone, limit=limit, cursor=cursor))
+    return page(items, next_cursor)
+
+
+@router.get("/bays/{bay_id}", response_model=Bay, summary="One bay with current state")
+def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
+    bay = service.bay(bay_id)
+    if bay is None:
+        raise FieldError(["path", "bay_id"], f"no bay {bay_id}", 404)
+    return JsonText(bay)
+
+
+@router.get("/bays/{bay_id}/sessions", response_model=SessionPage, summary="A bay's past sessions")
+def bay_sessions(
+    *,
+    bay_id: BayId,
+    service: ServiceDep,
+    _: Analyst,
+    start: InstantQuery = None,
+    end: InstantQuery = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> JsonText:
+    lo, hi = query_instant("start", start), query_instant("end", end)
+    if lo is not None and hi is not None and hi <= lo:
+        raise FieldError(["query", "end"], "end must be after start")
+    if service.bay(bay_id) is None:
+        raise FieldError(["path", "bay_id"], f"no bay {bay_id}", 404)
+    items, next_cursor = paged(lambda: service.sessions(bay_id, lo, hi, limit=limit, cursor=cursor))
+    return page(items, next_cursor)
+
+
+@router.get("/zones", response_model=list[Zone], summary="The site's zones")
+def list_zones(site: SiteDep, _: OfficerOrAnalyst) -> JsonText:
+    zones: list[dict[str, Any]] = [
+        {"zone_id": zone_id, "name": name} for zone_id, name in sorted(site.zones.items())
+    ]
+    return JsonText(zones)

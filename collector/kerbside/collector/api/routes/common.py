@@ -1,0 +1,46 @@
+"""Query parameters and response helpers shared by the routes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Query
+from fastapi.responses import Response
+
+from kerbside.collector.api.errors import FieldError
+from kerbside.core.instants import Instant, InstantError, parse_instant
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page (default 100)")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=200, description="next_cursor of the previous page; omit for the first"),
+]
+IdQuery = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+InstantQuery = Annotated[
+    str | None, Query(max_length=40, examples=["2026-11-26T08:00:00.000Z"], description="ISO 8601")
+]
+
+
+def query_instant(name: str, value: str | None) -> Instant | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except InstantError as exc:
+        raise FieldError(["query", name], "expected an ISO 8601 UTC instant") from exc
+
+
+class JsonText(Response):
+    """A JSON body serialised once, compactly (lists of 1,000 bays are the hot path)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def page(items: list[dict[str, Any]], next_cursor: str | None) -> JsonText:
+    return JsonText({"items": items, "next_cursor": next_cursor})

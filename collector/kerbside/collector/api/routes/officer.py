@@ -1,0 +1,28 @@
+"""The officers' page: a static shell (no assets from elsewhere); its calls need a token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, RedirectResponse
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+_SECURITY = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+router = APIRouter(tags=["officer page"])
+
+
+@router.get("/officer", include_in_schema=True, summary="The officers' live page (HTML)")
+def officer_page() -> FileResponse:
+    return FileResponse(STATIC / "officer.html", media_type="text/html", headers=_SECURITY)
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/docs")
