@@ -186,3 +186,42 @@ class VictoriaMetrics:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def write_collector_setup(
+    workdir: Path,
+    *,
+    port: int,
+    topic_root: str,
+    bays: int = 4,
+    gateway: str = "gw-1",
+    alert_delay_s: float = 1.0,
+    extra: str = "",
+) -> Path:
+    """A site (zone Z1 controlled all the time; paid bays B001.. on ``gateway``; grace 0,
+    observation 1 min, max stay 2 min) and a collector config beside it; returns the config."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "site: test",
+        "timezone: Europe/London",
+        "defaults: {grace_minutes: 0, observation_minutes: 1}",
+        "zones:",
+        "  - {id: Z1, name: Test, controlled_hours: any}",
+        "bays:",
+    ]
+    lines.extend(
+        f"  - {{id: B{i:03d}, zone: Z1, street: Test St, kind: paid, max_stay_minutes: 2,"
+        f" location: {{lat: 51.5, lon: -0.14}}, sensor: S{i:03d}, gateway: {gateway}}}"
+        for i in range(1, bays + 1)
+    )
+    (workdir / "site.yaml").write_text("\n".join(lines) + "\n")
+    config = workdir / "collector.yaml"
+    config.write_text(
+        "site: site.yaml\n"
+        f"mqtt: {{host: 127.0.0.1, port: {port}, topic_root: {topic_root},"
+        f" client_id: collector-{workdir.name}-{os.getpid()}}}\n"
+        "store: {path: collector.db}\n"
+        "http: null\n"
+        f"alert_delay_s: {alert_delay_s}\n" + extra
+    )
+    return config

@@ -16,6 +16,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("kerbside.collector.replay", "replay_main"),
     "backfill": ("kerbside.collector.backfill", "backfill_main"),
     "token": ("kerbside.collector.tokens", "token_main"),
+    "export-journal": ("kerbside.collector.runtime", "export_journal_main"),
 }
 
 
@@ -57,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--config", required=True, help="collector config file (YAML)")
     backfill.add_argument("--from", dest="start", required=True, help="start instant (ISO 8601)")
     backfill.add_argument("--to", dest="end", required=True, help="end instant (ISO 8601)")
+
+    export = sub.add_parser(
+        "export-journal",
+        help="print the store's accepted records as a journal (JSON Lines, SPEC section 8)",
+        epilog="example: kerbside-collector export-journal --config collector.yaml > j.jsonl",
+    )
+    export.add_argument("--config", required=True, help="collector config file (YAML)")
 
     token = sub.add_parser(
         "token",

@@ -1,0 +1,346 @@
+"""CollectorService without a broker: real-shaped messages, a clock in the test's hand."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kerbside.collector.config import load_config
+from kerbside.collector.ingest import Message
+from kerbside.collector.service import CollectorService, NotFound, RecordRejected
+from kerbside.collector.site import load_site
+from kerbside.collector.store import Store
+from kerbside.core.instants import format_instant, parse_instant
+from tests.helpers import write_collector_setup
+
+ROOT = "t/svc"
+T0 = parse_instant("2026-11-26T08:00:00Z")
+MIN = 60_000
+
+
+class FakeLink:
+    """The paho seam: records acks and publications."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.published: list[tuple[str, Any, int, bool]] = []
+        self._mid = 0
+
+    def ack(self, message: Message) -> None:
+        self.acked.append(message.mid)
+
+    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
+        self._mid += 1
+        self.published.append((topic, payload, qos, retain))
+        return self._mid
+
+    def topics(self, suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for t, p, _, _ in self.published if t.endswith(suffix)]
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def event(n: int, bay: str, state: str, ts: int, **over: Any) -> dict[str, Any]:
+    body = {
+        "v": 1,
+        "event_id": f"gw-1:ep:{n}",
+        "gateway_id": "gw-1",
+        "seq": n,
+        "bay_id": bay,
+        "sensor_id": "S" + bay[1:],
+        "state": state,
+        "ts": format_instant(ts),
+        "confirmed_ts": format_instant(ts + 10_000),
+        "reason": None,
+    }
+    body.update(over)
+    return body
+
+
+_mids = itertools.count(1)
+
+
+def msg(kind: str, payload: bytes | dict[str, Any], gateway: str = "gw-1") -> Message:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return Message(f"{ROOT}/gw/{gateway}/{kind}", data, 1, next(_mids), 1, 0)
+
+
+def make(tmp_path: Path, clock: Clock) -> tuple[CollectorService, FakeLink]:
+    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+    service = CollectorService(
+        config, load_site(config.site), Store(config.store.path), clock=clock
+    )
+    link = FakeLink()
+    service.link = link
+    service.publisher.link = link
+    return service, link
+
+
+def test_events_are_stored_once_and_raise_alerts_after_the_delay(tmp_path: Path) -> None:
+    clock = Clock(T0 + 20_000)
+    service, link = make(tmp_path, clock)
+    arrive = event(1, "B001", "occupied", T0)
+    batch = [msg("events", arrive), msg("events", arrive)]  # a retransmission
+    service.process_batch(batch)
+    assert link.acked == [m.mid for m in batch]
+    assert service.store.count_events() == 1
+    assert service.counters["duplicates"] == 1
+    assert service.bay("B001")["state"] == "occupied"
+    assert link.topics("/bays/B001")[-1]["since"] == "2026-11-26T08:00:00.000Z"
+    # unpaid falls due at T0 + 1 min, raised once alert_delay_s (1 s) has passed
+    assert service.next_wakeup() == T0 + MIN + 1000
+    clock.now = T0 + MIN + 999
+    service.tick()
+    assert link.topics("/alerts/Z1") == []
+    clock.now = T0 + MIN + 1000
+    service.tick()
+    alerts = link.topics("/alerts/Z1")
+    assert [(a["kind"], a["status"]) for a in alerts] == [("unpaid", "open")]
+    assert alerts[0]["raised_at"] == "2026-11-26T08:01:00.000Z"
+    # the departure clears it and closes the session
+    clock.now = T0 + 5 * MIN
+    service.process_batch([msg("events", event(2, "B001", "vacant", T0 + 4 * MIN))])
+    latest = service.alert(alerts[0]["alert_id"])
+    assert latest is not None
+    assert (latest["status"], latest["clear_reason"]) == ("cleared", "vehicle_left")
+    sessions, _ = service.sessions("B001")
+    assert sessions == [
+        {
+            "bay_id": "B001",
+            "zone_id": "Z1",
+            "start": "2026-11-26T08:00:00.000Z",
+            "end": "2026-11-26T08:04:00.000Z",
+            "alerts": 2,
+        }
+    ]
+
+
+def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(T0 + MIN)
+    service, link = make(tmp_path, clock)
+    good1 = event(1, "B001", "occupied", T0)
+    good2 = event(2, "B002", "occupied", T0)
+    hostile = [
+        (msg("events", b"{not json"), "not_json"),
+        (msg("events", b"\xff\xfe\x00garbage"), "not_utf8"),
+        (msg("events", b"x" * (1024 * 1024)), "too_large"),
+        (msg("events", event(3, "B003", "occupied", T0, seq="three")), "schema"),
+        (msg("events", event(4, "B003", "parked", T0)), "schema"),
+        (msg("events", event(5, "NOPE", "occupied", T0)), "unknown_bay"),
+        (msg("events", event(6, "B003", "occupied", T0, v=2)), "unknown_version"),
+        (msg("events", event(7, "B003", "occupied", T0, gateway_id="gw-2")), "gateway_mismatch"),
+        (
+            msg("events", event(8, "B003", "occupied", T0, gateway_id="gw-2"), "gw-2"),
+            "wrong_gateway",
+        ),
+        (msg("events", event(1, "B001", "vacant", T0)), "duplicate_conflict"),
+        (msg("status", {"v": 1, "gateway_id": "gw-1", "online": "yes", "ts": "x"}), "schema"),
+        (msg("health", b"[]"), "schema"),
+    ]
+    batch = [msg("events", good1)] + [m for m, _ in hostile] + [msg("events", good2)]
+    service.process_batch(batch)
+    assert link.acked == [m.mid for m in batch]
+    assert service.bay("B001")["state"] == "occupied"
+    assert service.bay("B002")["state"] == "occupied"
+    assert service.bay("B003")["state"] == "unknown"
+    assert service.store.count_events() == 2
+    dead = link.topics("/deadletter")
+    assert [d["reason"] for d in dead] == [r for _, r in hostile]
+    assert dead[0]["payload"] == "{not json"
+    assert base64.b64decode(dead[1]["payload"]) == b"\xff\xfe\x00garbage"
+    assert dead[2]["topic"] == f"{ROOT}/gw/gw-1/events"
+    rejected = service.metrics()["rejected"]
+    assert rejected["schema"] == 4
+    assert rejected["duplicate_conflict"] == 1
+    # the counters are durable
+    assert service.store.counters()["rejected.schema"] == 4
+
+
+def test_restart_rebuilds_the_engine_without_raising_twice(tmp_path: Path) -> None:
+    clock = Clock(T0 + 30_000)
+    service, link = make(tmp_path, clock)
+    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    clock.now = T0 + MIN + 2000
+    service.tick()  # unpaid raised
+    service.process_batch([msg("events", event(2, "B002", "occupied", T0 + MIN))])
+    raised = [a["alert_id"] for a in link.topics("/alerts/Z1")]
+    assert len(raised) == 1
+    for mid in range(1, len(link.published) + 1):  # the broker acknowledged everything
+        service.publisher.published(mid)
+    service.process_batch([])  # (the next commit drops them from the outbox)
+    # "SIGKILL": the store is simply abandoned (no save_state); a new service opens it
+    service.store.close()
+    clock.now = T0 + 10 * MIN
+    again, link2 = make(tmp_path, clock)
+    again.tick()
+    after = link2.topics("/alerts/Z1")
+    # nothing raised twice: the restored engine knows B001's unpaid; new ones are new
+    assert raised[0] not in {a["alert_id"] for a in after if a["status"] == "open"}
+    kinds = sorted((a["bay_id"], a["kind"]) for a in after if a["status"] == "open")
+    assert kinds == [("B001", "overstay"), ("B002", "overstay"), ("B002", "unpaid")]
+    assert again.engine.alert(raised[0]) is not None
+    assert again.bay("B002")["state"] == "occupied"
+
+
+def test_publications_not_acknowledged_by_the_broker_are_sent_again(tmp_path: Path) -> None:
+    clock = Clock(T0 + 30_000)
+    service, link = make(tmp_path, clock)
+    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    assert len(link.topics("/bays/B001")) == 1
+    service.store.close()
+    again, link2 = make(tmp_path, clock)
+    again.tick()
+    assert link2.topics("/bays/B001") == link.topics("/bays/B001")
+
+
+def test_officer_workflow_and_rights(tmp_path: Path) -> None:
+    clock = Clock(T0 + 30_000)
+    service, link = make(tmp_path, clock)
+    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    clock.now = T0 + MIN + 1000
+    service.tick()
+    (alert,) = link.topics("/alerts/Z1")
+    acked = asyncio.run(service.ack_alert(alert["alert_id"], "pc-1", None, "on my way"))
+    assert acked["status"] == "acknowledged"
+    assert acked["history"][0]["officer"] == "pc-1"
+    resolved = asyncio.run(service.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None))
+    assert (resolved["status"], resolved["clear_reason"]) == ("resolved", "resolved")
+    with pytest.raises(RecordRejected):
+        asyncio.run(service.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None))
+    with pytest.raises(NotFound):
+        asyncio.run(service.ack_alert("nope", "pc-1"))
+    with pytest.raises(RecordRejected) as err:
+        asyncio.run(
+            service.post_right(
+                {
+                    "right_id": "r1",
+                    "kind": "payment",
+                    "bay_id": "ZZZ",
+                    "start": "2026-11-26T08:00:00Z",
+                    "end": "2026-11-26T09:00:00Z",
+                }
+            )
+        )
+    assert err.value.field == "bay_id"
+    right = {
+        "type": "right",
+        "right_id": "r1",
+        "kind": "payment",
+        "bay_id": "B002",
+        "start": "2026-11-26T08:00:00Z",
+        "end": "2026-11-26T09:00:00Z",
+    }
+    asyncio.run(service.post_right(right))
+    asyncio.run(service.delete_right("r1"))
+    with pytest.raises(NotFound):
+        asyncio.run(service.delete_right("r1"))
+    exported = list(service.export_journal())
+    assert [r["type"] for r in exported] == ["occupancy", "right", "right"]
+    assert exported[2]["end"] == format_instant(clock.now)
+
+
+def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    service, link = make(tmp_path, clock)
+    ts = format_instant(T0)
+    service.process_batch(
+        [
+            msg(
+                "status",
+                {
+                    "v": 1,
+                    "gateway_id": "gw-1",
+                    "online": True,
+                    "ts": ts,
+                    "version": "1",
+                    "clock_synced": True,
+                },
+            )
+        ]
+    )
+    health = {
+        "v": 1,
+        "gateway_id": "gw-1",
+        "ts": ts,
+        "uptime_s": 1,
+        "outbox_depth": 0,
+        "events_dropped": 0,
+        "unknown_sensors": 0,
+        "ports": [],
+        "sensors": [
+            {
+                "sensor_id": "S001",
+                "bay_id": "B001",
+                "last_seen": ts,
+                "battery_mv": 3000,
+                "temp_c": 5.5,
+                "frames": 1,
+                "lost_frames": 0,
+                "duplicates": 0,
+                "rssi": None,
+            }
+        ],
+    }
+    service.process_batch([msg("health", health)])
+    service.process_batch([msg("events", event(1, "B002", "unknown", T0, reason="sensor_fault"))])
+    # nothing heard for gateway_offline_after_s (300 s): offline at exactly that instant
+    assert service.maintenance.next_deadline() == T0 + 300_000
+    clock.now = T0 + 300_000
+    service.tick()
+    got = {(a["kind"], a["status"]) for a in link.topics("/alerts/maintenance")}
+    assert got == {("low_battery", "open"), ("sensor_fault", "open"), ("gateway_offline", "open")}
+    clock.now += 1000
+    health["sensors"][0]["battery_mv"] = 3400
+    service.process_batch(
+        [msg("health", health), msg("events", event(2, "B002", "vacant", T0 + 60_000))]
+    )
+    cleared = [a for a in link.topics("/alerts/maintenance") if a["status"] == "cleared"]
+    assert {a["kind"] for a in cleared} == {"low_battery", "sensor_fault", "gateway_offline"}
+    assert {a["clear_reason"] for a in cleared} == {"recovered"}
+    # a last will raises it at once
+    service.process_batch(
+        [
+            msg(
+                "status",
+                {
+                    "v": 1,
+                    "gateway_id": "gw-1",
+                    "online": False,
+                    "ts": ts,
+                    "version": "1",
+                    "clock_synced": True,
+                },
+            )
+        ]
+    )
+    assert link.topics("/alerts/maintenance")[-1]["kind"] == "gateway_offline"
+
+
+def test_site_reload_keeps_the_old_site_when_invalid(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    service, _ = make(tmp_path, clock)
+    site_file = tmp_path / "site.yaml"
+    good = site_file.read_text()
+    site_file.write_text(good.replace("controlled_hours: any", "controlled_hours: sometimes"))
+    assert service.reload_site() is False
+    assert "B001" in service.site.bays
+    site_file.write_text(good.replace("B004", "B009"))
+    assert service.reload_site() is True
+    assert "B009" in service.site.bays
+    assert "B004" not in service.site.bays
