@@ -24,6 +24,7 @@ from kerbside.core.instants import Instant
 log = logging.getLogger(__name__)
 
 MINUTE_MS = 60_000
+MAX_CATCH_UP = 60
 
 
 def wall_clock_ms() -> Instant:
@@ -50,6 +51,7 @@ class TimeSeriesRecorder:
         self._clock = clock
         self._interval = interval_ms
         self._task: asyncio.Task[None] | None = None
+        self._next_t: Instant | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -115,6 +117,32 @@ class TimeSeriesRecorder:
     def gateway(self, gateway_id: str, online: bool, outbox_depth: int | None, ts: Instant) -> None:
         self._put(lp.gateway_line(gateway_id, online, outbox_depth, ts))
 
+    def tick(self, now: Instant) -> None:
+        """Write zone_occupancy for every interval boundary ``t`` with ``t + delay <= now`` not
+        written yet. The first call only sets the first boundary (the one at or after
+        ``now - delay``). After a stall longer than ``MAX_CATCH_UP`` boundaries only the latest
+        is written (backfill can rewrite the gap).
+        """
+        due = now - self._delay_ms
+        if self._next_t is None:
+            self._next_t = -(-due // self._interval) * self._interval
+        latest = due // self._interval * self._interval
+        if latest < self._next_t:
+            return
+        missed = (latest - self._next_t) // self._interval + 1
+        if missed > MAX_CATCH_UP:
+            log.warning("zone_occupancy: %d minutes missed (stalled?); writing the latest", missed)
+            self._next_t = latest
+        while self._next_t <= latest:
+            self.zone_occupancy_at(self._next_t)
+            self._next_t += self._interval
+
+    def next_tick_at(self) -> Instant:
+        """When ``tick`` next has something to write (wall-clock instant)."""
+        if self._next_t is None:
+            return self._clock()
+        return self._next_t + self._delay_ms
+
     def zone_occupancy_at(self, t: Instant) -> int:
         """Write the zone_occupancy points for instant ``t`` now; returns how many."""
         counts = lp.count_zones(self._zones(), self._states_at(t))
@@ -127,18 +155,11 @@ class TimeSeriesRecorder:
         self.writer.submit((line,))
 
     async def _occupancy_loop(self) -> None:
-        next_t = (self._clock() - self._delay_ms) // self._interval * self._interval
-        next_t += self._interval
         while True:
-            wait_ms = next_t + self._delay_ms - self._clock()
-            if wait_ms > 0:
-                await asyncio.sleep(wait_ms / 1000)
-                continue  # re-read the clock: sleeps overshoot and clocks step
             try:
-                self.zone_occupancy_at(next_t)
+                self.tick(self._clock())
             except Exception:
-                log.exception("zone_occupancy at %d failed; skipping that minute", next_t)
-            next_t += self._interval
-            # After a stall (suspend, clock step) skip to the present rather than burst.
-            latest = (self._clock() - self._delay_ms) // self._interval * self._interval
-            next_t = max(next_t, latest)
+                log.exception("zone_occupancy failed; trying again at the next boundary")
+            wait_ms = self.next_tick_at() - self._clock()
+            # Re-read the clock after each sleep: sleeps overshoot and clocks step.
+            await asyncio.sleep(max(wait_ms, 5) / 1000)
