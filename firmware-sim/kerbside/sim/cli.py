@@ -11,6 +11,7 @@ from pathlib import Path
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.sim.capture import write_capture
 from kerbside.sim.scenario import SCENARIOS
+from kerbside.sim.serial_server import serve_main
 from kerbside.sim.street import DEFAULT_START, SimConfig, SimStreet
 
 _EPILOG_CAPTURE = """example:
@@ -68,8 +69,9 @@ def _add_street_args(p: argparse.ArgumentParser, sensors_default: int) -> None:
     p.add_argument(
         "--start",
         type=_instant,
-        default=DEFAULT_START,
-        help=f"simulated start instant (default {format_instant(DEFAULT_START)})",
+        default=None,
+        help=f"simulated start instant (capture default {format_instant(DEFAULT_START)}; "
+        "serial default: now)",
     )
     p.add_argument("--gateway", default="sim-gw-01", help="gateway id (default sim-gw-01)")
     p.add_argument("--sensors-per-port", type=_positive_int, default=50)
@@ -159,6 +161,7 @@ def _progress(end: Instant, quiet: bool) -> Callable[[Instant], None] | None:
 
 
 def _capture(args: argparse.Namespace) -> int:
+    start = DEFAULT_START if args.start is None else args.start
     serial_n, ble_n = (
         (0, args.sensors + args.ble_sensors) if args.ble else (args.sensors, args.ble_sensors)
     )
@@ -168,13 +171,13 @@ def _capture(args: argparse.Namespace) -> int:
             seed=args.seed,
             sensors=serial_n,
             ble_sensors=ble_n,
-            start=args.start,
+            start=start,
             hours=args.hours,
             sensors_per_port=max(1, args.sensors_per_port),
             gateway_id=args.gateway,
         )
     )
-    end = args.start + round(args.hours * 3_600_000)
+    end = start + round(args.hours * 3_600_000)
     count, _ = write_capture(street, args.hours, args.out, _progress(end, args.quiet))
     if not args.quiet:
         print(f"kerbside-sim: {count} records in {args.out / 'capture.jsonl'}", file=sys.stderr)
@@ -185,9 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command != "capture":
-            print("kerbside-sim: serial is not implemented yet", file=sys.stderr)
-            return 2
+        if args.command == "serial":
+            return serve_main(args)
         return _capture(args)
     except (ValueError, OSError) as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)

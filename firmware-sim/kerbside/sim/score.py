@@ -5,7 +5,7 @@ A session runs from an ``occupied`` event's ``ts`` to the next ``vacant`` or ``u
 arrival and its departure are within the tolerance (35 s); matching is one to one. A session still
 open at the end of the run ends at the run's end, on both sides. True sessions that begin so close
 to the end that no detector could have confirmed them (within ``confirm_s`` plus the tolerance of
-the end) are left out, on both sides.
+the end, and a keep-alive) are left out, on both sides.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kerbside.edge.replay import replay_changes
 from kerbside.sim.truth import Truth, load_truth
 
 TOLERANCE_MS = 35_000
+LATE_S = 75.0  # a detector may wait for a sensor's keep-alive before it confirms
 
 Session = tuple[Instant, Instant]
 DetectorFactory = Callable[[DetectorConfig, Mapping[str, str]], Detector]
@@ -103,7 +104,7 @@ def score_sessions(
     confirm_s: float = 10.0,
     tolerance_ms: int = TOLERANCE_MS,
 ) -> Score:
-    cutoff = truth.end - round(confirm_s * 1000) - tolerance_ms
+    cutoff = truth.end - round((confirm_s + LATE_S) * 1000) - tolerance_ms
     detected = detected_sessions(changes, truth.end)
     expected = true_sessions(truth, cutoff)
     n_true = n_detected = matched = 0

@@ -1,0 +1,242 @@
+"""``kerbside-sim serial``: the street served live on pseudo-terminals (and, optionally, its BLE
+adverts on a unix socket), so a real agent reads a real tty.
+
+Each port is a pty whose slave side is reached through a symlink we own (``DIR/tty<p>``): the
+agent opens the symlink, and when a port "vanishes and returns" (SIGUSR1: port 0 is closed, its
+symlink removed, and two seconds later a new pty takes the same symlink name) the agent's reopen
+of the same path finds the new one. The master is non-blocking: when nobody reads, stale input
+is flushed and new bytes are dropped rather than stall the simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import termios
+import time
+import tty
+from pathlib import Path
+from types import FrameType
+
+from kerbside.core.instants import Instant, format_instant
+from kerbside.sim.capture import dump_yaml, edge_config
+from kerbside.sim.street import SimConfig, SimStreet
+from kerbside.sim.wire import BleEmission
+
+TICK_S = 0.05
+VANISH_S = 2.0
+_STALE_BYTES = 2048  # unread input beyond this means nobody is reading: flush it
+_TRUTH_EVERY_S = 30.0
+
+
+class PtyPort:
+    """One simulated serial port: a pty pair and the symlink that names its slave."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master: int | None = None
+        self.slave: int | None = None
+        self.dropped = 0
+        self.written = 0
+
+    def open(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no line discipline: \r and \n pass through untouched
+        flags = fcntl.fcntl(master, fcntl.F_GETFL)
+        fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        self.master, self.slave = master, slave
+        tmp = self.link.with_name(self.link.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(os.ttyname(slave))
+        tmp.replace(self.link)  # atomic: a reader never sees a half-made link
+
+    def close(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
+        for fd in (self.master, self.slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.master = self.slave = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.master is not None
+
+    def write(self, data: bytes) -> None:
+        if self.master is None or self.slave is None:
+            self.dropped += len(data)
+            return
+        try:
+            pending = int.from_bytes(
+                fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder
+            )
+            if pending > _STALE_BYTES:
+                termios.tcflush(self.slave, termios.TCIFLUSH)
+            n = os.write(self.master, data)
+            self.written += n
+            self.dropped += len(data) - n
+        except BlockingIOError:
+            self.dropped += len(data)
+        except OSError as exc:
+            if exc.errno not in (errno.EIO, errno.EAGAIN):
+                raise
+            self.dropped += len(data)
+        with contextlib.suppress(OSError):  # whatever the reader wrote back: nobody listens
+            os.read(self.master, 4096)
+
+
+class BleFeedServer:
+    """Adverts as JSON lines (capture record shape) to every client of a unix socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(8)
+        self._server.setblocking(False)
+        self._clients: list[socket.socket] = []
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except BlockingIOError:
+                return
+            client.setblocking(False)
+            self._clients.append(client)
+
+    def send(self, records: list[dict[str, object]]) -> None:
+        if not records:
+            return
+        data = "".join(json.dumps(r) + "\n" for r in records).encode()
+        for client in list(self._clients):
+            try:
+                client.sendall(data)
+            except (BlockingIOError, OSError):
+                # A client that cannot keep up or went away is dropped; it may reconnect.
+                self._clients.remove(client)
+                client.close()
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def ble_record(advert: BleEmission, t: Instant | None = None) -> dict[str, object]:
+    return {
+        "t": format_instant(advert.t if t is None else t),
+        "src": "ble",
+        "address": advert.address,
+        "rssi": advert.rssi,
+        "mfr": {str(advert.company_id): advert.payload.hex()},
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    n_ports = args.ports
+    per_port = max(1, args.sensors_per_port)
+    if n_ports:
+        per_port = max(1, -(-args.sensors // n_ports))
+    n_ports_needed = -(-args.sensors // per_port) if args.sensors else 0
+    directory: Path = args.dir or Path(tempfile.mkdtemp(prefix="kerbside-sim-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    links = [directory / f"tty{p}" for p in range(n_ports_needed)]
+    # Live, simulated time starts at the wall clock so truth lines up with what an agent stamps
+    # (at --speed X, simulated t maps to wall start + (t - start) / X).
+    start: Instant = args.start if args.start is not None else time.time_ns() // 1_000_000
+    street = SimStreet(
+        SimConfig(
+            scenario=args.scenario,
+            seed=args.seed,
+            sensors=args.sensors,
+            ble_sensors=args.ble_sensors,
+            start=start,
+            hours=args.hours,
+            sensors_per_port=per_port,
+            gateway_id=args.gateway,
+            port_names=tuple(str(link) for link in links),
+        )
+    )
+    ports = [PtyPort(link) for link in links]
+    ble = BleFeedServer(args.ble_socket) if args.ble_socket is not None else None
+    stop = False
+    vanish_requests = 0
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    def on_vanish(signum: int, frame: FrameType | None) -> None:
+        nonlocal vanish_requests
+        vanish_requests += 1
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGUSR1, on_vanish)
+    end = None if args.hours is None else start + round(args.hours * 3_600_000)
+    try:
+        for port in ports:
+            port.open()
+        if args.config_out is not None:
+            outbox = (args.config_out.parent / "outbox.db").resolve()
+            config = edge_config(street, outbox)
+            _write_atomic(args.config_out, dump_yaml(config))
+        for port in ports:
+            print(port.link, flush=True)
+        wall0 = time.monotonic()
+        reopen_at: float | None = None
+        last_truth = wall0
+        while not stop:
+            now_wall = time.monotonic()
+            if vanish_requests and ports and reopen_at is None:
+                vanish_requests = 0
+                ports[0].close()
+                reopen_at = now_wall + VANISH_S
+            if reopen_at is not None and now_wall >= reopen_at:
+                ports[0].open()
+                reopen_at = None
+            sim_now = start + int((now_wall - wall0) * args.speed * 1000)
+            if end is not None:
+                sim_now = min(sim_now, end)
+            serial, adverts = street.advance(sim_now)
+            for emission in serial:
+                if emission.data:
+                    ports[emission.port].write(emission.data)
+            if ble is not None:
+                ble.accept()
+                ble.send([ble_record(a) for a in adverts if a.fate not in ("lost", "silent")])
+            if args.truth_out is not None and now_wall - last_truth >= _TRUTH_EVERY_S:
+                _write_atomic(args.truth_out, street.truth(street.now).dumps())
+                last_truth = now_wall
+            if end is not None and sim_now >= end:
+                break
+            time.sleep(TICK_S)
+        return 0
+    finally:
+        for port in ports:
+            port.close()
+        if ble is not None:
+            ble.close()
+        if args.truth_out is not None:
+            _write_atomic(args.truth_out, street.truth(max(street.now, start + 1)).dumps())

@@ -1,0 +1,123 @@
+"""`kerbside-sim serial`: the street on real pseudo-terminals."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kerbside.edge.config import load_edge_config
+from kerbside.sim.truth import load_truth
+from tests.sim.simtools import valid_lines
+
+
+def read_frames(path: Path, want: int, timeout: float = 10.0) -> list[bytes]:
+    fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    buf += os.read(fd, 4096)
+                except BlockingIOError:
+                    continue
+            found = valid_lines(buf)
+            if len(found) >= want:
+                return [m.group(0) for m in found]
+    finally:
+        os.close(fd)
+    raise AssertionError(f"only {len(valid_lines(buf))} frames in {timeout}s: {buf[-200:]!r}")
+
+
+def test_serve_read_vanish_return_and_stop(tmp_path: Path) -> None:
+    config_out = tmp_path / "edge.yaml"
+    truth_out = tmp_path / "truth.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerbside.sim.cli",
+            "serial",
+            "--sensors",
+            "6",
+            "--ports",
+            "2",
+            "--speed",
+            "30",
+            "--dir",
+            str(tmp_path),
+            "--config-out",
+            str(config_out),
+            "--truth-out",
+            str(truth_out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        links = [Path(proc.stdout.readline().decode().strip()) for _ in range(2)]
+        assert links == [tmp_path / "tty0", tmp_path / "tty1"]
+        assert all(link.is_symlink() for link in links)
+        config = load_edge_config(config_out)
+        assert [p.port for p in config.serial] == [str(link) for link in links]
+        ids = {f.split(b",")[1] for f in read_frames(links[1], 3)}
+        assert ids <= {b"S-000004", b"S-000005", b"S-000006"}
+
+        before = os.readlink(links[0])
+        read_frames(links[0], 2)
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while links[0].is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not links[0].exists()  # vanished
+        while not links[0].is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert links[0].is_symlink()  # and returned, under the same name
+        assert read_frames(links[0], 2)
+        assert before.startswith("/dev/pts/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert not links[0].exists()
+    truth = load_truth(truth_out)
+    assert truth.end > truth.start
+    assert len(truth.sensors) == 6
+
+
+def test_no_reader_never_blocks_the_simulation(tmp_path: Path) -> None:
+    """Nobody reads the ptys: 100 sensors for 10 simulated minutes (far beyond any tty buffer)
+    still finish, because the server drops what nobody takes."""
+    truth_out = tmp_path / "truth.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kerbside.sim.cli",
+            "serial",
+            "--sensors",
+            "100",
+            "--speed",
+            "600",
+            "--hours",
+            "0.17",
+            "--dir",
+            str(tmp_path),
+            "--truth-out",
+            str(truth_out),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().split() == [str(tmp_path / "tty0"), str(tmp_path / "tty1")]
+    truth = load_truth(truth_out)
+    assert truth.end - truth.start == round(0.17 * 3_600_000)
