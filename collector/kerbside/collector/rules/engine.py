@@ -438,9 +438,12 @@ class RulesEngine:
             if found is None or found.state != "occupied":
                 continue
             state = found
+            if not late:
+                # Its clears happen at the bay's wake at this instant, after every record of the
+                # instant, so that a departure at the same instant wins (clear precedence).
+                self._recompute(bay_id, state, after, wake_now=True)
+                continue
             if bay_id in covers:
-                if not late:
-                    self._settle(bay_id, state, right.start, out)
                 for alert in list((state.alerts or {}).values()):
                     if (
                         alert.kind in _RIGHT_KINDS
@@ -490,8 +493,9 @@ class RulesEngine:
         for bay_id in dict.fromkeys(touched):
             state = self._bays[bay_id]
             if state.state == "occupied":
-                self._settle(bay_id, state, after if late else suspension.start, out)
-                self._recompute(bay_id, state, after)
+                if late:
+                    self._settle(bay_id, state, after, out)
+                self._recompute(bay_id, state, after, wake_now=not late)
 
     # -- the rules ------------------------------------------------------------------------
     def _evaluate(
@@ -501,6 +505,13 @@ class RulesEngine:
         if state.state != "occupied":
             return
         self._settle(bay_id, state, now, out)
+        bay = self.site.bays[bay_id]
+        # An unpaid or expired alert is only ever active while no right covers the bay, so
+        # cover now means a right started covering it now.
+        if self._covered(bay, state, now):
+            for alert in list((state.alerts or {}).values()):
+                if alert.kind in _RIGHT_KINDS and alert.status in ACTIVE:
+                    self._clear(bay_id, state, alert=alert, at=now, reason="right_added", out=out)
         for due, kind, key, end in sorted(
             self._candidates(bay_id, state, now), key=lambda c: _KIND_ORDER[c[1]]
         ):
@@ -580,13 +591,18 @@ class RulesEngine:
                     found.append((due, "suspended", key, run[1]))
         return found
 
-    def _recompute(self, bay_id: str, state: _BayState, now: Instant) -> None:
-        """Schedule the bay's next wake: the first instant >= ``now`` something can happen."""
+    def _recompute(
+        self, bay_id: str, state: _BayState, now: Instant, *, wake_now: bool = False
+    ) -> None:
+        """Schedule the bay's next wake: the first instant >= ``now`` something can happen
+        (``now`` itself with ``wake_now``)."""
         self._prune(state, now)
         wake: Instant | None = None
         if state.state == "occupied":
             bay = self.site.bays[bay_id]
             times = [c[0] for c in self._candidates(bay_id, state, now)]
+            if wake_now:
+                times.append(now)
             if bay.max_stay_minutes is not None or bay.needs_right:
                 times.append(self._schedules[bay_id].segment_at(now)[1])
             if state.suspensions:
