@@ -20,7 +20,7 @@ exact instant ``start + confirm`` (not when a caller happens to tick), so live a
 
 Just after start nothing is known: the first level is taken as the empty bay's (the DETECT bit
 cannot say, since drift fools it). If a car was parked then, the belief starts upside down; it is
-set right at the next arrival (see ``_relevel_if_inverted``). DETECT is not used at all.
+set right at the next arrival (see ``_looks_inverted``). DETECT is not used at all.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class Tuning:
     off_fraction: float = 0.5  # departure radius: this share of the signature (at least on_mg)
     tau_s: float = 600.0  # memory of the baseline and occupied level
     settle_s: float = 300.0  # the signature is refined for this long after an arrival
+    corroborate_s: float = 5.0  # readings of a new state must span longer than a passing car
+    blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
+    moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
+    gradual_confirms: bool = True  # a change built up over readings needs no later evidence
+    fallback_s: float = 75.0  # ... or no reading came for a keep-alive and a margin after them
 
 
 @dataclass(slots=True)
@@ -96,6 +101,21 @@ def _dist(a: Vector, b: Vector) -> float:
     return math.sqrt((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2)
 
 
+@dataclass(slots=True)
+class _Candidate:
+    """A state change that readings argue for, until it holds (or a reading says otherwise)."""
+
+    state: State
+    relevel: bool  # a car over a bay whose belief started upside down (see _looks_inverted)
+    start: Instant  # when the new state began: the event's ts
+    first: Instant  # its first reading
+    last: Instant  # its latest reading
+    last_field: Vector
+    best: Vector  # the reading that held longest: the new level (the latest may be a blip)
+    best_held: int = -1
+    waiting: bool = False  # held long enough, but only on readings spanning a passing car
+
+
 class _Track:
     """Everything the detector knows about one sensor."""
 
@@ -104,9 +124,8 @@ class _Track:
         "arrived_at",
         "base",
         "bay_id",
+        "cand",
         "cand_gen",
-        "cand_start",
-        "cand_state",
         "last_class",
         "last_field",
         "last_seq",
@@ -120,6 +139,8 @@ class _Track:
         "signature",
         "silence_gen",
         "stats",
+        "suspended",
+        "suspended_at",
         "verified",
     )
 
@@ -139,12 +160,19 @@ class _Track:
         self.last_t: Instant = 0
         self.last_seq: int | None = None
         self.last_valid: Instant | None = None
-        self.cand_state: State | None = None
-        self.cand_start: Instant = 0
+        self.cand: _Candidate | None = None
         self.cand_gen = 0
+        self.suspended: _Candidate | None = None  # interrupted by a reading that may be a blip
+        self.suspended_at: Instant = 0
         self.silence_gen = 0
         self.off_since: Instant | None = None  # first reading of the streak off the current level
         self.verified = False  # a departure back to the arrival's baseline has been seen
+
+
+def _drop_candidates(track: _Track) -> None:
+    track.cand = None
+    track.suspended = None
+    track.cand_gen += 1
 
 
 class Detector:
@@ -166,7 +194,11 @@ class Detector:
             "vacant": round(config.confirm_vacant_s * 1000),
         }
         self._silence_ms = round(config.silence_s * 1000)
-        self._tuning = tuning or Tuning()
+        t = self._tuning = tuning or Tuning()
+        self._blip_ms = round(t.blip_s * 1000)
+        self._corroborate_ms = round(t.corroborate_s * 1000)
+        self._fallback_ms = round(t.fallback_s * 1000)
+        self._backdate_ms = round(t.backdate_s * 1000)
         self._tracks = {sid: _Track(sid, bay) for sid, bay in bay_of_sensor.items()}
         self.stats: dict[str, SensorStats] = {sid: t.stats for sid, t in self._tracks.items()}
         self.unknown_sensors = 0
@@ -187,10 +219,12 @@ class Detector:
         if track.last_seq is not None and frame.seq == track.last_seq:
             stats.duplicates += 1
             return out
+        lost = False
         if track.last_seq is not None and not frame.boot:
             gap = (frame.seq - track.last_seq) & 0xFFFF
             if gap < 0x8000:  # further "back" is a restart whose BOOT frame was lost
                 stats.lost_frames += gap - 1
+                lost = gap > 1
         track.last_seq = frame.seq
         stats.frames += 1
         stats.last_seen = now
@@ -200,29 +234,19 @@ class Detector:
         track.silence_gen += 1
         self._push(now + self._silence_ms, _SILENCE, track.sensor_id, track.silence_gen)
         if frame.fault:
-            track.cand_state = None
-            track.cand_gen += 1
+            _drop_candidates(track)
             self._publish(track, "unknown", "sensor_fault", now, now, out)
             return out
         field: Vector = (float(frame.mx), float(frame.my), float(frame.mz))
         self._commit_previous(track, now)
-        self._relevel_if_inverted(track, field)
-        cls = self._classify(track, field)
+        relevel = self._looks_inverted(track, field)
+        cls: State = "occupied" if relevel else self._classify(track, field, frame.detect)
         self._note_onset(track, field, now)
+        prev_field = track.last_field
         track.last_field = field
-        track.last_class = cls
+        track.last_class = "unknown" if relevel else cls  # unknown: fold into no level
         track.last_t = now
-        if cls == track.mode and track.published == (cls, None):
-            if track.cand_state is not None:
-                track.cand_state = None
-                track.cand_gen += 1
-        elif track.cand_state != cls:
-            track.cand_state = cls
-            onset = track.off_since if cls != track.mode else None
-            backdate = round(self._tuning.backdate_s * 1000)
-            track.cand_start = onset if onset is not None and now - onset <= backdate else now
-            track.cand_gen += 1
-            self._push(now + self._confirm[cls], _CANDIDATE, track.sensor_id, track.cand_gen)
+        self._step(track, cls, relevel, field, now, lost, prev_field, out)
         out.extend(self._fire(now))  # a zero confirm time confirms at once
         return out
 
@@ -249,6 +273,103 @@ class Detector:
         """The state last published for a sensor's bay (``unknown`` before the first)."""
         return self._tracks[sensor_id].published[0]
 
+    # ---- candidates --------------------------------------------------------------------------
+
+    def _step(  # noqa: PLR0917 - one reading's facts, computed once by observe
+        self,
+        track: _Track,
+        cls: State,
+        relevel: bool,
+        field: Vector,
+        now: Instant,
+        lost: bool,
+        prev_field: Vector | None,
+        out: list[OccupancyChange],
+    ) -> None:
+        """Move the candidate along for one classified reading."""
+        moved = self._tuning.moved_mg
+        suspended = track.suspended
+        if suspended is not None:
+            track.suspended = None
+            if (
+                now - track.suspended_at <= self._blip_ms
+                and suspended.state == cls
+                and suspended.relevel == relevel
+                and _dist(field, suspended.last_field) <= moved
+            ):
+                # Back where it was before a reading that lasted no longer than a passing car:
+                # that reading was one, and the candidate it interrupted goes on.
+                track.cand = suspended
+                self._support(track, suspended, field, now, track.suspended_at, out)
+                if track.cand is suspended:
+                    self._arm(track, suspended, now, out)
+                return
+        cand = track.cand
+        if not relevel and cls == track.mode and track.published == (cls, None):
+            if cand is not None:
+                self._interrupt(track, now)
+            return
+        # After lost frames a reading that moved is no evidence the state held: what was lost
+        # may have been its end (a passing car leaving), and this reading a new change.
+        broken = lost and prev_field is not None and _dist(field, prev_field) > moved
+        if cand is not None and cand.state == cls and cand.relevel == relevel and not broken:
+            self._support(track, cand, field, now, now, out)
+            return
+        if cand is not None:
+            self._interrupt(track, now)
+        onset = track.off_since if cls != track.mode or relevel else None
+        start = onset if onset is not None and now - onset <= self._backdate_ms else now
+        cand = _Candidate(cls, relevel, start, now, now, field, field)
+        track.cand = cand
+        self._arm(track, cand, now, out)
+
+    def _interrupt(self, track: _Track, now: Instant) -> None:
+        track.suspended = track.cand
+        track.suspended_at = now
+        track.cand = None
+        track.cand_gen += 1
+
+    def _support(  # noqa: PLR0917
+        self,
+        track: _Track,
+        cand: _Candidate,
+        field: Vector,
+        now: Instant,
+        held_until: Instant,
+        out: list[OccupancyChange],
+    ) -> None:
+        """Another reading in the candidate's state: maybe the evidence it was waiting for."""
+        held = held_until - cand.last
+        if held > cand.best_held:
+            cand.best, cand.best_held = cand.last_field, held
+        cand.last = now
+        cand.last_field = field
+        if cand.waiting and self._held(cand):
+            self._confirm_candidate(track, cand, now, out)
+
+    def _arm(
+        self, track: _Track, cand: _Candidate, now: Instant, out: list[OccupancyChange]
+    ) -> None:
+        """Schedule a (new or resumed) candidate's confirmation."""
+        track.cand_gen += 1
+        due = cand.first + self._confirm[cand.state]
+        if due > now or (due == now and not cand.waiting):
+            self._push(due, _CANDIDATE, track.sensor_id, track.cand_gen)
+        elif self._held(cand):
+            self._confirm_candidate(track, cand, now, out)
+        else:
+            cand.waiting = True
+            fallback = max(now, cand.last + self._fallback_ms)
+            self._push(fallback, _CANDIDATE, track.sensor_id, track.cand_gen)
+
+    def _held(self, cand: _Candidate) -> bool:
+        """Whether the readings show more than a passing car: readings spanning longer than one,
+        or a change that built up over several readings (a car pulling in or out takes seconds;
+        a passing car's field comes and goes at once, and its going may be a lost frame)."""
+        if cand.last - cand.first >= self._corroborate_ms:
+            return True
+        return self._tuning.gradual_confirms and (cand.last > cand.first or cand.start < cand.first)
+
     # ---- internals ---------------------------------------------------------------------------
 
     def _clock(self, now: Instant) -> Instant:
@@ -269,11 +390,17 @@ class Detector:
             deadline, _, kind, sensor_id, gen = heapq.heappop(heap)
             track = self._tracks[sensor_id]
             if kind == _CANDIDATE:
-                if gen == track.cand_gen and track.cand_state is not None:
-                    self._confirm_candidate(track, deadline, out)
+                cand = track.cand
+                if gen != track.cand_gen or cand is None:
+                    continue
+                if cand.waiting or self._held(cand):
+                    self._confirm_candidate(track, cand, deadline, out)  # held, or fallback due
+                else:
+                    cand.waiting = True
+                    fallback = max(deadline, cand.last + self._fallback_ms)
+                    self._push(fallback, _CANDIDATE, sensor_id, gen)
             elif gen == track.silence_gen and track.last_valid is not None:
-                track.cand_state = None
-                track.cand_gen += 1
+                _drop_candidates(track)
                 self._publish(track, "unknown", "sensor_silent", track.last_valid, deadline, out)
         return out
 
@@ -291,15 +418,20 @@ class Detector:
         track.published = (state, reason)
         out.append(OccupancyChange(track.bay_id, track.sensor_id, state, ts, confirmed_ts, reason))
 
-    def _confirm_candidate(self, track: _Track, at: Instant, out: list[OccupancyChange]) -> None:
-        state = track.cand_state
-        assert state is not None
-        track.cand_state = None
-        field = track.last_field
-        assert field is not None
+    def _confirm_candidate(
+        self, track: _Track, cand: _Candidate, at: Instant, out: list[OccupancyChange]
+    ) -> None:
+        track.cand = None
+        track.suspended = None
+        track.cand_gen += 1
+        state = cand.state
+        field = cand.best if cand.best_held > at - cand.last else cand.last_field
         tau = self._tuning.tau_s
+        if cand.relevel:
+            # The level taken for a car was the empty bay: a car over it now reads far from both.
+            track.base = track.occ
+            track.mode = "vacant"
         if state != track.mode:
-            # The latest reading starts the new level; the old level is kept for nothing.
             if state == "vacant":
                 track.verified = track.verified or track.signature is not None
                 track.base = _Level(field, tau)
@@ -311,8 +443,8 @@ class Detector:
                 track.arrived_at = at
                 self._refine_signature(track)
             track.mode = state
-            track.last_class = state
-        self._publish(track, state, None, track.cand_start, at, out)
+            track.last_class = state if track.last_field == cand.last_field else "unknown"
+        self._publish(track, state, None, cand.start, at, out)
 
     def _refine_signature(self, track: _Track) -> None:
         if track.arrival_base is None or track.occ is None:
@@ -341,26 +473,25 @@ class Detector:
         elif track.off_since is None:
             track.off_since = now
 
-    def _relevel_if_inverted(self, track: _Track, field: Vector) -> None:
-        """Fix a belief that started upside down (a car parked when the detector started).
+    def _looks_inverted(self, track: _Track, field: Vector) -> bool:
+        """Whether a reading says the belief started upside down (a car parked at start).
 
         Then the first "arrival" was that car leaving, and its "signature" points back to the car.
         The next car gives a level far from both the occupied level and the expected vacant one:
-        the level taken for occupied was the empty bay all along. Once a departure has returned
-        to its arrival's baseline the belief is verified and this never applies.
+        the level taken for occupied was the empty bay all along. Held for the confirmation time,
+        this re-levels the sensor. Once a departure has returned to its arrival's baseline the
+        belief is verified and this never applies.
         """
         if track.verified or track.mode != "occupied" or track.occ is None:
-            return
+            return False
+        if track.last_t - track.arrived_at < self._tuning.settle_s * 1000:
+            return False  # the car may still be settling; its level is not known well yet
         expect = self._expected_vacant(track)
         if expect is None:
-            return
-        on = self._tuning.on_mg
-        if _dist(field, track.occ.vector) >= on and _dist(field, expect) >= self._radius(track):
-            track.base = track.occ
-            track.occ = None
-            track.signature = None
-            track.mode = "vacant"
-            track.last_class = "unknown"
+            return False
+        return _dist(field, track.occ.vector) >= self._tuning.on_mg and _dist(
+            field, expect
+        ) >= self._radius(track)
 
     def _expected_vacant(self, track: _Track) -> Vector | None:
         sig, occ = track.signature, track.occ
@@ -373,7 +504,7 @@ class Detector:
         size = _dist(sig, (0.0, 0.0, 0.0)) if sig is not None else 0.0
         return max(self._tuning.on_mg, self._tuning.off_fraction * size)
 
-    def _classify(self, track: _Track, field: Vector) -> State:
+    def _classify(self, track: _Track, field: Vector, detect: bool) -> State:
         on = self._tuning.on_mg
         if track.mode == "vacant" and track.base is not None:
             return "occupied" if _dist(field, track.base.vector) >= on else "vacant"
@@ -388,3 +519,16 @@ class Detector:
             )
         # Nothing known yet (just started): take the first level as the empty bay's.
         return "vacant"
+
+
+class DetectBitDetector(Detector):
+    """The naive baseline, for comparison only: the firmware's DETECT bit, debounced by time.
+
+    Same confirmation, silence and fault handling as ``Detector``; no use of the raw field.
+    """
+
+    def _looks_inverted(self, track: _Track, field: Vector) -> bool:
+        return False
+
+    def _classify(self, track: _Track, field: Vector, detect: bool) -> State:
+        return "occupied" if detect else "vacant"

@@ -29,9 +29,11 @@ def replay_changes(
     records: Iterable[CaptureRecord | CaptureError],
     config: EdgeConfig,
     on_error: Callable[[CaptureError], None] | None = None,
+    detector: Detector | None = None,
 ) -> Iterator[OccupancyChange]:
     """The detector's changes over ``records``, in order; deadlines up to the last record fire."""
-    detector = Detector(config.detector, config.bay_of_sensor)
+    if detector is None:
+        detector = Detector(config.detector, config.bay_of_sensor)
     parsers: dict[str, Kbs1Parser] = {}
     ble = BleDecoder(config.ble.company_id)
     for record in records:
