@@ -72,7 +72,12 @@ def capture_records(
         t = until
 
 
-def edge_config(street: SimStreet, outbox: Path, port_names: list[str] | None = None) -> Record:
+def edge_config(
+    street: SimStreet,
+    outbox: Path,
+    port_names: list[str] | None = None,
+    ble_backend: str | None = None,
+) -> Record:
     """A valid edge config (SPEC section 4) for the street's gateway."""
     ports = port_names if port_names is not None else street.port_names
     has_ble = any(s.transport == "ble" for s in street.sensors)
@@ -84,7 +89,12 @@ def edge_config(street: SimStreet, outbox: Path, port_names: list[str] | None = 
         "health_interval_s": 60,
         "clock": {"require_sync": False},
         "serial": [{"port": p, "baudrate": 115200} for p in ports],
-        "ble": {"enabled": has_ble, "company_id": 0xFFFF, "adapter": "hci0"},
+        "ble": {
+            "enabled": has_ble,
+            "company_id": 0xFFFF,
+            "adapter": "hci0",
+            **({"backend": ble_backend} if ble_backend else {}),
+        },
         "sensors": [{"id": s.sensor_id, "bay": s.bay_id} for s in street.sensors],
     }
 

@@ -32,6 +32,7 @@ from kerbside.sim.street import SimConfig, SimStreet
 from kerbside.sim.wire import BleEmission
 
 TICK_S = 0.05
+BACKEND_PATH = "kerbside.sim.ble_backend.SimScannerBackend"
 VANISH_S = 2.0
 _STALE_BYTES = 2048  # unread input beyond this means nobody is reading: flush it
 _TRUTH_EVERY_S = 30.0
@@ -200,7 +201,10 @@ def serve_main(args: argparse.Namespace) -> int:
             port.open()
         if args.config_out is not None:
             outbox = (args.config_out.parent / "outbox.db").resolve()
-            config = edge_config(street, outbox)
+            # The agent's BLE source reaches our socket through the simulated bleak backend;
+            # whoever starts it sets KERBSIDE_SIM_BLE_FEED=socket:<--ble-socket path>.
+            backend = BACKEND_PATH if ble is not None else None
+            config = edge_config(street, outbox, ble_backend=backend)
             _write_atomic(args.config_out, dump_yaml(config))
         for port in ports:
             print(port.link, flush=True)
