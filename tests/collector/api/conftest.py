@@ -17,7 +17,7 @@ import uvicorn
 
 from kerbside.collector.api import create_app
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
-from tests.collector.api.fakes import FakeService
+from tests.collector.api.fakes import FakeService, make_site
 from tests.helpers import free_port
 
 ROLES = ("officer", "analyst", "admin", "provider")
@@ -97,4 +97,5 @@ def api(tmp_path: Path) -> Iterator[ApiServer]:
 def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """One server for tests that only read, or write things no other test looks at."""
     tokens = write_tokens(tmp_path_factory.mktemp("tokens") / "tokens.yaml")
-    yield from serve(FakeService(), tokens)
+    site = make_site(named=("CA-F-PKW-001", "CA-F-PKW-002"))  # the bays the /docs examples use
+    yield from serve(FakeService(site=site), tokens)

@@ -18,12 +18,15 @@ from kerbside.core.instants import format_instant, parse_instant
 T0 = parse_instant("2026-11-26T08:00:00Z")
 
 
-def make_site(n_bays: int = 6, zones: tuple[str, ...] = ("CA-F", "CA-G")) -> SimpleNamespace:
+def make_site(
+    n_bays: int = 6, zones: tuple[str, ...] = ("CA-F", "CA-G"), named: tuple[str, ...] = ()
+) -> SimpleNamespace:
+    """``n_bays`` bays spread over ``zones``, plus ``named`` bays (in the first zone)."""
     zone_objs = {z: SimpleNamespace(id=z, name=f"Zone {z}") for z in zones}
     bays = {}
-    for i in range(n_bays):
-        zone = zones[i % len(zones)]
-        bay_id = f"{zone}-B{i:05d}"
+    ids = [(zones[i % len(zones)], f"{zones[i % len(zones)]}-B{i:05d}") for i in range(n_bays)]
+    ids += [(zones[0], name) for name in named]
+    for i, (zone, bay_id) in enumerate(ids):
         bays[bay_id] = SimpleNamespace(
             id=bay_id,
             zone_id=zone,

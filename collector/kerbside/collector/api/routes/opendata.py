@@ -71,7 +71,8 @@ def parking_spots(
     now = int(time.time() * 1000)
     suspended = service.suspended_bays(now)
     items, next_cursor = paged(lambda: service.bays(limit=limit, cursor=cursor))
-    now_iso = format_instant(now)
+    # A bay never observed is "unknown as of now"; rounding keeps the ETag stable per max-age.
+    now_iso = format_instant(now - now % (MAX_AGE_S * 1000))
     spots = [parking_spot(b, b["bay_id"] in suspended, now_iso) for b in items]
     links = [_CONTEXT_LINK]
     if next_cursor is not None:

@@ -1,0 +1,64 @@
+"""/healthz answers 503 when a part is down; /metrics is valid Prometheus text; /officer and
+/docs are served; every request body in the OpenAPI document has an example."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from kerbside.collector.api import create_app
+from tests.collector.api.conftest import ApiServer
+from tests.collector.api.fakes import FakeService
+
+
+def test_healthz(api: ApiServer) -> None:
+    with httpx.Client(base_url=api.url) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 200
+        assert r.json()["status"] == "ok"
+        assert (r.json()["broker"], r.json()["sink"]) == ("ok", "disabled")
+        api.call(lambda: api.service.health.update(broker="down"))
+        r = c.get("/healthz")
+        assert r.status_code == 503
+        assert (r.json()["status"], r.json()["broker"]) == ("down", "down")
+        api.call(lambda: api.service.health.update(broker="ok", sink="down"))
+        assert c.get("/healthz").status_code == 503
+
+
+def test_metrics_text(api: ApiServer) -> None:
+    with httpx.Client(base_url=api.url) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    assert families["kerbside_events_in"].samples[0].value == 12
+    rejected = {s.labels["reason"]: s.value for s in families["kerbside_rejected"].samples}
+    assert rejected == {"not_json": 2, "unknown_bay": 1}
+    assert "kerbside_alerts" in families
+    latency = families["kerbside_rule_latency_seconds"]
+    assert latency.type == "histogram"
+    assert "kerbside_spool_depth" in families
+    assert "kerbside_api_sse_clients" in families
+
+
+def test_officer_shell_and_docs(api: ApiServer) -> None:
+    with httpx.Client(base_url=api.url) as c:
+        page = c.get("/officer")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert c.get("/docs").status_code == 200
+
+
+def test_every_body_has_an_example() -> None:
+    spec = create_app(FakeService()).openapi()
+    schemas = spec["components"]["schemas"]
+    bodies = []
+    for ops in spec["paths"].values():
+        for op in ops.values():
+            content = op.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                ref = media["schema"]["$ref"].rsplit("/", 1)[1]
+                bodies.append(ref)
+                assert schemas[ref].get("examples"), ref
+    assert sorted(set(bodies)) == ["AckBody", "ResolveBody", "RightBody", "SuspensionBody"]

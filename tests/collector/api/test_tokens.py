@@ -1,0 +1,68 @@
+"""``kerbside-collector token add|revoke|list``: the token is printed once, only its hash kept."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kerbside.collector.cli import main
+from kerbside.collector.tokens import TokenRegistry, hash_token
+
+
+def test_add_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tokens.yaml"
+    assert main(["token", "--tokens-file", str(path), "add", "pc-1234", "--role", "officer"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) > 30
+    saved = yaml.safe_load(path.read_text())
+    assert saved == [{"name": "pc-1234", "role": "officer", "sha256": hash_token(token)}]
+    assert token not in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    registry = TokenRegistry(path)
+    holder = registry.lookup(token)
+    assert holder is not None
+    assert (holder.name, holder.role) == ("pc-1234", "officer")
+    assert registry.lookup(token + "x") is None
+
+    assert main(["token", "--tokens-file", str(path), "add", "pc-1234", "--role", "admin"]) == 1
+    assert main(["token", "--tokens-file", str(path), "add", "ringgo", "--role", "provider"]) == 0
+    capsys.readouterr()
+    assert main(["token", "--tokens-file", str(path), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.splitlines() == ["pc-1234\tofficer", "ringgo\tprovider"]
+    assert token not in listed
+
+    assert main(["token", "--tokens-file", str(path), "revoke", "pc-1234"]) == 0
+    assert main(["token", "--tokens-file", str(path), "revoke", "pc-1234"]) == 1
+    assert [h["name"] for h in yaml.safe_load(path.read_text())] == ["ringgo"]
+
+
+def test_registry_rereads_a_changed_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    registry = TokenRegistry(path)
+    main(["token", "--tokens-file", str(path), "add", "a1", "--role", "analyst"])
+    token = capsys.readouterr().out.strip()
+    registry._checked = -1e9  # as if a second had passed
+    assert registry.lookup(token) is not None
+    main(["token", "--tokens-file", str(path), "revoke", "a1"])
+    registry._checked = -1e9
+    assert registry.lookup(token) is None
+
+
+def test_config_tokens_file_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "collector.yaml"
+    config.write_text(f"site: {tmp_path / 'site.yaml'}\ntokens_file: {tmp_path / 't.yaml'}\n")
+    assert main(["token", "--config", str(config), "add", "x", "--role", "admin"]) == 0
+    assert (tmp_path / "t.yaml").exists()
+    assert main(["token", "list"]) == 2
+    assert "--tokens-file" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: x, role: wizard, sha256: abc}\n")
+    assert main(["token", "--tokens-file", str(bad), "list"]) == 2
+    assert "[0].role" in capsys.readouterr().err
