@@ -1,0 +1,125 @@
+"""A real ``kerbside-collector run`` (subprocess) with its HTTP API, a private Mosquitto, a
+tokens file, and a gateway stand-in that publishes SPEC 5 events; restartable."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
+from kerbside.core.instants import format_instant
+from tests.helpers import Mosquitto, free_port, wait_for_port, write_collector_setup
+
+ROLES = ("officer", "analyst", "admin", "provider")
+
+
+def live_token(role: str) -> str:
+    return f"live-token-{role}"
+
+
+class LiveCollector:
+    """``start()``/``stop()``/``restart()`` keep the same store, port and tokens."""
+
+    def __init__(self, workdir: Path, broker: Mosquitto, topic_root: str, bays: int = 4) -> None:
+        self.workdir = workdir
+        self.broker = broker
+        self.topic_root = topic_root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = write_collector_setup(
+            workdir, port=broker.port, topic_root=topic_root, bays=bays, alert_delay_s=1.0
+        )
+        text = self.config.read_text().replace(
+            "http: null\n",
+            f"http: {{host: 127.0.0.1, port: {self.port}}}\ntokens_file: tokens.yaml\n",
+        )
+        self.config.write_text(text)
+        save_tokens(
+            workdir / "tokens.yaml",
+            [TokenHolder(f"{r}-1", r, hash_token(live_token(r))) for r in ROLES],
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "collector.log"
+        self._seq = itertools.count(1)
+
+    def start(self) -> LiveCollector:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kerbside.collector.cli", "run", "--config",
+                 str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            )  # fmt: skip
+        try:
+            wait_for_port(self.port, timeout=30)
+        except TimeoutError:
+            raise RuntimeError(self.log.read_text()[-3000:]) from None
+        # Ready when the broker link is up (and its subscription with it).
+        self.wait_for(None, "/healthz", lambda h: h.get("broker") == "ok", timeout=20)
+        time.sleep(0.3)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {live_token(role)}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def publish_event(self, bay: str, state: str, ts: int, gateway: str = "gw-1") -> None:
+        """What a gateway sends (SPEC 5), QoS 1, waiting for the broker's ack."""
+        seq = next(self._seq)
+        body = {
+            "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway, "seq": seq,
+            "bay_id": bay, "sensor_id": "S" + bay[1:], "state": state, "ts": format_instant(ts),
+            "confirmed_ts": format_instant(ts + 10_000), "reason": None,
+        }  # fmt: skip
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-test-{os.getpid()}-{seq}")
+        client.connect("127.0.0.1", self.broker.port)
+        client.loop_start()
+        try:
+            info = client.publish(f"{self.topic_root}/gw/{gateway}/events", json.dumps(body), qos=1)
+            info.wait_for_publish(timeout=10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+
+    def wait_for(
+        self, role: str, path: str, pred: Any, timeout: float = 15.0, **params: Any
+    ) -> Any:
+        """Poll ``GET path`` until ``pred(json)`` is truthy; return that json."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        with self.client(role) as c:
+            while time.monotonic() < deadline:
+                r = c.get(path, params=params)
+                if r.status_code in (200, 503):
+                    last = r.json()
+                    if pred(last):
+                        return last
+                time.sleep(0.1)
+        raise AssertionError(
+            f"timed out waiting on {path}: last {last}\n{self.log.read_text()[-2000:]}"
+        )
