@@ -7,21 +7,44 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from kerbside.collector.config import CollectorConfig, load_config
 from kerbside.collector.ingest import Message, MqttLink
-from kerbside.collector.service import CollectorService
+from kerbside.collector.service import CollectorService, wall_ms
 from kerbside.collector.site import Site, SiteError, load_site
 from kerbside.collector.store import Store
+from kerbside.core.instants import parse_instant
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600
+# After (re)connecting, the broker first hands over what it queued for us; the engine's clock
+# waits until that backlog is in (no message for QUIET_S) or for at most HOLD_MAX_S.
+QUIET_S = 0.3
+HOLD_MAX_S = 10.0
+# Tests and demos run the collector on a faster clock: "START_INSTANT,SPEED,ANCHOR_EPOCH_MS"
+# means now = START + (wall - ANCHOR) * SPEED. Never set in production.
+CLOCK_ENV = "KERBSIDE_COLLECTOR_CLOCK"
+
+
+def clock_from_env() -> tuple[Callable[[], int], float]:
+    spec = os.environ.get(CLOCK_ENV)
+    if not spec:
+        return wall_ms, 1.0
+    start_text, speed_text, anchor_text = spec.split(",")
+    start, speed, anchor = parse_instant(start_text), float(speed_text), int(anchor_text)
+    log.warning("%s set: running on a test clock %sx from %s", CLOCK_ENV, speed, start_text)
+
+    def now() -> int:
+        return start + int((time.time() * 1000 - anchor) * speed)
+
+    return now, speed
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -58,12 +81,45 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
+class _Hold:
+    """When the engine's clock may move again after a (re)connection."""
+
+    def __init__(self, service: CollectorService) -> None:
+        self.service = service
+        self.deadline = time.monotonic() + HOLD_MAX_S
+        self.connected = False
+        service.holding = True
+
+    def connection(self, up: bool) -> None:
+        self.connected = up
+        self.service.holding = True
+        self.deadline = time.monotonic() + HOLD_MAX_S
+
+    def quiet(self) -> bool:
+        """No message for QUIET_S: release the clock if the backlog is in (or we waited long
+        enough for a broker that is away); returns True when it released."""
+        if self.service.holding and (self.connected or time.monotonic() > self.deadline):
+            self.service.holding = False
+            return True
+        return False
+
+
 async def _batcher(
-    queue: asyncio.Queue[Message | None], service: CollectorService, most: int
+    queue: asyncio.Queue[Message | None], service: CollectorService, most: int, hold: _Hold
 ) -> None:
     """Take what has arrived (up to ``most`` messages) and process it as one transaction."""
     while True:
-        item = await queue.get()
+        if service.holding:
+            try:
+                item = await asyncio.wait_for(queue.get(), QUIET_S)
+            except TimeoutError:
+                if hold.quiet():
+                    service.tick()
+                continue
+            if time.monotonic() > hold.deadline and hold.connected:
+                service.holding = False
+        else:
+            item = await queue.get()
         batch: list[Message] = [] if item is None else [item]
         while len(batch) < most:
             try:
@@ -127,7 +183,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     begun = time.monotonic()
     store = Store(config.store.path)
-    service = CollectorService(config, site, store)
+    clock, speed = clock_from_env()
+    service = CollectorService(config, site, store, clock=clock, clock_speed=speed)
+    hold = _Hold(service)
     if service_out is not None:
         service_out.append(service)
     stop = stop or asyncio.Event()
@@ -143,6 +201,7 @@ async def serve(
     queue: asyncio.Queue[Message | None] = asyncio.Queue()
 
     def on_connection(up: bool) -> None:
+        hold.connection(up)
         if up:
             service.publisher.reconnected()
 
@@ -176,7 +235,7 @@ async def serve(
     try:
         async with asyncio.TaskGroup() as tasks:
             batcher = tasks.create_task(
-                _batcher(queue, service, config.ingest.batch_max), name="batcher"
+                _batcher(queue, service, config.ingest.batch_max, hold), name="batcher"
             )
             pruner = tasks.create_task(_prune(service, config.store.retention_days), name="prune")
             http = None

@@ -95,12 +95,17 @@ class CollectorService:
         store: Store,
         *,
         clock: Callable[[], int] = wall_ms,
+        clock_speed: float = 1.0,
         sink: Any = None,
     ) -> None:
         self.config = config
         self.site = site
         self.store = store
         self.clock = clock
+        self.clock_speed = clock_speed  # event-clock ms per wall ms (tests run time faster)
+        # While True the engine's clock stands still: the broker is away, or is still handing
+        # us what it queued while we were down (those records must come before the alerts).
+        self.holding = False
         self.sink = sink
         self.delay_ms = int(config.alert_delay_s * 1000)
         self.seen = StoreSeenEvents(store)
@@ -237,6 +242,8 @@ class CollectorService:
         self._counter_delta[name] += by
 
     def _advance(self, now: int) -> None:
+        if self.holding:
+            return
         target = now - self.delay_ms
         if target > self.engine.clock:
             self._record_changes(self.engine.advance(target), now)
@@ -264,6 +271,8 @@ class CollectorService:
 
     def tick(self) -> None:
         """The alert timer fired (or a wake-up without messages)."""
+        if self.holding:
+            return
         with self._commit() as now:
             self._advance(now)
 
@@ -465,8 +474,8 @@ class CollectorService:
         return min(candidates) if candidates else None
 
     def _rearm(self) -> None:
-        if self._wake is None:
-            return
+        if self._wake is None or self.holding:
+            return  # while holding, the runtime ticks when it lets go
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -477,7 +486,7 @@ class CollectorService:
         due = self.next_wakeup()
         if due is None:
             return
-        delay = max(0.0, (due - self.clock()) / 1000)
+        delay = max(0.0, (due - self.clock()) / 1000 / self.clock_speed)
         self._timer = loop.call_later(delay, self._wake)
 
     # -- site reload -------------------------------------------------------------------------
