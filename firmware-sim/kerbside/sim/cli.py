@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kerbside.collector.site import load_site
+from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.sim.capture import write_capture
+from kerbside.sim.parking import gateway_bays, plan_parking, site_gateways, visits_by_bay
 from kerbside.sim.scenario import SCENARIOS
 from kerbside.sim.serial_server import serve_main
-from kerbside.sim.street import DEFAULT_START, SimConfig, SimStreet
+from kerbside.sim.street import DEFAULT_GATEWAY, DEFAULT_START, BaySpec, SimConfig, SimStreet
 
 _EPILOG_CAPTURE = """example:
   kerbside-sim capture --scenario noisy --seed 3 --sensors 200 --hours 1 out/
   kerbside-edge replay out/capture.jsonl --config out/edge.yaml
+"""
+_EPILOG_STREET = """example:
+  kerbside-sim street --site site.yaml --hours 8 out/
+  -> out/plan.json (visits, rights, true contraventions), out/rights.jsonl (journal rights),
+     out/journal.jsonl (ideal journal: true occupancy + rights), and per gateway
+     out/<gateway>/capture.jsonl, edge.yaml, truth.json
+  kerbside-collector replay out/journal.jsonl --site site.yaml   # alerts == contraventions
 """
 _EPILOG_SERIAL = """example:
   kerbside-sim serial --sensors 20 --speed 10 --dir /tmp/street --config-out /tmp/street/edge.yaml
@@ -73,7 +84,11 @@ def _add_street_args(p: argparse.ArgumentParser, sensors_default: int) -> None:
         help=f"simulated start instant (capture default {format_instant(DEFAULT_START)}; "
         "serial default: now)",
     )
-    p.add_argument("--gateway", default="sim-gw-01", help="gateway id (default sim-gw-01)")
+    p.add_argument(
+        "--gateway",
+        default=None,
+        help=f"gateway id (default {DEFAULT_GATEWAY}; with --site: that gateway's bays)",
+    )
     p.add_argument("--sensors-per-port", type=_positive_int, default=50)
 
 
@@ -136,11 +151,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this much simulated time (default: run until signalled)",
     )
     ser.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        help="serve one gateway's bays of this site file, with planned drivers (not --sensors)",
+    )
+    ser.add_argument(
+        "--plan-out",
+        type=Path,
+        default=None,
+        help="with --site: write the drivers' plan (rights to post, true contraventions) here",
+    )
+    ser.add_argument(
         "--ble-socket",
         type=Path,
         default=None,
         help="serve BLE adverts as JSON lines on this unix socket",
     )
+    st = sub.add_parser(
+        "street",
+        help="drivers on a site's bays: rights, true contraventions, and each gateway's capture",
+        epilog=_EPILOG_STREET,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    st.add_argument("--site", type=Path, required=True, help="site file (SPEC section 6)")
+    st.add_argument("--gateway", default=None, help="only this gateway's bays (default: all)")
+    st.add_argument("--scenario", choices=sorted(SCENARIOS), default="clean")
+    st.add_argument("--seed", type=int, default=1)
+    st.add_argument(
+        "--start",
+        type=_instant,
+        default=None,
+        help=f"simulated start instant (default {format_instant(DEFAULT_START)})",
+    )
+    st.add_argument("--hours", type=_positive_float, default=8.0)
+    st.add_argument(
+        "--no-capture", action="store_true", help="only the plan and journals, no sensor captures"
+    )
+    st.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    st.add_argument("out", type=Path, help="output directory")
     return parser
 
 
@@ -174,7 +223,7 @@ def _capture(args: argparse.Namespace) -> int:
             start=start,
             hours=args.hours,
             sensors_per_port=max(1, args.sensors_per_port),
-            gateway_id=args.gateway,
+            gateway_id=args.gateway or DEFAULT_GATEWAY,
         )
     )
     end = start + round(args.hours * 3_600_000)
@@ -184,13 +233,62 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _street(args: argparse.Namespace) -> int:
+    site = load_site(args.site)
+    start = DEFAULT_START if args.start is None else args.start
+    gateways = [args.gateway] if args.gateway else site_gateways(site)
+    bay_ids = [b.id for g in gateways for b in gateway_bays(site, g)]
+    if not bay_ids:
+        raise ValueError(f"{args.site}: no bays with a sensor and a gateway")
+    plan = plan_parking(site, seed=args.seed, start=start, hours=args.hours, bay_ids=bay_ids)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n", encoding="utf-8")
+    (out / "rights.jsonl").write_text(
+        "".join(json.dumps(r.to_journal()) + "\n" for r in plan.rights), encoding="utf-8"
+    )
+    (out / "journal.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in plan.journal()), encoding="utf-8"
+    )
+    if not args.no_capture:
+        visits = visits_by_bay(plan)
+        for gateway in gateways:
+            bays = gateway_bays(site, gateway)
+            street = SimStreet(
+                SimConfig(
+                    scenario=args.scenario,
+                    seed=args.seed,
+                    start=start,
+                    hours=args.hours,
+                    gateway_id=gateway,
+                    layout=tuple(BaySpec(b.id, b.sensor or "", b.zone_id) for b in bays),
+                    visits=visits,
+                    incidents=False,
+                )
+            )
+            end = start + round(args.hours * 3_600_000)
+            write_capture(street, args.hours, out / gateway, _progress(end, args.quiet))
+    if not args.quiet:
+        print(
+            f"kerbside-sim: {len(plan.visits)} visits, {len(plan.rights)} rights, "
+            f"{len(plan.contraventions)} true contraventions in {out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "serial":
             return serve_main(args)
+        if args.command == "street":
+            return _street(args)
         return _capture(args)
+    except ConfigError as exc:
+        print(f"kerbside-sim: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)
         return 1

@@ -26,9 +26,11 @@ import tty
 from pathlib import Path
 from types import FrameType
 
+from kerbside.collector.site import load_site
 from kerbside.core.instants import Instant, format_instant
 from kerbside.sim.capture import dump_yaml, edge_config
-from kerbside.sim.street import SimConfig, SimStreet
+from kerbside.sim.parking import gateway_bays, plan_parking, site_gateways, visits_by_bay
+from kerbside.sim.street import DEFAULT_GATEWAY, BaySpec, SimConfig, SimStreet, default_layout
 from kerbside.sim.wire import BleEmission
 
 TICK_S = 0.05
@@ -155,28 +157,30 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    n_ports = args.ports
-    per_port = max(1, args.sensors_per_port)
-    if n_ports:
-        per_port = max(1, -(-args.sensors // n_ports))
-    n_ports_needed = -(-args.sensors // per_port) if args.sensors else 0
-    directory: Path = args.dir or Path(tempfile.mkdtemp(prefix="kerbside-sim-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    links = [directory / f"tty{p}" for p in range(n_ports_needed)]
     # Live, simulated time starts at the wall clock so truth lines up with what an agent stamps
     # (at --speed X, simulated t maps to wall start + (t - start) / X).
     start: Instant = args.start if args.start is not None else time.time_ns() // 1_000_000
+    layout, visits, gateway = _street_layout(args, start)
+    n_serial = sum(1 for spec in layout if not spec.sensor_id.startswith("BLE-"))
+    per_port = max(1, args.sensors_per_port)
+    if args.ports:
+        per_port = max(1, -(-n_serial // args.ports))
+    n_ports = -(-n_serial // per_port)
+    directory: Path = args.dir or Path(tempfile.mkdtemp(prefix="kerbside-sim-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    links = [directory / f"tty{p}" for p in range(n_ports)]
     street = SimStreet(
         SimConfig(
             scenario=args.scenario,
             seed=args.seed,
-            sensors=args.sensors,
-            ble_sensors=args.ble_sensors,
             start=start,
             hours=args.hours,
             sensors_per_port=per_port,
-            gateway_id=args.gateway,
+            gateway_id=gateway,
             port_names=tuple(str(link) for link in links),
+            layout=tuple(layout),
+            visits=visits,
+            incidents=visits is None,
         )
     )
     ports = [PtyPort(link) for link in links]
@@ -244,3 +248,26 @@ def serve_main(args: argparse.Namespace) -> int:
             ble.close()
         if args.truth_out is not None:
             _write_atomic(args.truth_out, street.truth(max(street.now, start + 1)).dumps())
+
+
+def _street_layout(
+    args: argparse.Namespace, start: Instant
+) -> tuple[list[BaySpec], dict[str, list[tuple[Instant, Instant]]] | None, str]:
+    """The generated street, or (with --site) one gateway's bays of a site with planned
+    drivers; the plan (rights to post, true contraventions) goes to --plan-out."""
+    if args.site is None:
+        return default_layout(args.sensors, args.ble_sensors), None, args.gateway or DEFAULT_GATEWAY
+    site = load_site(args.site)
+    gateways = site_gateways(site)
+    gateway = args.gateway or (gateways[0] if len(gateways) == 1 else None)
+    if gateway is None:
+        raise ValueError(f"--gateway is needed: the site has gateways {', '.join(gateways)}")
+    bays = gateway_bays(site, gateway)
+    hours = args.hours if args.hours is not None else 24.0
+    plan = plan_parking(
+        site, seed=args.seed, start=start, hours=hours, bay_ids=[b.id for b in bays]
+    )
+    if args.plan_out is not None:
+        _write_atomic(args.plan_out, json.dumps(plan.to_json(), indent=1) + "\n")
+    layout = [BaySpec(b.id, b.sensor or "", b.zone_id) for b in bays]
+    return layout, visits_by_bay(plan), gateway

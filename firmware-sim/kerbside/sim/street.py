@@ -5,7 +5,7 @@ the same emissions whatever windows ``advance`` is called with."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +22,7 @@ DEFAULT_START: Instant = parse_instant("2026-11-26T08:00:00Z")
 BLOCK_MS = 3_600_000
 BLOCK_MARGIN_MS = 120_000  # a bay is vacant this long around its sensor's incidents
 BLE_SERIAL_BASE = 0x51A0_0000
+DEFAULT_GATEWAY = "sim-gw-01"
 
 Transport = Literal["serial", "ble"]
 
@@ -38,6 +39,19 @@ class SimConfig:
     gateway_id: str = "sim-gw-01"
     port_names: tuple[str, ...] = ()  # default /dev/ttyUSB<p>
     faults: WireFaults = field(default_factory=WireFaults)
+    # A given street instead of the generated one: bays with their sensors (ids starting with
+    # ``BLE-`` advertise over BLE), and optionally the vehicles' visits per bay id (then no
+    # random traffic); ``incidents=False`` keeps reboots but no silences or FAULT runs.
+    layout: tuple[BaySpec, ...] = ()
+    visits: Mapping[str, Sequence[tuple[Instant, Instant]]] | None = None
+    incidents: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BaySpec:
+    bay_id: str
+    sensor_id: str
+    zone_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,48 +71,69 @@ class SimStreet:
     def __init__(self, config: SimConfig) -> None:
         if config.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {config.scenario!r} (one of {sorted(SCENARIOS)})")
-        if config.sensors < 0 or config.ble_sensors < 0 or config.sensors + config.ble_sensors < 1:
+        layout = list(config.layout) or default_layout(config.sensors, config.ble_sensors)
+        if not layout:
             raise ValueError("a street needs at least one sensor")
         self.config = config
         self.scenario = SCENARIOS[config.scenario]
-        n = config.sensors + config.ble_sensors
+        n = len(layout)
         self._n = n
         horizon_ms = None if config.hours is None else round(config.hours * BLOCK_MS)
         self._block_ms = BLOCK_MS if horizon_ms is None else max(1, min(BLOCK_MS, horizon_ms))
         self._plans: dict[int, list[SensorPlan]] = {}
-        n_ports = -(-config.sensors // config.sensors_per_port) if config.sensors else 0
+        n_serial = sum(1 for spec in layout if not spec.sensor_id.startswith("BLE-"))
+        per_port = max(1, config.sensors_per_port)
+        n_ports = -(-n_serial // per_port)
         names = list(config.port_names) or [f"/dev/ttyUSB{p}" for p in range(n_ports)]
         if len(names) < n_ports:
             raise ValueError(f"{n_ports} ports needed, {len(names)} named")
         self.port_names = names[:n_ports]
         self.sensors: list[SensorInfo] = []
-        for i in range(n):
-            zone = f"SIM-Z{i // 50 + 1}"
-            bay = f"SIM-BAY-{i + 1:04d}"
-            if i < config.sensors:
-                port = i // config.sensors_per_port
-                self.sensors.append(
-                    SensorInfo(
-                        i,
-                        f"S-{i + 1:06d}",
-                        bay,
-                        zone,
-                        "serial",
-                        port,
-                        f"serial:{self.port_names[port]}",
-                        None,
-                        None,
-                    )
-                )
-            else:
-                serial = BLE_SERIAL_BASE + i + 1
+        serial_seen = 0
+        for i, spec in enumerate(layout):
+            if spec.sensor_id.startswith("BLE-"):
+                serial = int(spec.sensor_id[4:], 16)
                 address = f"C0:FF:EE:{(i >> 16) & 0xFF:02X}:{(i >> 8) & 0xFF:02X}:{i & 0xFF:02X}"
                 self.sensors.append(
                     SensorInfo(
-                        i, ble_sensor_id(serial), bay, zone, "ble", None, "ble", address, serial
+                        i,
+                        spec.sensor_id,
+                        spec.bay_id,
+                        spec.zone_id,
+                        "ble",
+                        None,
+                        "ble",
+                        address,
+                        serial,
                     )
                 )
-        self.bays = [BayTraffic(config.seed, i, config.start, self._blocker(i)) for i in range(n)]
+                continue
+            port = serial_seen // per_port
+            serial_seen += 1
+            self.sensors.append(
+                SensorInfo(
+                    i,
+                    spec.sensor_id,
+                    spec.bay_id,
+                    spec.zone_id,
+                    "serial",
+                    port,
+                    f"serial:{self.port_names[port]}",
+                    None,
+                    None,
+                )
+            )
+        visits = config.visits
+        self.bays = [
+            BayTraffic(
+                config.seed,
+                i,
+                config.start,
+                self._blocker(i),
+                fixed=None if visits is None else visits.get(self.sensors[i].bay_id, ()),
+            )
+            for i in range(n)
+        ]
         self._models = [
             Sensor(
                 seed=config.seed,
@@ -124,6 +159,8 @@ class SimStreet:
         if plans is None:
             begin = self.config.start + block * self._block_ms
             plans = plan_block(self.config.seed, self._n, block, begin, self._block_ms)
+            if not self.config.incidents:
+                plans = [SensorPlan(reboot=p.reboot, silent=None, fault=None) for p in plans]
             self._plans[block] = plans
         return plans
 
@@ -249,3 +286,12 @@ class SimStreet:
             faults=sorted(faults, key=lambda s: (s.start, s.sensor_id)),
             reboots=sorted(reboots, key=lambda r: (r.at, r.sensor_id)),
         )
+
+
+def default_layout(serial: int, ble: int) -> list[BaySpec]:
+    """``S-000001`` on ``SIM-BAY-0001`` ..., then BLE sensors; 50 bays a zone."""
+    out = []
+    for i in range(serial + ble):
+        sensor = f"S-{i + 1:06d}" if i < serial else ble_sensor_id(BLE_SERIAL_BASE + i + 1)
+        out.append(BaySpec(f"SIM-BAY-{i + 1:04d}", sensor, f"SIM-Z{i // 50 + 1}"))
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kerbside.core.instants import Instant
@@ -77,15 +77,31 @@ def _signature(rng: random.Random) -> Vector:
 class BayTraffic:
     """The sessions of one bay, generated on demand up to any horizon."""
 
-    def __init__(self, seed: int, bay_index: int, start: Instant, blocked: Blocked) -> None:
+    def __init__(
+        self,
+        seed: int,
+        bay_index: int,
+        start: Instant,
+        blocked: Blocked,
+        fixed: Sequence[tuple[Instant, Instant]] | None = None,
+    ) -> None:
         self._rng = random.Random(f"{seed}:traffic:{bay_index}")
         self._blocked = blocked
         self._free_from = start + WARMUP_MS
         self.sessions: list[Session] = []
         self._arrivals: list[Instant] = []
+        self._fixed = fixed is not None
+        for arrival, departure in sorted(fixed or ()):
+            # Given visits (a planned street): the vehicles are random, the times are not.
+            signature = _signature(self._rng)
+            ramp_in, ramp_out = self._rng.randint(2_000, 6_000), self._rng.randint(2_000, 5_000)
+            self.sessions.append(Session(arrival, departure, signature, ramp_in, ramp_out))
+            self._arrivals.append(arrival)
 
     def extend_to(self, horizon: Instant) -> None:
         """Generate sessions until one arrives at or after ``horizon``."""
+        if self._fixed:
+            return
         while not self.sessions or self.sessions[-1].arrival < horizon:
             self._next_session()
 
