@@ -310,6 +310,17 @@ ROWS: list[Row] = [
         [("expired", "B1", "26T11:10", "cleared", "26T12:00", "vehicle_left")],
     ),
     (
+        "expired: an end covered by another right raises nothing for that end",
+        PAID_NO_MAX,
+        lambda j: (
+            j.park("2026-11-26 09:00", "2026-11-26 12:00")
+            .right("p1", "2026-11-26 09:00", "2026-11-26 10:00")
+            .right("p2", "2026-11-26 10:00", "2026-11-26 10:05")
+        ),
+        None,
+        [("expired", "B1", "26T10:15", "cleared", "26T12:00", "vehicle_left")],
+    ),
+    (
         "expired: covered again before e + grace is not raised for that e",
         PAID_NO_MAX,
         lambda j: (

@@ -1,0 +1,337 @@
+"""Properties of the rules engine.
+
+1. Saving and restoring the engine's state at any point changes nothing.
+2. On single-bay journals whose instants are whole minutes, the engine agrees with a deliberately
+   naive evaluator written here from SPEC section 7: it steps minute by minute, applies the
+   minute's records, clears, then raises, asking every condition of the table afresh.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kerbside.collector.replay import read_journal, replay_records
+from kerbside.collector.rules import Alert, AlertChange, RulesEngine
+from kerbside.collector.site import Bay, Site
+from kerbside.core.instants import Instant
+from tests.collector.rules_builders import Journal, at, make_site
+
+MIN = 60_000
+HOURS_PRESETS: list[Any] = [
+    None,  # Mon-Sat 08:30-18:30
+    "any",
+    [
+        {
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "start": "09:00",
+            "end": "10:00",
+        },
+        {
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "start": "10:00",
+            "end": "11:30",
+        },
+        {
+            "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "start": "13:00",
+            "end": "14:00",
+        },
+    ],
+    [
+        {"days": ["fri", "sat", "sun"], "start": "22:00", "end": "02:00"},
+        {"days": ["sat", "sun"], "start": "01:00", "end": "01:30"},
+        {"days": ["sun"], "start": "03:00", "end": "24:00"},
+    ],
+]
+# Days around both of Europe/London's daylight-saving Sundays, and an ordinary Thursday.
+BASES = [at("2026-11-26 00:00"), at("2027-03-27 00:00"), at("2026-10-24 00:00")]
+SPAN_MIN = 2 * 24 * 60
+
+
+@st.composite
+def single_bay_case(draw: st.DrawFn) -> tuple[Site, Journal, Instant]:
+    hours = draw(st.sampled_from(HOURS_PRESETS))
+    kind = draw(st.sampled_from(["paid", "resident", "limited", "free"]))
+    holiday = draw(st.sampled_from([None, "2026-11-26", "2027-03-28", "2026-10-25"]))
+    site = make_site(
+        hours,
+        kind=kind,
+        max_stay=draw(st.sampled_from([None, 20, 45, 90])),
+        defaults={
+            "grace_minutes": draw(st.sampled_from([0, 5, 10])),
+            "observation_minutes": draw(st.sampled_from([0, 3, 5])),
+        },
+        holidays=[holiday] if holiday else [],
+        zone_extra={"except_holidays": holiday is not None},
+        bays=1,
+    )
+    base = draw(st.sampled_from(BASES))
+    minute = st.integers(0, SPAN_MIN).map(lambda m: base + m * MIN)
+    journal = Journal()
+    suspension_ids = iter(range(1000))
+    offset = st.integers(-60, 120).map(lambda m: m * MIN)
+    for _ in range(draw(st.integers(1, 8))):
+        choice = draw(st.integers(0, 9))
+        if choice < 5:  # a stay, with rights around its arrival
+            arrival = draw(minute)
+            journal.occ(arrival, "occupied")
+            leave = draw(st.sampled_from(["vacant", "vacant", "unknown", None]))
+            if leave is not None:
+                journal.occ(arrival + draw(st.integers(1, 600)) * MIN, leave)
+            for _ in range(draw(st.integers(0, 3))):
+                start = arrival + draw(offset)
+                end = start + draw(st.integers(1, 180)) * MIN
+                zone = draw(st.booleans())
+                right_id = draw(st.sampled_from(["p1", "p2", "p3"]))
+                journal.right(
+                    right_id, start, end, bay=None if zone else "B1", zone="Z1" if zone else None
+                )
+        elif choice < 7:
+            state = draw(st.sampled_from(["occupied", "vacant", "unknown"]))
+            journal.occ(draw(minute), state)
+        elif choice < 9:
+            start = draw(minute)
+            end = start + draw(st.integers(1, 240)) * MIN
+            journal.right(draw(st.sampled_from(["p1", "p2", "p3"])), start, end)
+        else:
+            start = draw(minute)
+            end = start + draw(st.integers(1, 180)) * MIN
+            journal.suspend(f"s{next(suspension_ids)}", start, end)
+    until = base + draw(st.integers(SPAN_MIN // 3, SPAN_MIN + 600)) * MIN
+    return site, journal, until
+
+
+def engine_view(site: Site, journal: Journal, until: Instant) -> list[tuple[Any, ...]]:
+    accepted, errors = read_journal(journal.lines, site)
+    assert not errors
+    return sorted(_key(a) for a in replay_records(accepted, site, until))
+
+
+def _key(a: Alert) -> tuple[Any, ...]:
+    return (a.raised_at, a.kind, a.session_start, a.status, a.cleared_at, a.clear_reason)
+
+
+class NaiveOracle:
+    """SPEC section 7 read aloud, one minute at a time, for bay B1."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.bay: Bay = site.bays["B1"]
+        self.tz = site.tz
+        self.holidays = site.holidays if self.bay.except_holidays else frozenset()
+
+    def controlled(self, t: Instant) -> bool:
+        local = datetime.fromtimestamp(t / 1000, UTC).astimezone(self.tz)
+        day = local.date()
+        if day in self.holidays:
+            return False
+        hours = self.bay.controlled_hours
+        if hours in ("any", "none"):
+            return hours == "any"
+        minute = local.hour * 60 + local.minute
+        yesterday = (day - timedelta(days=1)).weekday()
+        for rng in hours:
+            if rng.end_min > rng.start_min:
+                if day.weekday() in rng.days and rng.start_min <= minute < rng.end_min:
+                    return True
+            else:
+                if day.weekday() in rng.days and minute >= rng.start_min:
+                    return True
+                if yesterday in rng.days and minute < rng.end_min:
+                    return True
+        return False
+
+    def run(self, lines: list[str], until: Instant) -> list[tuple[Any, ...]]:
+        records = sorted(
+            ((self._time(json.loads(line)), i, json.loads(line)) for i, line in enumerate(lines)),
+            key=lambda r: (r[0], r[1]),
+        )
+        bay = self.bay
+        grace, obs = bay.grace_minutes * MIN, bay.observation_minutes * MIN
+        rights: dict[str, tuple[Instant, Instant]] = {}
+        suspensions: list[tuple[Instant, Instant]] = []
+        alerts: list[dict[str, Any]] = []
+        session: list[dict[str, Any]] = []
+        arrival: Instant | None = None
+        s = run_key = 0
+        if not records:
+            return []
+        m = records[0][0]
+        i = 0
+        while m <= until:
+            # 1. the minute's records take effect first
+            while i < len(records) and records[i][0] == m:
+                rec = records[i][2]
+                i += 1
+                if rec["type"] == "occupancy":
+                    if rec["state"] == "occupied":
+                        if arrival is None:
+                            arrival, session = m, []
+                    elif arrival is not None:
+                        reason = "vehicle_left" if rec["state"] == "vacant" else "sensor_unknown"
+                        for a in session:
+                            if a["status"] == "open":
+                                a.update(status="cleared", cleared_at=m, clear_reason=reason)
+                        arrival = None
+                elif rec["type"] == "right":
+                    rights[rec["right_id"]] = (at(rec["start"]), at(rec["end"]))
+                else:
+                    suspensions.append((at(rec["start"]), at(rec["end"])))
+            if arrival is not None:
+                ctl = self.controlled(m)
+                if arrival == m or not self.controlled(m - MIN):
+                    s = m
+                suspended = any(a <= m < b for a, b in suspensions)
+                if arrival == m or not any(a <= m - MIN < b for a, b in suspensions):
+                    run_key = m
+
+                def covered(x: Instant) -> bool:
+                    return any(a <= x < b for a, b in rights.values())
+
+                # 2. clears, in the order of the list
+                for a in session:
+                    if a["status"] != "open":
+                        continue
+                    if a["kind"] != "suspended" and not ctl:
+                        a.update(status="cleared", cleared_at=m, clear_reason="restriction_ended")
+                    elif a["kind"] == "suspended" and not suspended:
+                        a.update(status="cleared", cleared_at=m, clear_reason="suspension_ended")
+                    elif a["kind"] in ("unpaid", "expired") and any(
+                        start == m for start, _ in rights.values()
+                    ):
+                        a.update(status="cleared", cleared_at=m, clear_reason="right_added")
+
+                # 3. raises
+                def raise_(kind: str, key: Instant) -> None:
+                    if any(a["kind"] == kind and a["key"] == key for a in session):
+                        return
+                    alert = {
+                        "kind": kind,
+                        "key": key,
+                        "raised_at": m,
+                        "session_start": arrival,
+                        "status": "open",
+                        "cleared_at": None,
+                        "clear_reason": None,
+                    }
+                    session.append(alert)
+                    alerts.append(alert)
+
+                if ctl and bay.max_stay_minutes is not None:
+                    if m == s + bay.max_stay_minutes * MIN + grace:
+                        raise_("overstay", s)
+                if ctl and bay.needs_right:
+                    if m == s + obs and not any(a <= m and b > s for a, b in rights.values()):
+                        raise_("unpaid", s)
+                    if not covered(m):
+                        for _start, e in rights.values():
+                            if e + grace == m and e > s and not covered(e):
+                                raise_("expired", e)
+                if suspended and m == run_key + obs:
+                    raise_("suspended", run_key)
+            m += MIN
+        return sorted(
+            (
+                a["raised_at"],
+                a["kind"],
+                a["session_start"],
+                a["status"],
+                a["cleared_at"],
+                a["clear_reason"],
+            )
+            for a in alerts
+        )
+
+    @staticmethod
+    def _time(rec: dict[str, Any]) -> Instant:
+        return at(rec["ts"] if rec["type"] == "occupancy" else rec["start"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(single_bay_case())
+def test_engine_agrees_with_a_naive_minute_by_minute_oracle(
+    case: tuple[Site, Journal, Instant],
+) -> None:
+    site, journal, until = case
+    assert engine_view(site, journal, until) == NaiveOracle(site).run(journal.lines, until)
+
+
+@st.composite
+def multi_bay_case(draw: st.DrawFn) -> tuple[Site, Journal, Instant, set[tuple[int, int]]]:
+    site = make_site(
+        draw(st.sampled_from(HOURS_PRESETS)),
+        kind=draw(st.sampled_from(["paid", "limited"])),
+        max_stay=draw(st.sampled_from([None, 30, 90])),
+        bays=3,
+    )
+    base = draw(st.sampled_from(BASES))
+    instant = st.integers(0, SPAN_MIN * MIN).map(lambda ms: base + ms)
+    bay = st.sampled_from(["B1", "B2", "B3", "C1"])
+    journal = Journal()
+    count = draw(st.integers(0, 30))
+    for _ in range(count):
+        choice = draw(st.integers(0, 9))
+        if choice < 6:
+            state = draw(st.sampled_from(["occupied", "occupied", "vacant", "unknown"]))
+            journal.occ(draw(instant), state, bay=draw(bay))
+        elif choice < 9:
+            start = draw(instant)
+            end = start + draw(st.integers(1, 4 * 3_600_000))
+            if draw(st.booleans()):
+                journal.right(draw(st.sampled_from(["p1", "p2"])), start, end, bay=None, zone="Z1")
+            else:
+                journal.right(draw(st.sampled_from(["p1", "p3", "p4"])), start, end, bay=draw(bay))
+        else:
+            start = draw(instant)
+            end = start + draw(st.integers(1, 3 * 3_600_000))
+            ids = draw(st.sampled_from(["s1", "s2", "s3"]))
+            journal.suspend(ids, start, end, bays=tuple(draw(st.sets(bay, min_size=1))))
+    until = base + draw(st.integers(0, (SPAN_MIN + 600) * MIN))
+    cuts = draw(st.sets(st.tuples(st.integers(0, max(count, 1)), st.integers(0, 1)), max_size=4))
+    return site, journal, until, cuts
+
+
+def _replay_with_cuts(
+    site: Site, journal: Journal, until: Instant, cuts: set[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    accepted, _errors = read_journal(journal.lines, site)
+    engine = RulesEngine(site)
+    latest: dict[str, Alert] = {}
+
+    def keep(changes: list[AlertChange]) -> None:
+        for change in changes:
+            latest[change.alert.alert_id] = change.alert
+
+    def cut() -> RulesEngine:
+        return RulesEngine.restore(site, json.loads(json.dumps(engine.snapshot())))
+
+    for i, (time, _n, record) in enumerate(accepted):
+        if time > until:
+            break
+        if time > engine.clock + 1:
+            keep(engine.advance(time - 1))
+        if (i, 0) in cuts:
+            engine = cut()
+        keep(engine.apply(record))
+        if (i, 1) in cuts:
+            engine = cut()
+    keep(engine.advance(until))
+    alerts = sorted(latest.values(), key=lambda a: (a.raised_at, a.bay_id, a.kind))
+    return [a.to_record() for a in alerts]
+
+
+@settings(max_examples=150, deadline=None)
+@given(multi_bay_case())
+def test_snapshot_and_restore_anywhere_changes_nothing(
+    case: tuple[Site, Journal, Instant, set[tuple[int, int]]],
+) -> None:
+    site, journal, until, cuts = case
+    whole = _replay_with_cuts(site, journal, until, set())
+    accepted, _ = read_journal(journal.lines, site)
+    assert whole == [a.to_record() for a in replay_records(accepted, site, until)]
+    assert _replay_with_cuts(site, journal, until, cuts) == whole
