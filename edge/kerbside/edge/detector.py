@@ -25,6 +25,7 @@ set right at the next arrival (see ``_looks_inverted``). DETECT is not used at a
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from kerbside.edge.model import Frame, OccupancyChange, State, UnknownReason
 
 Vector = tuple[float, float, float]
 
+_MAX_HELD = 12  # readings of a candidate's run kept to find its level
 _CANDIDATE = 0
 _SILENCE = 1
 
@@ -77,9 +79,9 @@ class _Level:
 
     __slots__ = ("tau", "weight", "x", "y", "z")
 
-    def __init__(self, field: Vector, tau: float) -> None:
+    def __init__(self, field: Vector, tau: float, held_s: float = 0.0) -> None:
         self.x, self.y, self.z = field
-        self.weight = 0.0
+        self.weight = min(held_s, tau)
         self.tau = tau
 
     def add(self, field: Vector, seconds: float) -> None:
@@ -111,8 +113,8 @@ class _Candidate:
     first: Instant  # its first reading
     last: Instant  # its latest reading
     last_field: Vector
-    best: Vector  # the reading that held longest: the new level (the latest may be a blip)
-    best_held: int = -1
+    # earlier readings of the run, each with how long it held (ms)
+    held: list[tuple[Vector, int]] = dataclasses.field(default_factory=list)
     waiting: bool = False  # held long enough, but only on readings spanning a passing car
 
 
@@ -167,6 +169,20 @@ class _Track:
         self.silence_gen = 0
         self.off_since: Instant | None = None  # first reading of the streak off the current level
         self.verified = False  # a departure back to the arrival's baseline has been seen
+
+
+def _level_of(readings: list[tuple[Vector, int]]) -> tuple[Vector, int]:
+    """The reading at the heart of a run (weighted medoid: held time as weight) and its weight.
+
+    A passing car or a maneuvering one may be the latest reading, or the longest held so far;
+    the medoid is the level the run keeps coming back to."""
+    best, best_cost = readings[-1], math.inf
+    for candidate in readings:
+        cost = sum(max(held, 1) * _dist(candidate[0], other) for other, held in readings)
+        if cost < best_cost:
+            best, best_cost = candidate, cost
+    weight = sum(held for other, held in readings if _dist(other, best[0]) < 20.0)
+    return best[0], weight
 
 
 def _drop_candidates(track: _Track) -> None:
@@ -319,7 +335,7 @@ class Detector:
             self._interrupt(track, now)
         onset = track.off_since if cls != track.mode or relevel else None
         start = onset if onset is not None and now - onset <= self._backdate_ms else now
-        cand = _Candidate(cls, relevel, start, now, now, field, field)
+        cand = _Candidate(cls, relevel, start, now, now, field)
         track.cand = cand
         self._arm(track, cand, now, out)
 
@@ -340,8 +356,9 @@ class Detector:
     ) -> None:
         """Another reading in the candidate's state: maybe the evidence it was waiting for."""
         held = held_until - cand.last
-        if held > cand.best_held:
-            cand.best, cand.best_held = cand.last_field, held
+        cand.held.append((cand.last_field, held))
+        if len(cand.held) > _MAX_HELD:
+            del cand.held[0]
         cand.last = now
         cand.last_field = field
         if cand.waiting and self._held(cand):
@@ -425,7 +442,7 @@ class Detector:
         track.suspended = None
         track.cand_gen += 1
         state = cand.state
-        field = cand.best if cand.best_held > at - cand.last else cand.last_field
+        field, held = _level_of([*cand.held, (cand.last_field, at - cand.last)])
         tau = self._tuning.tau_s
         if cand.relevel:
             # The level taken for a car was the empty bay: a car over it now reads far from both.
@@ -434,16 +451,17 @@ class Detector:
         if state != track.mode:
             if state == "vacant":
                 track.verified = track.verified or track.signature is not None
-                track.base = _Level(field, tau)
+                track.base = _Level(field, tau, held / 1000)
                 track.occ = None
             else:
                 base = track.base
                 track.arrival_base = base.vector if base is not None else None
-                track.occ = _Level(field, tau)
+                track.occ = _Level(field, tau, held / 1000)
                 track.arrived_at = at
                 self._refine_signature(track)
             track.mode = state
-            track.last_class = state if track.last_field == cand.last_field else "unknown"
+            # The latest reading goes into the new level later, unless it was not taken as it.
+            track.last_class = state if field is cand.last_field else "unknown"
         self._publish(track, state, None, cand.start, at, out)
 
     def _refine_signature(self, track: _Track) -> None:
@@ -514,9 +532,10 @@ class Detector:
             if expect is None:  # no baseline was known at arrival: any big step away departs
                 return "vacant" if to_occ >= on else "occupied"
             to_vacant = _dist(field, expect)
-            return (
-                "vacant" if to_vacant < self._radius(track) and to_vacant < to_occ else "occupied"
-            )
+            # A car leaving takes its whole signature away at once (a neighbour's moves less):
+            # a big step from the occupied level, ending near the vacant level expected now.
+            left = to_occ >= on and to_vacant < to_occ and to_vacant < self._radius(track)
+            return "vacant" if left else "occupied"
         # Nothing known yet (just started): take the first level as the empty bay's.
         return "vacant"
 
