@@ -15,7 +15,7 @@ from kerbside.collector.timeseries.errors import (
     TimeSeriesError,
 )
 from kerbside.collector.timeseries.lines import BayTags, session_figures
-from kerbside.collector.timeseries.recorder import TimeSeriesRecorder
+from kerbside.collector.timeseries.recorder import TimeSeriesRecorder, wall_clock_ms
 from kerbside.collector.timeseries.sinks import InfluxV1Sink, InfluxV2Sink, TimeSeriesSink
 from kerbside.collector.timeseries.spool import Spool
 from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
@@ -95,8 +95,8 @@ def create_sink(
 ) -> TimeSeriesRecorder:
     """The collector's recorder: spool in the store file (or ``influxdb.spool_path``).
 
-    ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``) and
-    ``state_changes(zone_id, start, end)``; both are read on the event loop only.
+    ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``),
+    ``state_changes(zone_id, start, end)`` and ``clock`` (epoch ms); all used on the event loop.
     """
     spool_path = config.spool_path or store_path or ":memory:"
     writer = SpoolWriter(
@@ -110,6 +110,11 @@ def create_sink(
     def zones() -> dict[str, str]:
         return {bay_id: bay.zone_id for bay_id, bay in service.site.bays.items()}
 
+    clock = getattr(service, "clock", None) or wall_clock_ms
     return TimeSeriesRecorder(
-        writer, zones=zones, states_at=lambda t: states_at(service, t), delay_s=delay_s
+        writer,
+        zones=zones,
+        states_at=lambda t: states_at(service, t),
+        delay_s=delay_s,
+        clock=clock,
     )

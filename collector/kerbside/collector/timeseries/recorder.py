@@ -76,7 +76,9 @@ class TimeSeriesRecorder:
         return self.writer.stats()
 
     def healthy(self) -> bool:
-        return self.writer.stats().connected
+        """False only when points are being lost (spool unwritable or full); InfluxDB being
+        unreachable is reported by ``stats()["connected"]``, not here: the spool covers it."""
+        return self.writer.stats().healthy
 
     # -- the collector's calls ----------------------------------------------------------------
 
@@ -161,5 +163,6 @@ class TimeSeriesRecorder:
             except Exception:
                 log.exception("zone_occupancy failed; trying again at the next boundary")
             wait_ms = self.next_tick_at() - self._clock()
-            # Re-read the clock after each sleep: sleeps overshoot and clocks step.
-            await asyncio.sleep(max(wait_ms, 5) / 1000)
+            # Re-read the clock at least every second: sleeps overshoot, clocks step, and a test
+            # clock may run faster than the wall.
+            await asyncio.sleep(min(max(wait_ms, 5) / 1000, 1.0))

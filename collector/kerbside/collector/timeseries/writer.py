@@ -33,6 +33,14 @@ class WriterStats:
     write_errors: int  # failed write attempts (outages, timeouts, 5xx)
     connected: bool  # False after the last write attempt failed
     last_error: str | None
+    spool_ok: bool = True  # False while lines cannot be written to the spool
+
+    @property
+    def healthy(self) -> bool:
+        """Nothing is being lost: InfluxDB being away is not a fault while the spool holds."""
+        return self.spool_ok and self.spool_depth < self.max_lines
+
+    max_lines: int = 2_000_000
 
     def as_dict(self) -> dict[str, int | bool | str | None]:
         return {
@@ -42,6 +50,7 @@ class WriterStats:
             "points_dropped": self.points_dropped,
             "write_errors": self.write_errors,
             "connected": self.connected,
+            "influxdb_up": int(self.connected),  # numeric twin of `connected`, for /metrics
             "last_error": self.last_error,
         }
 
@@ -102,6 +111,7 @@ class SpoolWriter:
         self._errors = 0
         self._connected = True
         self._last_error: str | None = None
+        self._spool_ok = True
         self._failures = 0
         self._retry_at = 0.0
 
@@ -143,6 +153,8 @@ class SpoolWriter:
                 write_errors=self._errors,
                 connected=self._connected,
                 last_error=self._last_error,
+                spool_ok=self._spool_ok,
+                max_lines=self._max_lines,
             )
 
     def wait_drained(self, timeout: float) -> bool:
@@ -216,10 +228,12 @@ class SpoolWriter:
             log.exception("cannot spool %d time-series lines; will retry", len(lines))
             with self._lock:
                 self._buffer[:0] = lines
+                self._spool_ok = False
             return
         with self._lock:
             self._dropped += dropped
             self._spool_depth = spool.depth
+            self._spool_ok = True
 
     def _drain(self, spool: Spool, deadline: float | None) -> None:
         """Send batches until the spool is empty, a write fails, or the deadline passes."""
