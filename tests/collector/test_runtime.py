@@ -1,0 +1,82 @@
+"""``kerbside-collector run`` as a process: an invalid site stops it at start; SIGHUP reloads."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import Mosquitto, write_collector_setup
+
+
+def _run(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_an_invalid_site_stops_the_collector_at_start_with_its_errors(tmp_path: Path) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t")
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        site.read_text()
+        .replace("controlled_hours: any", "controlled_hours: sometimes")
+        .replace(
+            "zone: Z1, street: Test St, kind: paid, max_stay_minutes: 2", "zone: Z9, kind: x", 1
+        )
+    )
+    proc = _run(config)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "zones[0].controlled_hours" in out
+    assert "bays[0]" in out
+
+
+def test_a_bad_config_key_is_named(tmp_path: Path) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t", extra="alert_delay_s: soon\n")
+    proc = _run(config)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "alert_delay_s" in out
+
+
+def _wait_for(path: Path, text: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"{text!r} not logged"
+        time.sleep(0.05)
+
+
+def test_sighup_reloads_the_site_or_keeps_the_old_one(
+    tmp_path: Path, broker: Mosquitto, topic_root: str
+) -> None:
+    config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root)
+    log = tmp_path / "log.txt"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(log, "collector started")
+        site = tmp_path / "site.yaml"
+        good = site.read_text()
+        site.write_text(good.replace("B004", "B005"))
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(log, "site reloaded: 1 zones, 4 bays")
+        site.write_text(good.replace("controlled_hours: any", "controlled_hours: sometimes"))
+        proc.send_signal(signal.SIGHUP)
+        _wait_for(log, "keeping the old site: zones[0].controlled_hours")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
