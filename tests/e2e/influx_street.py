@@ -244,14 +244,17 @@ def drive(
     *,
     until: int,
     on_message: Callable[[int], None] | None = None,
+    influx: InfluxConfig | None = None,
 ) -> tuple[CollectorService, TimeSeriesRecorder]:
-    """Feed ``messages`` to a CollectorService with an InfluxDB v1 sink; returns both (the
-    writer is still running: the caller drains and closes it)."""
+    """Feed ``messages`` to a CollectorService whose sink writes to InfluxDB (v1 at
+    ``influx_url``/``database`` unless ``influx`` is given); returns both (the writer is still
+    running: the caller drains and closes it)."""
     workdir = street.workdir
     store_path = workdir / "collector.db"
-    influx = InfluxConfig(
-        url=influx_url, api="v1", database=database, batch_size=500, flush_interval_ms=50
-    )
+    if influx is None:
+        influx = InfluxConfig(
+            url=influx_url, api="v1", database=database, batch_size=500, flush_interval_ms=50
+        )
     config = CollectorConfig(
         site=workdir / "site.yaml",
         store=StoreConfig(path=store_path),
