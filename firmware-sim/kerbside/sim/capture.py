@@ -59,11 +59,10 @@ def capture_records(
             }
             heapq.heappush(held, (advert.t, 1, n, record))
             n += 1
-        if until >= end:
-            for reader in readers:
-                for chunk in reader.flush():
-                    heapq.heappush(held, (chunk.t, 0, n, serial_record(chunk, srcs[chunk.port])))
-                    n += 1
+        for reader in readers:
+            for chunk in reader.flush() if until >= end else reader.settle(until):
+                heapq.heappush(held, (chunk.t, 0, n, serial_record(chunk, srcs[chunk.port])))
+                n += 1
         limit = until - _HOLD_BACK_MS if until < end else None
         while held and (limit is None or held[0][0] < limit):
             yield heapq.heappop(held)[3]

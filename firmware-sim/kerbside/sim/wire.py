@@ -20,6 +20,7 @@ SerialFate = Literal["ok", "lost", "corrupted", "truncated", "duplicated", "sile
 BleFate = Literal["ok", "lost", "duplicate", "malformed", "silent"]
 
 BYTE_MS = 10 / 115.2  # 8N1 at 115200 baud: 10 bits a byte
+_MERGE_MS = 50.0  # a late reader gathers bytes that arrive this close together
 _HEX = "0123456789ABCDEF"
 _CORRUPT_CHARS = [c for c in range(0x20, 0x7F) if c not in b"$*"]
 
@@ -197,7 +198,7 @@ class PortReader:
             start = begin + prev * BYTE_MS
             end = begin + cut * BYTE_MS
             prev = cut
-            if self._pending and start - self._pending_end < 50.0 and rng.random() < 0.5:
+            if self._pending and start - self._pending_end < _MERGE_MS and rng.random() < 0.5:
                 self._pending += piece  # the reader was late: one read holds both
             else:
                 out.extend(self.flush())
@@ -205,6 +206,12 @@ class PortReader:
             self._pending_end = end
         self._bus_free = begin + len(data) * BYTE_MS
         return out
+
+    def settle(self, now: Instant) -> list[CaptureChunk]:
+        """The held read, if nothing fed from ``now`` on can join it any more."""
+        if self._pending and now - self._pending_end >= _MERGE_MS:
+            return self.flush()
+        return []
 
     def flush(self) -> list[CaptureChunk]:
         if not self._pending:
