@@ -206,10 +206,25 @@ class NaiveOracle:
                     ):
                         a.update(status="cleared", cleared_at=m, clear_reason="right_added")
 
-                # 3. raises
-                def raise_(kind: str, key: Instant) -> None:
+                # 3. raises: every row of the table, asked afresh at this minute
+                due: list[tuple[str, Instant]] = []
+                max_stay = bay.max_stay_minutes
+                if ctl and max_stay is not None and m == s + max_stay * MIN + grace:
+                    due.append(("overstay", s))
+                if ctl and bay.needs_right:
+                    if m == s + obs and not any(a <= m and b > s for a, b in rights.values()):
+                        due.append(("unpaid", s))
+                    if not covered(m):
+                        due.extend(
+                            ("expired", e)
+                            for _start, e in rights.values()
+                            if e + grace == m and e > s and not covered(e)
+                        )
+                if suspended and m == run_key + obs:
+                    due.append(("suspended", run_key))
+                for kind, key in due:
                     if any(a["kind"] == kind and a["key"] == key for a in session):
-                        return
+                        continue  # one per (session, kind, P / e / run)
                     alert = {
                         "kind": kind,
                         "key": key,
@@ -221,19 +236,6 @@ class NaiveOracle:
                     }
                     session.append(alert)
                     alerts.append(alert)
-
-                if ctl and bay.max_stay_minutes is not None:
-                    if m == s + bay.max_stay_minutes * MIN + grace:
-                        raise_("overstay", s)
-                if ctl and bay.needs_right:
-                    if m == s + obs and not any(a <= m and b > s for a, b in rights.values()):
-                        raise_("unpaid", s)
-                    if not covered(m):
-                        for _start, e in rights.values():
-                            if e + grace == m and e > s and not covered(e):
-                                raise_("expired", e)
-                if suspended and m == run_key + obs:
-                    raise_("suspended", run_key)
             m += MIN
         return sorted(
             (
