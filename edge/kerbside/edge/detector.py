@@ -46,7 +46,7 @@ _SILENCE = 1
 class Tuning:
     """Thresholds of the raw-field detector (physics, not configuration)."""
 
-    on_mg: float = 40.0  # arrival: this far from the baseline (weakest car ~55, neighbours < 30)
+    on_mg: float = 45.0  # a car's whole signature: weakest ~55; a neighbour's share < 30
     onset_mg: float = 15.0  # a reading this far off the current level may be a change beginning
     backdate_s: float = 10.0  # how far back a change's onset may lie (a car pulls in in seconds)
     off_fraction: float = 0.5  # departure radius: this share of the signature (at least on_mg)
@@ -254,15 +254,16 @@ class Detector:
             self._publish(track, "unknown", "sensor_fault", now, now, out)
             return out
         field: Vector = (float(frame.mx), float(frame.my), float(frame.mz))
-        self._commit_previous(track, now)
+        if not lost:  # after lost frames nobody knows how long the previous reading held
+            self._commit_previous(track, now)
         relevel = self._looks_inverted(track, field)
         cls: State = "occupied" if relevel else self._classify(track, field, frame.detect)
         self._note_onset(track, field, now)
-        prev_field = track.last_field
+        prev_field, prev_t = track.last_field, track.last_t
         track.last_field = field
         track.last_class = "unknown" if relevel else cls  # unknown: fold into no level
         track.last_t = now
-        self._step(track, cls, relevel, field, now, lost, prev_field, out)
+        self._step(track, cls, relevel, field, now, lost, prev_field, prev_t, out)
         out.extend(self._fire(now))  # a zero confirm time confirms at once
         return out
 
@@ -300,6 +301,7 @@ class Detector:
         now: Instant,
         lost: bool,
         prev_field: Vector | None,
+        prev_t: Instant,
         out: list[OccupancyChange],
     ) -> None:
         """Move the candidate along for one classified reading."""
@@ -334,7 +336,13 @@ class Detector:
         if cand is not None:
             self._interrupt(track, now)
         onset = track.off_since if cls != track.mode or relevel else None
-        start = onset if onset is not None and now - onset <= self._backdate_ms else now
+        # The change began at the streak's first reading: if that is recent, or if it is the
+        # reading just before frames were lost (they would have shown the change completing)
+        # and this one is where it was heading, not somewhere else.
+        recent = onset is not None and (
+            now - onset <= self._backdate_ms or (lost and onset == prev_t and not broken)
+        )
+        start = onset if onset is not None and recent else now
         cand = _Candidate(cls, relevel, start, now, now, field)
         track.cand = cand
         self._arm(track, cand, now, out)
