@@ -55,7 +55,11 @@ class Mosquitto:
             "autosave_interval 1\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
-            f"log_dest file {workdir}/mosquitto.log\n" + extra_conf
+            f"log_dest file {workdir}/mosquitto.log\n"
+            # Started as root, mosquitto drops to user "mosquitto", which cannot write the
+            # test's private dirs: no persistence, no log. Stay root there.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
