@@ -169,7 +169,7 @@ class Agent:
             self.config.gateway_id,
             ts=self.clock(),
             uptime_s=(self.clock() - self.started) // 1000,
-            outbox_depth=self.outbox.depth + len(self.held or ()),
+            outbox_depth=self.outbox.depth - self.outbox.pending_acks + len(self.held or ()),
             events_dropped=self.events_dropped,
             unknown_sensors=self.detector.unknown_sensors,
             ports=[
@@ -265,22 +265,24 @@ class Agent:
         self.link.start()
         try:
             async with asyncio.TaskGroup() as tasks:
-                readers = [
+                # Input side: stopped first, together, so that nothing is detected after the
+                # last chunk received (and captured): replay of the capture then agrees.
+                inputs = [
                     tasks.create_task(source.run(self.received), name=source.src)
                     for source in self.sources
                 ]
-                others = [
-                    tasks.create_task(self._detector_ticks(), name="detector-ticks"),
+                inputs.append(tasks.create_task(self._detector_ticks(), name="detector-ticks"))
+                inputs.append(tasks.create_task(self._watch_clock(), name="clock"))
+                outputs = [
                     tasks.create_task(self.forwarder.run(), name="forwarder"),
                     tasks.create_task(self._health(), name="health"),
-                    tasks.create_task(self._watch_clock(), name="clock"),
                 ]
                 await stop.wait()
                 log.info("stopping: %d events not yet acknowledged", self.outbox.depth)
-                for task in readers:
+                for task in inputs:
                     task.cancel()
                 await self._flush(loop.time() + SHUTDOWN_FLUSH_S)
-                for task in others:
+                for task in outputs:
                     task.cancel()
         finally:
             self.link.stop()
