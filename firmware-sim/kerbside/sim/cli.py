@@ -31,7 +31,8 @@ _EPILOG_STREET = """example:
 """
 _EPILOG_SERIAL = """example:
   kerbside-sim serial --sensors 20 --speed 10 --dir /tmp/street --config-out /tmp/street/edge.yaml
-  (prints /tmp/street/tty0 ..., then "ready"; SIGUSR1 makes tty0 vanish for 2 s and return)
+  (prints /tmp/street/tty0, one line per port; SIGUSR1 makes tty0 vanish for 2 s and return)
+  kerbside-sim serial --site site.yaml --gateway gw-parkway-01 --plan-out plan.json
 """
 
 
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--truth-out",
         type=Path,
         default=None,
-        help="write ground truth here on exit (and every simulated minute)",
+        help="write ground truth here on exit (and every 30 s)",
     )
     ser.add_argument(
         "--hours",

@@ -161,6 +161,8 @@ def serve_main(args: argparse.Namespace) -> int:
     # (at --speed X, simulated t maps to wall start + (t - start) / X).
     start: Instant = args.start if args.start is not None else time.time_ns() // 1_000_000
     layout, visits, gateway = _street_layout(args, start)
+    if not layout:
+        raise ValueError("nothing to serve: give --sensors or --ble-sensors above 0, or --site")
     n_serial = sum(1 for spec in layout if not spec.sensor_id.startswith("BLE-"))
     per_port = max(1, args.sensors_per_port)
     if args.ports:
