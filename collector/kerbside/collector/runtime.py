@@ -168,7 +168,11 @@ class _QuietServer:
             def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
-        return Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        # SSE streams never end by themselves: give them 2 s at stop, then close them.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
+        )
+        return Server(config)
 
 
 async def serve(

@@ -38,7 +38,14 @@ class LiveCollector:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = write_collector_setup(
-            workdir, port=broker.port, topic_root=topic_root, bays=bays, alert_delay_s=1.0
+            workdir, port=broker.port, topic_root=topic_root, bays=bays, alert_delay_s=3.0
+        )
+        # Observation 0: an unpaid alert is due on arrival, raised alert_delay_s later (a
+        # minute's observation would make every test wait a minute; records arriving later
+        # than alert_delay_s may only clear alerts, so events cannot be backdated instead).
+        site = workdir / "site.yaml"
+        site.write_text(
+            site.read_text().replace("observation_minutes: 1", "observation_minutes: 0")
         )
         text = self.config.read_text().replace(
             "http: null\n",
@@ -94,7 +101,7 @@ class LiveCollector:
         body = {
             "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway, "seq": seq,
             "bay_id": bay, "sensor_id": "S" + bay[1:], "state": state, "ts": format_instant(ts),
-            "confirmed_ts": format_instant(ts + 10_000), "reason": None,
+            "confirmed_ts": format_instant(ts + 1000), "reason": None,
         }  # fmt: skip
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-test-{os.getpid()}-{seq}")
         client.connect("127.0.0.1", self.broker.port)

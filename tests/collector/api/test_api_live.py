@@ -29,22 +29,24 @@ def _open_unpaid(page: dict) -> list[dict]:
 
 def test_right_posted_through_the_api_clears_a_live_unpaid_alert(live: LiveCollector) -> None:
     now = int(time.time() * 1000)
-    # Arrived 70 s ago: with observation 1 min and alert_delay_s 1 the alert is due already.
-    live.publish_event("B001", "occupied", now - 70_000)
+    # Arrived a second ago; observation 0: the alert is raised alert_delay_s (3 s) later.
+    live.publish_event("B001", "occupied", now - 1000)
     page = live.wait_for("officer", "/api/v1/alerts", _open_unpaid, status="open")
     alert = _open_unpaid(page)[0]
     assert alert["bay_id"] == "B001"
 
+    paid_at = int(time.time() * 1000)  # the driver pays now, at the machine or by phone
     with live.client("provider") as c:
         r = c.post(
             "/api/v1/rights",
             json={"right_id": "ringgo-1", "kind": "payment", "bay_id": "B001",
-                  "start": format_instant(now), "end": format_instant(now + 3_600_000)},
+                  "start": format_instant(paid_at), "end": format_instant(paid_at + 3_600_000)},
         )  # fmt: skip
         assert r.status_code == 201, r.text
 
-    with live.client("officer") as c:
-        cleared = c.get(f"/api/v1/alerts/{alert['alert_id']}").json()
+    cleared = live.wait_for(
+        "officer", f"/api/v1/alerts/{alert['alert_id']}", lambda a: a["status"] != "open"
+    )
     assert cleared["status"] == "cleared", cleared
     assert cleared["clear_reason"] == "right_added"
 
