@@ -148,3 +148,29 @@ def test_detect_only_baseline_fails_on_drifting_but_not_on_clean() -> None:
         scores[scenario] = session_f1(detect_baseline(serial, bay_of), truth)
     assert scores["drifting"] <= 0.5
     assert scores["clean"] >= 0.9
+
+
+def test_drifting_drifts_at_least_20_mg_an_hour_and_clean_does_not() -> None:
+    drifting = SimStreet(SimConfig(scenario="drifting", seed=2, sensors=20, hours=1))
+    assert all(m.drift_mg_per_h >= 20 for m in drifting.models)
+    assert all(m.drift_offset_mg >= 40 for m in drifting.models)
+    # Seen in what the sensors send: a vacant bay's field walks away over the hour.
+    street, serial, truth = run("drifting", 2, 20)
+    occupied = {s.sensor_id for s in truth.sessions}
+    checked = 0
+    for index, model in enumerate(street.models):
+        if street.sensors[index].sensor_id in occupied:
+            continue
+        frames = [e.frame for e in serial if e.frame.sensor == index]
+        first, last = frames[0], frames[-1]
+        moved = sum(
+            (a - b) ** 2
+            for a, b in zip(
+                (first.mx, first.my, first.mz), (last.mx, last.my, last.mz), strict=True
+            )
+        )
+        assert moved**0.5 > 10, (index, model.drift_mg_per_h)
+        checked += 1
+    assert checked >= 3
+    clean = SimStreet(SimConfig(scenario="clean", seed=2, sensors=20, hours=1))
+    assert all(m.drift_mg_per_h == 0 for m in clean.models)

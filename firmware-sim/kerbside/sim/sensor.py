@@ -107,6 +107,15 @@ class Sensor:
         self._blip = (0.0, 0.0, 0.0)
         self._next_blip = self._next_t + self._blip_gap()
 
+    @property
+    def drift_mg_per_h(self) -> float:
+        return math.sqrt(sum(c * c for c in self._drift))
+
+    @property
+    def drift_offset_mg(self) -> float:
+        """How far the field has moved from the install baseline before the run starts."""
+        return math.sqrt(sum(c * c for c in self._offset))
+
     def _blip_gap(self) -> int:
         return int(self._rng.expovariate(1.0 / self._scenario.blip_interval_s) * 1000) + 1
 

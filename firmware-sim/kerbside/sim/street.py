@@ -152,6 +152,10 @@ class SimStreet:
         self._rssi = [random.Random(f"{config.seed}:rssi:{i}").randint(-92, -58) for i in range(n)]
         self.now = config.start
 
+    @property
+    def models(self) -> list[Sensor]:
+        return list(self._models)
+
     # -- incidents ----------------------------------------------------------------------------
 
     def _block_plans(self, block: int) -> list[SensorPlan]:
