@@ -255,7 +255,20 @@ def parse_site(data: object, source: str = "site") -> Site:
                 ck.error(f"holidays[{i}]", f"expected a date like 2027-04-02, got {item!r}")
 
     zones = _parse_zones(ck, top.get("zones"))
-    bays = _parse_bays(ck, top.get("bays"), zones, grace_default, obs_default)
+    raw_zones = top.get("zones")
+    named_zones = {
+        z.get("id")
+        for z in (raw_zones if isinstance(raw_zones, list) else [])
+        if isinstance(z, Mapping) and isinstance(z.get("id"), str)
+    }
+    bays = _parse_bays(
+        ck,
+        top.get("bays"),
+        zones,
+        named_zones,
+        grace_default=grace_default,
+        obs_default=obs_default,
+    )
     if ck.errors:
         raise SiteError(source, ck.errors)
     by_zone: dict[str, list[Bay]] = {}
@@ -319,7 +332,13 @@ def _parse_zones(ck: _Checker, raw: object) -> dict[str, Zone]:
 
 
 def _parse_bays(
-    ck: _Checker, raw: object, zones: dict[str, Zone], grace_default: int, obs_default: int
+    ck: _Checker,
+    raw: object,
+    zones: dict[str, Zone],
+    named_zones: set[object],
+    *,
+    grace_default: int,
+    obs_default: int,
 ) -> dict[str, Bay]:
     bays: dict[str, Bay] = {}
     sensors: dict[str, str] = {}
@@ -356,7 +375,8 @@ def _parse_bays(
         zone_id = entry.get("zone")
         if not isinstance(zone_id, str) or zone_id not in zones:
             # A zone that failed its own checks was reported there; say so only for new names.
-            ck.error(f"{path}.zone", f"unknown zone {zone_id!r}")
+            if zone_id not in named_zones:
+                ck.error(f"{path}.zone", f"unknown zone {zone_id!r}")
             ok = False
         else:
             zone = zones[zone_id]
