@@ -3,9 +3,9 @@
 A session runs from an ``occupied`` event's ``ts`` to the next ``vacant`` or ``unknown`` event's
 ``ts`` (SPEC section 7). A detected session matches a true one of the same bay when both its
 arrival and its departure are within the tolerance (35 s); matching is one to one. A session still
-open at the end of the run ends at the run's end, on both sides. True sessions that begin so close
-to the end that no detector could have confirmed them (within ``confirm_s`` plus the tolerance of
-the end, and a keep-alive) are left out, on both sides.
+open at the end of the run ends at the run's end, on both sides. A session, true or detected,
+that begins so close to the end (``confirm_s``, a keep-alive and the tolerance) that it could not
+have been confirmed counts only when it was matched.
 """
 
 from __future__ import annotations
@@ -106,14 +106,12 @@ def score_sessions(
 ) -> Score:
     cutoff = truth.end - round((confirm_s + LATE_S) * 1000) - tolerance_ms
     detected = detected_sessions(changes, truth.end)
-    expected = true_sessions(truth, cutoff)
+    expected = true_sessions(truth, truth.end)
     n_true = n_detected = matched = 0
     errors: list[float] = []
     for bay in sorted(set(detected) | set(expected)):
-        found = [s for s in detected.get(bay, []) if s[0] < cutoff]
+        found = detected.get(bay, [])
         wanted = expected.get(bay, [])
-        n_true += len(wanted)
-        n_detected += len(found)
         used: set[int] = set()
         for arrival, departure in wanted:
             for i, (d_arrival, d_departure) in enumerate(found):
@@ -125,10 +123,15 @@ def score_sessions(
                 ):
                     used.add(i)
                     matched += 1
+                    n_true += 1
+                    n_detected += 1
                     errors.append(abs(d_arrival - arrival) / 1000)
                     if departure != truth.end:
                         errors.append(abs(d_departure - departure) / 1000)
                     break
+            else:
+                n_true += arrival < cutoff  # too close to the end to be confirmed: no miss
+        n_detected += sum(1 for i, s in enumerate(found) if i not in used and s[0] < cutoff)
     return Score(n_true, n_detected, matched, tuple(errors))
 
 
