@@ -72,8 +72,10 @@ class Agent:
         clock: Callable[[], Instant] = now_ms,
         clock_synced: Callable[[], bool] = is_synchronised,
         window: int = DEFAULT_WINDOW,
+        clock_check_s: float = CLOCK_CHECK_S,
     ) -> None:
         self.config = config
+        self.clock_check_s = clock_check_s
         self.sources = list(sources)
         self.capture = capture
         self.clock = clock
@@ -243,7 +245,7 @@ class Agent:
                 self.publish_status(online=True)
             if synced and self.held is not None:
                 self.release_held()
-            await asyncio.sleep(CLOCK_CHECK_S)
+            await asyncio.sleep(self.clock_check_s)
 
     # --- the whole run ---
 
