@@ -120,17 +120,19 @@ def test_spool_survives_a_restart_of_the_collector(influx: Influxd, tmp_path: Pa
 
 
 def test_spool_bound_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "s.db", max_lines=1000)
+    spool = Spool(tmp_path / "s.db", max_lines=1000, block=100)
     assert spool.append([f"m x={i}i {i}" for i in range(700)]) == 0
     assert spool.append([f"m x={i}i {i}" for i in range(700, 1500)]) == 500
     assert spool.depth == 1000
     assert spool.dropped == 500
-    head = spool.head(3)
-    assert [line for _, line in head] == ["m x=500i 500", "m x=501i 501", "m x=502i 502"]
-    spool.remove_through(head[-1][0])
-    assert spool.depth == 997
+    last_id, head = spool.head(250)  # whole blocks, up to the limit
+    assert head == [f"m x={i}i {i}" for i in range(500, 700)]
+    spool.remove_through(last_id)
+    assert spool.depth == 800
     spool.close()
-    assert Spool(tmp_path / "s.db").depth == 997
+    again = Spool(tmp_path / "s.db")
+    assert again.depth == 800
+    assert again.head(1)[1][:2] == ["m x=700i 700", "m x=701i 701"]  # at least one block
 
 
 class StuckSink(TimeSeriesSink):

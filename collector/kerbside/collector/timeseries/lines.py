@@ -7,7 +7,9 @@ the ``i`` suffix), because InfluxDB rejects a point whose field type differs fro
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,9 +46,14 @@ class BayTags:
     kind: str
 
 
+_NEEDS_ESCAPE = re.compile(r"[\\\n\r, =]")
+
+
 def _escape_key(text: str) -> str:
     # Tag keys, tag values and field keys: commas, equals signs and spaces are escaped. A
     # backslash or line break cannot round-trip through both 1.x and 2.x parsers, so it goes.
+    if _NEEDS_ESCAPE.search(text) is None:
+        return text
     cleaned = text.replace("\\", "/").replace("\n", " ").replace("\r", " ")
     return cleaned.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
@@ -68,17 +75,21 @@ def _field(value: FieldValue) -> str | None:
     return f'"{escaped}"'
 
 
+@functools.lru_cache(maxsize=65_536)
+def _series(measurement: str, tags: tuple[tuple[str, str | None], ...]) -> str:
+    """``measurement,k=v,...`` with tags sorted by key (InfluxDB's own order, cheaper for it to
+    parse); cached because a street has a bounded set of series and this runs on the loop."""
+    tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags) if v)
+    return _escape_measurement(measurement) + tag_text
+
+
 def encode_line(
     measurement: str,
     tags: Mapping[str, str | None],
     fields: Mapping[str, FieldValue | None],
     time: Instant,
 ) -> str:
-    """One line of line protocol; ``None`` (and empty) tags and ``None`` fields are omitted.
-
-    Tags are sorted by key (InfluxDB's own order, which makes its parsing cheaper).
-    """
-    tag_text = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    """One line of line protocol; ``None`` (and empty) tags and ``None`` fields are omitted."""
     parts = []
     for key, value in fields.items():
         if value is None:
@@ -88,7 +99,7 @@ def encode_line(
             parts.append(f"{_escape_key(key)}={encoded}")
     if not parts:
         raise ValueError(f"{measurement}: a point needs at least one field")
-    return f"{_escape_measurement(measurement)}{tag_text} {','.join(parts)} {int(time)}"
+    return f"{_series(measurement, tuple(tags.items()))} {','.join(parts)} {int(time)}"
 
 
 def bay_state_line(bay: BayLike, state: str, ts: Instant, gateway_id: str | None) -> str:

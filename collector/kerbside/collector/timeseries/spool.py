@@ -2,8 +2,11 @@
 
 Only the writer thread touches it, through a connection of its own. Lines wait here, in order,
 until InfluxDB has accepted them (or rejected them for good); an outage or a restart only makes
-the table longer. The table is bounded: past ``max_lines`` the oldest lines are dropped and
-counted (``kerbside-collector backfill`` rewrites a period from the store).
+the table longer. A row holds a block of lines (up to a batch), not one line: SQLite work per
+row is what costs, and Python's sqlite3 hands the GIL back and forth around every row, which
+the collector's event loop would feel. The table is bounded: past ``max_lines`` the oldest
+blocks are dropped and counted (``kerbside-collector backfill`` rewrites a period from the
+store).
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS timeseries_spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    line TEXT NOT NULL
+    n INTEGER NOT NULL,
+    lines TEXT NOT NULL
 )
 """
 
 
 class Spool:
-    """FIFO of lines with ids; not thread-safe (one owner thread)."""
+    """FIFO of line blocks with ids; not thread-safe (one owner thread)."""
 
-    def __init__(self, path: str | Path, max_lines: int = 2_000_000) -> None:
+    def __init__(self, path: str | Path, max_lines: int = 2_000_000, block: int = 5000) -> None:
         self.path = str(path)
         self.max_lines = max_lines
+        self.block = block
         # The collector's loop writes the same file; waiting for its short transactions is fine
         # here (we are off the loop), and WAL lets its readers and ours go on meanwhile.
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -36,32 +41,34 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
-        row = self._db.execute("SELECT count(*) FROM timeseries_spool").fetchone()
+        row = self._db.execute("SELECT coalesce(sum(n), 0) FROM timeseries_spool").fetchone()
         self._depth: int = int(row[0])
         self.dropped = 0
 
     @property
     def depth(self) -> int:
+        """Lines waiting."""
         return self._depth
 
     def append(self, lines: Sequence[str]) -> int:
         """Add lines at the tail in one transaction; returns how many old lines were dropped."""
         if not lines:
             return 0
+        blocks = [lines[k : k + self.block] for k in range(0, len(lines), self.block)]
         dropped = 0
         with self._transaction():
             self._db.executemany(
-                "INSERT INTO timeseries_spool(line) VALUES (?)", ((line,) for line in lines)
+                "INSERT INTO timeseries_spool(n, lines) VALUES (?, ?)",
+                [(len(b), "\n".join(b)) for b in blocks],
             )
-            excess = self._depth + len(lines) - self.max_lines
-            if excess > 0:
-                self._db.execute(
-                    "DELETE FROM timeseries_spool WHERE id IN "
-                    "(SELECT id FROM timeseries_spool ORDER BY id LIMIT ?)",
-                    (excess,),
-                )
-                dropped = excess
-        self._depth += len(lines) - dropped
+            self._depth += len(lines)
+            while self._depth > self.max_lines:
+                oldest = self._db.execute(
+                    "SELECT id, n FROM timeseries_spool ORDER BY id LIMIT 1"
+                ).fetchone()
+                self._db.execute("DELETE FROM timeseries_spool WHERE id = ?", (oldest[0],))
+                self._depth -= int(oldest[1])
+                dropped += int(oldest[1])
         if dropped:
             self.dropped += dropped
             log.warning(
@@ -72,18 +79,30 @@ class Spool:
             )
         return dropped
 
-    def head(self, limit: int) -> list[tuple[int, str]]:
-        """The oldest ``limit`` lines with their ids, oldest first."""
-        rows = self._db.execute(
-            "SELECT id, line FROM timeseries_spool ORDER BY id LIMIT ?", (limit,)
-        ).fetchall()
-        return [(int(r[0]), str(r[1])) for r in rows]
+    def head(self, limit: int) -> tuple[int, list[str]]:
+        """(id of the last block taken, the oldest lines): whole blocks, oldest first, up to
+        ``limit`` lines (at least one block). ``(0, [])`` when empty."""
+        last_id = 0
+        out: list[str] = []
+        cursor = self._db.execute("SELECT id, n, lines FROM timeseries_spool ORDER BY id")
+        try:
+            for row_id, n, text in cursor:
+                if out and len(out) + int(n) > limit:
+                    break
+                out.extend(str(text).split("\n"))
+                last_id = int(row_id)
+        finally:
+            cursor.close()
+        return last_id, out
 
     def remove_through(self, last_id: int) -> None:
-        """Remove every line with an id up to ``last_id`` (the batch just stored)."""
+        """Remove every block with an id up to ``last_id`` (the batch just stored)."""
         with self._transaction():
-            cursor = self._db.execute("DELETE FROM timeseries_spool WHERE id <= ?", (last_id,))
-        self._depth = max(0, self._depth - cursor.rowcount)
+            row = self._db.execute(
+                "SELECT coalesce(sum(n), 0) FROM timeseries_spool WHERE id <= ?", (last_id,)
+            ).fetchone()
+            self._db.execute("DELETE FROM timeseries_spool WHERE id <= ?", (last_id,))
+        self._depth = max(0, self._depth - int(row[0]))
 
     def close(self) -> None:
         self._db.close()

@@ -101,6 +101,7 @@ class SpoolWriter:
         self._lock = threading.Condition()
         self._buffer: list[str] = []
         self._stopping = False
+        self._flush_requested = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
@@ -141,6 +142,7 @@ class SpoolWriter:
     def flush_soon(self) -> None:
         """Wake the thread to spool and send what is buffered now (tests, shutdown)."""
         with self._lock:
+            self._flush_requested = True
             self._lock.notify()
 
     def stats(self) -> WriterStats:
@@ -182,7 +184,7 @@ class SpoolWriter:
 
     def _run(self) -> None:
         try:
-            spool = Spool(self._spool_path, self._max_lines)
+            spool = Spool(self._spool_path, self._max_lines, block=self._batch_size)
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._ready.set()
@@ -198,16 +200,17 @@ class SpoolWriter:
             spool.close()
 
     def _loop(self, spool: Spool) -> None:
-        last_flush = time.monotonic()
+        last_flush = -float("inf")  # a spool left from before is sent at once
         while True:
             with self._lock:
-                while not self._stopping:
+                while not (self._stopping or self._flush_requested):
                     now = time.monotonic()
                     due = last_flush + self._flush_interval
                     if len(self._buffer) >= self._batch_size or now >= due:
                         break
                     self._lock.wait(timeout=due - now)
                 stopping = self._stopping
+                self._flush_requested = False
             last_flush = time.monotonic()
             self._spool_buffer(spool)
             if stopping:
@@ -238,15 +241,15 @@ class SpoolWriter:
     def _drain(self, spool: Spool, deadline: float | None) -> None:
         """Send batches until the spool is empty, a write fails, or the deadline passes."""
         while deadline is None or time.monotonic() < deadline:
-            batch = spool.head(self._batch_size)
+            last_id, batch = spool.head(self._batch_size)
             if not batch:
                 return
             try:
-                self._send([line for _, line in batch])
+                self._send(batch)
             except RetryableWriteError as exc:
                 self._failed(exc)
                 return
-            spool.remove_through(batch[-1][0])
+            spool.remove_through(last_id)
             with self._lock:
                 self._spool_depth = spool.depth
                 self._connected = True
