@@ -1,0 +1,382 @@
+"""Detector against hand-built frame sequences: the SPEC section 4 contract and the physics."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from kerbside.edge.config import DetectorConfig
+from kerbside.edge.detector import DetectBitDetector, Detector
+from kerbside.edge.model import FLAG_BOOT, FLAG_DETECT, FLAG_FAULT, Frame, OccupancyChange
+
+S = 1000  # ms
+BASE = (120.0, -300.0, 380.0)
+CAR = (-90.0, 140.0, 60.0)  # a signature of ~180 mG
+
+
+def add(a: tuple[float, ...], b: tuple[float, ...], k: float = 1.0) -> tuple[float, float, float]:
+    return (a[0] + k * b[0], a[1] + k * b[1], a[2] + k * b[2])
+
+
+@dataclass
+class Sensor:
+    """A hand-driven sensor: each call sends one frame with the next seq at time t (seconds)."""
+
+    detector: Detector
+    sensor_id: str = "S-1"
+    seq: int = 0
+
+    def send(
+        self, t: float, field: tuple[float, ...], flags: int = 0, seq: int | None = None
+    ) -> list[OccupancyChange]:
+        if seq is None:
+            self.seq = (self.seq + 1) & 0xFFFF
+            seq = self.seq
+        frame = Frame(self.sensor_id, seq, flags, *(round(v) for v in field), 3500, 12.5)  # type: ignore[arg-type]
+        return self.detector.observe(frame, round(t * S))
+
+
+def new(confirm: float = 10, silence: float = 900) -> tuple[Detector, Sensor]:
+    config = DetectorConfig(confirm_occupied_s=confirm, confirm_vacant_s=confirm, silence_s=silence)
+    detector = Detector(config, {"S-1": "BAY-1", "S-2": "BAY-2"})
+    return detector, Sensor(detector)
+
+
+def summary(changes: list[OccupancyChange]) -> list[tuple[str, float, float, str | None]]:
+    return [(c.state, c.ts / S, c.confirmed_ts / S, c.reason) for c in changes]
+
+
+def settle_vacant(sensor: Sensor, until: float = 120) -> list[OccupancyChange]:
+    """Vacant readings with keep-alives every 60 s from t=0."""
+    out: list[OccupancyChange] = []
+    t = 0.0
+    while t <= until:
+        out += sensor.send(t, BASE)
+        t += 60
+    return out
+
+
+def ramp(sensor: Sensor, t0: float, frm: tuple[float, ...], to: tuple[float, ...], steps: int = 3):
+    out: list[OccupancyChange] = []
+    for i in range(1, steps + 1):
+        point = add(frm, add(to, frm, -1), i / steps)
+        out += sensor.send(t0 + i - 1, point)
+    return out
+
+
+def test_first_confirmed_state_is_published_and_arrival_departure() -> None:
+    detector, sensor = new()
+    out = settle_vacant(sensor)
+    assert summary(out) == [("vacant", 0, 60, None)]
+    parked = add(BASE, CAR)
+    out = ramp(sensor, 200, BASE, parked)  # frames at 200, 201, 202
+    out += sensor.send(262, parked)  # keep-alive
+    out += detector.tick(400 * S)
+    assert summary(out) == [("occupied", 200, 210, None)]
+    out = ramp(sensor, 1000, parked, BASE)  # nearer empty than parked from 1001
+    out += detector.tick(1100 * S)
+    assert summary(out) == [("vacant", 1000, 1011, None)]
+
+
+def test_confirmation_does_not_depend_on_tick_frequency() -> None:
+    def run(tick_every: float | None) -> list[OccupancyChange]:
+        detector, sensor = new()
+        out = settle_vacant(sensor)
+        parked = add(BASE, CAR)
+        t = 121.0
+        events = [(200.0, add(BASE, CAR, 0.5)), (201.0, parked), (261.0, parked)]
+        for when, field in events:
+            while tick_every is not None and t + tick_every < when:
+                t += tick_every
+                out += detector.tick(round(t * S))
+            out += sensor.send(when, field)
+            t = when
+        out += detector.tick(500 * S)
+        return out
+
+    assert run(None) == run(0.25) == run(3.7) == run(60)
+
+
+def test_next_deadline_names_the_confirmation_instant() -> None:
+    detector, sensor = new()
+    sensor.send(0, BASE)
+    sensor.send(6, BASE)
+    assert detector.next_deadline() == 10 * S
+    assert detector.tick(10 * S - 1) == []
+    assert summary(detector.tick(10 * S)) == [("vacant", 0, 10, None)]
+    assert detector.next_deadline() == 906 * S  # silence
+
+
+@pytest.mark.parametrize("magnitude", [35, 60, 90])
+@pytest.mark.parametrize("duration", [1, 2, 4])
+def test_passing_car_blips_produce_nothing(magnitude: float, duration: float) -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    rng = random.Random(magnitude * 10 + duration)
+    direction = [rng.gauss(0, 1) for _ in range(3)]
+    norm = math.sqrt(sum(d * d for d in direction))
+    blip = tuple(magnitude * d / norm for d in direction)
+    out = sensor.send(300, add(BASE, blip))
+    out += sensor.send(300 + duration, BASE)
+    out += sensor.send(360 + duration, BASE)
+    out += detector.tick(1000 * S)
+    assert out == []
+    assert detector.state_of("S-1") == "vacant"
+
+
+def test_blip_whose_end_was_lost_is_not_a_car() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    out = sensor.send(300, add(BASE, CAR, 0.4))  # a passing car, one frame
+    sensor.seq += 1  # its end frame is lost on the wire
+    out += detector.tick(330 * S)  # held 30 s on one reading only: not yet
+    assert out == []
+    out += sensor.send(362, BASE)  # the keep-alive shows the bay empty
+    out += detector.tick(1000 * S)
+    assert out == []
+
+
+def test_single_step_arrival_is_confirmed_by_the_next_reading() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    parked = add(BASE, CAR)
+    out = sensor.send(300, parked)  # the whole change in one frame (a car pulling in fast)
+    out += detector.tick(330 * S)
+    assert out == []  # a passing car looks the same until another reading says otherwise
+    out += sensor.send(360, parked)  # keep-alive
+    assert summary(out) == [("occupied", 300, 360, None)]
+
+
+def test_blip_during_a_pending_departure_does_not_reset_it() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    parked = add(BASE, CAR)
+    ramp(sensor, 200, BASE, parked)
+    sensor.send(262, parked)
+    out = sensor.send(1000, parked)
+    out += sensor.send(1001, BASE)  # gone, in two frames
+    out += sensor.send(1005, add(BASE, (50, 0, 0)))  # a passing car
+    out += sensor.send(1007, BASE)
+    out += detector.tick(1500 * S)
+    assert summary(out) == [("vacant", 1001, 1011, None)]
+
+
+def test_irregular_timing_confirms_by_time_held() -> None:
+    detector, sensor = new(confirm=30)
+    settle_vacant(sensor)
+    parked = add(BASE, CAR)
+    out = ramp(sensor, 500, BASE, parked, steps=3)
+    assert out == []
+    out += detector.tick(529 * S)
+    assert out == []
+    out += detector.tick(531 * S)
+    assert summary(out) == [("occupied", 500, 530, None)]
+
+
+def test_silence_goes_unknown_at_last_frame_plus_silence() -> None:
+    detector, sensor = new(silence=900)
+    settle_vacant(sensor)  # last frame at 120
+    assert detector.tick(1019 * S) == []
+    out = detector.tick(1020 * S)
+    assert summary(out) == [("unknown", 120, 1020, "sensor_silent")]
+    # Back: the next confirmed state is published again.
+    out = sensor.send(2000, BASE)
+    out += sensor.send(2003, add(BASE, (5, 0, 0)))
+    out += detector.tick(2100 * S)
+    assert summary(out) == [("vacant", 2000, 2010, None)]
+
+
+def test_fault_frame_is_unknown_at_once() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    out = sensor.send(400, BASE, flags=FLAG_FAULT)
+    assert summary(out) == [("unknown", 400, 400, "sensor_fault")]
+    out = sensor.send(401, BASE, flags=FLAG_FAULT)
+    assert out == []  # still faulty: nothing new
+    out = sensor.send(410, BASE)
+    out += sensor.send(416, BASE)
+    out += detector.tick(500 * S)
+    assert summary(out) == [("vacant", 410, 420, None)]
+
+
+def test_boot_and_seq_restart_are_not_changes() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    parked = add(BASE, CAR)
+    ramp(sensor, 200, BASE, parked)
+    sensor.send(262, parked)
+    detector.tick(300 * S)
+    assert detector.state_of("S-1") == "occupied"
+    out = sensor.send(330, parked, flags=FLAG_BOOT | FLAG_DETECT, seq=0)
+    out += sensor.send(390, parked, flags=FLAG_DETECT, seq=1)
+    out += sensor.send(450, parked, seq=0)  # rebooted again, its BOOT frame lost
+    out += sensor.send(510, parked, seq=1)
+    out += detector.tick(600 * S)
+    assert out == []
+    assert detector.state_of("S-1") == "occupied"
+    assert detector.stats["S-1"].lost_frames == 0
+
+
+def test_duplicates_are_ignored_and_counted() -> None:
+    detector, sensor = new()
+    sensor.send(0, BASE)
+    out = sensor.send(0.05, add(BASE, CAR), seq=sensor.seq)  # same seq: a duplicate
+    out += sensor.send(6, BASE)
+    out += detector.tick(100 * S)
+    assert summary(out) == [("vacant", 0, 10, None)]
+    assert detector.stats["S-1"].duplicates == 1
+    assert detector.stats["S-1"].frames == 2
+
+
+def test_seq_gaps_count_lost_frames_across_the_wrap() -> None:
+    detector, sensor = new()
+    sensor.send(0, BASE, seq=65534)
+    sensor.send(60, BASE, seq=1)  # 65535 and 0 lost
+    sensor.send(120, BASE, seq=2)
+    stats = detector.stats["S-1"]
+    assert (stats.frames, stats.lost_frames, stats.duplicates) == (3, 2, 0)
+    assert stats.last_seen == 120 * S
+    assert stats.battery_mv == 3500
+    assert stats.temp_c == 12.5
+    assert stats.rssi is None
+
+
+def test_unknown_sensors_are_counted_and_ignored() -> None:
+    detector, _ = new()
+    stranger = Sensor(detector, "S-99")
+    out = stranger.send(0, BASE)
+    out += detector.tick(100 * S)
+    assert out == []
+    assert detector.unknown_sensors == 1
+    assert "S-99" not in detector.stats
+
+
+def test_drift_while_vacant_is_followed() -> None:
+    detector, sensor = new()
+    out: list[OccupancyChange] = []
+    drift = (0.0, 30.0 / 3600, 0.0)  # 30 mG an hour: the bay stays empty for 5 h
+    for minute in range(300):
+        out += sensor.send(minute * 60, add(BASE, drift, minute * 60))
+    out += detector.tick(301 * 60 * S)
+    assert summary(out) == [("vacant", 0, 60, None)]
+
+
+def test_departure_after_drift_while_parked() -> None:
+    """A car parks for 4 h while the field drifts 100 mG: it leaves to a new vacant level."""
+    detector, sensor = new()
+    settle_vacant(sensor)
+    drift = (25.0 / 3600, -15.0 / 3600, 0.0)  # ~30 mG an hour
+    parked = add(BASE, CAR)
+    out = ramp(sensor, 200, BASE, parked)
+    t = 260.0
+    while t < 200 + 4 * 3600:
+        out += sensor.send(t, add(parked, drift, t))
+        t += 60
+    vacant_now = add(BASE, drift, t)
+    out += ramp(sensor, t, add(parked, drift, t), vacant_now)
+    for k in range(1, 5):
+        out += sensor.send(t + 60 * k, add(vacant_now, drift, 60 * k))
+    out += detector.tick(round((t + 400) * S))
+    assert summary(out) == [("occupied", 200, 210, None), ("vacant", t, t + 11, None)]
+
+
+def hold(
+    sensor: Sensor, start: float, end: float, field: tuple[float, ...]
+) -> list[OccupancyChange]:
+    """Keep-alives every 60 s over [start, end)."""
+    out: list[OccupancyChange] = []
+    t = start
+    while t < end:
+        out += sensor.send(t, field)
+        t += 60
+    return out
+
+
+def test_neighbour_interference_is_neither_arrival_nor_departure() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    neighbour = (18.0, 12.0, -10.0)  # a neighbour's car: ~24 mG here
+    out = ramp(sensor, 300, BASE, add(BASE, neighbour))
+    out += hold(sensor, 362, 1000, add(BASE, neighbour))
+    parked = add(add(BASE, neighbour), CAR)
+    out += ramp(sensor, 1000, add(BASE, neighbour), parked)
+    out += hold(sensor, 1062, 2000, parked)
+    # The neighbour leaves while our car stays; then our car leaves.
+    out += ramp(sensor, 2000, parked, add(BASE, CAR))
+    out += hold(sensor, 2062, 3000, add(BASE, CAR))
+    out += ramp(sensor, 3000, add(BASE, CAR), BASE)
+    out += hold(sensor, 3062, 3300, BASE)
+    out += detector.tick(3300 * S)
+    assert summary(out) == [("occupied", 1000, 1010, None), ("vacant", 3000, 3011, None)]
+
+
+def test_weak_car_arrives_and_leaves() -> None:
+    detector, sensor = new()
+    settle_vacant(sensor)
+    weak = (40.0, -30.0, 20.0)  # ~54 mG
+    out = ramp(sensor, 500, BASE, add(BASE, weak), steps=2)
+    out += sensor.send(561, add(BASE, weak))
+    out += ramp(sensor, 900, add(BASE, weak), BASE, steps=2)
+    out += sensor.send(961, BASE)
+    out += detector.tick(1500 * S)
+    # The first frame of each ramp is only half way: the change is seen from the second.
+    assert summary(out) == [("occupied", 500, 511, None), ("vacant", 900, 911, None)]
+
+
+def test_car_parked_at_start_is_set_right_by_the_next_car() -> None:
+    """Started over a parked car: the first level is taken for empty, and corrected later."""
+    detector, sensor = new()
+    parked = add(BASE, CAR)
+    out = sensor.send(0, parked)
+    out += sensor.send(60, parked)
+    out += ramp(sensor, 100, parked, BASE)  # the car leaves: looks like an arrival
+    out += hold(sensor, 162, 1000, BASE)
+    second = (60.0, 150.0, -120.0)
+    out += ramp(sensor, 1000, BASE, add(BASE, second))  # another car: far from both levels
+    out += hold(sensor, 1062, 2000, add(BASE, second))
+    out += ramp(sensor, 2000, add(BASE, second), BASE)  # it leaves, and the bay reads empty
+    out += hold(sensor, 2062, 2500, BASE)
+    out += detector.tick(2500 * S)
+    assert summary(out) == [
+        ("vacant", 0, 60, None),  # wrong, and unknowable at start
+        ("occupied", 100, 110, None),  # the same mistake, upside down
+        ("vacant", 2000, 2011, None),  # set right: the second car re-levelled the sensor
+    ]
+    out = ramp(sensor, 3000, BASE, add(BASE, CAR))  # from now on the right way up
+    out += hold(sensor, 3062, 3300, add(BASE, CAR))
+    assert summary(out) == [("occupied", 3000, 3010, None)]
+
+
+def test_events_come_out_ordered_by_confirmed_ts() -> None:
+    config = DetectorConfig()
+    detector = Detector(config, {f"S-{i}": f"BAY-{i}" for i in range(20)})
+    rng = random.Random(7)
+    sensors = [Sensor(detector, f"S-{i}") for i in range(20)]
+    out: list[OccupancyChange] = []
+    t = 0.0
+    fields = {s.sensor_id: BASE for s in sensors}
+    while t < 3 * 3600:
+        t += rng.uniform(0, 3)
+        sensor = rng.choice(sensors)
+        if rng.random() < 0.02:
+            fields[sensor.sensor_id] = add(BASE, CAR) if fields[sensor.sensor_id] == BASE else BASE
+        out += sensor.send(t, fields[sensor.sensor_id])
+    out += detector.tick(round((t + 3600) * S))
+    confirmed = [c.confirmed_ts for c in out]
+    assert confirmed == sorted(confirmed)
+    assert all(c.ts <= c.confirmed_ts for c in out)
+
+
+def test_detect_bit_baseline_follows_the_flag_only() -> None:
+    config = DetectorConfig()
+    detector = DetectBitDetector(config, {"S-1": "BAY-1"})
+    sensor = Sensor(detector)
+    out = sensor.send(0, BASE)
+    out += sensor.send(6, BASE)
+    out += sensor.send(60, BASE, flags=FLAG_DETECT)  # drift fools it: no field change at all
+    out += sensor.send(66, BASE, flags=FLAG_DETECT)
+    out += detector.tick(200 * S)
+    assert summary(out) == [("vacant", 0, 10, None), ("occupied", 60, 70, None)]
