@@ -45,16 +45,22 @@ T0 = 1_795_680_000_000  # 2026-11-26T08:00:00Z
 
 def street_lines(n: int) -> list[str]:
     """A realistic mix: bay states, sessions, minute occupancy, health, gateway points."""
-    bays = [lp.BayTags(f"CA-F-PKW-{i:04d}", f"CA-Z{i % 7}", f"Street {i % 23}", "paid")
-            for i in range(500)]  # fmt: skip
+    bays = [
+        lp.BayTags(f"CA-F-PKW-{i:04d}", f"CA-Z{i % 7}", f"Street {i % 23}", "paid")
+        for i in range(500)
+    ]
     out: list[str] = []
     i = 0
     while len(out) < n:
         bay = bays[i % len(bays)]
         t = T0 + i * 1_000
         out.append(lp.bay_state_line(bay, "occupied" if i % 2 else "vacant", t, "gw-01"))
-        out.append(lp.sensor_health_line(f"S-{i % 500:06d}", bay.id, "gw-01", t, 3500 - i % 97,
-                                         11.5, i % 13, None) or "")  # fmt: skip
+        out.append(
+            lp.sensor_health_line(
+                f"S-{i % 500:06d}", bay.id, "gw-01", t, 3500 - i % 97, 11.5, i % 13, None
+            )
+            or ""
+        )
         if i % 5 == 0:
             out.append(lp.bay_session_line(bay, t, t + 3_600_000, 0.0, i % 3))
         if i % 11 == 0:
@@ -137,10 +143,18 @@ def backlog(n: int) -> list[Message]:
         bay = i % SITE_BAYS
         ts = T0 + i * 2_000
         state = "occupied" if (i // SITE_BAYS) % 2 == 0 else "vacant"
-        body = {"v": 1, "event_id": f"gw-01:bench:{i + 1}", "gateway_id": "gw-01", "seq": i + 1,
-                "bay_id": f"B{bay:04d}", "sensor_id": f"S{bay:04d}", "state": state,
-                "ts": format_instant(ts), "confirmed_ts": format_instant(ts + 10_000),
-                "reason": None}  # fmt: skip
+        body = {
+            "v": 1,
+            "event_id": f"gw-01:bench:{i + 1}",
+            "gateway_id": "gw-01",
+            "seq": i + 1,
+            "bay_id": f"B{bay:04d}",
+            "sensor_id": f"S{bay:04d}",
+            "state": state,
+            "ts": format_instant(ts),
+            "confirmed_ts": format_instant(ts + 10_000),
+            "reason": None,
+        }
         out.append(Message("kerbside/v1/gw/gw-01/events", json.dumps(body).encode(), 1, i, 0, 0))
     return out
 
@@ -153,10 +167,13 @@ def drain_rate(
     workdir.mkdir(parents=True)
     write_site(workdir / "site.yaml")
     config = CollectorConfig(
-        site=workdir / "site.yaml", store=StoreConfig(path=workdir / "c.db"), http=None,
-        influxdb=None if influx is None else InfluxConfig(url=influx.url, api="v1",
-                                                         database="drain"),
-    )  # fmt: skip
+        site=workdir / "site.yaml",
+        store=StoreConfig(path=workdir / "c.db"),
+        http=None,
+        influxdb=None
+        if influx is None
+        else InfluxConfig(url=influx.url, api="v1", database="drain"),
+    )
     clock = [T0 + 86_400_000]
     service = CollectorService(
         config, load_site(config.site), Store(config.store.path), clock=lambda: clock[0]

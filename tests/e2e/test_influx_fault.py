@@ -74,9 +74,13 @@ def test_influxdb_outage_mid_stream_loses_nothing_and_doubles_nothing(
 
     try:
         _, recorder = drive(
-            st, influx.url, "kerbside", messages,
-            until=st.end + (ALERT_DELAY_S + 1) * 1000, on_message=on_message,
-        )  # fmt: skip
+            st,
+            influx.url,
+            "kerbside",
+            messages,
+            until=st.end + (ALERT_DELAY_S + 1) * 1000,
+            on_message=on_message,
+        )
         assert influx.proc is not None  # it was restarted
         assert recorder.writer.wait_drained(60)
         recorder.writer.close()
@@ -87,8 +91,10 @@ def test_influxdb_outage_mid_stream_loses_nothing_and_doubles_nothing(
         assert max(depth_seen) > 500
         # InfluxDB acknowledged every line once: nothing resent after a success, nothing lost.
         assert (stats.points_written, stats.points_rejected, stats.points_dropped) == (
-            len(submitted), 0, 0,
-        )  # fmt: skip
+            len(submitted),
+            0,
+            0,
+        )
         # Per measurement, InfluxDB holds exactly the distinct points the collector produced.
         expected = Counter(m for m, _, _ in set(map(point_key, submitted)))
         assert set(expected) == set(COUNT_FIELD)

@@ -74,9 +74,14 @@ def test_v2_write_path_into_victoria_metrics(
     st = build_street(tmp_path, sensors=12, hours=1.5, start=start, seed=7)
     (tmp_path / "token").write_text("kerbside-test-token\n")
     config = InfluxConfig(
-        url=vm.url, api="v2", token_file=tmp_path / "token", org="camden", bucket="parking",
-        batch_size=300, flush_interval_ms=50,
-    )  # fmt: skip
+        url=vm.url,
+        api="v2",
+        token_file=tmp_path / "token",
+        org="camden",
+        bucket="parking",
+        batch_size=300,
+        flush_interval_ms=50,
+    )
     submitted: list[str] = []
     original = SpoolWriter.submit
 
@@ -105,11 +110,17 @@ def test_v2_write_path_into_victoria_metrics(
                 expected[name][key] = value  # the same point twice is one point
         got = export(vm, st.start - 60_000, st.end + 120_000)
         for name in (
-            "bay_state_occupied", "zone_occupancy_rate", "zone_occupancy_total",
-            "bay_session_duration_s", "bay_session_overstay_s", "alert_open",
-            "sensor_health_battery_mv", "sensor_health_temp_c", "gateway_online",
+            "bay_state_occupied",
+            "zone_occupancy_rate",
+            "zone_occupancy_total",
+            "bay_session_duration_s",
+            "bay_session_overstay_s",
+            "alert_open",
+            "sensor_health_battery_mv",
+            "sensor_health_temp_c",
+            "gateway_online",
             "gateway_outbox_depth",
-        ):  # fmt: skip
+        ):
             assert expected[name], name
             assert len(got[name]) == len(expected[name]), name
             assert sum(v for _, v in got[name]) == pytest.approx(sum(expected[name].values())), name

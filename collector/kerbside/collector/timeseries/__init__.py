@@ -58,7 +58,7 @@ def _secret(path: Path | None, key: str) -> str | None:
 
 def open_sink(config: Any) -> TimeSeriesSink:
     """The sink for an ``influxdb:`` config block (the collector's ``InfluxConfig``)."""
-    timeout_s = float(getattr(config, "timeout_s", 10.0))
+    timeout_s = float(config.timeout_s)
     if config.api == "v1":
         if not config.database:
             raise ConfigError("influxdb.database: required with api: v1")
@@ -104,7 +104,7 @@ def create_sink(
         str(spool_path),
         batch_size=int(config.batch_size),
         flush_interval_s=int(config.flush_interval_ms) / 1000.0,
-        max_lines=int(getattr(config, "spool_max_points", 2_000_000)),
+        max_lines=int(config.spool_max_points),
     )
 
     def zones() -> dict[str, str]:
