@@ -58,6 +58,20 @@ def test_every_clean_line_is_valid_and_every_faulty_one_is_not(noisy) -> None:  
             assert found == [], e
 
 
+def test_each_port_stream_yields_exactly_the_intended_frames(noisy) -> None:  # type: ignore[no-untyped-def]
+    street, serial, _ = noisy
+    for port in range(len(street.port_names)):
+        on_port = [e for e in serial if e.port == port]
+        stream = b"".join(e.data for e in on_port)
+        seqs = [(m.group(2), int(m.group(3))) for m in valid_lines(stream)]
+        want = []
+        for e in on_port:
+            copies = {"ok": 1, "duplicated": 2}.get(e.fate, 0)
+            sensor_id = street.sensors[e.frame.sensor].sensor_id.encode()
+            want.extend([(sensor_id, e.frame.seq)] * copies)
+        assert seqs == want
+
+
 def test_fault_rates_within_tolerance(noisy) -> None:  # type: ignore[no-untyped-def]
     _, serial, _ = noisy
     fates = Counter(e.fate for e in serial if e.fate != "silent")
