@@ -1,0 +1,225 @@
+"""Capture records and ``kerbside-edge replay``: shape, determinism, bad lines, epochs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerbside.core.instants import parse_instant
+from kerbside.edge.ble import encode_payload
+from kerbside.edge.capture import (
+    BleRecord,
+    CaptureError,
+    CaptureWriter,
+    SerialRecord,
+    read_capture,
+)
+from kerbside.edge.cli import main
+from kerbside.edge.kbs1 import encode_frame
+from kerbside.edge.model import Frame
+
+T0 = parse_instant("2026-11-26T08:00:00Z")
+BASE = (120, -300, 380)
+PARKED = (30, -160, 440)
+
+
+def frame(sensor: str, seq: int, field: tuple[int, int, int], flags: int = 0) -> Frame:
+    return Frame(sensor, seq, flags, *field, 3500, 11.0)
+
+
+def write_config(path: Path, outbox: Path, sensors: dict[str, str]) -> Path:
+    lines = [
+        "gateway_id: gw-test-01",
+        f"outbox: {{path: {outbox}}}",
+        "clock: {require_sync: false}",
+        "sensors:",
+        *[f"  - {{id: {sensor}, bay: {bay}}}" for sensor, bay in sensors.items()],
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def street_capture(path: Path) -> None:
+    """Two serial sensors on two ports (chunks cut mid-line) and one BLE sensor: each empty,
+    then a car arrives over each of them."""
+    with CaptureWriter(path) as capture:
+        seqs = {"S-A": 0, "S-B": 0, "BLE-0000BEEF": 0}
+
+        def send(t_s: float, sensor: str, field: tuple[int, int, int]) -> None:
+            seqs[sensor] += 1
+            f = frame(sensor, seqs[sensor], field)
+            t = T0 + round(t_s * 1000)
+            if sensor.startswith("BLE-"):
+                capture.ble(t, "C0:FF:EE:00:00:01", -70, {0xFFFF: encode_payload(f)})
+                return
+            line = encode_frame(f)
+            src = "serial:/dev/ttyUSB0" if sensor == "S-A" else "serial:/dev/ttyUSB1"
+            capture.serial(t, src, b"\x00noise" + line[:7])
+            capture.serial(t + 1, src, line[7:])
+
+        mid = tuple((a + b) // 2 for a, b in zip(BASE, PARKED, strict=True))
+        plan: list[tuple[float, str, tuple[int, ...]]] = []
+        for k, sensor in enumerate(seqs):
+            start = 100 + 50 * k
+            plan += [(0, sensor, BASE), (6, sensor, BASE), (start, sensor, mid)]
+            plan += [(start + 1, sensor, PARKED), (start + 61, sensor, PARKED)]
+        for t_s, sensor, field in sorted(plan):
+            send(t_s, sensor, field)  # type: ignore[arg-type]
+
+
+def replay_stdout(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["replay", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_capture_writer_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    raw = bytes(range(256))
+    with CaptureWriter(path) as capture:
+        capture.serial(T0, "serial:/dev/ttyUSB0", raw)
+        capture.ble(T0 + 250, "C0:FF:EE:00:00:01", -71, {65535: b"\x01\xef\xbe"})
+        capture.ble(T0 + 300, "C0:FF:EE:00:00:02", None, {})
+    text = path.read_text()
+    assert text.count("\n") == 3
+    first = json.loads(text.splitlines()[0])
+    assert first["t"] == "2026-11-26T08:00:00.000Z"
+    assert first["data"].encode("latin-1") == raw
+    assert json.loads(text.splitlines()[1])["mfr"] == {"65535": "01efbe"}
+    assert list(read_capture(path)) == [
+        SerialRecord(T0, "serial:/dev/ttyUSB0", raw),
+        BleRecord(T0 + 250, "ble", "C0:FF:EE:00:00:01", -71, {65535: b"\x01\xef\xbe"}),
+        BleRecord(T0 + 300, "ble", "C0:FF:EE:00:00:02", None, {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "not json",
+        "[1, 2]",
+        '{"src": "serial:x", "data": "a"}',
+        '{"t": "yesterday", "src": "serial:x", "data": "a"}',
+        '{"t": "2026-11-26T08:00:00Z", "data": "a"}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "serial:x"}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "serial:x", "data": "\\u20ac"}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "ble", "address": "A", "mfr": {"x": "00"}}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "ble", "address": "A", "mfr": {"1": "0g"}}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "ble", "address": "A", "rssi": "-7", "mfr": {}}',
+        '{"t": "2026-11-26T08:00:00Z", "src": "ble", "mfr": {}}',
+    ],
+)
+def test_bad_capture_lines_are_errors_with_line_numbers(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "c.jsonl"
+    good = '{"t": "2026-11-26T08:00:00Z", "src": "serial:x", "data": "ok"}'
+    path.write_text(f"{good}\n{line}\n\n{good}\n")
+    records = list(read_capture(path))
+    assert len(records) == 3
+    assert isinstance(records[1], CaptureError)
+    assert records[1].line_no == 2
+    assert "\n" not in records[1].message
+
+
+def test_replay_prints_events_deterministically(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "street.jsonl"
+    street_capture(capture)
+    sensors = {"S-A": "BAY-A", "S-B": "BAY-B", "BLE-0000BEEF": "BAY-C"}
+    config = write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", sensors)
+    code, out, err = replay_stdout(capsys, str(capture), "--config", str(config))
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["event_id"] == f"gw-test-01:replay:{e['seq']}" for e in events)
+    assert all(
+        line == json.dumps(e, separators=(",", ":")) for line, e in zip(lines, events, strict=True)
+    )
+    by_bay = {(e["bay_id"], e["state"]): e for e in events}
+    assert set(by_bay) == {
+        ("BAY-A", "vacant"),
+        ("BAY-B", "vacant"),
+        ("BAY-C", "vacant"),
+        ("BAY-A", "occupied"),
+        ("BAY-B", "occupied"),
+        ("BAY-C", "occupied"),
+    }
+    # a frame counts from the chunk that completes it
+    assert by_bay["BAY-A", "occupied"]["ts"] == "2026-11-26T08:01:40.001Z"
+    assert by_bay["BAY-C", "occupied"]["ts"] == "2026-11-26T08:03:20.000Z"
+    assert by_bay["BAY-C", "occupied"]["sensor_id"] == "BLE-0000BEEF"
+    assert by_bay["BAY-C", "occupied"]["reason"] is None
+    confirmed = [e["confirmed_ts"] for e in events]
+    assert confirmed == sorted(confirmed)
+    again = replay_stdout(capsys, str(capture), "--config", str(config))
+    assert again == (code, out, err)
+
+
+def test_bad_line_is_reported_and_the_rest_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "street.jsonl"
+    street_capture(capture)
+    good = capture.read_text().splitlines()
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text("\n".join([*good[:3], "{broken", *good[3:]]) + "\n")
+    sensors = {"S-A": "BAY-A", "S-B": "BAY-B", "BLE-0000BEEF": "BAY-C"}
+    config = write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", sensors)
+    _, out_good, _ = replay_stdout(capsys, str(capture), "--config", str(config))
+    code, out, err = replay_stdout(capsys, str(damaged), "--config", str(config))
+    assert code == 0
+    assert out == out_good
+    assert err.count("\n") == 1
+    assert f"{damaged}:4:" in err
+
+
+def test_replay_uses_the_outbox_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outbox_mod = pytest.importorskip("kerbside.edge.outbox")
+    outbox_path = tmp_path / "outbox.db"
+    box = outbox_mod.Outbox(outbox_path, "gw-test-01")
+    epoch = box.epoch
+    box.close()
+    capture = tmp_path / "street.jsonl"
+    street_capture(capture)
+    config = write_config(tmp_path / "edge.yaml", outbox_path, {"S-A": "BAY-A"})
+    _, out, _ = replay_stdout(capsys, str(capture), "--config", str(config))
+    first = json.loads(out.splitlines()[0])
+    assert first["event_id"] == f"gw-test-01:{epoch}:1"
+
+
+def test_missing_capture_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "edge.yaml", tmp_path / "o.db", {"S-A": "BAY-A"})
+    code, out, err = replay_stdout(capsys, str(tmp_path / "nope.jsonl"), "--config", str(config))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+
+
+def test_console_script_replays_a_simulated_street(tmp_path: Path) -> None:
+    out_dir = tmp_path / "sim"
+    subprocess.run(
+        [sys.executable, "-m", "kerbside.sim.cli", "capture", "--quiet", "--scenario", "noisy",
+         "--seed", "4", "--sensors", "4", "--hours", "0.5", str(out_dir)],
+        check=True,
+    )  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "kerbside.edge.cli",
+        "replay",
+        str(out_dir / "capture.jsonl"),
+        "--config",
+        str(out_dir / "edge.yaml"),
+    ]
+    first = subprocess.run(command, check=True, capture_output=True)
+    second = subprocess.run(command, check=True, capture_output=True)
+    assert first.stdout == second.stdout
+    assert first.stdout.count(b"\n") >= 4  # every bay's first state at least
