@@ -40,7 +40,11 @@ from kerbside.core.instants import format_instant, parse_instant
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 64 * 1024
-SNAPSHOT_EVERY_MS = 5_000
+# The engine is saved at most this often (wall seconds), and never more often than 50 times
+# what the last save took: a save costs in proportion to the open sessions, and only bounds how
+# much journal a restart re-executes.
+SNAPSHOT_EVERY_S = 5.0
+SNAPSHOT_COST_FACTOR = 50
 
 
 class NotFound(Exception):  # noqa: N818 (the API maps it to 404)
@@ -127,7 +131,8 @@ class CollectorService:
         self._bays: dict[str, _BayNow] = {b: _BayNow(*row) for b, row in store.bays().items()}
         self._timer: asyncio.TimerHandle | None = None
         self._wake: Callable[[], None] | None = None
-        self._last_snapshot = 0
+        self._next_snapshot = 0.0
+        self.site_loader: Callable[[], Site] = lambda: load_site(config.site)
         self._snapshot_pos = 0
         self.engine = self._recover_engine()
         now = clock()
@@ -224,14 +229,16 @@ class CollectorService:
             self.store.add_counters(dict(self._counter_delta))
             self._counter_delta.clear()
         self.store.put_kv("watermark", str(self.engine.clock))
-        if now - self._last_snapshot >= SNAPSHOT_EVERY_MS:
+        if time.monotonic() >= self._next_snapshot:
             self._save_snapshot(now)
 
     def _save_snapshot(self, now: int) -> None:
+        began = time.monotonic()
         self.store.put_kv("engine", dumps(self.engine.snapshot()))
         self._snapshot_pos = self.store.last_journal_pos()
         self.store.put_kv("engine_pos", str(self._snapshot_pos))
-        self._last_snapshot = now
+        took = time.monotonic() - began
+        self._next_snapshot = time.monotonic() + max(SNAPSHOT_EVERY_S, SNAPSHOT_COST_FACTOR * took)
 
     def snapshot_pos(self) -> int:
         """Journal entries after this position are still needed to rebuild the engine."""
@@ -493,7 +500,7 @@ class CollectorService:
 
     def reload_site(self) -> bool:
         try:
-            site = load_site(self.config.site)
+            site = self.site_loader()
         except SiteError as exc:
             log.error("site reload refused, keeping the old site: %s", "; ".join(exc.errors))  # noqa: TRY400
             return False
