@@ -36,7 +36,8 @@ from kerbside.sim.wire import BleEmission
 TICK_S = 0.05
 BACKEND_PATH = "kerbside.sim.ble_backend.SimScannerBackend"
 VANISH_S = 2.0
-_STALE_BYTES = 2048  # unread input beyond this means nobody is reading: flush it
+_PENDING_MAX = 256 * 1024  # bytes queued per port for a slow reader
+_ABSENT_S = 2.0  # a reader that took nothing for this long is not there
 _TRUTH_EVERY_S = 30.0
 
 
@@ -49,6 +50,9 @@ class PtyPort:
         self.slave: int | None = None
         self.dropped = 0
         self.written = 0
+        self._pending = bytearray()
+        self._unread = 0
+        self._drained_at = 0.0
 
     def open(self) -> None:
         master, slave = os.openpty()
@@ -56,6 +60,8 @@ class PtyPort:
         flags = fcntl.fcntl(master, fcntl.F_GETFL)
         fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.master, self.slave = master, slave
+        self._unread = 0
+        self._drained_at = time.monotonic()
         tmp = self.link.with_name(self.link.name + ".new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -70,30 +76,52 @@ class PtyPort:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.master = self.slave = None
+        self._pending.clear()
 
     @property
     def is_open(self) -> bool:
         return self.master is not None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, now: float) -> None:
+        """Queue ``data`` and push what the pty takes; ``now`` is the wall clock (monotonic)."""
         if self.master is None or self.slave is None:
             self.dropped += len(data)
             return
+        self._pending += data
+        if len(self._pending) > _PENDING_MAX:  # bounded: the oldest bytes go first
+            cut = len(self._pending) - _PENDING_MAX
+            del self._pending[:cut]
+            self.dropped += cut
+        self.pump(now)
+
+    def pump(self, now: float) -> None:
+        """Move queued bytes into the pty. A reader that takes nothing for a while is taken to
+        be absent: what waits for it is stale and is thrown away, so whoever opens the port
+        next reads fresh lines (a slow reader keeps everything, up to the bound)."""
+        if self.master is None or self.slave is None:
+            return
         try:
-            pending = int.from_bytes(
+            unread = int.from_bytes(
                 fcntl.ioctl(self.slave, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder
             )
-            if pending > _STALE_BYTES:
+            if unread < self._unread or unread == 0:
+                self._drained_at = now
+            self._unread = unread
+            if unread and now - self._drained_at > _ABSENT_S:
                 termios.tcflush(self.slave, termios.TCIFLUSH)
-            n = os.write(self.master, data)
-            self.written += n
-            self.dropped += len(data) - n
+                self.dropped += unread + len(self._pending)
+                self._pending.clear()
+                self._unread = 0
+                self._drained_at = now
+            if self._pending:
+                n = os.write(self.master, self._pending)
+                self.written += n
+                del self._pending[:n]
         except BlockingIOError:
-            self.dropped += len(data)
+            pass  # the pty is full: keep the bytes for the next tick
         except OSError as exc:
-            if exc.errno not in (errno.EIO, errno.EAGAIN):
+            if exc.errno != errno.EIO:
                 raise
-            self.dropped += len(data)
         with contextlib.suppress(OSError):  # whatever the reader wrote back: nobody listens
             os.read(self.master, 4096)
 
@@ -232,7 +260,9 @@ def serve_main(args: argparse.Namespace) -> int:
             serial, adverts = street.advance(sim_now)
             for emission in serial:
                 if emission.data:
-                    ports[emission.port].write(emission.data)
+                    ports[emission.port].write(emission.data, now_wall)
+            for port in ports:
+                port.pump(now_wall)
             if ble is not None:
                 ble.accept()
                 ble.send([ble_record(a) for a in adverts if a.fate not in ("lost", "silent")])
