@@ -18,8 +18,7 @@ from kerbside.collector.records import (
     RecordValidator,
     Right,
     Suspension,
-    canonical_body,
-    fingerprint,
+    event_fingerprint,
     from_journal_dict,
     to_journal_dict,
 )
@@ -139,7 +138,7 @@ def test_repeats_same_body_ignored_different_body_rejected() -> None:
     with pytest.raises(RecordRejected) as caught:
         validator.check_event(json.dumps(event(state="vacant")))
     assert caught.value.reason == "duplicate_conflict"
-    assert seen.fingerprint_of("gw1:7f3a9c:42") == fingerprint(canonical_body(event()))
+    assert seen.fingerprint_of("gw1:7f3a9c:42") == event_fingerprint(event())
 
 
 def test_a_rejected_event_does_not_block_its_id() -> None:

@@ -512,12 +512,13 @@ class RulesEngine:
             for alert in list((state.alerts or {}).values()):
                 if alert.kind in _RIGHT_KINDS and alert.status in ACTIVE:
                     self._clear(bay_id, state, alert=alert, at=now, reason="right_added", out=out)
-        for due, kind, key, end in sorted(
-            self._candidates(bay_id, state, now), key=lambda c: _KIND_ORDER[c[1]]
-        ):
+        candidates = self._candidates(bay_id, state, now)
+        for due, kind, key, end in sorted(candidates, key=lambda c: _KIND_ORDER[c[1]]):
             if due == now:
                 self._raise(bay_id, state, kind=kind, key=key, now=now, end=end, out=out)
-        self._recompute(bay_id, state, now + 1)
+        # What was due later than now still is; what ends a period or run at now + 1 is a
+        # wake of its own, so the candidates need not be worked out again.
+        self._recompute(bay_id, state, now + 1, candidates=candidates)
 
     def _settle(self, bay_id: str, state: _BayState, now: Instant, out: list[AlertChange]) -> None:
         """Clear alerts whose period or suspended run ended at or before ``now``."""
@@ -592,15 +593,24 @@ class RulesEngine:
         return found
 
     def _recompute(
-        self, bay_id: str, state: _BayState, now: Instant, *, wake_now: bool = False
+        self,
+        bay_id: str,
+        state: _BayState,
+        now: Instant,
+        *,
+        wake_now: bool = False,
+        candidates: list[Candidate] | None = None,
     ) -> None:
         """Schedule the bay's next wake: the first instant >= ``now`` something can happen
-        (``now`` itself with ``wake_now``)."""
+        (``now`` itself with ``wake_now``). ``candidates`` worked out at ``now - 1`` may be
+        passed in."""
         self._prune(state, now)
         wake: Instant | None = None
         if state.state == "occupied":
             bay = self.site.bays[bay_id]
-            times = [c[0] for c in self._candidates(bay_id, state, now)]
+            if candidates is None:
+                candidates = self._candidates(bay_id, state, now)
+            times = [c[0] for c in candidates if c[0] >= now]
             if wake_now:
                 times.append(now)
             if bay.max_stay_minutes is not None or bay.needs_right:
