@@ -206,7 +206,7 @@ def bench_memory(quick: bool) -> list[Row]:
         file=sys.stderr,
     )
     scale = 100_000 / bays
-    rows = [
+    return [
         Row(
             f"engine memory, {bays:,} bays, 30% occupied, half with rights",
             f"{used / 2**20:.0f} MiB",
@@ -214,7 +214,6 @@ def bench_memory(quick: bool) -> list[Row]:
             used * scale <= 500e6,
         )
     ]
-    return rows
 
 
 def run(quick: bool) -> list[Row]:
