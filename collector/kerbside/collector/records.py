@@ -307,7 +307,7 @@ class RecordValidator:
             )
         if bay is None:
             raise RecordRejected("unknown_bay", f"unknown bay {bay_id}", "bay_id")
-        if bay.gateway != gateway_id:
+        if bay.gateway is None or bay.gateway != gateway_id:
             raise RecordRejected(
                 "wrong_gateway", f"bay {bay_id} is not assigned to gateway {gateway_id}", "bay_id"
             )
