@@ -60,6 +60,16 @@ def _clamp16(v: float) -> int:
     return max(-32768, min(32767, round(v)))
 
 
+def _last_words(plan: SensorPlan, t: Instant) -> bool:
+    """Whether ``t`` is just before the sensor goes quiet (silence, reboot). A passing car then
+    would be its last word: no later frame could say it had gone, and no detector could know
+    better, so the street keeps such moments free of blips and the truth stays knowable."""
+    silent, reboot = plan.silent, plan.reboot
+    if silent is not None and silent.start - 60_000 <= t < silent.start:
+        return True
+    return reboot is not None and reboot.start - 15_000 <= t < reboot.end
+
+
 class Sensor:
     def __init__(
         self,
@@ -163,6 +173,8 @@ class Sensor:
                 self._blip = _scaled(random_unit(rng), rng.uniform(35.0, 90.0))
                 self._blip_end = t + rng.randint(1, 4) * SAMPLE_MS
                 self._next_blip = t + self._blip_gap()
+                if _last_words(plan, t):
+                    self._blip_end = t
             if t < self._blip_end:
                 bx += self._blip[0]
                 by += self._blip[1]
