@@ -99,8 +99,7 @@ class _Level:
         return (self.x, self.y, self.z)
 
 
-def _dist(a: Vector, b: Vector) -> float:
-    return math.sqrt((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2 + (a[2] - b[2]) ** 2)
+_dist = math.dist
 
 
 @dataclass(slots=True)
@@ -139,7 +138,7 @@ class _Track:
         "published",
         "sensor_id",
         "signature",
-        "silence_gen",
+        "silence_armed",
         "stats",
         "suspended",
         "suspended_at",
@@ -166,7 +165,7 @@ class _Track:
         self.cand_gen = 0
         self.suspended: _Candidate | None = None  # interrupted by a reading that may be a blip
         self.suspended_at: Instant = 0
-        self.silence_gen = 0
+        self.silence_armed = False  # a silence entry is in the heap
         self.off_since: Instant | None = None  # first reading of the streak off the current level
         self.verified = False  # a departure back to the arrival's baseline has been seen
 
@@ -226,7 +225,8 @@ class Detector:
 
     def observe(self, frame: Frame, now: Instant) -> list[OccupancyChange]:
         now = self._clock(now)
-        out = self._fire(now)
+        heap = self._heap
+        out = self._fire(now) if heap and heap[0][0] <= now else []
         track = self._tracks.get(frame.sensor_id)
         if track is None:
             self.unknown_sensors += 1
@@ -246,9 +246,10 @@ class Detector:
         stats.last_seen = now
         stats.battery_mv = frame.battery_mv
         stats.temp_c = frame.temp_c
-        track.last_valid = now
-        track.silence_gen += 1
-        self._push(now + self._silence_ms, _SILENCE, track.sensor_id, track.silence_gen)
+        if not track.silence_armed:
+            track.silence_armed = True
+            self._push(now + self._silence_ms, _SILENCE, track.sensor_id, 0)
+        track.last_valid = now  # an armed silence entry moves on lazily, when it comes due
         if frame.fault:
             _drop_candidates(track)
             self._publish(track, "unknown", "sensor_fault", now, now, out)
@@ -264,7 +265,8 @@ class Detector:
         track.last_class = "unknown" if relevel else cls  # unknown: fold into no level
         track.last_t = now
         self._step(track, cls, relevel, field, now, lost, prev_field, prev_t, out)
-        out.extend(self._fire(now))  # a zero confirm time confirms at once
+        if heap[0][0] <= now:
+            out.extend(self._fire(now))  # a zero confirm time confirms at once
         return out
 
     def tick(self, now: Instant) -> list[OccupancyChange]:
@@ -275,8 +277,15 @@ class Detector:
         while heap:
             deadline, _, kind, sensor_id, gen = heap[0]
             track = self._tracks[sensor_id]
-            if gen == (track.cand_gen if kind == _CANDIDATE else track.silence_gen):
+            if kind == _CANDIDATE and gen == track.cand_gen:
                 return deadline
+            if kind == _SILENCE and track.silence_armed and track.last_valid is not None:
+                due = track.last_valid + self._silence_ms
+                if due == deadline:
+                    return deadline
+                heapq.heappop(heap)
+                self._push(due, _SILENCE, sensor_id, 0)  # frames came since: it moves on
+                continue
             heapq.heappop(heap)
         return None
 
@@ -424,7 +433,12 @@ class Detector:
                     cand.waiting = True
                     fallback = max(deadline, cand.last + self._fallback_ms)
                     self._push(fallback, _CANDIDATE, sensor_id, gen)
-            elif gen == track.silence_gen and track.last_valid is not None:
+            elif track.silence_armed and track.last_valid is not None:
+                due = track.last_valid + self._silence_ms
+                if due > deadline:  # frames came since it was set: it moves on
+                    self._push(due, _SILENCE, sensor_id, 0)
+                    continue
+                track.silence_armed = False  # until the next frame
                 _drop_candidates(track)
                 self._publish(track, "unknown", "sensor_silent", track.last_valid, deadline, out)
         return out

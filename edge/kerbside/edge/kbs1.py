@@ -24,14 +24,10 @@ _UINT16 = range(65536)
 
 def checksum(body: bytes) -> int:
     """XOR of every byte of ``body`` (the bytes between ``$`` and ``*``)."""
-    # Fold the bytes as one big integer: far cheaper than a Python loop per byte.
-    value = int.from_bytes(body, "little")
-    width = len(body)
-    while width > 1:
-        half = (width + 1) // 2
-        value = (value & ((1 << (half * 8)) - 1)) ^ (value >> (half * 8))
-        width = half
-    return value & 0xFF
+    value = 0
+    for byte in body:
+        value ^= byte
+    return value
 
 
 def encode_frame(frame: Frame, *, lower_hex: bool = False) -> bytes:
