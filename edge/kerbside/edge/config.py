@@ -59,6 +59,7 @@ class BleConfig(_Strict):
     company_id: Annotated[int, Field(ge=0, le=0xFFFF)] = 0xFFFF
     adapter: str = "hci0"
     backend: str | None = None  # dotted path of a bleak backend class; None is the platform's own
+    watchdog_s: Annotated[float, Field(gt=0)] = 60  # restart a scan that hears nothing this long
 
 
 class SensorConfig(_Strict):
