@@ -98,10 +98,10 @@ def test_officer_page_end_to_end(browser: Browser, live: LiveCollector) -> None:
     # Vehicles arrive in paid bays; nobody pays: the live engine raises `unpaid` (observation 0,
     # raised alert_delay_s after arrival).
     now = int(time.time() * 1000)
-    live.publish_event("B001", "occupied", now - 1000)
+    live.publish_event("B001", "occupied", now - 200)
     first = _open_alert(live, "B001")
     expect(_card(page, first["alert_id"])).to_be_visible(timeout=APPEAR_S * 1000)
-    live.publish_event("B002", "occupied", int(time.time() * 1000) - 1000)
+    live.publish_event("B002", "occupied", int(time.time() * 1000) - 200)
     second = _open_alert(live, "B002")
     expect(_card(page, second["alert_id"])).to_be_visible(timeout=APPEAR_S * 1000)
     expect(page.locator("#count")).to_have_text("2 open alerts")
@@ -147,8 +147,8 @@ def test_officer_page_end_to_end(browser: Browser, live: LiveCollector) -> None:
     live.stop()
     expect(page.locator("#conn")).to_have_text("Offline, reconnecting…", timeout=10_000)
     now = int(time.time() * 1000)
-    live.publish_event("B002", "vacant", now - 1000)
-    live.publish_event("B003", "occupied", now - 500)
+    live.publish_event("B002", "vacant", now - 200)
+    live.publish_event("B003", "occupied", now - 100)
     live.start()
     expect(page.locator("#conn")).to_have_text("Live", timeout=20_000)
     third = _open_alert(live, "B003")

@@ -101,7 +101,7 @@ class LiveCollector:
         body = {
             "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway, "seq": seq,
             "bay_id": bay, "sensor_id": "S" + bay[1:], "state": state, "ts": format_instant(ts),
-            "confirmed_ts": format_instant(ts + 1000), "reason": None,
+            "confirmed_ts": format_instant(ts + 100), "reason": None,
         }  # fmt: skip
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-test-{os.getpid()}-{seq}")
         client.connect("127.0.0.1", self.broker.port)

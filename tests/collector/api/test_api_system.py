@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
+from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
 from kerbside.collector.api import create_app
+from kerbside.collector.api.routes import alerts, bays, occupancy, officer, opendata, rights
+from kerbside.collector.api.routes import system as system_routes
 from tests.collector.api.conftest import ApiServer
 from tests.collector.api.fakes import FakeService
 
@@ -62,3 +67,25 @@ def test_every_body_has_an_example() -> None:
                 bodies.append(ref)
                 assert schemas[ref].get("examples"), ref
     assert sorted(set(bodies)) == ["AckBody", "ResolveBody", "RightBody", "SuspensionBody"]
+
+
+def test_every_route_and_dependency_runs_on_the_loop() -> None:
+    """A plain ``def`` would run in FastAPI's thread pool, beside the loop that owns the service."""
+
+    def calls(dependant: object) -> list[object]:
+        out = []
+        for dep in getattr(dependant, "dependencies", []):
+            if dep.call is not None:
+                out.append(dep.call)
+            out.extend(calls(dep))
+        return out
+
+    checked = 0
+    for module in (alerts, bays, occupancy, officer, opendata, rights, system_routes):
+        for route in module.router.routes:
+            assert isinstance(route, APIRoute)
+            assert inspect.iscoroutinefunction(route.endpoint), route.path
+            for call in calls(route.dependant):
+                assert inspect.iscoroutinefunction(call), (route.path, call)
+            checked += 1
+    assert checked >= 20

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -29,7 +29,7 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("", response_model=AlertPage, summary="Alerts, filtered by status, zone and kind")
-def list_alerts(
+async def list_alerts(
     *,
     request: Request,
     service: ServiceDep,
@@ -66,7 +66,7 @@ class EventFrames:
     def frame(self, change_id: int, record: dict[str, Any]) -> str:
         text = self._cache.get(change_id)
         if text is None:
-            data = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            data = orjson.dumps(record).decode("utf-8")
             text = f"id: {change_id}\nevent: alert\ndata: {data}\n\n"
             self._cache[change_id] = text
             if len(self._cache) > self._size:
@@ -138,7 +138,7 @@ async def stream(
 
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert with its officer history")
-def get_alert(alert_id: AlertId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
+async def get_alert(alert_id: AlertId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
     record = service.alert(alert_id)
     if record is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)

@@ -34,7 +34,7 @@ def paged(call: Callable[[], Page]) -> Page:
 
 
 @router.get("/bays", response_model=BayPage, summary="Bays with current state and since")
-def list_bays(
+async def list_bays(
     service: ServiceDep,
     _: OfficerOrAnalyst,
     zone: IdQuery = None,
@@ -46,7 +46,7 @@ def list_bays(
 
 
 @router.get("/bays/{bay_id}", response_model=Bay, summary="One bay with current state")
-def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
+async def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
     bay = service.bay(bay_id)
     if bay is None:
         raise FieldError(["path", "bay_id"], f"no bay {bay_id}", 404)
@@ -54,7 +54,7 @@ def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText
 
 
 @router.get("/bays/{bay_id}/sessions", response_model=SessionPage, summary="A bay's past sessions")
-def bay_sessions(
+async def bay_sessions(
     *,
     bay_id: BayId,
     service: ServiceDep,
@@ -74,7 +74,7 @@ def bay_sessions(
 
 
 @router.get("/zones", response_model=list[Zone], summary="The site's zones")
-def list_zones(site: SiteDep, _: OfficerOrAnalyst) -> JsonText:
+async def list_zones(site: SiteDep, _: OfficerOrAnalyst) -> JsonText:
     zones: list[dict[str, Any]] = [
         {"zone_id": zone_id, "name": name} for zone_id, name in sorted(site.zones.items())
     ]

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["occupancy"])
 
 
 @router.get("/occupancy", response_model=Occupancy, summary="Occupancy rate per time bucket")
-def occupancy(
+async def occupancy(
     *,
     service: ServiceDep,
     site: SiteDep,

@@ -19,10 +19,10 @@ router = APIRouter(tags=["officer page"])
 
 
 @router.get("/officer", include_in_schema=True, summary="The officers' live page (HTML)")
-def officer_page() -> FileResponse:
+async def officer_page() -> FileResponse:
     return FileResponse(STATIC / "officer.html", media_type="text/html", headers=_SECURITY)
 
 
 @router.get("/", include_in_schema=False)
-def root() -> RedirectResponse:
+async def root() -> RedirectResponse:
     return RedirectResponse("/docs")

@@ -65,7 +65,7 @@ def parking_spot(bay: dict[str, Any], suspended: bool, now_iso: str) -> dict[str
     summary="Every bay as an NGSI-LD ParkingSpot (key-values)",
     responses={200: {"description": "array of ParkingSpot; Link rel=next when more"}},
 )
-def parking_spots(
+async def parking_spots(
     request: Request, service: ServiceDep, limit: OpenLimit = 1000, cursor: Cursor = None
 ) -> Response:
     now = int(time.time() * 1000)
@@ -85,7 +85,7 @@ def parking_spots(
     "/zone-occupancy",
     summary="Occupancy now per zone (APDS Place occupancy shape)",
 )
-def zone_occupancy(request: Request, service: ServiceDep, site: SiteDep) -> Response:
+async def zone_occupancy(request: Request, service: ServiceDep, site: SiteDep) -> Response:
     now = int(time.time() * 1000)
     suspended = service.suspended_bays(now)
     counts = {zone: {"occupied": 0, "vacant": 0, "unknown": 0, "closed": 0} for zone in site.zones}

@@ -24,7 +24,7 @@ def _part_state(value: Any) -> str:
 
 
 @router.get("/healthz", summary="Broker, store and sink state; 503 when one is down")
-def healthz(service: ServiceDep) -> JSONResponse:
+async def healthz(service: ServiceDep) -> JSONResponse:
     try:
         report: dict[str, Any] = dict(service.healthz())
     except Exception as exc:  # noqa: BLE001 - a health check must answer, whatever broke
@@ -44,7 +44,7 @@ def healthz(service: ServiceDep) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}},
 )
-def metrics(request: Request, service: ServiceDep) -> PlainTextResponse:
+async def metrics(request: Request, service: ServiceDep) -> PlainTextResponse:
     extra = {"kerbside_api_sse_clients": float(request.app.state.sse_clients)}
     return PlainTextResponse(
         prometheus.render(service.metrics(), extra),
@@ -57,7 +57,7 @@ def metrics(request: Request, service: ServiceDep) -> PlainTextResponse:
     summary="Trade a bearer token for an HttpOnly cookie (for EventSource)",
     tags=["officer page"],
 )
-def open_session(request: Request, holder: CurrentUser, response: Response) -> dict[str, str]:
+async def open_session(request: Request, holder: CurrentUser, response: Response) -> dict[str, str]:
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
     if token:
         response.set_cookie(
@@ -73,11 +73,11 @@ def open_session(request: Request, holder: CurrentUser, response: Response) -> d
 
 
 @router.get("/api/v1/session", summary="Who the token or cookie belongs to", tags=["officer page"])
-def whoami(holder: CurrentUser) -> dict[str, str]:
+async def whoami(holder: CurrentUser) -> dict[str, str]:
     return {"name": holder.name, "role": holder.role}
 
 
 @router.delete("/api/v1/session", summary="Forget the cookie", tags=["officer page"])
-def close_session(response: Response) -> dict[str, bool]:
+async def close_session(response: Response) -> dict[str, bool]:
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
     return {"signed_out": True}
