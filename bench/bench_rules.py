@@ -72,7 +72,7 @@ def write_journal(path: Path, site: Site, records: int, days: int) -> int:
     """About ``records`` lines: per bay, stays (arrive, leave) and, for most, a payment."""
     rng = random.Random(4)
     bays = list(site.bays.values())
-    per_bay = records // len(bays)
+    per_bay = -(-records // len(bays)) + 2  # a stay is 2 or 3 lines: land just over `records`
     written = 0
     span = days * DAY
     with path.open("w") as out:
