@@ -197,3 +197,26 @@ def test_validator_output_feeds_the_engine() -> None:
     engine = RulesEngine(SITE)
     engine.apply(record)
     assert views(engine.advance(at("2026-11-26 09:05"))) == [("raised", "unpaid", None)]
+
+
+def test_cancelling_a_right_sent_ahead_of_its_start() -> None:
+    engine = RulesEngine(SITE)
+    engine.apply(occ("2026-11-26 09:00", "occupied"))
+    engine.advance(at("2026-11-26 09:01"))
+    engine.apply(right("p1", "2026-11-26 09:03", "2026-11-26 12:00"))
+    engine.apply(right("p2", "2026-11-26 09:02", "2026-11-26 12:00"))
+    engine.cancel_right("p2", at("2026-11-26 09:01"))  # before its start: as if never sent
+    engine.cancel_right("p1", at("2026-11-26 10:00"))  # cut short: now ends at 10:00
+    assert views(engine.advance(at("2026-11-26 10:10"))) == [("raised", "expired", None)]
+
+
+def test_replaced_site_forgets_removed_bays_and_their_rights() -> None:
+    engine = RulesEngine(SITE)
+    engine.apply(right("p1", "2026-11-26 09:00", "2026-11-26 12:00", bay="B2"))
+    engine.apply(Suspension("s1", ("B2",), at("2026-11-26 09:00"), at("2026-11-26 12:00")))
+    engine.advance(at("2026-11-26 09:30"))
+    engine.replace_site(make_site(max_stay=None, bays=1))
+    assert engine.cancel_right("p1", at("2026-11-26 10:00")) == []
+    engine.apply(Suspension("s1", ("B1",), at("2026-11-26 10:00"), at("2026-11-26 12:00")))
+    engine.advance(at("2026-11-26 10:00"))
+    assert engine.suspended("B1", at("2026-11-26 11:00"))

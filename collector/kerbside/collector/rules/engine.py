@@ -212,12 +212,12 @@ class RulesEngine:
 
     def cancel_right(self, right_id: str, at: Instant) -> list[AlertChange]:
         """The right stops covering at ``at`` (it is forgotten if ``at`` is not after its start)."""
+        self._cancel_queued_right(right_id, at)
         home = self._right_home.get(right_id)
-        if home is None:
+        rights = None if home is None else self._rights_at(*home)
+        if home is None or rights is None or right_id not in rights:
             return []
         is_zone, target = home
-        rights = self._zone_rights.get(target) if is_zone else self._bays[target].rights
-        assert rights is not None
         start, end = rights[right_id]
         if at <= start:
             del rights[right_id]
@@ -230,6 +230,31 @@ class RulesEngine:
                 self._recompute(bay_id, state, self._clock + 1)
         return []
 
+    def _cancel_queued_right(self, right_id: str, at: Instant) -> None:
+        """A right sent ahead of its start is cancelled (or cut short) before it takes effect."""
+        kept = []
+        changed = False
+        for entry in self._heap:
+            record = entry[4]
+            if entry[1] == 0 and isinstance(record, Right) and record.right_id == right_id:
+                changed = True
+                if at <= record.start:
+                    continue
+                cut = Right(
+                    record.right_id,
+                    record.kind,
+                    record.bay_id,
+                    record.zone_id,
+                    record.start,
+                    min(record.end, at),
+                )
+                kept.append((entry[0], entry[1], entry[2], entry[3], cut))
+            else:
+                kept.append(entry)
+        if changed:
+            heapq.heapify(kept)
+            self._heap = kept
+
     def replace_site(self, site: Site) -> list[AlertChange]:
         """Use a reloaded site file, keeping state. Bays that are gone are forgotten; open
         alerts whose period no longer holds end now (``restriction_ended``)."""
@@ -239,6 +264,8 @@ class RulesEngine:
             state = self._bays.pop(bay_id)
             for alert in (state.alerts or {}).values():
                 self._alert_home.pop(alert.alert_id, None)
+            for right_id in state.rights or {}:
+                self._right_home.pop(right_id, None)
         for zone_id in [z for z in self._zone_rights if z not in site.zones]:
             for right_id in self._zone_rights.pop(zone_id):
                 self._right_home.pop(right_id, None)
@@ -456,13 +483,19 @@ class RulesEngine:
                         )
             self._recompute(bay_id, state, after)
 
+    def _rights_at(self, is_zone: bool, target: str) -> dict[str, Interval] | None:
+        if is_zone:
+            return self._zone_rights.get(target)
+        state = self._bays.get(target)
+        return None if state is None else state.rights
+
     def _forget_right(self, right_id: str) -> list[str]:
         """Drop the earlier version of a right (replacement by id); the bays it concerned."""
         home = self._right_home.pop(right_id, None)
         if home is None:
             return []
         is_zone, target = home
-        rights = self._zone_rights.get(target) if is_zone else self._bays[target].rights
+        rights = self._rights_at(is_zone, target)
         if rights is not None:
             rights.pop(right_id, None)
         return list(self._bays_of(is_zone, target))
@@ -479,6 +512,8 @@ class RulesEngine:
     ) -> None:
         touched: list[str] = []
         for bay_id in self._suspension_home.pop(suspension.suspension_id, ()):
+            if bay_id not in self._bays:
+                continue
             old = self._bays[bay_id].suspensions
             if old is not None:
                 old.pop(suspension.suspension_id, None)
@@ -645,6 +680,14 @@ class RulesEngine:
             for suspension_id, (_start, end) in list(state.suspensions.items()):
                 if end <= horizon:
                     del state.suspensions[suspension_id]
+                    self._forget_suspension_if_unused(suspension_id)
+
+    def _forget_suspension_if_unused(self, suspension_id: str) -> None:
+        for bay_id in self._suspension_home.get(suspension_id, ()):
+            state = self._bays.get(bay_id)
+            if state is not None and state.suspensions and suspension_id in state.suspensions:
+                return
+        self._suspension_home.pop(suspension_id, None)
 
     def _raise(
         self,
