@@ -24,7 +24,7 @@ MOVE_MG = 20.0
 LOW_BATT_MV = 3300
 # After a frame sent for a change, the firmware repeats its reading a few times (SPEC: "at
 # least once per 60 s" allows it), so one lost frame never hides a change for a whole minute.
-FOLLOWUP_MS = (2_000, 5_000, 10_000)
+FOLLOWUP_MS = (1_000, 2_000, 4_000, 8_000)
 _NEVER = 2**62
 _HOUR_MS = 3_600_000
 _T_INSTALL_C = 10.0
