@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from kerbside.collector.timeseries import BayTags, SpoolWriter, TimeSeriesRecorder, TimeSeriesSink
+from kerbside.collector.timeseries.occupancy import BayStates
 
 BAYS = {
     "B1": BayTags("B1", "Z1", "High St", "paid"),
@@ -35,25 +36,20 @@ class MemorySink(TimeSeriesSink):
 def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
     sink = MemorySink()
     writer = SpoolWriter(sink, str(tmp_path / "store.db"), flush_interval_s=0.02)
-    history: dict[str, list[tuple[int, str]]] = {"B1": [(0, "occupied")], "B2": [(0, "vacant")]}
-    asked: list[int] = []
-
-    def states_at(t: int) -> Mapping[str, str]:
-        asked.append(t)
-        return {bay: changes[-1][1] for bay, changes in history.items()}
-
     interval = 200
     recorder = TimeSeriesRecorder(
         writer,
         zones=lambda: {b.id: b.zone_id for b in BAYS.values()},
-        states_at=states_at,
+        current=lambda: {"B1": ("occupied", 0), "B2": ("vacant", 0)},  # from the store at start
         delay_s=0.05,
         interval_ms=interval,
     )
 
+    switched: list[int] = []
+
     async def scenario() -> None:
         await recorder.start()
-        recorder.bay_state(BAYS["B1"], "occupied", 1_000, "gw-1")
+        recorder.bay_state(BAYS["B1"], "occupied", 1_000, "gw-1")  # long ago: history
         recorder.session_closed(BAYS["B2"], 1_000, 61_000, 0.0, 0)
         recorder.alert({"alert_id": "a", "kind": "unpaid", "status": "open", "raised_at": 5_000})
         recorder.alert(
@@ -62,7 +58,8 @@ def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
         recorder.sensor_health("S1", "B1", "gw-1", 7_000, 3500, 9.5, 0, None)
         recorder.gateway("gw-1", True, 0, 8_000)
         await asyncio.sleep(interval * 4.5 / 1000)
-        history["B2"].append((1, "occupied"))
+        switched.append(time.time_ns() // 1_000_000)
+        recorder.bay_state(BAYS["B2"], "occupied", switched[0], "gw-1")
         await asyncio.sleep(interval * 2.5 / 1000)
         await recorder.stop()
 
@@ -84,7 +81,6 @@ def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
     assert len(times) >= 5
     assert all(t % interval == 0 for t in times)
     assert [b - a for a, b in itertools.pairwise(times)] == [interval] * (len(times) - 1)
-    assert times == sorted(set(asked))
     # Each tick writes every zone; B3 was never heard of, so Z2 is all unknown and has no rate.
     first, last = times[0], times[-1]
     assert f"zone_occupancy,zone_id=Z2 occupied=0i,vacant=0i,unknown=1i,total=1i {first}" in ticks
@@ -92,10 +88,32 @@ def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
         f"zone_occupancy,zone_id=Z1 occupied=1i,vacant=1i,unknown=0i,total=2i,rate=0.5 {first}"
         in ticks
     )
-    assert (
-        f"zone_occupancy,zone_id=Z1 occupied=2i,vacant=0i,unknown=0i,total=2i,rate=1.0 {last}"
-        in ticks
-    )
+    # B2 turned occupied at `switched`: minutes before it count it vacant, minutes after occupied.
+    for t in times:
+        occupied = 2 if t >= switched[0] else 1
+        assert any(
+            line.startswith(f"zone_occupancy,zone_id=Z1 occupied={occupied}i,")
+            and line.endswith(f" {t}")
+            for line in ticks
+        ), t
+    assert last >= switched[0]
     # The point for boundary t is written only once t + delay has passed.
     assert times[-1] + 50 <= time.time() * 1000
     assert writer.stats().spool_depth == 0
+
+
+def test_bay_states_answer_at_any_instant_after_the_last_boundary() -> None:
+    states = BayStates()
+    states.seed({"B1": ("vacant", 100), "B2": ("occupied", 500)})
+    states.observe("B1", "occupied", 1_000)
+    states.observe("B1", "vacant", 3_000)
+    states.observe("B1", "unknown", 2_000)  # arrives late, stamped before the vacant
+    states.seed({"B1": ("occupied", 9_999)})  # a seed never overrides what was heard
+    assert states.at(99) == {}
+    assert states.at(100) == {"B1": "vacant"}
+    assert states.at(1_999) == {"B1": "occupied", "B2": "occupied"}
+    assert states.at(2_500) == {"B1": "unknown", "B2": "occupied"}
+    assert states.at(3_000)["B1"] == "vacant"
+    states.forget_before(2_500)
+    assert states.at(2_500) == {"B1": "unknown", "B2": "occupied"}  # the state in force stays
+    assert states.at(1_000) == {"B2": "occupied"}  # older history is gone

@@ -131,9 +131,11 @@ class ListSink(TimeSeriesSink):
 def test_tick_writes_each_minute_once_and_catches_up(tmp_path: Path) -> None:
     sink = ListSink()
     writer = SpoolWriter(sink, str(tmp_path / "s.db"), flush_interval_s=0.01)
-    states = {"B1": "occupied", "B2": "vacant"}
     recorder = TimeSeriesRecorder(
-        writer, zones=lambda: {"B1": "Z", "B2": "Z"}, states_at=lambda t: states, delay_s=15
+        writer,
+        zones=lambda: {"B1": "Z", "B2": "Z"},
+        current=lambda: {"B1": ("occupied", 0), "B2": ("vacant", 0)},
+        delay_s=15,
     )
     minute = 60_000
     t0 = 1_795_680_000_000  # on a minute boundary

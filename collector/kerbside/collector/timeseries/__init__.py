@@ -7,7 +7,7 @@ it as things happen; see ``recorder.TimeSeriesRecorder`` and /work/notes/timeser
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from kerbside.collector.timeseries.errors import (
     RejectedWriteError,
@@ -20,7 +20,7 @@ from kerbside.collector.timeseries.sinks import InfluxV1Sink, InfluxV2Sink, Time
 from kerbside.collector.timeseries.spool import Spool
 from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
 from kerbside.core.config import ConfigError
-from kerbside.core.instants import Instant
+from kerbside.core.instants import Instant, parse_instant
 
 __all__ = [
     "BayTags",
@@ -35,16 +35,10 @@ __all__ = [
     "TimeSeriesSink",
     "WriterStats",
     "create_sink",
+    "current_states",
     "open_sink",
     "session_figures",
-    "states_at",
 ]
-
-
-class _StateHistory(Protocol):
-    def state_changes(
-        self, zone_id: str | None, start: int, end: int
-    ) -> dict[str, list[tuple[int, str]]]: ...
 
 
 def _secret(path: Path | None, key: str) -> str | None:
@@ -77,13 +71,17 @@ def open_sink(config: Any) -> TimeSeriesSink:
     return InfluxV2Sink(config.url, token, config.org, config.bucket, timeout_s=timeout_s)
 
 
-def states_at(history: _StateHistory, t: Instant) -> dict[str, str]:
-    """Each bay's state at instant ``t`` (the last change at or before it)."""
-    return {
-        bay_id: changes[-1][1]
-        for bay_id, changes in history.state_changes(None, t, t + 1).items()
-        if changes
-    }
+def current_states(service: Any) -> dict[str, tuple[str, Instant]]:
+    """Each bay's current (state, since) from the service's bay list (no store query)."""
+    out: dict[str, tuple[str, Instant]] = {}
+    cursor: str | None = None
+    while True:
+        page, cursor = service.bays(limit=10_000, cursor=cursor)
+        for bay in page:
+            if bay.get("since"):
+                out[str(bay["bay_id"])] = (str(bay["state"]), parse_instant(str(bay["since"])))
+        if cursor is None:
+            return out
 
 
 def create_sink(
@@ -95,8 +93,9 @@ def create_sink(
 ) -> TimeSeriesRecorder:
     """The collector's recorder: spool in the store file (or ``influxdb.spool_path``).
 
-    ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``),
-    ``state_changes(zone_id, start, end)`` and ``clock`` (epoch ms); all used on the event loop.
+    ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``), ``bays()`` (pages
+    of bay dicts with ``state`` and ``since``, read once at start) and ``clock`` (epoch ms); all
+    used on the event loop.
     """
     spool_path = config.spool_path or store_path or ":memory:"
     writer = SpoolWriter(
@@ -114,7 +113,7 @@ def create_sink(
     return TimeSeriesRecorder(
         writer,
         zones=zones,
-        states_at=lambda t: states_at(service, t),
+        current=lambda: current_states(service),
         delay_s=delay_s,
         clock=clock,
     )

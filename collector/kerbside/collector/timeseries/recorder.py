@@ -3,9 +3,10 @@
 Every call runs on the collector's event loop and only formats a line and appends it to the
 writer's buffer. ``zone_occupancy`` is a task of its own on the loop: at each minute boundary
 ``t`` it waits ``delay`` (the collector's ``alert_delay_s``: events arrive backdated by the
-detector's confirmation time), asks for every bay's state at ``t`` and writes one point per
-zone at ``t``. The same function of the store's state history gives backfill's points, so a
-minute written live and the same minute backfilled agree.
+detector's confirmation time), takes every bay's state at ``t`` from the in-memory history the
+``bay_state`` calls keep, and writes one point per zone at ``t``. Backfill computes the same
+from the store's state history, so a minute written live and backfilled agree (except where an
+event arrived more than ``delay`` late, e.g. a silence, detected 15 minutes after it began).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kerbside.collector.timeseries import lines as lp
+from kerbside.collector.timeseries.occupancy import BayStates
 from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
 from kerbside.core.instants import Instant
 
@@ -39,14 +41,15 @@ class TimeSeriesRecorder:
         writer: SpoolWriter,
         *,
         zones: Callable[[], Mapping[str, str]],
-        states_at: Callable[[Instant], Mapping[str, str]],
+        current: Callable[[], Mapping[str, tuple[str, Instant]]] = dict,
         delay_s: float = 15.0,
         clock: Callable[[], Instant] = wall_clock_ms,
         interval_ms: int = MINUTE_MS,
     ) -> None:
         self.writer = writer
         self._zones = zones
-        self._states_at = states_at
+        self._current = current
+        self.states = BayStates()
         self._delay_ms = int(delay_s * 1000)
         self._clock = clock
         self._interval = interval_ms
@@ -83,6 +86,7 @@ class TimeSeriesRecorder:
     # -- the collector's calls ----------------------------------------------------------------
 
     def bay_state(self, bay: lp.BayLike, state: str, ts: Instant, gateway_id: str | None) -> None:
+        self.states.observe(bay.id, state, ts)
         self._put(lp.bay_state_line(bay, state, ts, gateway_id))
 
     def session_closed(
@@ -127,6 +131,7 @@ class TimeSeriesRecorder:
         """
         due = now - self._delay_ms
         if self._next_t is None:
+            self.states.seed(self._current())
             self._next_t = -(-due // self._interval) * self._interval
         latest = due // self._interval * self._interval
         if latest < self._next_t:
@@ -138,6 +143,7 @@ class TimeSeriesRecorder:
         while self._next_t <= latest:
             self.zone_occupancy_at(self._next_t)
             self._next_t += self._interval
+        self.states.forget_before(latest)
 
     def next_tick_at(self) -> Instant:
         """When ``tick`` next has something to write (wall-clock instant)."""
@@ -147,7 +153,7 @@ class TimeSeriesRecorder:
 
     def zone_occupancy_at(self, t: Instant) -> int:
         """Write the zone_occupancy points for instant ``t`` now; returns how many."""
-        counts = lp.count_zones(self._zones(), self._states_at(t))
+        counts = lp.count_zones(self._zones(), self.states.at(t))
         self.writer.submit([lp.zone_occupancy_line(z, c, t) for z, c in sorted(counts.items())])
         return len(counts)
 
