@@ -508,8 +508,8 @@ ROWS: list[Row] = [
         ),
         None,
         [
-            ("unpaid", "B1", "26T09:05", "cleared", "26T09:30", "right_added"),
             ("suspended", "B1", "26T09:05", "cleared", "26T09:30", "suspension_ended"),
+            ("unpaid", "B1", "26T09:05", "cleared", "26T09:30", "right_added"),
         ],
     ),
     # ---- --until ---------------------------------------------------------------------------
@@ -557,7 +557,7 @@ def test_rules_table(
     assert replay(make_site(**site_kwargs), build(Journal()), until) == expected
 
 
-def test_suspended_and_unpaid_sort_by_bay_then_kind() -> None:
+def test_output_sorts_by_raised_at_then_bay_then_kind_as_text() -> None:
     journal = (
         Journal()
         .suspend("s1", "2026-11-26 08:00", "2026-11-26 12:00", bays=("B1", "B2"))
@@ -566,10 +566,10 @@ def test_suspended_and_unpaid_sort_by_bay_then_kind() -> None:
     )
     got = replay(make_site(max_stay=None), journal)
     assert [(g[0], g[1]) for g in got] == [
-        ("unpaid", "B1"),
         ("suspended", "B1"),
-        ("unpaid", "B2"),
+        ("unpaid", "B1"),
         ("suspended", "B2"),
+        ("unpaid", "B2"),
     ]
 
 

@@ -323,8 +323,7 @@ def _replay_with_cuts(
         if (i, 1) in cuts:
             engine = cut()
     keep(engine.advance(until))
-    order = {"overstay": 0, "unpaid": 1, "expired": 2, "suspended": 3}
-    alerts = sorted(latest.values(), key=lambda a: (a.raised_at, a.bay_id, order[a.kind]))
+    alerts = sorted(latest.values(), key=lambda a: (a.raised_at, a.bay_id, a.kind))
     return [a.to_record() for a in alerts]
 
 

@@ -27,8 +27,6 @@ from kerbside.collector.site import Site, load_site
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, parse_instant
 
-_KIND_ORDER = {"overstay": 0, "unpaid": 1, "expired": 2, "suspended": 3}
-
 
 def read_journal(
     lines: Iterable[bytes | str], site: Site
@@ -80,7 +78,8 @@ def replay_records(
     keep(engine.advance(until))
     return sorted(
         (a for a in latest.values() if a.raised_at <= until),
-        key=lambda a: (a.raised_at, a.bay_id, _KIND_ORDER[a.kind]),
+        # The record's own fields, compared as they are printed (kind alphabetically).
+        key=lambda a: (a.raised_at, a.bay_id, a.kind),
     )
 
 

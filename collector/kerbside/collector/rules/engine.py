@@ -377,7 +377,7 @@ class RulesEngine:
             for alert in (state.alerts or {}).values()
             if alert.status in ACTIVE
         ]
-        return sorted(found, key=lambda a: (a.raised_at, a.bay_id, _KIND_ORDER[a.kind]))
+        return sorted(found, key=lambda a: (a.raised_at, a.bay_id, a.kind))
 
     def bay_state(self, bay_id: str) -> tuple[str, Instant | None]:
         """``(state, since)``; ``("unknown", None)`` before the bay's first event."""
