@@ -121,6 +121,18 @@ def test_period_on_the_local_wall_clock(hours: Any, inside: str, expected: tuple
     assert not sched.controlled(end)
 
 
+def test_spring_forward_ranges_inside_or_across_the_missing_hour() -> None:
+    gap_only = schedule([{"days": ["sun"], "start": "01:15", "end": "01:45"}])
+    assert not gap_only.controlled(at("2027-03-28 01:00"))  # 02:00 BST: after the range
+    assert not gap_only.controlled(at("2027-03-28 00:59:59.999"))  # 00:59 GMT: before it
+    assert gap_only.next_start(at("2027-03-28 00:00")) == at("2027-04-04 00:15")  # next Sunday
+    starts_in_gap = schedule([{"days": ["sun"], "start": "01:30", "end": "03:00"}])
+    assert starts_in_gap.period_at(at("2027-03-28 01:30")) == (
+        at("2027-03-28 01:00"),
+        at("2027-03-28 02:00"),
+    )
+
+
 def test_crossing_midnight_does_not_start_on_a_day_not_listed() -> None:
     sched = schedule([{"days": ["fri"], "start": "20:00", "end": "02:00"}])
     # Thursday night into Friday is not controlled: the range belongs to Friday evening.
