@@ -15,7 +15,9 @@ class Scenario:
     name: str
     noise_mg: float  # Gaussian noise per axis, standard deviation
     blip_interval_s: float  # mean time between passing-car blips, per sensor
-    interference: tuple[float, float]  # fraction of a neighbour's signature seen, min..max
+    # Fraction of a neighbour's signature seen, min..max. Both neighbours at the top of the
+    # range with the strongest cars, aligned, stay under the weakest car's 55 mG.
+    interference: tuple[float, float]
     drift_mg_per_h: tuple[float, float]  # long-term drift rate, min..max
     drift_offset_mg: tuple[float, float]  # drift accumulated since install at the run's start
     temp_coef_mg_per_c: tuple[float, float]  # field change per degree C, min..max
@@ -51,7 +53,7 @@ SCENARIOS: dict[str, Scenario] = {
         name="noisy",
         noise_mg=4.0,
         blip_interval_s=240.0,
-        interference=(0.04, 0.09),
+        interference=(0.04, 0.07),
         drift_mg_per_h=(0.0, 2.0),
         drift_offset_mg=(0.0, 8.0),
         temp_coef_mg_per_c=(0.1, 0.4),
