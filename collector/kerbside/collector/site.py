@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -246,7 +246,7 @@ def parse_site(data: object, source: str = "site") -> Site:
         ck.error("holidays", 'expected a list of dates like "2027-04-02"')
     else:
         for i, item in enumerate(raw_holidays):
-            if isinstance(item, date):
+            if isinstance(item, date) and not isinstance(item, datetime):
                 holidays.add(item)
                 continue
             try:
