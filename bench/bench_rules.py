@@ -167,11 +167,14 @@ def bench_replay(quick: bool) -> list[Row]:
 
 def bench_memory(quick: bool) -> list[Row]:
     bays = 10_000 if quick else 100_000
-    site = borough(bays)
-    rng = random.Random(7)
-    now = parse_instant("2026-11-26T12:00:00Z")
     gc.collect()
     tracemalloc.start()
+    before_site = tracemalloc.get_traced_memory()[0]
+    site = borough(bays)
+    gc.collect()
+    site_bytes = tracemalloc.get_traced_memory()[0] - before_site
+    rng = random.Random(7)
+    now = parse_instant("2026-11-26T12:00:00Z")
     before = tracemalloc.get_traced_memory()[0]
     engine = RulesEngine(site)
     ids = list(site.bays)
@@ -208,11 +211,17 @@ def bench_memory(quick: bool) -> list[Row]:
     scale = 100_000 / bays
     return [
         Row(
+            f"site model, {bays:,} bays (for information)",
+            f"{site_bytes / 2**20:.0f} MiB",
+            "-",
+            True,
+        ),
+        Row(
             f"engine memory, {bays:,} bays, 30% occupied, half with rights",
             f"{used / 2**20:.0f} MiB",
             "<= 500 MB at 100k",
             used * scale <= 500e6,
-        )
+        ),
     ]
 
 
