@@ -77,9 +77,9 @@ class MqttLink:
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
-        # paho re-sends what it holds after a reconnect; it never needs to hold more than the
-        # forwarder's window plus a few status and health messages.
-        client.max_inflight_messages_set(window + 20)
+        # The forwarder's window bounds what is in flight. paho's own limit stays off: with one
+        # set, paho rescans every queued message on each PUBACK (quadratic in the window).
+        client.max_inflight_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         password = None
         if config.mqtt.password_file is not None:
