@@ -84,6 +84,7 @@ def serve(service: FakeService, tokens_file: Path) -> Iterator[ApiServer]:
         yield ApiServer(f"http://127.0.0.1:{port}", service, loop)
     finally:
         server.should_exit = True
+        server.force_exit = True  # open SSE streams would hold a graceful stop
         thread.join(timeout=10)
         loop.close()
 

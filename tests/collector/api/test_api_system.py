@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
 from kerbside.collector.api import create_app
+from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import alerts, bays, occupancy, officer, opendata, rights
 from kerbside.collector.api.routes import system as system_routes
 from tests.collector.api.conftest import ApiServer
@@ -89,3 +90,23 @@ def test_every_route_and_dependency_runs_on_the_loop() -> None:
                 assert inspect.iscoroutinefunction(call), (route.path, call)
             checked += 1
     assert checked >= 20
+
+
+def test_page_cache_serves_one_build_within_its_ttl() -> None:
+    builds: list[int] = []
+
+    def build() -> bytes:
+        builds.append(1)
+        return str(len(builds)).encode()
+
+    cache = PageCache(ttl_s=60)
+    assert cache.get("k", build) == b"1"
+    assert cache.get("k", build) == b"1"
+    assert cache.get("other", build) == b"2"
+    fresh = PageCache(ttl_s=0)
+    assert fresh.get("k", build) == b"3"
+    assert fresh.get("k", build) == b"4"
+    small = PageCache(ttl_s=60, max_entries=2)
+    for key in range(5):
+        small.get(key, build)
+    assert len(small._pages) <= 2

@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
+from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes import (
     alerts,
@@ -55,6 +56,7 @@ def create_app(
     app.state.tokens = tokens
     app.state.site_cache = SiteCache()
     app.state.sse_clients = 0
+    app.state.page_cache = PageCache(ttl_s=1.0)
     app.state.sse_frames = EventFrames()
     errors.install(app)
     for module in (bays, alerts, rights, occupancy, opendata, system, officer):

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+import orjson
+from fastapi import APIRouter, Path, Request
 
 from kerbside.collector.api.deps import Analyst, OfficerOrAnalyst, ServiceDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Bay, BayPage, SessionPage, Zone
+from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.ports import Page
 from kerbside.collector.api.routes.common import (
     Cursor,
@@ -33,16 +35,25 @@ def paged(call: Callable[[], Page]) -> Page:
         raise FieldError(["query", "cursor"], f"not a cursor from this API: {exc}") from exc
 
 
-@router.get("/bays", response_model=BayPage, summary="Bays with current state and since")
+@router.get(
+    "/bays",
+    response_model=BayPage,
+    summary="Bays with current state and since (a page may be up to 1 s old)",
+)
 async def list_bays(
+    request: Request,
     service: ServiceDep,
     _: OfficerOrAnalyst,
     zone: IdQuery = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> JsonText:
-    items, next_cursor = paged(lambda: service.bays(zone_id=zone, limit=limit, cursor=cursor))
-    return page(items, next_cursor)
+    def build() -> bytes:
+        items, next_cursor = paged(lambda: service.bays(zone_id=zone, limit=limit, cursor=cursor))
+        return orjson.dumps({"items": items, "next_cursor": next_cursor})
+
+    cache: PageCache = request.app.state.page_cache
+    return JsonText(cache.get(("bays", zone, limit, cursor), build))
 
 
 @router.get("/bays/{bay_id}", response_model=Bay, summary="One bay with current state")
