@@ -26,13 +26,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant
 from kerbside.edge import __version__
 from kerbside.edge.clock import is_synchronised, now_ms
@@ -313,9 +313,12 @@ def build_sources(config: EdgeConfig, clock: Callable[[], Instant]) -> list[Sour
     sources: list[Source] = [SerialSource(p.port, p.baudrate, clock) for p in config.serial]
     if config.ble.enabled:
         # Imported only when wanted, so a serial-only gateway never loads bleak.
-        module = importlib.import_module("kerbside.edge.sources.ble")
-        ble_source: Source = module.BleSource(config.ble, clock)
-        sources.append(ble_source)
+        from kerbside.edge.sources.ble import BleSource, BleSourceError  # noqa: PLC0415
+
+        try:
+            sources.append(BleSource(config.ble, clock))
+        except BleSourceError as exc:
+            raise ConfigError(f"{exc}") from exc
     return sources
 
 
