@@ -13,10 +13,29 @@ stands for the field until the next one. The detector therefore keeps, per senso
   so the vacant field to expect now is ``occupied level - signature``: a departure is the field
   returning near it, wherever drift (or a neighbour's car that came or went meanwhile) has moved it.
 
-An arrival is a reading far (``on_mg``) from the baseline; a departure a reading nearer the
-expected vacant field than the occupied level and within its radius. The new state must then hold
-for ``confirm_*_s`` of time: a contrary reading before that cancels it. Confirmation happens at the
-exact instant ``start + confirm`` (not when a caller happens to tick), so live and replay agree.
+An arrival is a reading a car's whole signature (``on_mg``) away from the baseline; a departure
+a reading as far from the occupied level, nearer the vacant level expected now than the occupied
+one, and within its radius. A neighbour's car moves the field less than either: its share is
+followed by the levels, never taken for a change.
+
+Confirmation is by time held, not by frames: the new state must hold for ``confirm_*_s`` from its
+first reading, and a contrary reading before that cancels it. Passing cars (35-90 mG for 1-4 s)
+shape the rest:
+
+- a contrary reading that lasts no longer than a passing car, with the field back where it was
+  after it, suspends the pending change rather than cancelling it;
+- a change seen on one reading only (a jump in one sample, exactly what a passing car looks like
+  when the frame of its going was lost on the wire) is confirmed only when a later reading in the
+  same state, longer after it than a passing car lasts, says it held; or, if no reading comes, a
+  keep-alive and a margin after it. A change that builds up over readings (a car pulling in or
+  out takes seconds) confirms on time;
+- after lost frames (a seq gap), the time the previous reading held is unknown: it is not folded
+  into a level, and a reading that moved is a new change, not evidence that the old one held.
+
+The event's ``ts`` is the change's onset: the first reading off the old level, if that came just
+before (a car starting to pull in); ``confirmed_ts`` is the exact instant the change was
+confirmed, a deadline or a reading's time, never the time a caller happened to call ``tick``, so
+``run`` and ``replay`` agree to the millisecond.
 
 Just after start nothing is known: the first level is taken as the empty bay's (the DETECT bit
 cannot say, since drift fools it). If a car was parked then, the belief starts upside down; it is
@@ -215,7 +234,7 @@ class Detector:
         self._fallback_ms = round(t.fallback_s * 1000)
         self._backdate_ms = round(t.backdate_s * 1000)
         self._tracks = {sid: _Track(sid, bay) for sid, bay in bay_of_sensor.items()}
-        self.stats: dict[str, SensorStats] = {sid: t.stats for sid, t in self._tracks.items()}
+        self.stats: dict[str, SensorStats] = {s: tr.stats for s, tr in self._tracks.items()}
         self.unknown_sensors = 0
         self._heap: list[tuple[Instant, int, int, str, int]] = []
         self._order = 0
