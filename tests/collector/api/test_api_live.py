@@ -68,3 +68,16 @@ def test_bad_right_writes_nothing_in_the_real_collector(live: LiveCollector) -> 
         )  # fmt: skip
         assert (r.status_code, r.json()["field"]) == (422, "body.bay_id")
         assert c.delete("/api/v1/rights/x1").status_code == 404
+
+
+def test_healthz_is_503_while_the_broker_is_down(tmp_path: Path, own_broker: Mosquitto) -> None:
+    collector = LiveCollector(tmp_path / "c", own_broker, "t/health").start()
+    try:
+        own_broker.stop()
+        down = collector.wait_for(None, "/healthz", lambda h: h["status"] == "down")
+        assert down["broker"] == "down"
+        with collector.client() as c:
+            assert c.get("/healthz").status_code == 503
+            assert c.get("/metrics").status_code == 200  # still answers while degraded
+    finally:
+        collector.stop()
