@@ -155,4 +155,23 @@ def test_officer_page_end_to_end(browser: Browser, live: LiveCollector) -> None:
     expect(_card(page, third["alert_id"])).to_be_visible(timeout=10_000)
     expect(_card(page, second["alert_id"])).to_have_count(0, timeout=10_000)
     expect(page.locator("#count")).to_have_text("1 open alert")
+
+    # Filters: by kind and by zone.
+    page.get_by_label("Kind").select_option("overstay")
+    expect(page.locator("#count")).to_have_text("No open alerts.")
+    page.get_by_label("Kind").select_option("")
+    page.get_by_label("Zone").select_option("Z1")
+    expect(page.locator("#count")).to_have_text("1 open alert")
     page.context.close()
+
+    # A phone that does not grant its location is told so, and keeps the oldest-first order.
+    context = browser.new_context(viewport={"width": 360, "height": 780}, base_url=live.url)
+    other = context.new_page()
+    other.goto("/officer")
+    other.get_by_label("Your officer token").fill(live_token("officer"))
+    other.get_by_role("button", name="Sign in").click()
+    expect(other.locator("#conn")).to_have_text("Live")
+    other.get_by_label("Nearest first").check()
+    expect(other.locator("#geo")).to_contain_text("Location not available")
+    expect(_card(other, third["alert_id"])).to_be_visible()
+    context.close()
