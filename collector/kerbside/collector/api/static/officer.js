@@ -208,6 +208,11 @@
     if (action === "resolve") state.openResolve = null;
     upsert(result.data);
     render();
+    if (action === "ack") {
+      // The Acknowledge button is gone now: keep the officer's place on the same alert.
+      const li = $("alerts").querySelector('li[data-alert-id="' + CSS.escape(alertId) + '"]');
+      if (li) li.querySelector(".resolve-open").focus();
+    }
   }
 
   // ---- rendering -------------------------------------------------------------------------
