@@ -3,9 +3,13 @@ overrides, and the grace/observation inheritance, through the schedule and throu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kerbside.collector.rules import NEG_INF, POS_INF, ScheduleBook
 from kerbside.collector.site import Hours, parse_site
@@ -272,3 +276,70 @@ def test_hours_types() -> None:
     hours: Hours = make_site().bays["B1"].controlled_hours
     assert isinstance(hours, tuple)
     assert hours[0].start_min == 8 * 60 + 30
+
+
+# ---- a property: the schedule agrees with the wall clock, to the millisecond -----------------
+HOURS_CHOICES: list[Any] = [
+    None,
+    "any",
+    [{"days": ["fri", "sat"], "start": "20:00", "end": "02:00"}],
+    [
+        {"days": ["sun", "mon"], "start": "00:00", "end": "01:30"},
+        {"days": ["sun"], "start": "01:30", "end": "03:00"},
+        {"days": ["sat"], "start": "23:00", "end": "24:00"},
+    ],
+]
+# Whole-hour, half-hour (Lord Howe) and midnight (Santiago, Havana) transitions, and none.
+ZONES = [
+    "Europe/London",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "America/Havana",
+    "Asia/Kolkata",
+]
+
+
+def naive_controlled(site_hours: Any, tz: Any, holidays: frozenset[Any], t: int) -> bool:
+    local = datetime.fromtimestamp(t / 1000, UTC).astimezone(tz)
+    if local.date() in holidays:
+        return False
+    if site_hours in ("any", "none"):
+        return bool(site_hours == "any")
+    minute = local.hour * 60 + local.minute
+    today, yesterday = local.weekday(), (local.weekday() - 1) % 7
+    for rng in site_hours:
+        if rng.end_min > rng.start_min:
+            if today in rng.days and rng.start_min <= minute < rng.end_min:
+                return True
+        elif (today in rng.days and minute >= rng.start_min) or (
+            yesterday in rng.days and minute < rng.end_min
+        ):
+            return True
+    return False
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(HOURS_CHOICES),
+    st.sampled_from(ZONES),
+    st.booleans(),
+    st.integers(at("2026-01-01 00:00"), at("2028-12-31 00:00")),
+)
+def test_schedule_agrees_with_the_local_wall_clock(
+    hours: Any, timezone: str, holidays: bool, t: int
+) -> None:
+    days = ["2026-10-25", "2027-03-28", "2027-04-04", "2027-09-05"] if holidays else []
+    site = make_site(hours, timezone=timezone, holidays=days, zone_extra={"except_holidays": True})
+    bay = site.bays["B1"]
+    sched = ScheduleBook(site.timezone, site.holidays).get(bay.controlled_hours, True)
+    check = partial(naive_controlled, bay.controlled_hours, site.tz, site.holidays)
+    start, end, controlled = sched.segment_at(t)
+    assert controlled == check(t)
+    assert start <= t < end
+    if start > NEG_INF:
+        assert check(start) == controlled
+        assert check(start - 1) != controlled
+    if end < POS_INF:
+        assert check(end - 1) == controlled
+        assert check(end) != controlled
