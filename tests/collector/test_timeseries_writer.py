@@ -169,3 +169,34 @@ def test_submit_never_waits_for_a_hanging_influxdb(tmp_path: Path) -> None:
     writer.close()
     assert len(sink.lines) == 5100
     assert sink.lines == gateway_lines(5100)  # in order, each once
+
+
+class FlakySink(TimeSeriesSink):
+    """Raises something no sink should (a bug), then works."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lines: list[str] = []
+
+    @property
+    def target(self) -> str:
+        return "flaky"
+
+    def write(self, lines: Sequence[str]) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyError("surprise")
+        self.lines.extend(lines)
+
+
+def test_an_unexpected_error_does_not_end_the_writer(tmp_path: Path) -> None:
+    sink = FlakySink()
+    writer = SpoolWriter(
+        sink, str(tmp_path / "s.db"), flush_interval_s=0.01, min_backoff_s=0.01, max_backoff_s=0.05
+    )
+    writer.start()
+    writer.submit(gateway_lines(10))
+    assert writer.wait_drained(10)
+    writer.close()
+    assert sink.lines == gateway_lines(10)
+    assert writer.stats().write_errors == 1

@@ -212,12 +212,20 @@ class SpoolWriter:
                 stopping = self._stopping
                 self._flush_requested = False
             last_flush = time.monotonic()
-            self._spool_buffer(spool)
-            if stopping:
-                self._final_drain(spool)
-                return
-            if time.monotonic() >= self._retry_at:
-                self._drain(spool, deadline=None)
+            try:
+                self._spool_buffer(spool)
+                if stopping:
+                    self._final_drain(spool)
+                    return
+                if time.monotonic() >= self._retry_at:
+                    self._drain(spool, deadline=None)
+            except Exception as exc:
+                # A bug or a store that stays locked must not end the thread: what is spooled
+                # stays spooled; try again after a backoff.
+                log.exception("time-series writer: unexpected error; retrying")
+                self._failed(RetryableWriteError(f"{type(exc).__name__}: {exc}"))
+                if stopping:
+                    return
 
     def _spool_buffer(self, spool: Spool) -> None:
         with self._lock:
