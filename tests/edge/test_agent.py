@@ -18,7 +18,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kerbside.edge.agent import Agent
+from kerbside.core.config import ConfigError
+from kerbside.edge.agent import Agent, build_sources
 from kerbside.edge.clock import now_ms
 from kerbside.edge.config import EdgeConfig
 from kerbside.edge.health import MAX_HEALTH_BYTES, health_payloads
@@ -369,3 +370,14 @@ def test_health_is_split_to_stay_under_the_collectors_size_limit() -> None:
         "sensor_id": "S-000000", "bay_id": "BAY-000000", "last_seen": None, "battery_mv": None,
         "temp_c": None, "frames": 0, "lost_frames": 0, "duplicates": 0, "rssi": None,
     }  # fmt: skip
+
+
+def test_a_port_listed_twice_is_a_config_error(tmp_path: Path, broker: Mosquitto) -> None:
+    config = make_config(
+        tmp_path,
+        broker,
+        "t",
+        serial=[{"port": "/dev/ttyUSB0"}, {"port": "/dev/ttyUSB1"}, {"port": "/dev/ttyUSB0"}],
+    )
+    with pytest.raises(ConfigError, match=r"^serial\[2\]\.port: /dev/ttyUSB0 is listed twice$"):
+        build_sources(config, now_ms)

@@ -110,10 +110,14 @@ class Agent:
 
     def received(self, item: Received) -> None:
         if self.capture is not None:
-            if isinstance(item, SerialChunk):
-                self.capture.serial(item.t, item.src, item.data)
-            else:
-                self.capture.ble(item.t, item.address, item.rssi, item.mfr)
+            try:
+                if isinstance(item, SerialChunk):
+                    self.capture.serial(item.t, item.src, item.data)
+                else:
+                    self.capture.ble(item.t, item.address, item.rssi, item.mfr)
+            except OSError as exc:  # a full card stops the capture, never the detection
+                log.error("capture stopped: %s", exc)  # noqa: TRY400  (one line, no traceback)
+                self.capture = None
         decoder = self.decoders.get(item.src)
         if decoder is None:
             return
@@ -290,7 +294,8 @@ class Agent:
             self.link.stop()
             self.outbox.close()
             if self.capture is not None:
-                self.capture.close()
+                with contextlib.suppress(OSError):
+                    self.capture.close()
         log.info("stopped; %d events kept in the outbox for the next start", self.outbox.depth)
 
     async def _flush(self, deadline: float) -> None:
@@ -310,6 +315,10 @@ class Agent:
 
 
 def build_sources(config: EdgeConfig, clock: Callable[[], Instant]) -> list[Source]:
+    ports = [p.port for p in config.serial]
+    for index, port in enumerate(ports):
+        if port in ports[:index]:
+            raise ConfigError(f"serial[{index}].port: {port} is listed twice")
     sources: list[Source] = [SerialSource(p.port, p.baudrate, clock) for p in config.serial]
     if config.ble.enabled:
         # Imported only when wanted, so a serial-only gateway never loads bleak.
