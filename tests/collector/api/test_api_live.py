@@ -58,6 +58,24 @@ def test_right_posted_through_the_api_clears_a_live_unpaid_alert(live: LiveColle
     assert health.status_code == 200, health.text
     assert health.json()["broker"] == "ok"
 
+    # Occupancy from the store: B001 occupied since `now - 200`; the other bays never seen.
+    end = int(time.time() * 1000)
+    with live.client("analyst") as c:
+        r = c.get(
+            "/api/v1/occupancy",
+            params={"zone": "Z1", "start": format_instant(now - 60_000),
+                    "end": format_instant(end), "interval": "1m"},
+        )  # fmt: skip
+    assert r.status_code == 200, r.text
+    first, *rest = r.json()["buckets"]
+    assert first["occupied_s"] == pytest.approx(0.2, abs=0.001)  # the last 200 ms of it
+    assert first["vacant_s"] == 0
+    assert first["rate"] == 1.0  # the only bay with a known state was occupied
+    assert first["unknown_s"] == pytest.approx(4 * 60 - 0.2, abs=0.001)  # B002..B004 unseen
+    assert first["bays"] == 4
+    assert sum(b["occupied_s"] for b in rest) == pytest.approx((end - now) / 1000, abs=0.001)
+    assert all(b["rate"] == 1.0 for b in rest)
+
 
 def test_bad_right_writes_nothing_in_the_real_collector(live: LiveCollector) -> None:
     with live.client("provider") as c:

@@ -45,7 +45,10 @@ async def occupancy(
         raise FieldError(["query", "interval"], f"more than {MAX_BUCKETS} buckets; widen it")
     if zone is not None and zone not in site.zones:
         raise FieldError(["query", "zone"], f"unknown zone {zone}", 404)
-    timelines = service.state_changes(zone, lo, hi)
+    timelines = dict(service.state_changes(zone, lo, hi))
+    for bay_id, bay_zone in site.bay_zone.items():  # bays never seen count as unknown
+        if zone is None or bay_zone == zone:
+            timelines.setdefault(bay_id, [])
     buckets = occupancy_buckets(timelines, lo, hi, step)
     return JsonText(
         {
