@@ -95,8 +95,18 @@ def in_root(root: Path, *argv: str) -> list[str]:
         'mount -t proc proc "$1/proc" && mount --bind /dev "$1/dev" && '
         'shift && exec chroot "$0" "$@"'
     )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(root),
-            str(root), *argv]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        str(root),
+        str(root),
+        *argv,
+    ]
 
 
 @dataclass
@@ -110,8 +120,9 @@ class Target:
         return self.root / inside.lstrip("/")
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(in_root(self.root, *argv), capture_output=True, text=True,
-                              check=False, timeout=60)
+        return subprocess.run(
+            in_root(self.root, *argv), capture_output=True, text=True, check=False, timeout=60
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -135,11 +146,25 @@ def ssh_target(name: str, root: Path, public_key: str) -> Iterator[Target]:
     log = (root / "sshd.log").open("wb")
     proc = subprocess.Popen(
         in_root(
-            root, "/usr/sbin/sshd", "-D", "-e", "-p", str(port),
-            "-o", "ListenAddress=127.0.0.1", "-o", "PermitRootLogin=prohibit-password",
-            "-o", "PasswordAuthentication=no", "-o", "UsePAM=no", "-o", "StrictModes=no",
+            root,
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-p",
+            str(port),
+            "-o",
+            "ListenAddress=127.0.0.1",
+            "-o",
+            "PermitRootLogin=prohibit-password",
+            "-o",
+            "PasswordAuthentication=no",
+            "-o",
+            "UsePAM=no",
+            "-o",
+            "StrictModes=no",
         ),
-        stdout=log, stderr=log,
+        stdout=log,
+        stderr=log,
     )
     target = Target(name, root, port, proc)
     try:

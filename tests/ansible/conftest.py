@@ -1,0 +1,275 @@
+"""One real deployment for the Ansible tests: ``site.yml`` applied twice over SSH to two
+throwaway Debian roots (a server with broker and collector, and a street gateway)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.ansible.targets import Target, ssh_target
+from tests.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+EXAMPLE_INVENTORY = ANSIBLE_DIR / "inventory" / "example"
+GATEWAY = "gw-test-a"
+OTHER_GATEWAY = "gw-test-b"
+
+SITE = {
+    "site": "ansible-test",
+    "timezone": "Europe/London",
+    "zones": [
+        {
+            "id": "T-Z",
+            "name": "Test zone",
+            "controlled_hours": [
+                {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"}
+            ],
+        }
+    ],
+    "bays": [
+        {"id": "T-001", "zone": "T-Z", "kind": "paid", "sensor": "S-000101", "gateway": GATEWAY},
+        {"id": "T-002", "zone": "T-Z", "kind": "free", "sensor": "S-000102", "gateway": GATEWAY},
+        {
+            "id": "T-003",
+            "zone": "T-Z",
+            "kind": "paid",
+            "sensor": "S-000201",
+            "gateway": OTHER_GATEWAY,
+        },
+    ],
+}
+
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    recap: dict[str, dict[str, int]]
+
+
+@dataclass
+class Deployment:
+    workdir: Path
+    server: Target
+    gateway: Target
+    secrets: dict[str, object]
+    ports: dict[str, int]
+    site_file: Path
+    tls_dir: Path
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def applied(self) -> bool:
+        return bool(self.runs) and self.runs[0].returncode == 0
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_tls(directory: Path) -> dict[str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+    directory.mkdir()
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        cwd=directory,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=directory,
+    )
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+        cwd=directory,
+    )
+    return {
+        name: (directory / f"{name}").read_text() for name in ("ca.crt", "server.crt", "server.key")
+    }
+
+
+def snapshot_source(dest: Path) -> Path:
+    """The project's source as of now: the playbook builds its wheel from this copy, so files
+    edited while the test runs cannot make the second run see a different release."""
+    dest.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, dest / name)
+    for root in ("core", "edge", "collector", "firmware-sim"):
+        shutil.copytree(REPO / root, dest / root, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
+    env["ANSIBLE_HOST_KEY_CHECKING"] = "False"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_DEPRECATION_WARNINGS"] = "False"
+    # The controller's own venv first: ansible-playbook, and `kerbside site edge-config`.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_playbook(deployment: Deployment, playbook: str = "site.yml") -> Run:
+    inventory = deployment.workdir / "inventory" / "hosts.yml"
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "-e",
+            f"@{deployment.workdir / 'test-vars.yml'}",
+            str(ANSIBLE_DIR / playbook),
+        ],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    recap = {
+        m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+        for m in RECAP.finditer(output)
+    }
+    (deployment.workdir / f"run-{len(deployment.runs) + 1}.log").write_text(output)
+    return Run(proc.returncode, output, recap)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    work = tmp_path_factory.mktemp("ansible")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "id")], check=True
+    )
+    public_key = (work / "id.pub").read_text()
+    tls = make_tls(work / "tls")
+
+    inventory = work / "inventory"
+    (inventory / "files").mkdir(parents=True)
+    # The example inventory's group_vars, as a real inventory would copy them.
+    shutil.copytree(EXAMPLE_INVENTORY / "group_vars", inventory / "group_vars")
+    site_file = inventory / "files" / "site.yaml"
+    site_file.write_text(yaml.safe_dump(SITE, sort_keys=False))
+
+    with (
+        ssh_target("server", work / "server-root", public_key) as server,
+        ssh_target(GATEWAY, work / "gateway-root", public_key) as gateway,
+    ):
+        common = {
+            "ansible_host": "127.0.0.1",
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(work / "id"),
+            "ansible_ssh_common_args": (
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+            ),
+        }
+        (inventory / "hosts.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "all": {
+                        "children": {
+                            "kerbside_broker": {"hosts": {"kerbside-server": None}},
+                            "kerbside_collector": {"hosts": {"kerbside-server": None}},
+                            "kerbside_gateways": {
+                                "hosts": {GATEWAY: {"ansible_port": gateway.port}}
+                            },
+                        },
+                        "hosts": {"kerbside-server": {"ansible_port": server.port}},
+                        "vars": common,
+                    }
+                }
+            )
+        )
+        ports = {"tls": free_port(), "local": free_port()}
+        secrets: dict[str, object] = {
+            # Test-only secrets, made up here; a real inventory keeps them in ansible-vault.
+            "vault_kerbside_gateway_passwords": {
+                GATEWAY: "pw-a-test-only",
+                OTHER_GATEWAY: "pw-b-test-only",
+            },
+            "vault_kerbside_collector_mqtt_password": "pw-collector-test-only",
+            "vault_kerbside_tls_ca": tls["ca.crt"],
+            "vault_kerbside_tls_cert": tls["server.crt"],
+            "vault_kerbside_tls_key": tls["server.key"],
+            "vault_kerbside_api_tokens": [
+                {"name": "pc-1234", "role": "officer", "token": "officer-token-test-only"},
+                {"name": "ops", "role": "admin", "sha256": "ab" * 32},
+            ],
+        }
+        test_vars = {
+            **secrets,
+            "kerbside_source_dir": str(snapshot_source(work / "src")),
+            "kerbside_wheelhouse": str(work / "wheelhouse"),
+            "kerbside_server_host": "127.0.0.1",
+            "kerbside_broker_port_tls": ports["tls"],
+            "kerbside_broker_local_port": ports["local"],
+            "kerbside_collector_mqtt_port": ports["local"],
+            # No systemd runs inside the roots: units are enabled, not started.
+            "kerbside_broker_start": False,
+            "kerbside_collector_start": False,
+            "kerbside_edge_start": False,
+            "kerbside_edge_serial_devices": [
+                {"name": "row-a", "vendor": "10c4", "product": "ea60", "serial": "KBS-T1"},
+            ],
+        }
+        (work / "test-vars.yml").write_text(yaml.safe_dump(test_vars))
+        dep = Deployment(work, server, gateway, secrets, ports, site_file, work / "tls")
+        for _ in range(2):
+            dep.runs.append(run_playbook(dep))
+            if dep.runs[-1].returncode != 0:
+                break
+        yield dep
