@@ -199,3 +199,12 @@ def test_site_edge_config_loads_as_an_edge_config(tmp_path: Path, capsys) -> Non
     assert [p.port for p in config.serial] == ["/dev/ttyUSB0"]
     assert run_site_command(["site", "edge-config", str(good), "--gateway", "gw-nope"]) == 1
     assert "gw-nope" in capsys.readouterr().err
+
+
+def test_umbrella_command_runs_site_check(tmp_path: Path, capsys) -> None:
+    from kerbside.cli import main  # noqa: PLC0415 - the umbrella pulls in every component
+
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    assert main(["site", "check", str(good)]) == 0
+    assert "3 bays" in capsys.readouterr().out
