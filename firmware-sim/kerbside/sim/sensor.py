@@ -113,6 +113,8 @@ class Sensor:
         self._boot_pending = False
         self._followups: list[Instant] = []
         self._followup_at: Instant = _NEVER
+        self._vehicles = (0.0, 0.0, 0.0)
+        self._vehicles_until: Instant = 0
         self._blip_end: Instant = 0
         self._blip = (0.0, 0.0, 0.0)
         self._next_blip = self._next_t + self._blip_gap()
@@ -125,6 +127,27 @@ class Sensor:
     def drift_offset_mg(self) -> float:
         """How far the field has moved from the install baseline before the run starts."""
         return math.sqrt(sum(c * c for c in self._offset))
+
+    def _update_vehicles(self, t: Instant) -> None:
+        """The field of the vehicles on this bay and (a fraction of) its neighbours at ``t``,
+        and until when it holds: recomputed only when some vehicle moves."""
+        x = y = z = 0.0
+        until = 2**62
+        for bay, frac in (
+            (self._bay, 1.0),
+            (self._left, self._frac_left),
+            (self._right, self._frac_right),
+        ):
+            if bay is None:
+                continue
+            vector, valid_until = bay.field_at(t)
+            until = min(until, valid_until)
+            if vector is not None:
+                x += vector[0] * frac
+                y += vector[1] * frac
+                z += vector[2] * frac
+        self._vehicles = (x, y, z)
+        self._vehicles_until = until
 
     def _blip_gap(self) -> int:
         return int(self._rng.expovariate(1.0 / self._scenario.blip_interval_s) * 1000) + 1
@@ -157,18 +180,12 @@ class Sensor:
             bx = ex + ox + dx * hours + cx * dtemp + gauss(0.0, sigma)
             by = ey + oy + dy * hours + cy * dtemp + gauss(0.0, sigma)
             bz = ez + oz + dz * hours + cz * dtemp + gauss(0.0, sigma)
-            car = self._bay.signature_at(t)
-            if car is not None:
-                bx += car[0]
-                by += car[1]
-                bz += car[2]
-            for neighbour, frac in ((self._left, self._frac_left), (self._right, self._frac_right)):
-                if neighbour is not None:
-                    other = neighbour.signature_at(t)
-                    if other is not None:
-                        bx += other[0] * frac
-                        by += other[1] * frac
-                        bz += other[2] * frac
+            if t >= self._vehicles_until:
+                self._update_vehicles(t)
+            vx, vy, vz = self._vehicles
+            bx += vx
+            by += vy
+            bz += vz
             if t >= self._next_blip:
                 self._blip = _scaled(random_unit(rng), rng.uniform(35.0, 90.0))
                 self._blip_end = t + rng.randint(1, 4) * SAMPLE_MS
@@ -179,7 +196,9 @@ class Sensor:
                 bx += self._blip[0]
                 by += self._blip[1]
                 bz += self._blip[2]
-            mx, my, mz = _clamp16(bx), _clamp16(by), _clamp16(bz)
+            mx, my, mz = round(bx), round(by), round(bz)
+            if not (-32768 <= mx <= 32767 and -32768 <= my <= 32767 and -32768 <= mz <= 32767):
+                mx, my, mz = _clamp16(bx), _clamp16(by), _clamp16(bz)
             ddx, ddy, ddz = bx - ex, by - ey, bz - ez
             detect = ddx * ddx + ddy * ddy + ddz * ddz > DETECT_MG * DETECT_MG
             fault = plan.fault is not None and plan.fault.start <= t < plan.fault.end

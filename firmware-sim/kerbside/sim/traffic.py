@@ -22,6 +22,7 @@ MIN_GAP_MS = 60_000
 WARMUP_MS = 120_000
 _HOUR_MS = 3_600_000
 _RATE_MAX_PER_H = 2.0
+_FOREVER = 2**62
 
 Vector = tuple[float, float, float]
 Blocked = Callable[[Instant, Instant], list[Interval]]
@@ -133,6 +134,20 @@ class BayTraffic:
             self._arrivals.append(arrival)
             self._free_from = departure + ramp_out + MIN_GAP_MS
             return
+
+    def field_at(self, t: Instant) -> tuple[Vector | None, Instant]:
+        """The vehicle's field contribution at ``t`` and the instant until which it stays the
+        same (a ramp changes every moment; an empty or steadily parked bay does not)."""
+        i = bisect.bisect_right(self._arrivals, t) - 1
+        nxt = self._arrivals[i + 1] if i + 1 < len(self._arrivals) else _FOREVER
+        if i < 0:
+            return None, nxt
+        s = self.sessions[i]
+        if t >= s.departure + s.ramp_out_ms:
+            return None, nxt
+        if s.arrival + s.ramp_in_ms <= t < s.departure:
+            return s.signature, s.departure
+        return self.signature_at(t), t + 1
 
     def signature_at(self, t: Instant) -> Vector | None:
         """The vehicle's field contribution at ``t`` (ramping in and out), or None."""
