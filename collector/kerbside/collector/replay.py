@@ -100,8 +100,11 @@ def replay_main(args: argparse.Namespace) -> int:
         except InstantError as exc:
             raise ConfigError(f"--until: {exc}") from exc
     try:
-        with open(args.journal, "rb") as journal:
-            accepted, errors = read_journal(journal, site)
+        if args.journal == "-":
+            accepted, errors = read_journal(sys.stdin.buffer, site)
+        else:
+            with open(args.journal, "rb") as journal:
+                accepted, errors = read_journal(journal, site)
     except OSError as exc:
         raise ConfigError(f"{args.journal}: cannot read: {exc.strerror or exc}") from exc
     for error in errors:
