@@ -171,6 +171,7 @@ def test_socket_feed_from_live_sim(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == str(tmp_path / "tty0").encode()
+        assert proc.stdout.readline().strip() == str(sock).encode()
         config = load_edge_config(config_out)
         assert config.ble.enabled
         assert config.ble.backend == "kerbside.sim.ble_backend.SimScannerBackend"

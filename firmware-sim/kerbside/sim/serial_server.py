@@ -242,6 +242,8 @@ def serve_main(args: argparse.Namespace) -> int:
             _write_atomic(args.config_out, dump_yaml(config))
         for port in ports:
             print(port.link, flush=True)
+        if ble is not None:  # last: a BLE-only street has no tty line to wait for
+            print(ble.path, flush=True)
         wall0 = time.monotonic()
         reopen_at: float | None = None
         last_truth = wall0
