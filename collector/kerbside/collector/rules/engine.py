@@ -29,9 +29,16 @@ from kerbside.collector.rules.alerts import (
     Alert,
     AlertChange,
     AlertKind,
-    AlertStatus,
     ChangeKind,
     make_alert_id,
+)
+from kerbside.collector.rules.bays import (
+    AlertKey,
+    BayState,
+    Interval,
+    SessionAlert,
+    run_at,
+    run_boundary,
 )
 from kerbside.collector.rules.schedule import MINUTE_MS, NEG_INF, POS_INF, Schedule, ScheduleBook
 from kerbside.collector.site import Bay, Site
@@ -44,76 +51,7 @@ _KIND_ORDER: Final = {"overstay": 0, "unpaid": 1, "expired": 2, "suspended": 3}
 # Zone rights are shared by many bays and are few: they are forgotten this long after ending.
 _ZONE_RIGHT_KEEP_MS: Final = 60 * 86_400_000
 
-Interval = tuple[Instant, Instant]
-AlertKey = tuple[str, Instant]  # (kind, key): what makes an alert unique within a session
 Candidate = tuple[Instant, AlertKind, Instant, Instant]  # (due, kind, key, end of its P/run)
-
-
-class _SessionAlert:
-    """An alert of the current session, mutable inside the engine only."""
-
-    __slots__ = (
-        "alert_id",
-        "clear_reason",
-        "cleared_at",
-        "end",
-        "key",
-        "kind",
-        "raised_at",
-        "status",
-    )
-
-    def __init__(
-        self,
-        alert_id: str,
-        kind: AlertKind,
-        key: Instant,
-        raised_at: Instant,
-        *,
-        status: AlertStatus = "open",
-        cleared_at: Instant | None = None,
-        clear_reason: str | None = None,
-        end: Instant = POS_INF,
-    ) -> None:
-        self.alert_id = alert_id
-        self.kind: AlertKind = kind
-        self.key = key
-        self.raised_at = raised_at
-        self.status: AlertStatus = status
-        self.cleared_at = cleared_at
-        self.clear_reason = clear_reason
-        # End of the controlled period it was raised in (unused for `suspended`, whose run is
-        # looked up again because suspensions can be replaced).
-        self.end = end
-
-    def __repr__(self) -> str:
-        return f"<{self.kind} {self.alert_id} {self.status} raised {self.raised_at}>"
-
-
-class _BayState:
-    __slots__ = ("alerts", "arrival", "rights", "since", "state", "suspensions", "version", "wake")
-
-    def __init__(self) -> None:
-        self.state = "unknown"
-        self.since: Instant | None = None
-        self.arrival: Instant | None = None
-        self.alerts: dict[AlertKey, _SessionAlert] | None = None
-        self.rights: dict[str, Interval] | None = None
-        self.suspensions: dict[str, Interval] | None = None
-        self.version = 0
-        self.wake: Instant | None = None
-
-
-def merge_runs(intervals: list[Interval]) -> list[Interval]:
-    """Suspensions that overlap or touch make one suspended run."""
-    runs: list[Interval] = []
-    for start, end in sorted(intervals):
-        if runs and start <= runs[-1][1]:
-            if end > runs[-1][1]:
-                runs[-1] = (runs[-1][0], end)
-        else:
-            runs.append((start, end))
-    return runs
 
 
 class RulesEngine:
@@ -121,7 +59,7 @@ class RulesEngine:
     ``/work/notes/rules.md`` for how a live caller drives it."""
 
     def __init__(self, site: Site) -> None:
-        self._bays: dict[str, _BayState] = {}
+        self._bays: dict[str, BayState] = {}
         self._zone_rights: dict[str, dict[str, Interval]] = {}
         # right id -> (True, zone_id) or (False, bay_id); suspension id -> its bays
         self._right_home: dict[str, tuple[bool, str]] = {}
@@ -339,7 +277,7 @@ class RulesEngine:
                 state.alerts = {}
                 for kind, key, raised_at, status, cleared_at, reason, end in data["alerts"]:
                     alert_id = make_alert_id(bay_id, kind, state.arrival, key)
-                    state.alerts[(kind, key)] = _SessionAlert(
+                    state.alerts[(kind, key)] = SessionAlert(
                         alert_id,
                         kind,
                         key,
@@ -386,7 +324,7 @@ class RulesEngine:
 
     def suspended(self, bay_id: str, at: Instant) -> bool:
         state = self._bays.get(bay_id)
-        return state is not None and _run_at(state, at) is not None
+        return state is not None and run_at(state, at) is not None
 
     def covered(self, bay_id: str, at: Instant) -> bool:
         """Whether a known right covers the bay at ``at``."""
@@ -425,7 +363,7 @@ class RulesEngine:
         self._recompute(bay_id, state, after)
 
     def _end_session(
-        self, bay_id: str, state: _BayState, time: Instant, reason: str, out: list[AlertChange]
+        self, bay_id: str, state: BayState, time: Instant, reason: str, out: list[AlertChange]
     ) -> None:
         for alert in (state.alerts or {}).values():
             if alert.status in ACTIVE:
@@ -533,9 +471,7 @@ class RulesEngine:
                 self._recompute(bay_id, state, after, wake_now=not late)
 
     # -- the rules ------------------------------------------------------------------------
-    def _evaluate(
-        self, bay_id: str, state: _BayState, now: Instant, out: list[AlertChange]
-    ) -> None:
+    def _evaluate(self, bay_id: str, state: BayState, now: Instant, out: list[AlertChange]) -> None:
         """A bay's wake at ``now``: clear what ended, raise what is due exactly now."""
         if state.state != "occupied":
             return
@@ -555,7 +491,7 @@ class RulesEngine:
         # wake of its own, so the candidates need not be worked out again.
         self._recompute(bay_id, state, now + 1, candidates=candidates)
 
-    def _settle(self, bay_id: str, state: _BayState, now: Instant, out: list[AlertChange]) -> None:
+    def _settle(self, bay_id: str, state: BayState, now: Instant, out: list[AlertChange]) -> None:
         """Clear alerts whose period or suspended run ended at or before ``now``."""
         for alert in list((state.alerts or {}).values()):
             if alert.status not in ACTIVE:
@@ -571,7 +507,7 @@ class RulesEngine:
                         out=out,
                     )
                 continue
-            run = _run_at(state, alert.raised_at)
+            run = run_at(state, alert.raised_at)
             if run is None:  # its suspensions were replaced: the run is gone
                 at = max(now, alert.raised_at)
                 self._clear(bay_id, state, alert=alert, at=at, reason="suspension_ended", out=out)
@@ -580,7 +516,7 @@ class RulesEngine:
                     bay_id, state, alert=alert, at=run[1], reason="suspension_ended", out=out
                 )
 
-    def _candidates(self, bay_id: str, state: _BayState, now: Instant) -> list[Candidate]:
+    def _candidates(self, bay_id: str, state: BayState, now: Instant) -> list[Candidate]:
         """Alerts that would be raised at some instant >= ``now`` if nothing else happened."""
         bay = self.site.bays[bay_id]
         arrival = state.arrival
@@ -616,7 +552,7 @@ class RulesEngine:
                         ):
                             found.append((due, "expired", e, p_end))
         if state.suspensions:
-            run = _run_at(state, now)
+            run = run_at(state, now)
             if run is not None:
                 key = max(arrival, run[0])
                 due = key + bay.observation_minutes * MINUTE_MS
@@ -630,7 +566,7 @@ class RulesEngine:
     def _recompute(
         self,
         bay_id: str,
-        state: _BayState,
+        state: BayState,
         now: Instant,
         *,
         wake_now: bool = False,
@@ -651,7 +587,7 @@ class RulesEngine:
             if bay.max_stay_minutes is not None or bay.needs_right:
                 times.append(self._schedules[bay_id].segment_at(now)[1])
             if state.suspensions:
-                times.append(_run_boundary(state, now))
+                times.append(run_boundary(state, now))
             times.extend(
                 alert.end
                 for alert in (state.alerts or {}).values()
@@ -667,7 +603,7 @@ class RulesEngine:
         if wake is not None:
             heapq.heappush(self._heap, (wake, 1, self._order[bay_id], state.version, bay_id))
 
-    def _prune(self, state: _BayState, now: Instant) -> None:
+    def _prune(self, state: BayState, now: Instant) -> None:
         """Forget rights and suspensions that ended before anything they could still matter to:
         the current session's arrival, or now for an empty bay."""
         horizon = state.arrival if state.arrival is not None else now
@@ -692,7 +628,7 @@ class RulesEngine:
     def _raise(
         self,
         bay_id: str,
-        state: _BayState,
+        state: BayState,
         *,
         kind: AlertKind,
         key: Instant,
@@ -703,7 +639,7 @@ class RulesEngine:
         assert state.arrival is not None
         assert state.alerts is not None
         alert_id = make_alert_id(bay_id, kind, state.arrival, key)
-        alert = _SessionAlert(alert_id, kind, key, now, end=end)
+        alert = SessionAlert(alert_id, kind, key, now, end=end)
         state.alerts[(kind, key)] = alert
         self._alert_home[alert_id] = (bay_id, (kind, key))
         out.append(self._change(bay_id, state, alert, "raised", now))
@@ -711,9 +647,9 @@ class RulesEngine:
     def _clear(
         self,
         bay_id: str,
-        state: _BayState,
+        state: BayState,
         *,
-        alert: _SessionAlert,
+        alert: SessionAlert,
         at: Instant,
         reason: str,
         out: list[AlertChange],
@@ -722,28 +658,28 @@ class RulesEngine:
         out.append(self._change(bay_id, state, alert, "cleared", at))
 
     # -- rights ---------------------------------------------------------------------------
-    def _rights_of(self, bay: Bay, state: _BayState) -> list[Interval]:
+    def _rights_of(self, bay: Bay, state: BayState) -> list[Interval]:
         rights = list(state.rights.values()) if state.rights else []
         zone_rights = self._zone_rights.get(bay.zone_id)
         if zone_rights:
             rights.extend(zone_rights.values())
         return rights
 
-    def _covered(self, bay: Bay, state: _BayState, at: Instant) -> bool:
+    def _covered(self, bay: Bay, state: BayState, at: Instant) -> bool:
         return any(start <= at < end for start, end in self._rights_of(bay, state))
 
-    def _covered_during(self, bay: Bay, state: _BayState, lo: Instant, hi: Instant) -> bool:
+    def _covered_during(self, bay: Bay, state: BayState, lo: Instant, hi: Instant) -> bool:
         """Whether a right covers the bay at any instant of the closed interval [lo, hi]."""
         return any(start <= hi and end > lo for start, end in self._rights_of(bay, state))
 
-    def _right_ends(self, bay: Bay, state: _BayState) -> set[Instant]:
+    def _right_ends(self, bay: Bay, state: BayState) -> set[Instant]:
         return {end for _start, end in self._rights_of(bay, state)}
 
     # -- helpers --------------------------------------------------------------------------
-    def _state(self, bay_id: str) -> _BayState:
+    def _state(self, bay_id: str) -> BayState:
         state = self._bays.get(bay_id)
         if state is None:
-            state = self._bays[bay_id] = _BayState()
+            state = self._bays[bay_id] = BayState()
         return state
 
     def _bays_of(self, is_zone: bool, target: str) -> list[str]:
@@ -751,7 +687,7 @@ class RulesEngine:
             return [bay.id for bay in self.site.bays_of_zone(target)]
         return [target] if target in self.site.bays else []
 
-    def _find(self, alert_id: str) -> tuple[str, _SessionAlert, _BayState] | None:
+    def _find(self, alert_id: str) -> tuple[str, SessionAlert, BayState] | None:
         home = self._alert_home.get(alert_id)
         if home is None:
             return None
@@ -760,7 +696,7 @@ class RulesEngine:
         assert state.alerts is not None
         return bay_id, state.alerts[key], state
 
-    def _public(self, bay_id: str, state: _BayState, alert: _SessionAlert) -> Alert:
+    def _public(self, bay_id: str, state: BayState, alert: SessionAlert) -> Alert:
         bay = self.site.bays[bay_id]
         assert state.arrival is not None
         return Alert(
@@ -778,28 +714,6 @@ class RulesEngine:
         )
 
     def _change(
-        self, bay_id: str, state: _BayState, alert: _SessionAlert, change: ChangeKind, at: Instant
+        self, bay_id: str, state: BayState, alert: SessionAlert, change: ChangeKind, at: Instant
     ) -> AlertChange:
         return AlertChange(self._public(bay_id, state, alert), change, at)
-
-
-def _run_at(state: _BayState, at: Instant) -> Interval | None:
-    """The suspended run of the bay containing ``at``, if any."""
-    if not state.suspensions:
-        return None
-    for start, end in merge_runs(list(state.suspensions.values())):
-        if start > at:
-            break
-        if at < end:
-            return (start, end)
-    return None
-
-
-def _run_boundary(state: _BayState, now: Instant) -> Instant:
-    """The first start or end of a suspended run at or after ``now``."""
-    for start, end in merge_runs(list((state.suspensions or {}).values())):
-        if now <= start:
-            return start
-        if now < end:
-            return end
-    return POS_INF
