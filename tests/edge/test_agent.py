@@ -180,7 +180,7 @@ def test_a_backlog_drains_in_seq_order_across_a_broker_restart(
 ) -> None:
     config = make_config(tmp_path, own_broker, topic_root)
     backlog = Outbox(config.outbox.path, config.gateway_id)
-    total = 3000
+    total = 2000
     changes = [
         OccupancyChange("BAY-1", "S-1", "occupied" if i % 2 else "vacant", i * 1000, i * 1000 + 10)
         for i in range(total)
@@ -195,7 +195,7 @@ def test_a_backlog_drains_in_seq_order_across_a_broker_restart(
 
     def steps() -> None:
         nonlocal restarted
-        if not restarted and len(sub.payloads("events")) >= 500:
+        if not restarted and len(sub.payloads("events")) >= 400:
             own_broker.stop()
             own_broker.start()
             restarted = True

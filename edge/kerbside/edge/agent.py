@@ -60,6 +60,10 @@ def _monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+class AgentError(Exception):
+    """The agent cannot go on (it exits non-zero; its supervisor restarts it)."""
+
+
 class Agent:
     """The gateway agent. ``run(stop)`` until ``stop`` is set; see the module docstring."""
 
@@ -251,6 +255,12 @@ class Agent:
                 self.release_held()
             await asyncio.sleep(self.clock_check_s)
 
+    async def _watch_link(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.link is not None and not self.link.alive:
+                raise AgentError("the MQTT network thread died; exiting so that it restarts")
+
     # --- the whole run ---
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -282,6 +292,7 @@ class Agent:
                 outputs = [
                     tasks.create_task(self.forwarder.run(), name="forwarder"),
                     tasks.create_task(self._health(), name="health"),
+                    tasks.create_task(self._watch_link(), name="mqtt-watch"),
                 ]
                 await stop.wait()
                 log.info("stopping: %d events not yet acknowledged", self.outbox.depth)
@@ -350,5 +361,12 @@ def run_main(args: argparse.Namespace) -> int:
     config = load_edge_config(args.config)
     if not config.serial and not config.ble.enabled:
         log.warning("no serial ports and BLE disabled: nothing to read")
-    asyncio.run(_run(config, getattr(args, "capture", None)))
+    try:
+        asyncio.run(_run(config, getattr(args, "capture", None)))
+    except ExceptionGroup as group:
+        failed = group.subgroup(AgentError)
+        if failed is None:
+            raise
+        log.error("%s", failed.exceptions[0])  # noqa: TRY400  (one line: the reason is known)
+        return 1
     return 0

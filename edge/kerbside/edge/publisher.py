@@ -1,8 +1,10 @@
 """MQTT out: a thin paho-mqtt adapter (``MqttLink``) and the outbox drain (``EventForwarder``).
 
-Threads: paho runs its network loop on its own thread (``loop_start``), which also reconnects
-with backoff. Its callbacks do nothing but hand a fact to the agent's event loop with
-``loop.call_soon_threadsafe`` (connected, disconnected, a batch of PUBACKed message ids); every
+Threads: paho runs its network loop (``loop_forever``, which also reconnects with backoff) on
+one thread of ours, ``mqtt-network``; if that thread ever dies the agent exits (``alive``), so a
+supervisor restarts it rather than it sitting silent with a full outbox. paho's callbacks do
+nothing but hand a fact to the agent's event loop with ``loop.call_soon_threadsafe``
+(connected, disconnected, a batch of PUBACKed message ids); every
 decision and all SQLite access happen on the loop's thread. ``client.publish`` is called from
 the loop's thread (paho guards its queues with locks).
 
@@ -65,6 +67,7 @@ class MqttLink:
         self._delivery_scheduled = False
         self.connected = False
         self._stopping = False
+        self._thread: threading.Thread | None = None
         root = config.mqtt.topic_root.rstrip("/")
         self.topic_base = f"{root}/gw/{config.gateway_id}"
         self._host = config.mqtt.host
@@ -106,7 +109,19 @@ class MqttLink:
     def start(self) -> None:
         log.info("connecting to mqtt %s:%d as %s", self._host, self._port, self.topic_base)
         self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
-        self._client.loop_start()
+        self._thread = threading.Thread(target=self._network, name="mqtt-network", daemon=True)
+        self._thread.start()
+
+    def _network(self) -> None:
+        try:
+            self._client.loop_forever(retry_first_connection=True)
+        except Exception:
+            log.exception("mqtt network thread failed")
+
+    @property
+    def alive(self) -> bool:
+        """False if paho's network thread ended without being asked to."""
+        return self._stopping or (self._thread is not None and self._thread.is_alive())
 
     def publish(self, leaf: str, payload: bytes, *, qos: int, retain: bool = False) -> int:
         """Hand a message to paho (queued if not connected); returns its message id."""
@@ -120,7 +135,8 @@ class MqttLink:
         """Disconnect cleanly (no last will) and stop paho's thread."""
         self._stopping = True
         self._client.disconnect()
-        self._client.loop_stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     # --- paho's thread: short, and nothing but a hand-over to the loop ---
 
