@@ -19,13 +19,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.config import ConfigError
-from kerbside.edge.agent import Agent, build_sources
+from kerbside.edge.agent import Agent, AgentError, build_sources
 from kerbside.edge.clock import now_ms
 from kerbside.edge.config import EdgeConfig
 from kerbside.edge.health import MAX_HEALTH_BYTES, health_payloads
 from kerbside.edge.kbs1 import encode_frame
 from kerbside.edge.model import Frame, OccupancyChange
 from kerbside.edge.outbox import Outbox
+from kerbside.edge.publisher import MqttLink
 from kerbside.edge.sources import Emit, SerialChunk, Source
 from kerbside.edge.sources.serial import Kbs1Decoder
 from tests.helpers import Mosquitto
@@ -381,3 +382,17 @@ def test_a_port_listed_twice_is_a_config_error(tmp_path: Path, broker: Mosquitto
     )
     with pytest.raises(ConfigError, match=r"^serial\[2\]\.port: /dev/ttyUSB0 is listed twice$"):
         build_sources(config, now_ms)
+
+
+def test_the_agent_gives_up_rather_than_idle_if_the_mqtt_thread_dies(
+    tmp_path: Path, broker: Mosquitto, topic_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MqttLink, "_network", lambda self: None)  # the thread ends at once
+    agent = Agent(make_config(tmp_path, broker, topic_root), [])
+
+    async def main() -> None:
+        await agent.run(asyncio.Event())
+
+    with pytest.raises(ExceptionGroup) as err:
+        asyncio.run(main())
+    assert err.value.subgroup(AgentError) is not None
