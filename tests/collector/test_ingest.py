@@ -144,6 +144,7 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         assert [d["reason"] for d in dead] == [reason for _, _, reason in hostile]
         assert dead[0] == {"v": 1, "topic": events, "reason": "not_json", "payload": "{not json"}
         assert sum(service.metrics()["rejected"].values()) == len(hostile)
+        await until(lambda: len(watcher.messages("/bays/B002")) > 0)
         retained = watcher.messages("/bays/B002")
         assert retained[-1]["state"] == "occupied"
         assert retained[-1]["zone_id"] == "Z1"

@@ -38,6 +38,8 @@ class Publisher:
         self.store = store
         self.root = topic_root.rstrip("/")
         self._bays: dict[str, str] = {}  # bay_id -> payload, coalesced within one commit
+        self._deferred: dict[str, dict[str, Any]] = {}
+        self.deferring = False
         self._alerts: list[tuple[str, str]] = []
         self._staged: list[OutboxMessage] = []
         self._unacked: dict[int, OutboxMessage] = {}  # paho mid -> message
@@ -51,14 +53,26 @@ class Publisher:
     # -- inside a transaction --------------------------------------------------------------
 
     def bay(self, bay_id: str, payload: dict[str, Any]) -> None:
-        self._bays[bay_id] = dumps(payload)
+        """A bay's new retained state. While ``deferring`` (the broker's backlog is being
+        drained) only each bay's latest state is kept, and published when the backlog is in."""
+        if self.deferring:
+            self._deferred[bay_id] = payload
+        else:
+            self._bays[bay_id] = dumps(payload)
 
-    def alert(self, record: dict[str, Any]) -> None:
+    def release(self) -> None:
+        """The backlog is in: stage the bays' latest states (inside a transaction)."""
+        self.deferring = False
+        for bay_id, payload in self._deferred.items():
+            self._bays[bay_id] = dumps(payload)
+        self._deferred = {}
+
+    def alert(self, record: dict[str, Any], text: str | None = None) -> None:
         if record["kind"] in MAINTENANCE_KINDS:
             topic = f"{self.root}/alerts/maintenance"
         else:
             topic = f"{self.root}/alerts/{record['zone_id']}"
-        self._alerts.append((topic, dumps(record)))
+        self._alerts.append((topic, text or dumps(record)))
 
     def deadletter(self, topic: str, reason: str, payload: bytes) -> None:
         self._deadletters.append(deadletter_payload(topic, reason, payload))

@@ -109,7 +109,7 @@ class CollectorService:
         self.clock_speed = clock_speed  # event-clock ms per wall ms (tests run time faster)
         # While True the engine's clock stands still: the broker is away, or is still handing
         # us what it queued while we were down (those records must come before the alerts).
-        self.holding = False
+        self._holding = False
         self.sink = sink
         self.delay_ms = int(config.alert_delay_s * 1000)
         self.seen = StoreSeenEvents(store)
@@ -146,6 +146,16 @@ class CollectorService:
         )
         if config.journal_file is not None:
             self._load_journal_file(config.journal_file)
+
+    @property
+    def holding(self) -> bool:
+        return self._holding
+
+    @holding.setter
+    def holding(self, value: bool) -> None:
+        self._holding = value
+        if value:
+            self.publisher.deferring = True
 
     # -- recovery ----------------------------------------------------------------------------
 
@@ -251,6 +261,8 @@ class CollectorService:
     def _advance(self, now: int) -> None:
         if self.holding:
             return
+        if self.publisher.deferring:
+            self.publisher.release()
         target = now - self.delay_ms
         if target > self.engine.clock:
             self._record_changes(self.engine.advance(target), now)
@@ -455,11 +467,12 @@ class CollectorService:
                 self._count(f"alerts.{record['kind']}")
 
     def _store_alert(self, record: dict[str, Any], raised_at: int) -> None:
-        change_id = self.store.put_alert(record, raised_at)
+        text = dumps(record)
+        change_id = self.store.put_alert(record, raised_at, text)
         self._last_change = change_id
         self._alerts_moved = True
         self._ring.append((change_id, record))
-        self.publisher.alert(record)
+        self.publisher.alert(record, text)
         if self.sink is not None:
             sink = self.sink
             self._sink_calls.append(lambda: sink.alert(record))

@@ -315,9 +315,10 @@ class Store:
 
     # -- alerts ------------------------------------------------------------------------------
 
-    def put_alert(self, record: dict[str, Any], raised_at: int) -> int:
-        """Store an alert's new record and its change; returns the change id."""
-        text = dumps(record)
+    def put_alert(self, record: dict[str, Any], raised_at: int, text: str | None = None) -> int:
+        """Store an alert's new record (``text``: its JSON, if already made) and its change;
+        returns the change id."""
+        text = text or dumps(record)
         self._db.execute(
             "INSERT INTO alerts(alert_id, kind, status, zone_id, bay_id, raised_at, record)"
             " VALUES (?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET status=excluded.status,"

@@ -1,0 +1,415 @@
+"""Collector figures, measured in one run against one private Mosquitto:
+
+- backlog drain: N events queued at the broker while the collector was down, drained through the
+  whole collector (validate, store, rules, alerts and bay states out), as a ratio of the rate a
+  bare paho-mqtt QoS 1 subscriber drains the same backlog from the same broker;
+- alert latency p99: (instant + alert_delay_s) to the alert on MQTT, under 1,000 events/s;
+- a 100,000-bay site: the collector's peak RSS and its start-up time (cached site; the first,
+  cold start parses the YAML and is reported beside it).
+
+The collector runs as its own process (``kerbside-collector run``). Its first run (which creates
+its session at the broker) is on a clock two hours behind the wall (``KERBSIDE_COLLECTOR_CLOCK``);
+the backlog is the hour after that stop; the second run is on the wall clock: as if the collector
+had been down for two hours.
+
+    python bench/run.py collector [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from common import Row
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kerbside.core.instants import format_instant, parse_instant
+from tests.helpers import Mosquitto
+
+ROOT = "bench/v1"
+OFFSET_MS = 2 * 3600 * 1000  # the collector's first run is this far behind the wall
+DELAY_S = 15
+BAYS_PER_GATEWAY = 100
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _write_site(path: Path, bays: int) -> None:
+    lines = ["site: bench", "timezone: Europe/London", "defaults: {grace_minutes: 0}", "zones:"]
+    zones = max(1, bays // 1000)
+    lines += [f"  - {{id: Z{z:03d}, name: Zone {z}, controlled_hours: any}}" for z in range(zones)]
+    lines.append("bays:")
+    lines += [
+        f"  - {{id: B{i:06d}, zone: Z{i * zones // bays:03d}, street: S{i // 100}, kind: paid,"
+        f" max_stay_minutes: 120, location: {{lat: 51.5, lon: -0.14}}, sensor: S{i:06d},"
+        f" gateway: gw-{i // BAYS_PER_GATEWAY:04d}}}"
+        for i in range(bays)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _event(seq: int, bay: int, state: str, ts: int) -> tuple[str, str]:
+    gateway = f"gw-{bay // BAYS_PER_GATEWAY:04d}"
+    body = {
+        "v": 1,
+        "event_id": f"{gateway}:bench:{seq}",
+        "gateway_id": gateway,
+        "seq": seq,
+        "bay_id": f"B{bay:06d}",
+        "sensor_id": f"S{bay:06d}",
+        "state": state,
+        "ts": format_instant(ts),
+        "confirmed_ts": format_instant(ts + 10_000),
+        "reason": None,
+    }
+    return f"{ROOT}/gw/{gateway}/events", json.dumps(body)
+
+
+class _Publisher:
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_publish(self, *args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, topic: str, payload: str) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def wait(self, count: int, limit_s: float = 300) -> None:
+        deadline = time.monotonic() + limit_s
+        while self.acked < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class _Bare:
+    """The baseline: a bare paho QoS 1 subscriber with a persistent session."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self._connected = threading.Event()
+
+    def _client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="bench-bare",
+            protocol=mqtt.MQTTv5,
+        )
+        client.on_connect = lambda *a: (
+            client.subscribe(f"{ROOT}/gw/+/events", 1),
+            self._connected.set(),
+        )
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = 1000
+        client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+        return client
+
+    def _on_message(self, *args: Any) -> None:
+        now = time.monotonic()
+        if self.count == 0:
+            self.first = now
+        self.count += 1
+        self.last = now
+
+    def create_session(self) -> None:
+        client = self._client()
+        client.loop_start()
+        self._connected.wait(10)
+        time.sleep(0.5)
+        client.disconnect()
+        client.loop_stop()
+
+    def drain(self, total: int) -> float:
+        client = self._client()
+        client.loop_start()
+        deadline = time.monotonic() + 600
+        while self.count < total and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.disconnect()
+        client.loop_stop()
+        return self.count / max(self.last - self.first, 1e-9)
+
+
+class _Collector:
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.config = workdir / "collector.yaml"
+        self.config.write_text(
+            "site: site.yaml\n"
+            f"mqtt: {{host: 127.0.0.1, port: {port}, topic_root: {ROOT}, client_id: bench-coll}}\n"
+            "store: {path: collector.db}\n"
+            "http: null\n"
+            f"alert_delay_s: {DELAY_S}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "collector.log"
+
+    def start(self, behind_ms: int = 0) -> float:
+        """Start on a clock ``behind_ms`` behind the wall; seconds until it says it started."""
+        env = dict(os.environ)
+        if behind_ms:
+            anchor = _now()
+            start = format_instant(anchor - behind_ms)
+            env["KERBSIDE_COLLECTOR_CLOCK"] = f"{start},1,{anchor}"
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        began = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kerbside.collector.cli",
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._wait_log("collector started", mark, 600)
+        took = time.monotonic() - began
+        self._wait_log("connected to", mark, 60)
+        return took
+
+    def _wait_log(self, text: str, mark: int, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as f:
+                f.seek(mark)
+                if text.encode() in f.read():
+                    return
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited: see {self.log}")
+            time.sleep(0.05)
+        raise TimeoutError(f"collector did not log {text!r}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def peak_rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.workdir / "collector.db", timeout=30)
+
+
+def _drain_collector(coll: _Collector, total: int, last_ts: int) -> tuple[float, float]:
+    """(rate through the store and the engine, seconds); polls the store from outside."""
+    db = coll.db()
+    first = done = 0.0
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.OperationalError):
+            pos = db.execute("SELECT MAX(pos) FROM journal WHERE type='occupancy'").fetchone()[0]
+            if pos and not first:
+                first = time.monotonic()
+            if pos and pos >= total:
+                row = db.execute("SELECT value FROM kv WHERE key='watermark'").fetchone()
+                if row and int(row[0]) >= last_ts:
+                    done = time.monotonic()
+                    break
+        time.sleep(0.02)
+    db.close()
+    elapsed = max(done - first, 1e-9)
+    return total / elapsed, elapsed
+
+
+def _latency(coll: _Collector, port: int, bays: int, start_bay: int, seconds: float) -> list[float]:
+    """Publish ~1,000 events/s (arrivals backdated 50 s, half of them leaving again 20 s later)
+    and time each alert from its instant + alert_delay_s to its arrival on MQTT."""
+    seen: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def on_message(client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        record = json.loads(msg.payload)
+        if record.get("status") == "open" and int(record["bay_id"][1:]) >= start_bay:
+            with lock:
+                seen.setdefault(record["alert_id"], time.time())
+                seen[record["alert_id"] + "|due"] = parse_instant(record["raised_at"])
+
+    watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    watcher.on_message = on_message
+    watcher.connect("127.0.0.1", port)
+    watcher.subscribe(f"{ROOT}/alerts/+", 1)
+    watcher.loop_start()
+    time.sleep(0.5)
+    pub = _Publisher(port)
+    rate = 1000
+    seq = 10_000_000
+    bay = start_bay
+    leaving: list[tuple[float, int, int]] = []
+    began = time.monotonic()
+    sent = 0
+    rng = random.Random(5)
+    while time.monotonic() - began < seconds:
+        target = int((time.monotonic() - began) * rate)
+        while sent < target:
+            now = _now()
+            if leaving and leaving[0][0] <= time.monotonic() and sent % 2:
+                _, b, arrived = leaving.pop(0)
+                topic, payload = _event(seq, b, "vacant", arrived + 20_000)
+            else:
+                arrived = now - 50_000
+                topic, payload = _event(seq, bay, "occupied", arrived)
+                if rng.random() < 0.5:
+                    leaving.append((time.monotonic() + 20, bay, arrived))
+                bay = start_bay + (bay - start_bay + 1) % (bays - start_bay)
+            pub.publish(topic, payload)
+            seq += 1
+            sent += 1
+        time.sleep(0.005)
+    time.sleep(10 + DELAY_S + 5)  # the last arrivals' unpaid alerts: 10 s + delay after
+    pub.close()
+    watcher.loop_stop()
+    with lock:
+        out = []
+        for key, got in seen.items():
+            if key.endswith("|due"):
+                continue
+            due_wall = (seen[key + "|due"] + DELAY_S * 1000) / 1000
+            out.append(got - due_wall)
+    return out
+
+
+def _p(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(quick: bool) -> list[Row]:
+    bays = 10_000 if quick else 100_000
+    total = 10_000 if quick else 100_000
+    used_bays = total // 5  # each drained bay sees 5 changes in the hour
+    latency_s = 10.0 if quick else 30.0
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto").start()
+        coll = _Collector(work, broker.port)
+        try:
+            _write_site(work / "site.yaml", bays)
+            cold = coll.start(OFFSET_MS)  # parses the YAML, creates the persistent session
+            coll.stop()
+            bare = _Bare(broker.port)
+            bare.create_session()
+
+            # the backlog: an hour of events (after the collector's stop) on used_bays bays
+            pub = _Publisher(broker.port)
+            t0 = _now() - OFFSET_MS + 60_000
+            step = 3_600_000 // total
+            states = ("occupied", "vacant")
+            for k in range(total):
+                b = k % used_bays
+                topic, payload = _event(k + 1, b, states[(k // used_bays) % 2], t0 + k * step)
+                pub.publish(topic, payload)
+            pub.wait(total)
+            pub.close()
+            last_ts = t0 + (total - 1) * step
+            print(f"[bench] {total} events queued", file=sys.stderr)
+
+            bare_rate = bare.drain(total)
+            warm = coll.start()  # on the wall clock: the whole backlog is in its past
+            coll_rate, took = _drain_collector(coll, total, last_ts)
+            print(
+                f"[bench] drain: bare {bare_rate:.0f}/s, collector {coll_rate:.0f}/s ({took:.1f}s)",
+                file=sys.stderr,
+            )
+            latencies = _latency(coll, broker.port, bays, used_bays, latency_s)
+            rss = coll.peak_rss_mb()
+            coll.stop()
+            with coll.db() as db:
+                stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+            ratio = coll_rate / bare_rate
+            rows.append(
+                Row(
+                    f"collector backlog drain, {total} events vs bare paho "
+                    f"({coll_rate:.0f}/s vs {bare_rate:.0f}/s)",
+                    f"{ratio:.2f}x",
+                    ">= 0.8x",
+                    ratio >= 0.8,
+                )
+            )
+            p99 = _p(latencies, 0.99)
+            rows.append(
+                Row(
+                    f"collector alert latency p99, 1000 ev/s, {len(latencies)} alerts "
+                    f"(p50 {_p(latencies, 0.5):.3f}s)",
+                    f"{p99:.3f}s",
+                    "<= 1 s",
+                    len(latencies) > 0 and p99 <= 1.0,
+                )
+            )
+            rows.append(
+                Row(
+                    f"collector peak RSS, {bays} bays, {stored} events stored",
+                    f"{rss:.0f} MB",
+                    "<= 1024 MB",
+                    rss <= 1024,
+                )
+            )
+            rows.append(
+                Row(
+                    f"collector start-up, {bays} bays (site cached; cold {cold:.1f}s)",
+                    f"{warm:.2f}s",
+                    "<= 10 s",
+                    warm <= 10,
+                )
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                coll.stop()
+            broker.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    for row in run("--quick" in sys.argv):
+        print(row)
