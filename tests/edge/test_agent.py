@@ -19,6 +19,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.config import ConfigError
+from kerbside.core.instants import format_instant
 from kerbside.edge.agent import Agent, AgentError, build_sources
 from kerbside.edge.clock import now_ms
 from kerbside.edge.config import EdgeConfig
@@ -396,3 +397,29 @@ def test_the_agent_gives_up_rather_than_idle_if_the_mqtt_thread_dies(
     with pytest.raises(ExceptionGroup) as err:
         asyncio.run(main())
     assert err.value.subgroup(AgentError) is not None
+
+
+def test_held_events_move_with_the_clock_step_when_ntp_sets_it(
+    tmp_path: Path, broker: Mosquitto, topic_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi boots hours slow; NTP steps the wall clock forward. Events detected before the step
+    are released with the step added, so they land at their real time."""
+    wall = 1_000_000_000_000
+    mono = 5_000
+    monkeypatch.setattr("kerbside.edge.agent._monotonic_ms", lambda: mono)
+    config = make_config(tmp_path, broker, topic_root, clock={"require_sync": True})
+    agent = Agent(config, [], clock=lambda: wall)
+    agent.commit([OccupancyChange("BAY-1", "S-1", "occupied", wall - 12_000, wall - 2_000)])
+    assert agent.outbox.depth == 0
+
+    step = 3 * 3600 * 1000
+    mono += 1_000  # one second later, by the monotonic clock
+    wall += 1_000 + step  # ... and NTP has moved the wall clock 3 hours forward
+    agent.release_held()
+    assert agent.held is None
+    [(_, payload)] = agent.outbox.read_after(0, 10)
+    event = json.loads(payload)
+    assert event["ts"] == format_instant(1_000_000_000_000 - 12_000 + step)
+    assert event["confirmed_ts"] == format_instant(1_000_000_000_000 - 2_000 + step)
+    agent.commit([OccupancyChange("BAY-1", "S-1", "vacant", wall, wall + 10)])  # now straight out
+    assert agent.outbox.depth == 2
