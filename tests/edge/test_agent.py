@@ -415,8 +415,10 @@ def test_held_events_move_with_the_clock_step_when_ntp_sets_it(
     step = 3 * 3600 * 1000
     mono += 1_000  # one second later, by the monotonic clock
     wall += 1_000 + step  # ... and NTP has moved the wall clock 3 hours forward
+    detector = agent.detector
     agent.release_held()
     assert agent.held is None
+    assert agent.detector is not detector, "detection restarted on the new clock"
     [(_, payload)] = agent.outbox.read_after(0, 10)
     event = json.loads(payload)
     assert event["ts"] == format_instant(1_000_000_000_000 - 12_000 + step)

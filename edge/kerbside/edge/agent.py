@@ -54,6 +54,7 @@ SHUTDOWN_FLUSH_S = 5.0  # at SIGTERM: how long the broker gets to take the backl
 STATUS_ACK_S = 2.0  # and then to acknowledge online:false
 CLOCK_CHECK_S = 5.0
 MAX_HELD_EVENTS = 50_000  # events held while the clock is unsynchronised (memory bound)
+CLOCK_STEP_RESTART_MS = 60_000  # a step this big at synchronisation restarts the detector
 
 
 def _monotonic_ms() -> int:
@@ -98,6 +99,7 @@ class Agent:
             [] if config.clock.require_sync else None
         )
         self.held_dropped = 0
+        self._start_offset = clock() - _monotonic_ms()
         self._deadline_moved = asyncio.Event()
         self._scheduled: Instant | None = None
         self._status_mid: int | None = None
@@ -154,9 +156,17 @@ class Agent:
     def release_held(self) -> None:
         """The clock is synchronised: stamp-correct the held events and let them out."""
         held, self.held = self.held or [], None
+        now_offset = self.clock() - _monotonic_ms()
+        step = now_offset - self._start_offset
+        if abs(step) >= CLOCK_STEP_RESTART_MS:
+            # The detector's times (last frames, pending confirmations) are on the old clock; a
+            # jump forward would make every sensor look silent at once. Start it afresh: each bay
+            # is unknown until its next confirmation, which is then published as usual.
+            log.warning("clock stepped by %.0f s: restarting detection", step / 1000)
+            self.detector = Detector(self.config.detector, self.config.bay_of_sensor)
+            self._deadline_moved.set()
         if not held:
             return
-        now_offset = self.clock() - _monotonic_ms()
         changes = []
         for change, offset in held:
             step = now_offset - offset
