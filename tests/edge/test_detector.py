@@ -350,6 +350,21 @@ def test_car_parked_at_start_is_set_right_by_the_next_car() -> None:
     assert summary(out) == [("occupied", 3000, 3010, None)]
 
 
+def test_car_parked_at_start_leaving_with_detect_going_off_is_no_arrival() -> None:
+    """Started over a parked car whose sensor says DETECT: the first change turning DETECT off
+    is that car leaving (the bay was published empty already); the next car is an arrival."""
+    _, sensor = new()
+    parked = add(BASE, CAR)
+    out = sensor.send(0, parked, flags=FLAG_DETECT)
+    out += sensor.send(60, parked, flags=FLAG_DETECT)
+    out += sensor.send(100, add(parked, CAR, -0.5), flags=FLAG_DETECT)
+    out += sensor.send(101, BASE)
+    out += hold(sensor, 162, 1000, BASE)
+    out += ramp(sensor, 1000, BASE, add(BASE, CAR))
+    out += hold(sensor, 1062, 1300, add(BASE, CAR))
+    assert summary(out) == [("vacant", 0, 60, None), ("occupied", 1000, 1010, None)]
+
+
 def test_events_come_out_ordered_by_confirmed_ts() -> None:
     config = DetectorConfig()
     detector = Detector(config, {f"S-{i}": f"BAY-{i}" for i in range(20)})

@@ -75,6 +75,7 @@ class Tuning:
     blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
     moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
     gradual_confirms: bool = True  # a change built up over readings needs no later evidence
+    detect_hint: bool = True  # DETECT going off at the first change: a car parked at start left
     fallback_s: float = 75.0  # ... or no reading came for a keep-alive and a margin after them
 
 
@@ -134,6 +135,7 @@ class _Candidate:
     # earlier readings of the run, each with how long it held (ms)
     held: list[tuple[Vector, int]] = dataclasses.field(default_factory=list)
     waiting: bool = False  # held long enough, but only on readings spanning a passing car
+    detect: bool = False  # the firmware's DETECT bit on the latest reading
 
 
 class _Track:
@@ -143,6 +145,7 @@ class _Track:
         "arrival_base",
         "arrived_at",
         "base",
+        "base_detect",
         "bay_id",
         "cand",
         "cand_gen",
@@ -155,6 +158,7 @@ class _Track:
         "occ",
         "off_since",
         "published",
+        "seen_arrival",
         "sensor_id",
         "signature",
         "silence_armed",
@@ -187,6 +191,8 @@ class _Track:
         self.silence_armed = False  # a silence entry is in the heap
         self.off_since: Instant | None = None  # first reading of the streak off the current level
         self.verified = False  # a departure back to the arrival's baseline has been seen
+        self.seen_arrival = False  # an arrival has been confirmed since the start
+        self.base_detect = False  # DETECT on the reading the baseline was taken from
 
 
 def _level_of(readings: list[tuple[Vector, int]]) -> tuple[Vector, int]:
@@ -283,7 +289,11 @@ class Detector:
         track.last_field = field
         track.last_class = "unknown" if relevel else cls  # unknown: fold into no level
         track.last_t = now
+        if track.cand is not None:
+            track.cand.detect = frame.detect
         self._step(track, cls, relevel, field, now, lost, prev_field, prev_t, out)
+        if track.cand is not None:
+            track.cand.detect = frame.detect
         if heap[0][0] <= now:
             out.extend(self._fire(now))  # a zero confirm time confirms at once
         return out
@@ -489,21 +499,49 @@ class Detector:
             # The level taken for a car was the empty bay: a car over it now reads far from both.
             track.base = track.occ
             track.mode = "vacant"
+        if state == "occupied" and self._started_over_a_car(track, cand):
+            # The first change since start took the firmware's DETECT from on to off: a car
+            # that was parked when we started has left. The bay is empty now, as published.
+            track.base = _Level(field, tau, held / 1000)
+            track.base_detect = cand.detect
+            track.verified = True
+            track.last_class = "vacant" if field is cand.last_field else "unknown"
+            return
         if state != track.mode:
             if state == "vacant":
                 track.verified = track.verified or track.signature is not None
                 track.base = _Level(field, tau, held / 1000)
+                track.base_detect = cand.detect
                 track.occ = None
             else:
                 base = track.base
                 track.arrival_base = base.vector if base is not None else None
                 track.occ = _Level(field, tau, held / 1000)
                 track.arrived_at = at
+                track.seen_arrival = True
                 self._refine_signature(track)
             track.mode = state
             # The latest reading goes into the new level later, unless it was not taken as it.
             track.last_class = state if field is cand.last_field else "unknown"
         self._publish(track, state, None, cand.start, at, out)
+
+    def _started_over_a_car(self, track: _Track, cand: _Candidate) -> bool:
+        """Whether the first "arrival" since start is really a departure, by the DETECT bit.
+
+        At start the first level is taken for the empty bay; if a car stood there, its going
+        looks like an arrival. DETECT cannot be trusted for levels (drift fools it), but a first
+        change that turns it from on to off is the car going, not coming, unless the car's own
+        field happens to cancel the drift: rare, and the next arrival would set it right.
+        """
+        return (
+            self._tuning.detect_hint
+            and not track.seen_arrival
+            and not track.verified
+            and not cand.relevel
+            and track.mode == "vacant"
+            and track.base_detect
+            and not cand.detect
+        )
 
     def _refine_signature(self, track: _Track) -> None:
         if track.arrival_base is None or track.occ is None:
