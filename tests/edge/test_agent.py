@@ -425,3 +425,18 @@ def test_held_events_move_with_the_clock_step_when_ntp_sets_it(
     assert event["confirmed_ts"] == format_instant(1_000_000_000_000 - 2_000 + step)
     agent.commit([OccupancyChange("BAY-1", "S-1", "vacant", wall, wall + 10)])  # now straight out
     assert agent.outbox.depth == 2
+
+
+def test_sigterm_with_the_broker_unreachable_still_stops_cleanly(tmp_path: Path) -> None:
+    nowhere = Mosquitto(tmp_path / "never-started")  # a free port nobody listens on
+    config_path = write_config(tmp_path, make_config(tmp_path, nowhere, "t"))
+    log = tmp_path / "agent.log"
+    proc = run_agent_process(config_path, log)
+    for _ in range(200):
+        if "connecting to mqtt" in log.read_text():
+            break
+        threading.Event().wait(0.05)
+    threading.Event().wait(1.5)  # at least one failed connection attempt
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, log.read_text()
+    assert "stopped;" in log.read_text()
