@@ -38,8 +38,10 @@ confirmed, a deadline or a reading's time, never the time a caller happened to c
 ``run`` and ``replay`` agree to the millisecond.
 
 Just after start nothing is known: the first level is taken as the empty bay's (the DETECT bit
-cannot say, since drift fools it). If a car was parked then, the belief starts upside down; it is
-set right at the next arrival (see ``_looks_inverted``). DETECT is not used at all.
+cannot say, since drift fools it). If a car was parked then, the belief starts upside down. Two
+things set it right: a first change that turns the firmware's DETECT from on to off is that car
+leaving (``_started_over_a_car``), and otherwise the next car, whose level is far from both the
+levels believed so far, re-levels the sensor (``_looks_inverted``). DETECT is used for nothing else.
 """
 
 from __future__ import annotations
