@@ -16,7 +16,7 @@ from kerbside.collector.replay import replay_lines
 from kerbside.collector.site import Site, load_site
 from kerbside.core.instants import format_instant
 from kerbside.sim.cli import main
-from kerbside.sim.parking import controlled, plan_parking
+from kerbside.sim.parking import QUICK, controlled, plan_parking
 from kerbside.sim.street import DEFAULT_START
 from kerbside.sim.truth import load_truth
 
@@ -148,3 +148,38 @@ def test_serial_serves_a_sites_gateway(site_file: Path, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+DEMO_SITE = """\
+site: demo
+timezone: Europe/London
+defaults: {grace_minutes: 1, observation_minutes: 1}
+zones:
+  - {id: D1, name: Demo, controlled_hours: any}
+bays:
+  - {id: D-PAID-1, zone: D1, kind: paid, max_stay_minutes: 3, sensor: S-000001, gateway: gw-1}
+  - {id: D-PAID-2, zone: D1, kind: paid, max_stay_minutes: 4, sensor: S-000002, gateway: gw-1}
+  - {id: D-RES-1, zone: D1, kind: resident, sensor: S-000003, gateway: gw-1}
+  - {id: D-LOAD-1, zone: D1, kind: loading, max_stay_minutes: 2, sensor: S-000004, gateway: gw-1}
+  - {id: D-DIS-1, zone: D1, kind: disabled, max_stay_minutes: 3, sensor: S-000005, gateway: gw-1}
+"""
+
+
+def test_quick_drivers_on_demo_length_rules(tmp_path: Path) -> None:
+    path = tmp_path / "demo.yaml"
+    path.write_text(DEMO_SITE)
+    demo = load_site(path)
+    firsts = []
+    for seed in range(1, 6):
+        plan = plan_parking(demo, seed=seed, start=DEFAULT_START, hours=0.25, mix=QUICK)
+        assert min(v.arrival for v in plan.visits) < DEFAULT_START + 60_000
+        alerts, errors = replay_lines([json.dumps(r) for r in plan.journal()], demo)
+        assert errors == []
+        got = {(a["bay_id"], a["kind"], a["session_start"], a["raised_at"]) for a in alerts}
+        want = {
+            (c.bay_id, c.kind, format_instant(c.session_start), format_instant(c.due_at))
+            for c in plan.contraventions
+        }
+        assert got == want
+        firsts.append(min(c.due_at for c in plan.contraventions) - DEFAULT_START)
+    assert sorted(firsts)[2] <= 120_000  # most demos show an alert within two minutes

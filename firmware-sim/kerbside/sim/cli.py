@@ -13,7 +13,13 @@ from kerbside.collector.site import load_site
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.sim.capture import write_capture
-from kerbside.sim.parking import gateway_bays, plan_parking, site_gateways, visits_by_bay
+from kerbside.sim.parking import (
+    QUICK,
+    gateway_bays,
+    plan_parking,
+    site_gateways,
+    visits_by_bay,
+)
 from kerbside.sim.scenario import SCENARIOS
 from kerbside.sim.serial_server import serve_main
 from kerbside.sim.street import DEFAULT_GATEWAY, DEFAULT_START, BaySpec, SimConfig, SimStreet
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one gateway's bays of this site file, with planned drivers (not --sensors)",
     )
     ser.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --site: drivers arrive within a minute and come back soon (for demos)",
+    )
+    ser.add_argument(
         "--plan-out",
         type=Path,
         default=None,
@@ -188,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--hours", type=_positive_float, default=8.0)
     st.add_argument(
         "--no-capture", action="store_true", help="only the plan and journals, no sensor captures"
+    )
+    st.add_argument(
+        "--quick", action="store_true", help="drivers arrive within a minute (for demos)"
     )
     st.add_argument("--quiet", action="store_true", help="no progress on stderr")
     st.add_argument("out", type=Path, help="output directory")
@@ -241,7 +255,14 @@ def _street(args: argparse.Namespace) -> int:
     bay_ids = [b.id for g in gateways for b in gateway_bays(site, g)]
     if not bay_ids:
         raise ValueError(f"{args.site}: no bays with a sensor and a gateway")
-    plan = plan_parking(site, seed=args.seed, start=start, hours=args.hours, bay_ids=bay_ids)
+    plan = plan_parking(
+        site,
+        seed=args.seed,
+        start=start,
+        hours=args.hours,
+        bay_ids=bay_ids,
+        mix=QUICK if args.quick else None,
+    )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "plan.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n", encoding="utf-8")

@@ -73,6 +73,19 @@ class Mix:
     forgets: float = 0.2
     short_payment: float = 0.15
     overstays: float = 0.15
+    first_arrival_ms: tuple[int, int] = (2 * 60_000, 6 * 60_000)  # after the start, per bay
+    gap_ms: tuple[int, int] = (2 * 60_000, 8 * 60_000)  # between visits to a bay
+
+
+# For a demo: cars arrive within the first minute, come back soon after each other, and more
+# of them break the rules, so alerts show up within a couple of minutes.
+QUICK = Mix(
+    forgets=0.3,
+    short_payment=0.2,
+    overstays=0.3,
+    first_arrival_ms=(10_000, 40_000),
+    gap_ms=(60_000, 120_000),
+)
 
 
 @dataclass(frozen=True)
@@ -209,7 +222,7 @@ def plan_parking(
     for index, bay_id in enumerate(ids):
         bay = site.bays[bay_id]
         rng = random.Random(f"{seed}:parking:{bay_id}")
-        t = start + rng.randint(2 * _MIN, 6 * _MIN)
+        t = start + rng.randint(*mix.first_arrival_ms)
         n = 0
         while t < end - 4 * _MIN:
             state = controlled(site, bay, t)
@@ -231,7 +244,7 @@ def plan_parking(
             # Rights cover the bay, not the car: the next driver comes after the last one's
             # payment has run out, so it cannot cover (or expire on) someone else's stay.
             paid_until = max((r.end for r in visit.rights), default=0)
-            t = max(visit.departure + rng.randint(2 * _MIN, 8 * _MIN), paid_until + _MIN)
+            t = max(visit.departure + rng.randint(*mix.gap_ms), paid_until + _MIN)
     visits.sort(key=lambda v: (v.arrival, v.bay_id))
     return ParkingPlan(start, end, visits)
 

@@ -29,7 +29,13 @@ from types import FrameType
 from kerbside.collector.site import load_site
 from kerbside.core.instants import Instant, format_instant
 from kerbside.sim.capture import dump_yaml, edge_config
-from kerbside.sim.parking import gateway_bays, plan_parking, site_gateways, visits_by_bay
+from kerbside.sim.parking import (
+    QUICK,
+    gateway_bays,
+    plan_parking,
+    site_gateways,
+    visits_by_bay,
+)
 from kerbside.sim.street import DEFAULT_GATEWAY, BaySpec, SimConfig, SimStreet, default_layout
 from kerbside.sim.wire import BleEmission
 
@@ -299,7 +305,12 @@ def _street_layout(
     bays = gateway_bays(site, gateway)
     hours = args.hours if args.hours is not None else 24.0
     plan = plan_parking(
-        site, seed=args.seed, start=start, hours=hours, bay_ids=[b.id for b in bays]
+        site,
+        seed=args.seed,
+        start=start,
+        hours=hours,
+        bay_ids=[b.id for b in bays],
+        mix=QUICK if args.quick else None,
     )
     if args.plan_out is not None:
         _write_atomic(args.plan_out, json.dumps(plan.to_json(), indent=1) + "\n")
