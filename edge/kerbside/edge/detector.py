@@ -48,37 +48,19 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kerbside.core.instants import Instant
 from kerbside.edge.config import DetectorConfig
+from kerbside.edge.field import Level, Tuning, Vector, dist, level_of
 from kerbside.edge.model import Frame, OccupancyChange, State, UnknownReason
 
-Vector = tuple[float, float, float]
+__all__ = ["DetectBitDetector", "Detector", "SensorStats", "Tuning"]
 
 _MAX_HELD = 12  # readings of a candidate's run kept to find its level
 _CANDIDATE = 0
 _SILENCE = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Tuning:
-    """Thresholds of the raw-field detector (physics, not configuration)."""
-
-    on_mg: float = 45.0  # a car's whole signature: weakest ~55; a neighbour's share < 30
-    onset_mg: float = 15.0  # a reading this far off the current level may be a change beginning
-    backdate_s: float = 10.0  # how far back a change's onset may lie (a car pulls in in seconds)
-    off_fraction: float = 0.5  # departure radius: this share of the signature (at least on_mg)
-    tau_s: float = 600.0  # memory of the baseline and occupied level
-    settle_s: float = 300.0  # the signature is refined for this long after an arrival
-    corroborate_s: float = 5.0  # readings of a new state must span longer than a passing car
-    blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
-    moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
-    gradual_confirms: bool = True  # a change built up over readings needs no later evidence
-    detect_hint: bool = True  # DETECT going off at the first change: a car parked at start left
-    fallback_s: float = 75.0  # ... or no reading came for a keep-alive and a margin after them
 
 
 @dataclass(slots=True)
@@ -94,34 +76,6 @@ class SensorStats:
     battery_mv: int | None = None
     temp_c: float | None = None
     rssi: int | None = None
-
-
-class _Level:
-    """A time-weighted mean with bounded memory: each reading weighs how long it held."""
-
-    __slots__ = ("tau", "weight", "x", "y", "z")
-
-    def __init__(self, field: Vector, tau: float, held_s: float = 0.0) -> None:
-        self.x, self.y, self.z = field
-        self.weight = min(held_s, tau)
-        self.tau = tau
-
-    def add(self, field: Vector, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        total = self.weight + seconds
-        share = seconds / total
-        self.x += (field[0] - self.x) * share
-        self.y += (field[1] - self.y) * share
-        self.z += (field[2] - self.z) * share
-        self.weight = min(total, self.tau)
-
-    @property
-    def vector(self) -> Vector:
-        return (self.x, self.y, self.z)
-
-
-_dist = math.dist
 
 
 @dataclass(slots=True)
@@ -176,8 +130,8 @@ class _Track:
         self.stats = SensorStats(sensor_id, bay_id)
         self.mode: State = "unknown"  # the physical belief: vacant/occupied once known
         self.published: tuple[State, UnknownReason | None] = ("unknown", None)
-        self.base: _Level | None = None
-        self.occ: _Level | None = None
+        self.base: Level | None = None
+        self.occ: Level | None = None
         self.arrival_base: Vector | None = None
         self.signature: Vector | None = None
         self.arrived_at: Instant = 0
@@ -195,20 +149,6 @@ class _Track:
         self.verified = False  # a departure back to the arrival's baseline has been seen
         self.seen_arrival = False  # an arrival has been confirmed since the start
         self.base_detect = False  # DETECT on the reading the baseline was taken from
-
-
-def _level_of(readings: list[tuple[Vector, int]]) -> tuple[Vector, int]:
-    """The reading at the heart of a run (weighted medoid: held time as weight) and its weight.
-
-    A passing car or a maneuvering one may be the latest reading, or the longest held so far;
-    the medoid is the level the run keeps coming back to."""
-    best, best_cost = readings[-1], math.inf
-    for candidate in readings:
-        cost = sum(max(held, 1) * _dist(candidate[0], other) for other, held in readings)
-        if cost < best_cost:
-            best, best_cost = candidate, cost
-    weight = sum(held for other, held in readings if _dist(other, best[0]) < 20.0)
-    return best[0], weight
 
 
 def _drop_candidates(track: _Track) -> None:
@@ -353,7 +293,7 @@ class Detector:
                 now - track.suspended_at <= self._blip_ms
                 and suspended.state == cls
                 and suspended.relevel == relevel
-                and _dist(field, suspended.last_field) <= moved
+                and dist(field, suspended.last_field) <= moved
             ):
                 # Back where it was before a reading that lasted no longer than a passing car:
                 # that reading was one, and the candidate it interrupted goes on.
@@ -369,7 +309,7 @@ class Detector:
             return
         # After lost frames a reading that moved is no evidence the state held: what was lost
         # may have been its end (a passing car leaving), and this reading a new change.
-        broken = lost and prev_field is not None and _dist(field, prev_field) > moved
+        broken = lost and prev_field is not None and dist(field, prev_field) > moved
         if cand is not None and cand.state == cls and cand.relevel == relevel and not broken:
             self._support(track, cand, field, now, now, out)
             return
@@ -495,7 +435,7 @@ class Detector:
         track.suspended = None
         track.cand_gen += 1
         state = cand.state
-        field, held = _level_of([*cand.held, (cand.last_field, at - cand.last)])
+        field, held = level_of([*cand.held, (cand.last_field, at - cand.last)])
         tau = self._tuning.tau_s
         if cand.relevel:
             # The level taken for a car was the empty bay: a car over it now reads far from both.
@@ -504,7 +444,7 @@ class Detector:
         if state == "occupied" and self._started_over_a_car(track, cand):
             # The first change since start took the firmware's DETECT from on to off: a car
             # that was parked when we started has left. The bay is empty now, as published.
-            track.base = _Level(field, tau, held / 1000)
+            track.base = Level(field, tau, held / 1000)
             track.base_detect = cand.detect
             track.verified = True
             track.last_class = "vacant" if field is cand.last_field else "unknown"
@@ -512,13 +452,13 @@ class Detector:
         if state != track.mode:
             if state == "vacant":
                 track.verified = track.verified or track.signature is not None
-                track.base = _Level(field, tau, held / 1000)
+                track.base = Level(field, tau, held / 1000)
                 track.base_detect = cand.detect
                 track.occ = None
             else:
                 base = track.base
                 track.arrival_base = base.vector if base is not None else None
-                track.occ = _Level(field, tau, held / 1000)
+                track.occ = Level(field, tau, held / 1000)
                 track.arrived_at = at
                 track.seen_arrival = True
                 self._refine_signature(track)
@@ -567,7 +507,7 @@ class Detector:
 
     def _note_onset(self, track: _Track, field: Vector, now: Instant) -> None:
         level = track.base if track.mode == "vacant" else track.occ
-        if level is None or _dist(field, level.vector) < self._tuning.onset_mg:
+        if level is None or dist(field, level.vector) < self._tuning.onset_mg:
             track.off_since = None
         elif track.off_since is None:
             track.off_since = now
@@ -588,7 +528,7 @@ class Detector:
         expect = self._expected_vacant(track)
         if expect is None:
             return False
-        return _dist(field, track.occ.vector) >= self._tuning.on_mg and _dist(
+        return dist(field, track.occ.vector) >= self._tuning.on_mg and dist(
             field, expect
         ) >= self._radius(track)
 
@@ -600,19 +540,19 @@ class Detector:
 
     def _radius(self, track: _Track) -> float:
         sig = track.signature
-        size = _dist(sig, (0.0, 0.0, 0.0)) if sig is not None else 0.0
+        size = dist(sig, (0.0, 0.0, 0.0)) if sig is not None else 0.0
         return max(self._tuning.on_mg, self._tuning.off_fraction * size)
 
     def _classify(self, track: _Track, field: Vector, detect: bool) -> State:
         on = self._tuning.on_mg
         if track.mode == "vacant" and track.base is not None:
-            return "occupied" if _dist(field, track.base.vector) >= on else "vacant"
+            return "occupied" if dist(field, track.base.vector) >= on else "vacant"
         if track.mode == "occupied" and track.occ is not None:
-            to_occ = _dist(field, track.occ.vector)
+            to_occ = dist(field, track.occ.vector)
             expect = self._expected_vacant(track)
             if expect is None:  # no baseline was known at arrival: any big step away departs
                 return "vacant" if to_occ >= on else "occupied"
-            to_vacant = _dist(field, expect)
+            to_vacant = dist(field, expect)
             # A car leaving takes its whole signature away at once (a neighbour's moves less):
             # a big step from the occupied level, ending near the vacant level expected now.
             left = to_occ >= on and to_vacant < to_occ and to_vacant < self._radius(track)
