@@ -130,7 +130,7 @@ def test_prune_keeps_what_the_engine_needs_and_each_bays_last_state(store: Store
         store.add_state_change("B1", 20, "vacant")
         store.open_session("B1", 10)
         store.close_session("B1", 10, 20)
-    removed = store.prune(before=35, keep_after_pos=2)
+    removed = store.prune(before=35, keep_from_pos=3)
     assert removed == 2  # events at 10 and 20; 30 is still needed by the engine
     assert [e.body.get("n") for e in store.journal(types=["occupancy"])] == [3, 4]
     assert store.event_digest("e1") is None

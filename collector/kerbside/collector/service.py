@@ -20,6 +20,7 @@ from typing import Any
 
 from kerbside.collector.config import CollectorConfig
 from kerbside.collector.ingest import Message, check_health, check_status
+from kerbside.collector.gateway_stats import gateway_summaries
 from kerbside.collector.maintenance import BayInfo, Maintenance
 from kerbside.collector.publish import MAINTENANCE_KINDS, Publisher
 from kerbside.collector.records import (
@@ -766,6 +767,11 @@ class CollectorService:
         """Recent (raised - due) delays in seconds, for the bench."""
         return list(self._latency)
 
+    def gateways(self) -> list[dict[str, Any]]:
+        """Per-gateway delivery figures (GET /api/v1/gateways). Reads the store file on its own
+        connection, so the API runs it in a worker thread, off this loop."""
+        return gateway_summaries(self.config.store.path)
+
     def healthz(self) -> dict[str, Any]:
         broker = "ok" if self.link is not None and self.link.connected else "down"
         try:
@@ -821,14 +827,21 @@ class _Commit:
                 service._before_commit(self.now)
             except BaseException as err:
                 self._tx.__exit__(type(err), err, err.__traceback__)
-                service.publisher.discard()
+                self._discard()
                 raise
-            self._tx.__exit__(None, None, None)
+            try:
+                self._tx.__exit__(None, None, None)  # writes the buffered rows and commits
+            except BaseException:
+                self._discard()
+                raise
             service._after_commit()
         else:
             self._tx.__exit__(exc_type, exc, tb)
-            service.publisher.discard()
-            service.seen.pending.clear()
+            self._discard()
+
+    def _discard(self) -> None:
+        self.service.publisher.discard()
+        self.service.seen.pending.clear()
 
 
 def _bay_info(bay: Bay) -> BayInfo:

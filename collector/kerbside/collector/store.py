@@ -153,6 +153,61 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: {exc}") from exc
         self._in_tx = False
+        # Rows of the current transaction, written with executemany at commit (one statement
+        # per table instead of one per row); positions and change ids are handed out here.
+        self._journal_rows: list[tuple[int, str, int, int, str]] = []
+        self._event_rows: dict[str, tuple[int, str]] = {}
+        self._change_rows: list[tuple[int, str, int, str]] = []
+        self._state_rows: list[tuple[str, int, str]] = []
+        self._bay_rows: dict[str, tuple[str, int, str | None, int | None]] = {}
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        top_pos = self._db.execute("SELECT MAX(pos) FROM journal").fetchone()[0] or 0
+        top_change = self._db.execute("SELECT MAX(id) FROM alert_changes").fetchone()[0] or 0
+        # never hand out an id again, even one whose row retention has deleted
+        self._next_pos = max(top_pos, int(self.get_kv("journal_pos_hw") or 0)) + 1
+        self._next_change = max(top_change, int(self.get_kv("change_id_hw") or 0)) + 1
+
+    def _flush(self) -> None:
+        db = self._db
+        if self._journal_rows:
+            db.executemany(
+                "INSERT INTO journal(pos, type, time, watermark, body) VALUES (?,?,?,?,?)",
+                self._journal_rows,
+            )
+            self.put_kv("journal_pos_hw", str(self._next_pos - 1))
+        if self._event_rows:
+            db.executemany(
+                "INSERT INTO events(event_id, pos, digest) VALUES (?,?,?)",
+                [(e, p, d) for e, (p, d) in self._event_rows.items()],
+            )
+        if self._state_rows:
+            db.executemany(
+                "INSERT INTO state_changes(bay_id, ts, state) VALUES (?,?,?)", self._state_rows
+            )
+        if self._bay_rows:
+            db.executemany(
+                "INSERT INTO bays(bay_id, state, since, gateway_id, session_start)"
+                " VALUES (?,?,?,?,?) ON CONFLICT(bay_id) DO UPDATE SET state=excluded.state,"
+                " since=excluded.since, gateway_id=excluded.gateway_id,"
+                " session_start=excluded.session_start",
+                [(b, *row) for b, row in self._bay_rows.items()],
+            )
+        if self._change_rows:
+            db.executemany(
+                "INSERT INTO alert_changes(id, alert_id, record) VALUES (?,?,?)",
+                [(i, a, r) for i, a, _, r in self._change_rows],
+            )
+            self.put_kv("change_id_hw", str(self._next_change - 1))
+        self._clear_buffers()
+
+    def _clear_buffers(self) -> None:
+        self._journal_rows = []
+        self._event_rows = {}
+        self._change_rows = []
+        self._state_rows = []
+        self._bay_rows = {}
 
     def close(self) -> None:
         self._db.close()
@@ -167,9 +222,12 @@ class Store:
         self._in_tx = True
         try:
             yield
+            self._flush()
         except BaseException:
             self._in_tx = False
             self._db.execute("ROLLBACK")
+            self._clear_buffers()
+            self._reset_counters()
             raise
         self._in_tx = False
         self._db.execute("COMMIT")
@@ -177,20 +235,26 @@ class Store:
     # -- journal and events ------------------------------------------------------------------
 
     def append_journal(self, type_: str, time: int, watermark: int, body: dict[str, Any]) -> int:
-        cur = self._db.execute(
-            "INSERT INTO journal(type, time, watermark, body) VALUES (?, ?, ?, ?)",
-            (type_, time, watermark, dumps(body)),
-        )
-        pos = cur.lastrowid
-        assert pos is not None
+        self._need_tx()
+        pos = self._next_pos
+        self._next_pos += 1
+        self._journal_rows.append((pos, type_, time, watermark, dumps(body)))
         return pos
 
+    def _need_tx(self) -> None:
+        if not self._in_tx:
+            raise StoreError("buffered writes need a transaction")
+
     def add_event(self, event_id: str, pos: int, digest: str) -> None:
-        self._db.execute(
-            "INSERT INTO events(event_id, pos, digest) VALUES (?, ?, ?)", (event_id, pos, digest)
-        )
+        self._need_tx()
+        if event_id in self._event_rows:
+            raise sqlite3.IntegrityError(f"UNIQUE constraint failed: events.event_id {event_id}")
+        self._event_rows[event_id] = (pos, digest)
 
     def event_digest(self, event_id: str) -> str | None:
+        pending = self._event_rows.get(event_id)
+        if pending is not None:
+            return pending[1]
         row = self._db.execute(
             "SELECT digest FROM events WHERE event_id = ?", (event_id,)
         ).fetchone()
@@ -210,8 +274,7 @@ class Store:
             yield JournalEntry(pos, type_, time, watermark, json.loads(body))
 
     def last_journal_pos(self) -> int:
-        row = self._db.execute("SELECT MAX(pos) FROM journal").fetchone()
-        return int(row[0] or 0)
+        return self._next_pos - 1
 
     def count_events(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
@@ -221,12 +284,8 @@ class Store:
     def set_bay(
         self, bay_id: str, state: str, since: int, gateway_id: str | None, session_start: int | None
     ) -> None:
-        self._db.execute(
-            "INSERT INTO bays(bay_id, state, since, gateway_id, session_start) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(bay_id) DO UPDATE SET state=excluded.state, since=excluded.since,"
-            " gateway_id=excluded.gateway_id, session_start=excluded.session_start",
-            (bay_id, state, since, gateway_id, session_start),
-        )
+        self._need_tx()
+        self._bay_rows[bay_id] = (state, since, gateway_id, session_start)
 
     def bays(self) -> dict[str, tuple[str, int, str | None, int | None]]:
         return {
@@ -237,9 +296,8 @@ class Store:
         }
 
     def add_state_change(self, bay_id: str, ts: int, state: str) -> None:
-        self._db.execute(
-            "INSERT INTO state_changes(bay_id, ts, state) VALUES (?, ?, ?)", (bay_id, ts, state)
-        )
+        self._need_tx()
+        self._state_rows.append((bay_id, ts, state))
 
     def state_changes(
         self, bay_ids: list[str] | None, start: int, end: int
@@ -333,11 +391,10 @@ class Store:
                 text,
             ),
         )
-        cur = self._db.execute(
-            "INSERT INTO alert_changes(alert_id, record) VALUES (?, ?)", (record["alert_id"], text)
-        )
-        change_id = cur.lastrowid
-        assert change_id is not None
+        self._need_tx()
+        change_id = self._next_change
+        self._next_change += 1
+        self._change_rows.append((change_id, record["alert_id"], raised_at, text))
         return change_id
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
@@ -405,7 +462,7 @@ class Store:
         ]
 
     def last_alert_change(self) -> int:
-        return int(self._db.execute("SELECT MAX(id) FROM alert_changes").fetchone()[0] or 0)
+        return self._next_change - 1
 
     def count_alerts(self, status: str) -> int:
         return int(
@@ -532,18 +589,18 @@ class Store:
 
     # -- retention ---------------------------------------------------------------------------
 
-    def prune(self, before: int, keep_after_pos: int) -> int:
+    def prune(self, before: int, keep_from_pos: int) -> int:
         """Delete occupancy records, events, state changes and closed sessions older than
-        ``before``; never journal entries the engine still needs (``pos > keep_after_pos``)."""
+        ``before``; never journal entries the engine still needs (``pos >= keep_from_pos``)."""
         with self.transaction():
             self._db.execute(
                 "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE type='occupancy'"
-                " AND time < ? AND pos <= ?)",
-                (before, keep_after_pos),
+                " AND time < ? AND pos < ?)",
+                (before, keep_from_pos),
             )
             cur = self._db.execute(
-                "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos <= ?",
-                (before, keep_after_pos),
+                "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos < ?",
+                (before, keep_from_pos),
             )
             self._db.execute(
                 "DELETE FROM state_changes WHERE ts < ? AND id NOT IN"
