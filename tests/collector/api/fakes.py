@@ -283,6 +283,20 @@ class FakeService:
             "spool_depth": 0,
         }
 
+    def gateways(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "gateway_id": "gw-1",
+                "online": True,
+                "last_seen": "2026-11-26T08:00:00.000Z",
+                "events": 2,
+                "epochs": 1,
+                "first_seq": 1,
+                "last_seq": 2,
+                "missing_seq": 0,
+            }
+        ]
+
     def healthz(self) -> dict[str, Any]:
         return dict(self.health)
 

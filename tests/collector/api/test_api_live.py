@@ -99,3 +99,22 @@ def test_healthz_is_503_while_the_broker_is_down(tmp_path: Path, own_broker: Mos
             assert c.get("/metrics").status_code == 200  # still answers while degraded
     finally:
         collector.stop()
+
+
+def test_suspension_all_or_nothing_in_the_real_collector(live: LiveCollector) -> None:
+    now = int(time.time() * 1000)
+    window = {"start": format_instant(now - 60_000), "end": format_instant(now + 3_600_000)}
+    with live.client("admin") as c:
+        bad = c.post(
+            "/api/v1/suspensions",
+            json={"suspension_id": "s-bad", "bay_ids": ["B001", "B999"], **window},
+        )
+        assert (bad.status_code, bad.json()["field"]) == (422, "body.bay_ids.1")
+        good = c.post(
+            "/api/v1/suspensions", json={"suspension_id": "s-ok", "bay_ids": ["B002"], **window}
+        )
+        assert good.status_code == 201, good.text
+    with live.client() as c:
+        spots = {s["id"]: s["status"] for s in c.get("/api/v1/opendata/parking-spots").json()}
+    assert spots["urn:ngsi-ld:ParkingSpot:B001"] == "unknown"  # the rejected one wrote nothing
+    assert spots["urn:ngsi-ld:ParkingSpot:B002"] == "closed"

@@ -31,6 +31,7 @@ MATRIX: dict[tuple[str, str], frozenset[str | None]] = {
     ("DELETE", "/api/v1/rights/{right_id}"): frozenset({"provider"}),
     ("POST", "/api/v1/suspensions"): frozenset(),
     ("GET", "/api/v1/occupancy"): frozenset({"analyst"}),
+    ("GET", "/api/v1/gateways"): frozenset({"analyst"}),
     ("GET", "/api/v1/opendata/parking-spots"): PUBLIC,
     ("GET", "/api/v1/opendata/zone-occupancy"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,

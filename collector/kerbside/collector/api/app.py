@@ -14,6 +14,7 @@ from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes import (
     alerts,
     bays,
+    gateways,
     occupancy,
     officer,
     opendata,
@@ -59,7 +60,7 @@ def create_app(
     app.state.page_cache = PageCache(ttl_s=1.0)
     app.state.sse_frames = EventFrames()
     errors.install(app)
-    for module in (bays, alerts, rights, occupancy, opendata, system, officer):
+    for module in (bays, alerts, rights, occupancy, opendata, system, officer, gateways):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.mount("/officer/static", StaticFiles(directory=officer.STATIC), name="officer-static")

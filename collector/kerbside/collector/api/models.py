@@ -113,7 +113,7 @@ class SuspensionBody(_Body):
     bay_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_SUSPENSION_BAYS)]
     start: IsoInstant
     end: IsoInstant
-    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str | None, Field(max_length=200)] = None
 
     @field_validator("end")
     @classmethod

@@ -78,6 +78,8 @@ class ApiService(Protocol):
 
     def last_alert_change_id(self) -> int: ...
 
+    def gateways(self) -> list[dict[str, Any]]: ...
+
     async def wait_alert_change(self, after: int, timeout: float) -> None: ...  # noqa: ASYNC109
 
     def state_changes(
