@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kerbside.edge.config import DetectorConfig
 from kerbside.edge.detector import DetectBitDetector, Detector
@@ -395,3 +398,51 @@ def test_detect_bit_baseline_follows_the_flag_only() -> None:
     out += sensor.send(66, BASE, flags=FLAG_DETECT)
     out += detector.tick(200 * S)
     assert summary(out) == [("vacant", 0, 10, None), ("occupied", 60, 70, None)]
+
+
+frame_steps = st.lists(
+    st.tuples(
+        st.floats(0, 90),  # seconds since the previous frame
+        st.sampled_from(["S-1", "S-2", "S-9"]),
+        st.sampled_from([(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.3, 0.2, -0.1), (-0.5, 0.4, 0.4)]),
+        st.sampled_from([0, 0, 0, FLAG_DETECT, FLAG_BOOT, FLAG_FAULT]),
+        st.booleans(),  # repeat the previous seq (a duplicate)
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(frame_steps, st.lists(st.floats(0.05, 120), min_size=1, max_size=5))
+def test_changes_do_not_depend_on_when_tick_is_called(
+    steps: list[tuple[float, str, tuple[float, float, float], int, bool]],
+    tick_gaps: list[float],
+) -> None:
+    """The determinism rule: live (ticking at any rate) and replay (never ticking) agree."""
+
+    def run(ticking: bool) -> list[OccupancyChange]:
+        config = DetectorConfig(confirm_occupied_s=10, confirm_vacant_s=10, silence_s=300)
+        detector = Detector(config, {"S-1": "BAY-1", "S-2": "BAY-2"})
+        sensors = {sid: Sensor(detector, sid) for sid in ("S-1", "S-2", "S-9")}
+        out: list[OccupancyChange] = []
+        t = 0.0
+        ticked = 0.0
+        gap = itertools.cycle(tick_gaps)
+        for delay, sid, k, flags, repeat in steps:
+            t += delay
+            while ticking and ticked + (g := next(gap)) < t:
+                ticked += g
+                out += detector.tick(round(ticked * S))
+            sensor = sensors[sid]
+            seq = sensor.seq if repeat and sensor.seq else None
+            field = add(BASE, (CAR[0] * k[0], CAR[1] * k[1], CAR[2] * k[2]))
+            out += sensor.send(t, field, flags, seq)
+        out += detector.tick(round((t + 1000) * S))
+        return out
+
+    replayed = run(False)
+    assert replayed == run(True)
+    confirmed = [c.confirmed_ts for c in replayed]
+    assert confirmed == sorted(confirmed)
+    assert all(c.ts <= c.confirmed_ts for c in replayed)
+    assert all(c.bay_id in ("BAY-1", "BAY-2") for c in replayed)
