@@ -38,10 +38,11 @@ confirmed, a deadline or a reading's time, never the time a caller happened to c
 ``run`` and ``replay`` agree to the millisecond.
 
 Just after start nothing is known: the first level is taken as the empty bay's (the DETECT bit
-cannot say, since drift fools it). If a car was parked then, the belief starts upside down. Two
-things set it right: a first change that turns the firmware's DETECT from on to off is that car
-leaving (``_started_over_a_car``), and otherwise the next car, whose level is far from both the
-levels believed so far, re-levels the sensor (``_looks_inverted``). DETECT is used for nothing else.
+cannot say, since drift fools it). If a car was parked then, the belief starts upside down, and
+the next car sets it right: its level is far from both levels believed so far, which re-levels
+the sensor (``_looks_inverted``); it costs one false session. (``Tuning.detect_hint`` would take a
+first change turning DETECT off as that car leaving; it is off, because over a drifted empty bay
+a car can turn DETECT off just as well.) DETECT is used for nothing else.
 """
 
 from __future__ import annotations
@@ -439,14 +440,15 @@ class Detector:
         tau = self._tuning.tau_s
         if cand.relevel:
             # The level taken for a car was the empty bay: a car over it now reads far from both.
+            # The "car" believed there was none; this one is a new arrival, a session of its own.
             track.base = track.occ
             track.mode = "vacant"
+            self._publish(track, "vacant", None, cand.start, at, out)
         if state == "occupied" and self._started_over_a_car(track, cand):
             # The first change since start took the firmware's DETECT from on to off: a car
             # that was parked when we started has left. The bay is empty now, as published.
             track.base = Level(field, tau, held / 1000)
             track.base_detect = cand.detect
-            track.verified = True
             track.last_class = "vacant" if field is cand.last_field else "unknown"
             return
         if state != track.mode:

@@ -29,7 +29,9 @@ class Tuning:
     blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
     moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
     gradual_confirms: bool = True  # a change built up over readings needs no later evidence
-    detect_hint: bool = True  # DETECT going off at the first change: a car parked at start left
+    # DETECT going off at the first change: a car parked at start left. Off: where drift has
+    # turned DETECT on over an empty bay, a car whose field cancels the drift turns it off.
+    detect_hint: bool = False
 
 
 class Level:
