@@ -31,7 +31,6 @@ from typing import Any
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import BleakError
 
 from kerbside.core.instants import Instant
 from kerbside.edge.ble import FORMAT_VERSION, BleDecoder
@@ -131,7 +130,7 @@ class BleSource(Source):
             try:
                 scanner = self._scanner(emit)
                 await scanner.start()
-            except (BleakError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a radio stack fails in many ways; we go on
                 if self._passive:
                     log.warning("ble: passive scanning unavailable (%s); scanning actively", exc)
                     self._passive = False
