@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from kerbside.collector.api import create_app
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
@@ -38,6 +39,19 @@ class ApiServer:
     url: str
     service: FakeService
     loop: asyncio.AbstractEventLoop
+    app: FastAPI
+
+    def fresh(self) -> ApiServer:
+        """A new FakeService (and empty API caches) behind the same running server."""
+        service = FakeService()
+
+        def swap() -> None:
+            fresh_app = create_app(service, tokens=self.app.state.tokens)
+            for key in ("service", "site_cache", "sse_frames", "page_cache"):
+                setattr(self.app.state, key, getattr(fresh_app.state, key))
+
+        self.call(swap)
+        return ApiServer(self.url, service, self.loop, self.app)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the server's loop (where the service lives) and return its result."""
@@ -81,7 +95,7 @@ def serve(service: FakeService, tokens_file: Path) -> Iterator[ApiServer]:
             raise RuntimeError("uvicorn did not start")
         threading.Event().wait(0.02)
     try:
-        yield ApiServer(f"http://127.0.0.1:{port}", service, loop)
+        yield ApiServer(f"http://127.0.0.1:{port}", service, loop, app)
     finally:
         server.should_exit = True
         server.force_exit = True  # open SSE streams would hold a graceful stop
@@ -89,9 +103,15 @@ def serve(service: FakeService, tokens_file: Path) -> Iterator[ApiServer]:
         loop.close()
 
 
+@pytest.fixture(scope="module")
+def _module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    yield from serve(FakeService(), write_tokens(tmp_path_factory.mktemp("t") / "tokens.yaml"))
+
+
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[ApiServer]:
-    yield from serve(FakeService(), write_tokens(tmp_path / "tokens.yaml"))
+def api(_module_server: ApiServer) -> ApiServer:
+    """A fresh service for each test, behind one server per module (starting one costs)."""
+    return _module_server.fresh()
 
 
 @pytest.fixture(scope="module")
