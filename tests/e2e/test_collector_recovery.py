@@ -103,7 +103,7 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
             stderr=subprocess.STDOUT,
         )
 
-    horizon = START + 420_000
+    horizon = START + 330_000
     changes = street(7, horizon - 60_000)
     alerts_seen: list[dict[str, Any]] = []
     watcher = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
