@@ -1,6 +1,7 @@
 """The collector's MQTT adapter: paho-mqtt's network thread, crossed into asyncio.
 
-MQTT v5 with a fixed client id, ``clean_start=False`` and a session expiry, so the broker keeps
+MQTT v5 with a fixed client id, ``clean_start=False`` and a session expiry (or, with
+``mqtt.protocol: "3.1.1"``, a persistent ``clean_session=False`` session), so the broker keeps
 our subscriptions and queues the gateways' QoS 1 messages while the collector is down. Acks are
 manual: the service acks a message only after its batch is committed. Callbacks here only hand
 data to the event loop with ``call_soon_threadsafe``.
@@ -9,6 +10,7 @@ data to the event loop with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
@@ -62,10 +64,15 @@ class MqttLink:
         self._on_connection = on_connection
         self.connected = False
         self._generation = 0
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._wake_pending = False
+        v5 = config.protocol == "5"
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # 3.1.1 has no session expiry: a persistent session keeps what v5's expiry keeps.
+            clean_session=None if v5 else False,
             manual_ack=True,
         )
         client.max_inflight_messages_set(1000)
@@ -89,6 +96,12 @@ class MqttLink:
         return self.config.topic_root.rstrip("/")
 
     def start(self) -> None:
+        if self.config.protocol != "5":
+            self._client.connect_async(
+                self.config.host, self.config.port, keepalive=self.config.keepalive_s
+            )
+            self._client.loop_start()
+            return
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
@@ -158,8 +171,19 @@ class MqttLink:
             self._generation,
             int(time.time() * 1000),
         )
-        with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
-            self._loop.call_soon_threadsafe(self._on_message, message)
+        # One wake-up of the event loop per burst, not per message: a backlog arrives as
+        # thousands of messages a second, and each call_soon_threadsafe is a syscall.
+        self._inbox.append(message)
+        if not self._wake_pending:
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        self._wake_pending = False  # before draining: a message appended after this wakes again
+        inbox = self._inbox
+        while inbox:
+            self._on_message(inbox.popleft())
 
     def _handle_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
