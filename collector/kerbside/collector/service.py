@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kerbside.collector.config import CollectorConfig
-from kerbside.collector.ingest import Message, check_health, check_status
 from kerbside.collector.gateway_stats import gateway_summaries
+from kerbside.collector.ingest import Message, check_health, check_status
 from kerbside.collector.maintenance import BayInfo, Maintenance
 from kerbside.collector.publish import MAINTENANCE_KINDS, Publisher
 from kerbside.collector.records import (

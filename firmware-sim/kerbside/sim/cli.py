@@ -169,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --site: drivers arrive within a minute and come back soon (for demos)",
     )
     ser.add_argument(
+        "--first-arrival-s",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=None,
+        help="with --site: each bay's first driver arrives MIN..MAX s after the start",
+    )
+    ser.add_argument(
         "--plan-out",
         type=Path,
         default=None,

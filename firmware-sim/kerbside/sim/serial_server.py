@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -31,6 +32,7 @@ from kerbside.core.instants import Instant, format_instant
 from kerbside.sim.capture import dump_yaml, edge_config
 from kerbside.sim.parking import (
     QUICK,
+    Mix,
     gateway_bays,
     plan_parking,
     site_gateways,
@@ -184,6 +186,14 @@ def ble_record(advert: BleEmission, t: Instant | None = None) -> dict[str, objec
     }
 
 
+def _mix(args: argparse.Namespace) -> Mix:
+    mix = QUICK if args.quick else Mix()
+    if getattr(args, "first_arrival_s", None) is not None:
+        low, high = sorted(args.first_arrival_s)
+        mix = dataclasses.replace(mix, first_arrival_ms=(round(low * 1000), round(high * 1000)))
+    return mix
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -310,7 +320,7 @@ def _street_layout(
         start=start,
         hours=hours,
         bay_ids=[b.id for b in bays],
-        mix=QUICK if args.quick else None,
+        mix=_mix(args),
     )
     if args.plan_out is not None:
         _write_atomic(args.plan_out, json.dumps(plan.to_json(), indent=1) + "\n")

@@ -1,0 +1,63 @@
+"""GET /api/v1/gateways' figures, from a real store file: events, seq gaps, outbox epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerbside.collector.gateway_stats import gateway_summaries
+from kerbside.collector.store import Store
+
+
+def _event(gateway: str, epoch: str, seq: int) -> dict[str, object]:
+    return {
+        "type": "occupancy",
+        "v": 1,
+        "event_id": f"{gateway}:{epoch}:{seq}",
+        "gateway_id": gateway,
+        "seq": seq,
+        "bay_id": "B1",
+        "sensor_id": "S1",
+        "state": "vacant",
+        "ts": "2026-11-26T08:00:00.000Z",
+        "confirmed_ts": "2026-11-26T08:00:10.000Z",
+        "reason": None,
+    }
+
+
+def test_gaps_are_counted_per_epoch_and_the_latest_epoch_gives_first_and_last(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "collector.db"
+    store = Store(path)
+    with store.transaction():
+        # gw-a: epoch e1 1..3 complete, then its outbox was wiped: epoch e2 with 1, 2, 4, 5, 7.
+        for epoch, seqs in (("e1", (1, 2, 3)), ("e2", (1, 2, 4, 5, 7))):
+            for seq in seqs:
+                store.append_journal("occupancy", seq, 0, _event("gw-a", epoch, seq))
+        for seq in (10, 11):  # gw-b: the collector met it mid-stream; seq 11 twice (QoS 1)
+            store.append_journal("occupancy", seq, 0, _event("gw-b", "x9", seq))
+        store.append_journal("occupancy", 11, 0, _event("gw-b", "x9", 11))
+        store.append_journal("right", 5, 0, {"type": "right", "right_id": "r1"})
+        store.put_gateway("gw-a", True, 1_800_000_000_000)
+        store.put_gateway("gw-c", False, 1_800_000_000_000)  # heard of, no events
+    store.close()
+    summary = {g["gateway_id"]: g for g in gateway_summaries(path)}
+    assert summary["gw-a"] == {
+        "gateway_id": "gw-a",
+        "online": True,
+        "last_seen": "2027-01-15T08:00:00.000Z",
+        "events": 8,
+        "epochs": 2,
+        "first_seq": 1,
+        "last_seq": 7,
+        "missing_seq": 2,
+    }
+    assert summary["gw-b"]["online"] is False
+    assert summary["gw-b"]["last_seen"] is None
+    assert (summary["gw-b"]["first_seq"], summary["gw-b"]["last_seq"]) == (10, 11)
+    assert summary["gw-b"]["events"] == 3
+    assert summary["gw-b"]["missing_seq"] == 0
+    assert summary["gw-c"]["events"] == 0
+    assert summary["gw-c"]["first_seq"] is None
+    assert list(summary) == ["gw-a", "gw-b", "gw-c"]
+    assert gateway_summaries(":memory:") == []

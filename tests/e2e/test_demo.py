@@ -1,0 +1,186 @@
+"""`kerbside demo` end to end: real broker, collector, edge agents and simulated sensors.
+
+Everything is checked through the HTTP API the demo serves (with the analyst token it keeps in its
+work directory), while it runs; then that nothing it started is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kerbside.demo import find_mosquitto
+from tests.helpers import free_port
+
+ENFORCEMENT = {"overstay", "unpaid", "expired", "suspended"}
+
+
+def kerbside_command() -> list[str]:
+    script = Path(sys.executable).parent / "kerbside"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "kerbside.cli"]
+
+
+@dataclass
+class DemoRun:
+    """The demo's output and the last answers of its API, polled every second while it runs."""
+
+    output: list[str] = field(default_factory=list)
+    bays: list[dict[str, Any]] = field(default_factory=list)
+    gateways: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    online: set[str] = field(default_factory=set)  # gateways seen online by any poll
+    returncode: int | None = None
+
+
+def _get(port: int, token: str, path: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def run_demo(workdir: Path, *extra: str, timeout: float = 180) -> DemoRun:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*kerbside_command(), "demo", "--port", str(port), "--workdir", str(workdir), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = DemoRun()
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: run.output.extend(proc.stdout or ()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+            tokens_file = workdir / "demo-tokens.json"
+            if not tokens_file.exists():
+                continue
+            token = json.loads(tokens_file.read_text())["analyst"]
+            try:
+                bays = _get(port, token, "/api/v1/bays?limit=500")["items"]
+                gateways = _get(port, token, "/api/v1/gateways")
+                alerts = _get(port, token, "/api/v1/alerts?limit=500")["items"]
+            except OSError:
+                continue  # not up yet, or stopping
+            run.bays, run.gateways, run.alerts = bays, gateways, alerts
+            run.online |= {g["gateway_id"] for g in gateways if g["online"]}
+        run.returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    proc.stdout.close()
+    return run
+
+
+def processes_using(path: Path) -> list[str]:
+    """Processes whose command line or working directory mentions ``path``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue  # gone, or not ours to read
+        if str(path) in cmdline or cwd.startswith(str(path)):
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+def check_delivery(run: DemoRun, gateways: set[str]) -> None:
+    """Every gateway online while the demo ran, its events numbered 1..n with none missing.
+    (The last poll may come after the agents stopped, when they say they are offline.)"""
+    by_id = {g["gateway_id"]: g for g in run.gateways}
+    assert set(by_id) == gateways, run.gateways
+    assert run.online == gateways
+    for gateway in by_id.values():
+        assert gateway["events"] > 0, gateway
+        assert gateway["epochs"] == 1, gateway
+        assert gateway["first_seq"] == 1, gateway
+        assert gateway["last_seq"] == gateway["events"], gateway
+        assert gateway["missing_seq"] == 0, gateway
+
+
+@pytest.mark.timeout(240)
+def test_demo_runs_a_street_with_alerts_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    run = run_demo(workdir, "--duration", "90")
+    text = "".join(run.output)
+    assert run.returncode == 0, text
+    assert "/officer" in text, text
+    assert "officer token:" in text, text
+    assert "bays occupied" in text, text
+    # Bays filled: the street had cars on it, seen by the collector through the real agents.
+    assert len(run.bays) == 15
+    occupied = [b for b in run.bays if b["state"] == "occupied"]
+    assert len(occupied) >= 5, run.bays
+    check_delivery(run, {"gw-parkway-01", "gw-delancey-01", "gw-arlington-01"})
+    # Enforcement alerts came from the drivers who forgot to pay.
+    raised = [a for a in run.alerts if a["kind"] in ENFORCEMENT]
+    assert raised, run.alerts
+    assert processes_using(workdir) == []
+
+
+@pytest.mark.timeout(150)
+def test_demo_embedded_broker_carries_the_gateways_events(tmp_path: Path) -> None:
+    """Without Mosquitto the demo runs amqtt (MQTT 3.1.1): collector and agent still deliver
+    every event, in order."""
+    workdir = tmp_path / "demo"
+    run = run_demo(
+        workdir, "--broker", "embedded", "--duration", "40", "--gateways", "1",
+        "--bays-per-gateway", "4",
+    )  # fmt: skip
+    text = "".join(run.output)
+    assert run.returncode == 0, text
+    assert "embedded amqtt broker" in text, text
+    check_delivery(run, {"gw-parkway-01"})
+    assert any(b["state"] == "occupied" for b in run.bays), run.bays
+    assert processes_using(workdir) == []
+
+
+def test_broker_choice_falls_back_when_mosquitto_is_not_found(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert find_mosquitto(path=str(empty), extra_dirs=(str(empty),)) is None
+    fake = tmp_path / "bin" / "mosquitto"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    assert find_mosquitto(path=str(empty), extra_dirs=(str(fake.parent),)) == str(fake)
+    assert find_mosquitto(path=str(fake.parent), extra_dirs=()) == str(fake)
+
+
+def test_demo_says_what_to_do_when_its_port_is_taken(tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [*kerbside_command(), "demo", "--port", str(port), "--workdir", str(tmp_path / "d")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"kerbside demo: port {port} is in use on 127.0.0.1: use --port"
+    assert result.stdout == ""
