@@ -6,20 +6,30 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+EPILOG = """\
+examples:
+  kerbside demo                          # a live street here; prints the officers' page URL
+  kerbside demo --port 8080 --duration 300
+  kerbside site check site.yaml          # validate a site file
+  kerbside site edge-config site.yaml --gateway gw-parkway-01 > edge.yaml
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kerbside",
         description="Kerbside: open platform for on-street parking bay sensors.",
-        epilog="example: kerbside demo --duration 300",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from kerbside.collector.site_cli import add_site_commands  # noqa: PLC0415 - optional extra
-
-    add_site_commands(sub)
-    from kerbside.demo import add_demo_command  # noqa: PLC0415 - pulls in every component
+    # `kerbside site` needs only the base install (the collector's site module is pure Python
+    # over pydantic and PyYAML); the demo's own imports wait until it runs.
+    from kerbside.collector.site_cli import add_site_commands  # noqa: PLC0415
+    from kerbside.demo import add_demo_command  # noqa: PLC0415
 
     add_demo_command(sub)
+    add_site_commands(sub)
     return parser
 
 

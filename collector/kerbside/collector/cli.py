@@ -73,13 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--config", help="collector config file (its tokens_file is used)")
     token.add_argument("--tokens-file", help="tokens file to manage (overrides --config)")
+    # The same two options after the action too (`token add NAME --role R --config C`).
+    where = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    where.add_argument("--config", help="collector config file (its tokens_file is used)")
+    where.add_argument("--tokens-file", help="tokens file to manage (overrides --config)")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    add = token_sub.add_parser("add", help="create a token for NAME with a role")
+    add = token_sub.add_parser(
+        "add",
+        parents=[where],
+        help="create a token for NAME with a role",
+        epilog="example: kerbside-collector token add pc-1234 --role officer --config c.yaml",
+    )
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["officer", "analyst", "admin", "provider"])
-    revoke = token_sub.add_parser("revoke", help="revoke NAME's token")
+    revoke = token_sub.add_parser(
+        "revoke",
+        parents=[where],
+        help="revoke NAME's token",
+        epilog="example: kerbside-collector token revoke pc-1234 --config c.yaml",
+    )
     revoke.add_argument("name")
-    token_sub.add_parser("list", help="list token names and roles")
+    token_sub.add_parser(
+        "list",
+        parents=[where],
+        help="list token names and roles",
+        epilog="example: kerbside-collector token list --config c.yaml",
+    )
     return parser
 
 

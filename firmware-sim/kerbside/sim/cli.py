@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kerbside-sim",
         description="Simulated magnetometer bay sensors on a street, with ground truth.",
+        epilog="examples:\n"
+        "  kerbside-sim capture --scenario noisy --seed 1 --sensors 20 --hours 1 out/\n"
+        "  kerbside-sim serial --sensors 20 --dir /tmp/street --config-out /tmp/street/edge.yaml\n"
+        "  kerbside-sim street --site site.yaml --quick out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     cap = sub.add_parser(
