@@ -148,3 +148,31 @@ def test_a_point_needs_a_field() -> None:
     with pytest.raises(ValueError, match="at least one field"):
         lp.encode_line("m", {"a": "b"}, {"x": None, "y": float("nan")}, T0)
     assert lp.sensor_health_line("S", None, "gw", T0, None, None, None, None) is None
+
+
+@pytest.mark.parametrize(
+    "bay",
+    [
+        BAY,
+        BayTags(id="B=1", zone_id="Z 1", street=None, kind="paid"),
+        BayTags(id="B2", zone_id="Z2", street='Wall\\St "x"', kind="free"),
+    ],
+)
+def test_fast_builders_equal_the_generic_encoder(bay: BayTags) -> None:
+    for state in ("occupied", "vacant", "unknown"):
+        tags = {
+            "bay_id": bay.id,
+            "zone_id": bay.zone_id,
+            "street": bay.street,
+            "kind": bay.kind,
+            "gateway_id": "gw,1",
+        }
+        fields = {"occupied": int(state == "occupied"), "state": state}
+        assert lp.bay_state_line(bay, state, T0, "gw,1") == lp.encode_line(
+            "bay_state", tags, fields, T0
+        )
+    tags = {"bay_id": bay.id, "zone_id": bay.zone_id, "street": bay.street, "kind": bay.kind}
+    fields = {"duration_s": 61.5, "overstay_s": 0.0, "alerts": 3}
+    assert lp.bay_session_line(bay, T0, T0 + 61_500, 0, 3) == lp.encode_line(
+        "bay_session", tags, fields, T0
+    )

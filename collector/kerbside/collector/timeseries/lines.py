@@ -102,29 +102,35 @@ def encode_line(
     return f"{_series(measurement, tuple(tags.items()))} {','.join(parts)} {int(time)}"
 
 
-def bay_state_line(bay: BayLike, state: str, ts: Instant, gateway_id: str | None) -> str:
-    tags = {
-        "bay_id": bay.id,
-        "zone_id": bay.zone_id,
-        "street": bay.street,
-        "kind": bay.kind,
-        "gateway_id": gateway_id,
-    }
-    return encode_line(
-        "bay_state", tags, {"occupied": 1 if state == "occupied" else 0, "state": state}, ts
+def _bay_series(measurement: str, bay: BayLike, gateway_id: str | None = None) -> str:
+    tags: tuple[tuple[str, str | None], ...] = (
+        ("bay_id", bay.id),
+        ("zone_id", bay.zone_id),
+        ("street", bay.street),
+        ("kind", bay.kind),
     )
+    if measurement == "bay_state":
+        tags += (("gateway_id", gateway_id),)
+    return _series(measurement, tags)
+
+
+def bay_state_line(bay: BayLike, state: str, ts: Instant, gateway_id: str | None) -> str:
+    # Written for every state change on the collector's loop: a direct f-string, not the
+    # generic encoder (same output; tests compare them).
+    occupied = 1 if state == "occupied" else 0
+    text = _field(state)
+    return f"{_bay_series('bay_state', bay, gateway_id)} occupied={occupied}i,state={text} {ts}"
 
 
 def bay_session_line(
     bay: BayLike, start: Instant, end: Instant, overstay_s: float, alerts: int
 ) -> str:
-    tags = {"bay_id": bay.id, "zone_id": bay.zone_id, "street": bay.street, "kind": bay.kind}
-    fields = {
-        "duration_s": (end - start) / 1000.0,
-        "overstay_s": float(overstay_s),
-        "alerts": int(alerts),
-    }
-    return encode_line("bay_session", tags, fields, start)
+    duration = (end - start) / 1000.0
+    overstay = float(overstay_s) if math.isfinite(overstay_s) else 0.0
+    return (
+        f"{_bay_series('bay_session', bay)} duration_s={duration!r},"
+        f"overstay_s={overstay!r},alerts={int(alerts)}i {start}"
+    )
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class SpoolWriter:
         self._min_backoff = min_backoff_s
         self._max_backoff = max_backoff_s
         self._close_drain = close_drain_s
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())
         self._buffer: list[str] = []
         self._stopping = False
         self._flush_requested = False
