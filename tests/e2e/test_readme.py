@@ -46,7 +46,8 @@ def test_readme_demo_command_runs_in_a_fresh_clone(tmp_path: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=60)
     command = readme_commands()[0]
     result = subprocess.run(
-        ["timeout", "-s", "INT", str(RUN_FOR_S), "bash", "-c", command],
+        # --preserve-status: the demo's own exit status, not timeout's 124.
+        ["timeout", "--preserve-status", "-s", "INT", str(RUN_FOR_S), "bash", "-c", command],
         cwd=clone,
         capture_output=True,
         text=True,
