@@ -62,11 +62,18 @@ def settle_vacant(sensor: Sensor, until: float = 120) -> list[OccupancyChange]:
     return out
 
 
-def ramp(sensor: Sensor, t0: float, frm: tuple[float, ...], to: tuple[float, ...], steps: int = 3):
+def ramp(
+    sensor: Sensor,
+    t0: float,
+    frm: tuple[float, ...],
+    to: tuple[float, ...],
+    steps: int = 3,
+    flags: int = 0,
+) -> list[OccupancyChange]:
     out: list[OccupancyChange] = []
     for i in range(1, steps + 1):
         point = add(frm, add(to, frm, -1), i / steps)
-        out += sensor.send(t0 + i - 1, point)
+        out += sensor.send(t0 + i - 1, point, flags)
     return out
 
 
@@ -287,13 +294,13 @@ def test_departure_after_drift_while_parked() -> None:
 
 
 def hold(
-    sensor: Sensor, start: float, end: float, field: tuple[float, ...]
+    sensor: Sensor, start: float, end: float, field: tuple[float, ...], flags: int = 0
 ) -> list[OccupancyChange]:
     """Keep-alives every 60 s over [start, end)."""
     out: list[OccupancyChange] = []
     t = start
     while t < end:
-        out += sensor.send(t, field)
+        out += sensor.send(t, field, flags)
         t += 60
     return out
 
@@ -355,20 +362,82 @@ def test_car_parked_at_start_is_set_right_by_the_next_car() -> None:
     assert summary(out) == [("occupied", 3000, 3010, None)]
 
 
-def test_car_parked_at_start_leaving_with_detect_going_off_is_no_arrival() -> None:
-    """Started over a parked car whose sensor says DETECT: the first change turning DETECT off
-    is that car leaving (the bay was published empty already); the next car is an arrival."""
-    config = DetectorConfig()
-    sensor = Sensor(Detector(config, {"S-1": "BAY-1"}, Tuning(detect_hint=True)))
+def trusting(trust: bool) -> Sensor:
+    """A sensor on a street where DETECT is trusted from the start, or never."""
+    tuning = Tuning(trust_steps=0) if trust else Tuning(trust_steps=10**9)
+    return Sensor(Detector(DetectorConfig(), {"S-1": "BAY-1"}, tuning))
+
+
+def test_car_parked_at_start_with_trusted_detect_is_published_occupied() -> None:
+    sensor = trusting(True)
     parked = add(BASE, CAR)
     out = sensor.send(0, parked, flags=FLAG_DETECT)
-    out += sensor.send(60, parked, flags=FLAG_DETECT)
-    out += sensor.send(100, add(parked, CAR, -0.5), flags=FLAG_DETECT)
-    out += sensor.send(101, BASE)
-    out += hold(sensor, 162, 1000, BASE)
-    out += ramp(sensor, 1000, BASE, add(BASE, CAR))
-    out += hold(sensor, 1062, 1300, add(BASE, CAR))
-    assert summary(out) == [("vacant", 0, 60, None), ("occupied", 1000, 1010, None)]
+    out += hold(sensor, 60, 1000, parked, flags=FLAG_DETECT)
+    out += ramp(sensor, 1000, parked, BASE)  # the car leaves, DETECT goes off
+    out += hold(sensor, 1062, 1300, BASE)
+    out += ramp(sensor, 1300, BASE, add(BASE, CAR))  # the next car
+    out += hold(sensor, 1362, 1600, add(BASE, CAR), flags=FLAG_DETECT)
+    assert summary(out) == [
+        ("occupied", 0, 60, None),  # one reading, then the next says it held
+        ("vacant", 1000, 1010, None),
+        ("occupied", 1300, 1310, None),
+    ]
+
+
+def test_car_parked_at_start_under_drift_is_held_then_published_the_right_way_up() -> None:
+    """DETECT on everywhere (drift): nothing is published until the second car shows that the
+    first level was a car; then the whole history comes out, back-dated, never inverted."""
+    sensor = trusting(False)
+    parked = add(BASE, CAR)
+    out = sensor.send(0, parked, flags=FLAG_DETECT)
+    out += hold(sensor, 60, 1000, parked, flags=FLAG_DETECT)
+    out += ramp(sensor, 1000, parked, BASE, flags=FLAG_DETECT)  # it leaves; DETECT stays on
+    out += hold(sensor, 1062, 2000, BASE, flags=FLAG_DETECT)
+    assert out == []
+    second = (60.0, 150.0, -120.0)
+    out += ramp(sensor, 2000, BASE, add(BASE, second), flags=FLAG_DETECT)
+    out += hold(sensor, 2062, 2300, add(BASE, second), flags=FLAG_DETECT)
+    assert [(state, ts) for state, ts, _, _ in summary(out)] == [
+        ("occupied", 0),
+        ("vacant", 1000),
+        ("occupied", 2000),
+    ]
+    assert len({c.confirmed_ts for c in out}) == 1
+
+
+def test_empty_bay_under_drift_is_held_until_a_car_comes_and_goes() -> None:
+    sensor = trusting(False)
+    out = sensor.send(0, BASE, flags=FLAG_DETECT)
+    out += hold(sensor, 60, 1000, BASE, flags=FLAG_DETECT)
+    out += ramp(sensor, 1000, BASE, add(BASE, CAR), flags=FLAG_DETECT)
+    out += hold(sensor, 1062, 2000, add(BASE, CAR), flags=FLAG_DETECT)
+    assert out == []
+    out += ramp(sensor, 2000, add(BASE, CAR), BASE, flags=FLAG_DETECT)  # back to the first level
+    out += hold(sensor, 2062, 2300, BASE, flags=FLAG_DETECT)
+    assert [(state, ts) for state, ts, _, _ in summary(out)] == [
+        ("vacant", 0),
+        ("occupied", 1000),
+        ("vacant", 2000),
+    ]
+
+
+def test_held_first_levels_are_believed_empty_once_the_street_started_empty() -> None:
+    """After enough held first levels turned out empty, a new one is believed empty at once."""
+    config = DetectorConfig()
+    detector = Detector(config, {f"S-{i}": f"BAY-{i}" for i in range(3)}, Tuning(empty_levels=2))
+    a, b, c = (Sensor(detector, f"S-{i}") for i in range(3))
+    out: list[OccupancyChange] = []
+    for s, t in ((a, 0), (b, 3000)):  # one after the other: a detector's clock never goes back
+        out += s.send(t, BASE, flags=FLAG_DETECT)
+        out += hold(s, t + 60, t + 1000, BASE, flags=FLAG_DETECT)
+        out += ramp(s, t + 1000, BASE, add(BASE, CAR), flags=FLAG_DETECT)
+        out += hold(s, t + 1062, t + 2000, add(BASE, CAR), flags=FLAG_DETECT)
+        out += ramp(s, t + 2000, add(BASE, CAR), BASE, flags=FLAG_DETECT)
+        out += hold(s, t + 2062, t + 2300, BASE, flags=FLAG_DETECT)
+    assert detector.first_vacant == 2
+    out = c.send(6000, BASE, flags=FLAG_DETECT)
+    out += hold(c, 6060, 6200, BASE, flags=FLAG_DETECT)
+    assert summary([x for x in out if x.sensor_id == "S-2"]) == [("vacant", 6000, 6060, None)]
 
 
 def test_events_come_out_ordered_by_confirmed_ts() -> None:

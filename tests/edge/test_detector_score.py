@@ -15,7 +15,7 @@ SEEDS = (21, 22)
 def simulate(root: Path, scenario: str, seed: int) -> Path:
     out = root / f"{scenario}-{seed}"
     args = ["capture", "--quiet", "--scenario", scenario, "--seed", str(seed)]
-    assert sim_main([*args, "--sensors", "8", "--hours", "2", str(out)]) == 0
+    assert sim_main([*args, "--sensors", "12", "--hours", "2", str(out)]) == 0
     return out
 
 

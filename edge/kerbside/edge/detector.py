@@ -37,12 +37,20 @@ before (a car starting to pull in); ``confirmed_ts`` is the exact instant the ch
 confirmed, a deadline or a reading's time, never the time a caller happened to call ``tick``, so
 ``run`` and ``replay`` agree to the millisecond.
 
-Just after start nothing is known: the first level is taken as the empty bay's (the DETECT bit
-cannot say, since drift fools it). If a car was parked then, the belief starts upside down, and
-the next car sets it right: its level is far from both levels believed so far, which re-levels
-the sensor (``_looks_inverted``); it costs one false session. (``Tuning.detect_hint`` would take a
-first change turning DETECT off as that car leaving; it is off, because over a drifted empty bay
-a car can turn DETECT off just as well.) DETECT is used for nothing else.
+Just after start nothing is known, and a car may have been parked for hours. The first level is
+judged by the firmware's DETECT bit, which compares with the field stored at install:
+- DETECT off: the empty bay (a car whose field exactly cancels the drift is rare): ``vacant``.
+- DETECT on: a parked car, if DETECT can be trusted on this street (confirmed steps on all its
+  sensors flipped DETECT nearly every time): ``occupied`` at once. Where drift has left DETECT on
+  over empty bays, it says nothing: the level is believed empty, but what follows is *held*
+  (recorded, not published) until the sensor's own steps tell which way it was. A car that came
+  and went back to the first level shows it empty; a next car far from both levels believed so far
+  shows it was a car (``_looks_inverted``: the belief is re-levelled and the held history published
+  the other way up). Either way the history is then published with its real ``ts``: late, never
+  upside down. Once held first levels on a street have mostly turned out empty (the detector
+  started on an empty street), the rest are believed empty at once.
+If a first level with DETECT off was a car after all, the next car re-levels the sensor as above,
+at the cost of one false session.
 """
 
 from __future__ import annotations
@@ -93,6 +101,13 @@ class _Candidate:
     held: list[tuple[Vector, int]] = dataclasses.field(default_factory=list)
     waiting: bool = False  # held long enough, but only on readings spanning a passing car
     detect: bool = False  # the firmware's DETECT bit on the latest reading
+    readings: int = 0  # readings of the run ...
+    detects: int = 0  # ... and how many of them had DETECT on
+
+    @property
+    def detect_level(self) -> bool:
+        """The firmware's verdict on the run's level: DETECT on most of its readings."""
+        return self.detects * 2 > self.readings if self.readings else self.detect
 
 
 class _Track:
@@ -102,20 +117,23 @@ class _Track:
         "arrival_base",
         "arrived_at",
         "base",
-        "base_detect",
         "bay_id",
         "cand",
         "cand_gen",
+        "first_detect",
+        "held",
+        "held_inverted",
+        "history",
         "last_class",
         "last_field",
         "last_seq",
         "last_t",
         "last_valid",
+        "level_detect",
         "mode",
         "occ",
         "off_since",
         "published",
-        "seen_arrival",
         "sensor_id",
         "signature",
         "silence_armed",
@@ -148,8 +166,13 @@ class _Track:
         self.silence_armed = False  # a silence entry is in the heap
         self.off_since: Instant | None = None  # first reading of the streak off the current level
         self.verified = False  # a departure back to the arrival's baseline has been seen
-        self.seen_arrival = False  # an arrival has been confirmed since the start
-        self.base_detect = False  # DETECT on the reading the baseline was taken from
+        self.level_detect: bool | None = None  # DETECT's verdict on the current level
+        self.first_detect = False  # DETECT's verdict on the first level since start
+        # The first level had DETECT on, which drift may explain: what is believed is not yet
+        # published, only recorded (state, ts), until evidence says which way it was.
+        self.held = False
+        self.held_inverted = False  # a re-levelling showed the first level was a car
+        self.history: list[tuple[State, Instant]] = []
 
 
 def _drop_candidates(track: _Track) -> None:
@@ -165,6 +188,8 @@ class Detector:
     ``next_deadline()`` says when ``tick`` next has something to do. ``stats`` holds the health
     counters per configured sensor; ``unknown_sensors`` counts frames from any other sensor.
     """
+
+    _holds = True  # a first level with DETECT on is held until evidence (see _first_level)
 
     def __init__(
         self,
@@ -188,6 +213,14 @@ class Detector:
         self._heap: list[tuple[Instant, int, int, str, int]] = []
         self._order = 0
         self._now: Instant | None = None
+        # Confirmed steps across all sensors where DETECT flipped / stayed: whether DETECT can
+        # be trusted on this street (drift since install leaves it on over empty bays).
+        self.detect_flips = 0
+        self.detect_flat = 0
+        # Held first levels that later steps showed empty / a car: how busy the street was
+        # when the detector started, for the first levels still held.
+        self.first_vacant = 0
+        self.first_car = 0
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -220,6 +253,7 @@ class Detector:
         track.last_valid = now  # an armed silence entry moves on lazily, when it comes due
         if frame.fault:
             _drop_candidates(track)
+            self._release(track)
             self._publish(track, "unknown", "sensor_fault", now, now, out)
             return out
         field: Vector = (float(frame.mx), float(frame.my), float(frame.mz))
@@ -235,8 +269,16 @@ class Detector:
         if track.cand is not None:
             track.cand.detect = frame.detect
         self._step(track, cls, relevel, field, now, lost, prev_field, prev_t, out)
-        if track.cand is not None:
-            track.cand.detect = frame.detect
+        cand = track.cand
+        if cand is not None:
+            cand.detect = frame.detect
+            cand.readings += 1
+            cand.detects += frame.detect
+        if track.held:
+            if self._detect_trusted():
+                self._resolve_by_detect(track, now, out)
+            elif self._street_was_empty():
+                self._resolve_as_believed(track, now, out)
         if heap[0][0] <= now:
             out.extend(self._fire(now))  # a zero confirm time confirms at once
         return out
@@ -304,7 +346,8 @@ class Detector:
                     self._arm(track, suspended, now, out)
                 return
         cand = track.cand
-        if not relevel and cls == track.mode and track.published == (cls, None):
+        believed = track.held or track.published == (cls, None)  # held: nothing published yet
+        if not relevel and cls == track.mode and believed:
             if cand is not None:
                 self._interrupt(track, now)
             return
@@ -412,6 +455,7 @@ class Detector:
                     continue
                 track.silence_armed = False  # until the next frame
                 _drop_candidates(track)
+                self._release(track)
                 self._publish(track, "unknown", "sensor_silent", track.last_valid, deadline, out)
         return out
 
@@ -424,6 +468,10 @@ class Detector:
         confirmed_ts: Instant,
         out: list[OccupancyChange],
     ) -> None:
+        if track.held and reason is None:
+            if not track.history or track.history[-1][0] != state:
+                track.history.append((state, ts))
+            return
         if track.published == (state, reason):
             return
         track.published = (state, reason)
@@ -438,54 +486,148 @@ class Detector:
         state = cand.state
         field, held = level_of([*cand.held, (cand.last_field, at - cand.last)])
         tau = self._tuning.tau_s
+        detect = cand.detect_level
+        if track.mode == "unknown":
+            self._first_level(track, cand, field, held, at, out)
+            return
+        if state != track.mode or cand.relevel:
+            if track.level_detect is not None:
+                if detect != track.level_detect:
+                    self.detect_flips += 1
+                else:
+                    self.detect_flat += 1
+            track.level_detect = detect
         if cand.relevel:
             # The level taken for a car was the empty bay: a car over it now reads far from both.
             # The "car" believed there was none; this one is a new arrival, a session of its own.
             track.base = track.occ
             track.mode = "vacant"
+            track.held_inverted = track.held
             self._publish(track, "vacant", None, cand.start, at, out)
-        if state == "occupied" and self._started_over_a_car(track, cand):
-            # The first change since start took the firmware's DETECT from on to off: a car
-            # that was parked when we started has left. The bay is empty now, as published.
-            track.base = Level(field, tau, held / 1000)
-            track.base_detect = cand.detect
-            track.last_class = "vacant" if field is cand.last_field else "unknown"
-            return
         if state != track.mode:
             if state == "vacant":
                 track.verified = track.verified or track.signature is not None
                 track.base = Level(field, tau, held / 1000)
-                track.base_detect = cand.detect
                 track.occ = None
             else:
                 base = track.base
                 track.arrival_base = base.vector if base is not None else None
                 track.occ = Level(field, tau, held / 1000)
                 track.arrived_at = at
-                track.seen_arrival = True
                 self._refine_signature(track)
             track.mode = state
             # The latest reading goes into the new level later, unless it was not taken as it.
             track.last_class = state if field is cand.last_field else "unknown"
         self._publish(track, state, None, cand.start, at, out)
+        if track.held:
+            self._resolve(track, at, out)
 
-    def _started_over_a_car(self, track: _Track, cand: _Candidate) -> bool:
-        """Whether the first "arrival" since start is really a departure, by the DETECT bit.
+    # ---- the first level: vacant or a car parked before the start ----------------------------
 
-        At start the first level is taken for the empty bay; if a car stood there, its going
-        looks like an arrival. DETECT cannot be trusted for levels (drift fools it), but a first
-        change that turns it from on to off is the car going, not coming, unless the car's own
-        field happens to cancel the drift: rare, and the next arrival would set it right.
+    def _detect_trusted(self) -> bool:
+        """Whether DETECT tells cars from empty bays on this street: at confirmed steps across
+        all sensors, it flipped nearly every time (drift leaves it on over empty bays, so a car
+        coming or going leaves it on too)."""
+        steps = self.detect_flips + self.detect_flat
+        t = self._tuning
+        return steps >= t.trust_steps and self.detect_flat <= t.trust_flat * steps
+
+    def _street_was_empty(self) -> bool:
+        """Whether the held first levels resolved so far were nearly all empty bays: then the
+        detector started on an empty street, and the rest are believed empty too."""
+        resolved = self.first_vacant + self.first_car
+        t = self._tuning
+        return resolved >= t.empty_levels and self.first_car <= (1 - t.empty_share) * resolved
+
+    def _resolve_as_believed(self, track: _Track, at: Instant, out: list[OccupancyChange]) -> None:
+        if track.held_inverted:
+            return  # _resolve publishes it, inverted, at the re-levelling
+        track.held = False
+        for state, ts in track.history:
+            self._publish(track, state, None, ts, at, out)
+        track.history = []
+
+    def _first_level(  # noqa: PLR0917
+        self,
+        track: _Track,
+        cand: _Candidate,
+        field: Vector,
+        held: int,
+        at: Instant,
+        out: list[OccupancyChange],
+    ) -> None:
+        """The first level since start: an empty bay, or a car that was parked before.
+
+        DETECT compares with the field stored at install: off, the bay is empty (a car whose
+        field cancels the drift exactly is rare). On, it is a car, unless drift has moved the
+        empty field that far: trusted only once this street's steps showed DETECT flips with
+        cars. Otherwise the level is believed empty but nothing is published until a step says.
         """
-        return (
-            self._tuning.detect_hint
-            and not track.seen_arrival
-            and not track.verified
-            and not cand.relevel
-            and track.mode == "vacant"
-            and track.base_detect
-            and not cand.detect
-        )
+        tau = self._tuning.tau_s
+        detect = cand.detect_level
+        track.level_detect = track.first_detect = detect
+        track.last_class = cand.state if field is cand.last_field else "unknown"
+        if detect and self._holds and self._detect_trusted():
+            track.occ = Level(field, tau, held / 1000)
+            track.arrived_at = at
+            track.mode = "occupied"
+            self._publish(track, "occupied", None, cand.start, at, out)
+            return
+        track.base = Level(field, tau, held / 1000)
+        track.mode = "vacant"
+        track.held = detect and self._holds
+        self._publish(track, "vacant", None, cand.start, at, out)
+
+    def _resolve_by_detect(self, track: _Track, at: Instant, out: list[OccupancyChange]) -> None:
+        """DETECT is trusted now: a held first level (DETECT on) was a car. If the one step
+        since was believed its arrival, it was its going."""
+        history = track.history
+        if len(history) > 2 or track.held_inverted:
+            return  # steps since say more than DETECT does: _resolve decides
+        track.held = False
+        _drop_candidates(track)
+        first = history[0][1]
+        if len(history) == 1:  # still on the first level: it is the car
+            track.occ, track.base = track.base, None
+            track.arrived_at = at
+            track.mode = "occupied"
+            track.last_class = "unknown"
+            self._publish(track, "occupied", None, first, at, out)
+        else:  # the "arrival" was the car leaving; the bay is empty now
+            track.base, track.occ = track.occ, None
+            track.arrival_base = track.signature = None
+            track.mode = "vacant"
+            track.last_class = "unknown"
+            self._publish(track, "occupied", None, first, at, out)
+            self._publish(track, "vacant", None, history[1][1], at, out)
+        track.history = []
+
+    def _resolve(self, track: _Track, at: Instant, out: list[OccupancyChange]) -> None:
+        """Publish a held history once the steps since start tell which way it was."""
+        if self._detect_trusted() and track.first_detect:
+            self._resolve_by_detect(track, at, out)
+            if not track.held:
+                return
+        history = track.history
+        if track.held_inverted:
+            # The first level was a car: every state before the re-levelling was the other one.
+            track.held = track.held_inverted = False
+            self.first_car += 1
+            flip: dict[State, State] = {"vacant": "occupied", "occupied": "vacant"}
+            *before, _, last = history
+            for state, ts in before:
+                self._publish(track, flip[state], None, ts, at, out)
+            self._publish(track, last[0], None, last[1], at, out)
+            track.history = []
+        elif track.verified:
+            # A departure came back to the first level: it was the empty bay.
+            self.first_vacant += 1
+            self._resolve_as_believed(track, at, out)
+
+    def _release(self, track: _Track) -> None:
+        """Silence or a fault: what was held is too old to publish after it; believe as is."""
+        track.held = track.held_inverted = False
+        track.history = []
 
     def _refine_signature(self, track: _Track) -> None:
         if track.arrival_base is None or track.occ is None:
@@ -568,6 +710,8 @@ class DetectBitDetector(Detector):
 
     Same confirmation, silence and fault handling as ``Detector``; no use of the raw field.
     """
+
+    _holds = False
 
     def _looks_inverted(self, track: _Track, field: Vector) -> bool:
         return False

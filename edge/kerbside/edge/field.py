@@ -29,9 +29,14 @@ class Tuning:
     blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
     moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
     gradual_confirms: bool = True  # a change built up over readings needs no later evidence
-    # DETECT going off at the first change: a car parked at start left. Off: where drift has
-    # turned DETECT on over an empty bay, a car whose field cancels the drift turns it off.
-    detect_hint: bool = False
+    # DETECT is trusted for a first level once this many confirmed steps on the street flipped
+    # it, with at most this share of steps leaving it unchanged.
+    trust_steps: int = 5
+    trust_flat: float = 0.2
+    # First levels held (DETECT on, not trusted) are believed empty once this many held ones
+    # were shown by later steps to be empty at least this often.
+    empty_levels: int = 5
+    empty_share: float = 0.9
 
 
 class Level:

@@ -6,10 +6,18 @@ arrival and its departure are within the tolerance (35 s); matching is one to on
 open at the end of the run ends at the run's end, on both sides. A session, true or detected,
 that begins so close to the end (``confirm_s``, a keep-alive and the tolerance) that it could not
 have been confirmed counts only when it was matched.
+
+A replay may also start late (``skip_s``): the capture's records before ``truth.start + skip_s``
+are dropped, as if the agent had started then, with cars already parked. The truth is restricted
+to the window: a session running at its start begins at the window start, and its arrival matches
+any detected one from the window start until a keep-alive and a margin after it (the sensor may
+say nothing sooner); those arrivals give no boundary error. A true session ending so soon after
+the window start that no reading could show it counts only when it was matched.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerbside.core.instants import Instant
-from kerbside.edge.capture import read_capture
+from kerbside.edge.capture import CaptureError, read_capture
 from kerbside.edge.config import DetectorConfig, EdgeConfig, load_edge_config
 from kerbside.edge.detector import DetectBitDetector, Detector
 from kerbside.edge.model import OccupancyChange
@@ -98,13 +106,39 @@ def true_sessions(truth: Truth, cutoff: Instant) -> dict[str, list[Session]]:
     return sessions
 
 
+def window_truth(truth: Truth, start: Instant) -> Truth:
+    """The truth of ``[start, truth.end)``: sessions running at ``start`` begin there."""
+    if start <= truth.start:
+        return truth
+    sessions = [
+        dataclasses.replace(s, arrival=max(s.arrival, start))
+        for s in truth.sessions
+        if s.departure is None or s.departure > start
+    ]
+    return dataclasses.replace(
+        truth,
+        start=start,
+        sessions=sessions,
+        silent=[s for s in truth.silent if s.end > start],
+        faults=[s for s in truth.faults if s.end > start],
+        reboots=[r for r in truth.reboots if r.at >= start],
+    )
+
+
 def score_sessions(
     changes: Iterable[OccupancyChange],
     truth: Truth,
     confirm_s: float = 10.0,
     tolerance_ms: int = TOLERANCE_MS,
+    *,
+    late_start: bool = False,
 ) -> Score:
-    cutoff = truth.end - round((confirm_s + LATE_S) * 1000) - tolerance_ms
+    """Score against ``truth``; ``late_start``: the detector started at ``truth.start`` with
+    cars already parked (see the module docstring)."""
+    late_ms = round((confirm_s + LATE_S) * 1000) + tolerance_ms
+    cutoff = truth.end - late_ms
+    # Arrivals this close to the start may be seen first as a level already there.
+    early = truth.start + round(LATE_S * 1000) if late_start else truth.start - 1
     detected = detected_sessions(changes, truth.end)
     expected = true_sessions(truth, truth.end)
     n_true = n_detected = matched = 0
@@ -114,41 +148,56 @@ def score_sessions(
         wanted = expected.get(bay, [])
         used: set[int] = set()
         for arrival, departure in wanted:
+            at_start = arrival <= early
             for i, (d_arrival, d_departure) in enumerate(found):
                 if i in used:
                     continue
-                if (
-                    abs(d_arrival - arrival) <= tolerance_ms
-                    and abs(d_departure - departure) <= tolerance_ms
-                ):
+                if at_start:
+                    arrival_ok = truth.start - tolerance_ms <= d_arrival <= early + tolerance_ms
+                else:
+                    arrival_ok = abs(d_arrival - arrival) <= tolerance_ms
+                if arrival_ok and abs(d_departure - departure) <= tolerance_ms:
                     used.add(i)
                     matched += 1
                     n_true += 1
                     n_detected += 1
-                    errors.append(abs(d_arrival - arrival) / 1000)
+                    if not at_start:
+                        errors.append(abs(d_arrival - arrival) / 1000)
                     if departure != truth.end:
                         errors.append(abs(d_departure - departure) / 1000)
                     break
             else:
-                n_true += arrival < cutoff  # too close to the end to be confirmed: no miss
+                # too close to the end to be confirmed, or gone before a reading showed it
+                n_true += arrival < cutoff and not (
+                    late_start and departure < truth.start + late_ms
+                )
         n_detected += sum(1 for i, s in enumerate(found) if i not in used and s[0] < cutoff)
     return Score(n_true, n_detected, matched, tuple(errors))
 
 
-def score_capture(directory: str | Path, factory: DetectorFactory = Detector) -> Score:
+def score_capture(
+    directory: str | Path, factory: DetectorFactory = Detector, *, skip_s: float = 0.0
+) -> Score:
     """Replay ``DIR/capture.jsonl`` with ``DIR/edge.yaml`` through a detector, scored against
-    ``DIR/truth.json`` (the layout ``kerbside-sim capture`` writes)."""
+    ``DIR/truth.json`` (the layout ``kerbside-sim capture`` writes). ``skip_s``: start the
+    replay that long after the capture's start, with whatever is parked then."""
     folder = Path(directory)
     config: EdgeConfig = load_edge_config(folder / "edge.yaml")
     truth = load_truth(folder / "truth.json")
+    start = truth.start + round(skip_s * 1000)
     detector = factory(config.detector, config.bay_of_sensor)
-    changes = list(
-        replay_changes(read_capture(folder / "capture.jsonl"), config, detector=detector)
+    records = (
+        r
+        for r in read_capture(folder / "capture.jsonl")
+        if isinstance(r, CaptureError) or r.t >= start
     )
+    changes = list(replay_changes(records, config, detector=detector))
     confirm = max(config.detector.confirm_occupied_s, config.detector.confirm_vacant_s)
-    return score_sessions(changes, truth, confirm_s=confirm)
+    return score_sessions(
+        changes, window_truth(truth, start), confirm_s=confirm, late_start=skip_s > 0
+    )
 
 
-def score_baseline(directory: str | Path) -> Score:
+def score_baseline(directory: str | Path, *, skip_s: float = 0.0) -> Score:
     """The same, for the baseline that only debounces the firmware's DETECT bit."""
-    return score_capture(directory, DetectBitDetector)
+    return score_capture(directory, DetectBitDetector, skip_s=skip_s)
