@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -118,6 +119,7 @@ class Children:
             stderr=err,
             cwd=self.workdir,
             start_new_session=True,  # own process group: Ctrl-C reaches us only, we stop them
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded here
         )
         child = Child(name, proc, log)
         self.items.append(child)
@@ -145,6 +147,15 @@ class Children:
     def close_logs(self) -> None:
         for f in self._logs:
             f.close()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it if the demo dies without cleaning up (SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
