@@ -625,9 +625,17 @@ class Detector:
             self._resolve_as_believed(track, at, out)
 
     def _release(self, track: _Track) -> None:
-        """Silence or a fault: what was held is too old to publish after it; believe as is."""
+        """Silence or a fault: what was held is too old to publish after it, and the belief it
+        was held on was never shown right: the next level is judged afresh, as at start."""
+        if not track.held:
+            return
         track.held = track.held_inverted = False
         track.history = []
+        track.mode = track.last_class = "unknown"
+        track.base = track.occ = None
+        track.arrival_base = track.signature = None
+        track.level_detect = None
+        track.off_since = None
 
     def _refine_signature(self, track: _Track) -> None:
         if track.arrival_base is None or track.occ is None:
