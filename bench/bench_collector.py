@@ -483,7 +483,8 @@ def run(quick: bool) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp:
         work = Path(tmp)
-        broker = Mosquitto(work / "mosquitto").start()
+        # big queues: save them every minute, not every second as the test helper does
+        broker = Mosquitto(work / "mosquitto", "autosave_interval 60\n").start()
         coll = _Collector(work, broker.port)
         try:
             _write_site(work / "site.yaml", bays)
