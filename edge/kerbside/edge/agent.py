@@ -7,7 +7,9 @@ Its background loops run under one ``asyncio.TaskGroup``, each task named:
 - ``detector-ticks``: sleeps until ``detector.next_deadline()`` (or until a frame brings the
   deadline forward), then ticks: confirmations and silences happen on time without polling;
 - ``forwarder``: moves the outbox to the broker in seq order (``publisher.EventForwarder``);
-- ``health``: publishes health every ``health_interval_s``;
+- ``health``: publishes health every ``health_interval_s``, and saves the detector's learned
+  levels in the outbox database (also at a clean stop); a restart within ``silence_s`` takes them
+  back, so bays with cars parked over them go on instead of being learned afresh;
 - ``clock``: watches NTP synchronisation, releases held events, updates status.
 
 paho-mqtt runs its network loop on its own thread; its callbacks only cross into this loop with
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import time
@@ -40,7 +43,7 @@ from kerbside.edge.config import EdgeConfig, load_edge_config
 from kerbside.edge.detector import Detector
 from kerbside.edge.health import PortHealth, health_payloads, status_payload
 from kerbside.edge.model import Frame, OccupancyChange
-from kerbside.edge.outbox import Outbox
+from kerbside.edge.outbox import Outbox, OutboxError
 from kerbside.edge.publisher import DEFAULT_WINDOW, EventForwarder, MqttLink
 from kerbside.edge.sources.base import BleAdvert, Decoder, Received, SerialChunk, Source
 from kerbside.edge.sources.serial import SerialSource
@@ -54,6 +57,7 @@ SHUTDOWN_FLUSH_S = 5.0  # at SIGTERM: how long the broker gets to take the backl
 STATUS_ACK_S = 2.0  # and then to acknowledge online:false
 CLOCK_CHECK_S = 5.0
 MAX_HELD_EVENTS = 50_000  # events held while the clock is unsynchronised (memory bound)
+DETECTOR_STATE = "detector"  # key of the detector's snapshot in the outbox's state table
 CLOCK_STEP_RESTART_MS = 60_000  # a step this big at synchronisation restarts the detector
 
 
@@ -87,6 +91,7 @@ class Agent:
         self._clock_synced_check = clock_synced
         self.outbox = Outbox(config.outbox.path, config.gateway_id, config.outbox.max_mb)
         self.detector = Detector(config.detector, config.bay_of_sensor)
+        self._restore_detector()
         self.decoders: dict[str, Decoder] = {s.src: s.decoder() for s in self.sources}
         self.forwarder = EventForwarder(self.outbox, window)
         self.window = window
@@ -111,6 +116,26 @@ class Agent:
             self.outbox.last_seq,
             self.outbox.depth,
         )
+
+    # --- the detector's learned levels, kept across restarts ---
+
+    def _restore_detector(self) -> None:
+        text = self.outbox.load_state(DETECTOR_STATE)
+        if text is None:
+            return
+        try:
+            restored = self.detector.restore(json.loads(text), self.clock())
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("saved detector state unusable, learning afresh: %s", exc)
+            return
+        log.info("detector: took back the learned levels of %d sensors", restored)
+
+    def save_detector(self) -> None:
+        try:
+            snapshot = self.detector.snapshot(self.clock())
+            self.outbox.save_state(DETECTOR_STATE, json.dumps(snapshot, separators=(",", ":")))
+        except OutboxError as exc:
+            log.warning("%s", exc)
 
     # --- input: called on the loop's thread by every source ---
 
@@ -242,6 +267,7 @@ class Agent:
     async def _health(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
+            self.save_detector()
             if self.link is not None and self.link.connected:
                 for payload in self.health():
                     self.link.publish("health", payload, qos=0)
@@ -308,6 +334,7 @@ class Agent:
                 log.info("stopping: %d events not yet acknowledged", self.outbox.depth)
                 for task in inputs:
                     task.cancel()
+                self.save_detector()
                 await self._flush(loop.time() + SHUTDOWN_FLUSH_S)
                 for task in outputs:
                     task.cancel()

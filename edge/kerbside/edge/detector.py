@@ -59,6 +59,7 @@ import dataclasses
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kerbside.core.instants import Instant
 from kerbside.edge.config import DetectorConfig
@@ -302,6 +303,57 @@ class Detector:
                 continue
             heapq.heappop(heap)
         return None
+
+    def snapshot(self, now: Instant) -> dict[str, Any]:
+        """What the detector has learned per sensor (levels, state, signature), JSON-able, for
+        ``restore`` after a restart. Sensors not yet known, or held, are left out."""
+        sensors: dict[str, Any] = {}
+        for sid, tr in self._tracks.items():
+            if tr.mode == "unknown" or tr.held:
+                continue
+            sensors[sid] = {
+                "mode": tr.mode,
+                "base": _level_json(tr.base),
+                "occ": _level_json(tr.occ),
+                "arrival_base": tr.arrival_base,
+                "signature": tr.signature,
+                "arrived_at": tr.arrived_at,
+                "verified": tr.verified,
+                "level_detect": tr.level_detect,
+            }
+        return {"v": 1, "saved_at": now, "sensors": sensors}
+
+    def restore(self, data: Mapping[str, Any], now: Instant) -> int:
+        """Take back what ``snapshot`` saved, if younger than ``silence_s`` (a sensor may have
+        seen anything in a longer gap); the number of sensors restored. The belief is restored,
+        not what was published: each bay is still ``unknown`` until its first confirmation.
+        Raises ValueError, KeyError or TypeError on data that is not a snapshot."""
+        saved_at = int(data["saved_at"])
+        if data.get("v") != 1 or not 0 <= now - saved_at < self._silence_ms:
+            return 0
+        tau = self._tuning.tau_s
+        restored = 0
+        for sid, saved in dict(data["sensors"]).items():
+            track = self._tracks.get(sid)
+            mode = saved["mode"]
+            if track is None or track.mode != "unknown" or mode not in {"vacant", "occupied"}:
+                continue
+            track.mode = mode
+            track.base = _level_of_json(saved["base"], tau)
+            track.occ = _level_of_json(saved["occ"], tau)
+            track.arrival_base = _vector_of_json(saved["arrival_base"])
+            track.signature = _vector_of_json(saved["signature"])
+            track.arrived_at = int(saved["arrived_at"])
+            track.verified = bool(saved["verified"])
+            detect = saved["level_detect"]
+            track.level_detect = None if detect is None else bool(detect)
+            if (mode == "vacant" and track.base is None) or (
+                mode == "occupied" and track.occ is None
+            ):
+                track.mode = "unknown"
+                continue
+            restored += 1
+        return restored
 
     def note_rssi(self, sensor_id: str, rssi: int | None) -> None:
         """Record a radio sensor's signal strength for health (the BLE source calls this)."""
@@ -711,6 +763,24 @@ class Detector:
             return "vacant" if left else "occupied"
         # Nothing known yet (just started): take the first level as the empty bay's.
         return "vacant"
+
+
+def _level_json(level: Level | None) -> list[float] | None:
+    return None if level is None else [level.x, level.y, level.z, level.weight]
+
+
+def _vector_of_json(value: Any) -> Vector | None:
+    if value is None:
+        return None
+    x, y, z = (float(v) for v in value)
+    return (x, y, z)
+
+
+def _level_of_json(value: Any, tau: float) -> Level | None:
+    if value is None:
+        return None
+    x, y, z, weight = (float(v) for v in value)
+    return Level((x, y, z), tau, weight)
 
 
 class DetectBitDetector(Detector):

@@ -1,9 +1,10 @@
 """The durable outbox: confirmed occupancy events wait here, on disk, until the broker has them.
 
-One SQLite file in WAL mode with two tables::
+One SQLite file in WAL mode with three tables::
 
     meta(key, value)          epoch (random token made with the file), last_seq
     events(seq, payload)      the SPEC section 5 event, JSON, exactly as it will be published
+    state(key, value)         what the agent keeps across restarts (the detector's learned levels)
 
 What is fsynced when, and why that survives a power cut on an SD card:
 
@@ -50,6 +51,7 @@ ROW_OVERHEAD = 48  # bytes a row costs beyond its payload (rowid, b-tree cell, p
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -231,6 +233,20 @@ class Outbox:
         self._depth -= count
         self._stored_bytes -= length + count * ROW_OVERHEAD
         return count
+
+    def save_state(self, key: str, value: str) -> None:
+        """Keep ``value`` under ``key`` for the next start (one transaction, replacing)."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value)
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot save {key}: {exc}") from exc
+
+    def load_state(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def close(self) -> None:
         self.flush_acks()
