@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ansible.targets import Target, ssh_target
-from tests.helpers import free_port
+from tests.ansible.targets import Target, in_root, ssh_target
+from tests.helpers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -36,14 +36,24 @@ SITE = {
             ],
         }
     ],
+    # Twenty bays on the gateway under test (enough arrivals and departures for the rolling
+    # restart test), one on the other gateway.
     "bays": [
-        {"id": "T-001", "zone": "T-Z", "kind": "paid", "sensor": "S-000101", "gateway": GATEWAY},
-        {"id": "T-002", "zone": "T-Z", "kind": "free", "sensor": "S-000102", "gateway": GATEWAY},
+        *(
+            {
+                "id": f"T-{n:03d}",
+                "zone": "T-Z",
+                "kind": "paid" if n % 2 else "free",
+                "sensor": f"S-{100 + n:06d}",
+                "gateway": GATEWAY,
+            }
+            for n in range(1, 21)
+        ),
         {
-            "id": "T-003",
+            "id": "T-900",
             "zone": "T-Z",
             "kind": "paid",
-            "sensor": "S-000201",
+            "sensor": "S-000900",
             "gateway": OTHER_GATEWAY,
         },
     ],
@@ -234,7 +244,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 }
             )
         )
-        ports = {"tls": free_port(), "local": free_port()}
+        ports = {"tls": free_port(), "local": free_port(), "http": free_port()}
         secrets: dict[str, object] = {
             # Test-only secrets, made up here; a real inventory keeps them in ansible-vault.
             "vault_kerbside_gateway_passwords": {
@@ -258,6 +268,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "kerbside_broker_port_tls": ports["tls"],
             "kerbside_broker_local_port": ports["local"],
             "kerbside_collector_mqtt_port": ports["local"],
+            "kerbside_collector_http_port": ports["http"],
             # No systemd runs inside the roots: units are enabled, not started.
             "kerbside_broker_start": False,
             "kerbside_collector_start": False,
@@ -273,3 +284,51 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             if dep.runs[-1].returncode != 0:
                 break
         yield dep
+
+
+class Broker:
+    """The server root's Mosquitto, started as its unit would start it; restartable."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.proc: subprocess.Popen[bytes] | None = None
+        server = deployment.server
+        for run_dir in ("run/mosquitto", "var/log/mosquitto"):
+            server.path(run_dir).mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            in_root(server.root, "chown", "mosquitto", "/run/mosquitto", "/var/log/mosquitto"),
+            check=True,
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            in_root(
+                self.deployment.server.root,
+                "/usr/sbin/mosquitto",
+                "-c",
+                "/etc/mosquitto/mosquitto.conf",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.deployment.ports["tls"])
+            wait_for_port(self.deployment.ports["local"])
+        except TimeoutError:
+            self.proc.kill()
+            raise AssertionError(f"mosquitto exited with {self.proc.wait()}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: Mosquitto saves its persistent state
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def deployed_broker(deployment: Deployment) -> Iterator[Broker]:
+    assert deployment.applied, "site.yml did not apply"
+    running = Broker(deployment)
+    running.start()
+    yield running
+    running.stop()

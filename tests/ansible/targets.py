@@ -89,11 +89,13 @@ def unpack_root(dest: Path) -> Path:
     return dest
 
 
-def in_root(root: Path, *argv: str) -> list[str]:
-    """argv that runs a command inside the root in a private mount namespace with /proc, /dev."""
+def in_root(root: Path, *argv: str, user: str | None = None) -> list[str]:
+    """argv that runs a command inside the root in a private mount namespace with /proc, /dev
+    (as ``user`` of the root, with its groups, when given)."""
+    userspec = f"--userspec={user}:{user} " if user else ""
     script = (
         'mount -t proc proc "$1/proc" && mount --bind /dev "$1/dev" && '
-        'shift && exec chroot "$0" "$@"'
+        f'shift && exec chroot {userspec}"$0" "$@"'
     )
     return [
         "unshare",
