@@ -364,7 +364,7 @@ def test_car_parked_at_start_is_set_right_by_the_next_car() -> None:
 
 def trusting(trust: bool) -> Sensor:
     """A sensor on a street where DETECT is trusted from the start, or never."""
-    tuning = Tuning(trust_steps=0) if trust else Tuning(trust_steps=10**9)
+    tuning = Tuning(trust_steps=0, trust_flat=1.0) if trust else Tuning(trust_steps=10**9)
     return Sensor(Detector(DetectorConfig(), {"S-1": "BAY-1"}, tuning))
 
 

@@ -582,7 +582,7 @@ class Detector:
         coming or going leaves it on too)."""
         steps = self.detect_flips + self.detect_flat
         t = self._tuning
-        return steps >= t.trust_steps and self.detect_flat <= t.trust_flat * steps
+        return steps >= t.trust_steps and self.detect_flat + 1 <= t.trust_flat * (steps + 2)
 
     def _street_was_empty(self) -> bool:
         """Whether the held first levels resolved so far were nearly all empty bays: then the
@@ -727,7 +727,7 @@ class Detector:
         """
         if track.verified or track.mode != "occupied" or track.occ is None:
             return False
-        if track.last_t - track.arrived_at < self._tuning.settle_s * 1000:
+        if track.last_t - track.arrived_at < self._tuning.relevel_after_s * 1000:
             return False  # the car may still be settling; its level is not known well yet
         expect = self._expected_vacant(track)
         if expect is None:
@@ -743,6 +743,10 @@ class Detector:
         return (occ.x - sig[0], occ.y - sig[1], occ.z - sig[2])
 
     def _radius(self, track: _Track) -> float:
+        if track.held:
+            # A return that decides a held history must come back to the first level itself,
+            # not just nearer it than to a car (a next car may also be nearer).
+            return self._tuning.on_mg
         sig = track.signature
         size = dist(sig, (0.0, 0.0, 0.0)) if sig is not None else 0.0
         return max(self._tuning.on_mg, self._tuning.off_fraction * size)

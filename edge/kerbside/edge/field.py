@@ -24,15 +24,17 @@ class Tuning:
     off_fraction: float = 0.5  # departure radius: this share of the signature (at least on_mg)
     tau_s: float = 600.0  # memory of the baseline and occupied level
     settle_s: float = 300.0  # the signature is refined for this long after an arrival
+    relevel_after_s: float = 60.0  # a car's level is known this long after its arrival
     corroborate_s: float = 5.0  # readings of a new state must span longer than a passing car
     fallback_s: float = 75.0  # ... or no reading came for a keep-alive and a margin after them
     blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
     moved_mg: float = 25.0  # a move a sensor would have reported (it sends on > 20 mG)
     gradual_confirms: bool = True  # a change built up over readings needs no later evidence
-    # DETECT is trusted for a first level once this many confirmed steps on the street flipped
-    # it, with at most this share of steps leaving it unchanged.
-    trust_steps: int = 5
-    trust_flat: float = 0.2
+    # DETECT is trusted for a first level once at least this many confirmed steps on the street
+    # were seen and the share of them leaving DETECT unchanged, (flat + 1) / (steps + 2), is at
+    # most this (8 steps with none flat; 18 with one...): a decision taken on it is final.
+    trust_steps: int = 8
+    trust_flat: float = 0.1
     # First levels held (DETECT on, not trusted) are believed empty once this many held ones
     # were shown by later steps to be empty at least this often.
     empty_levels: int = 5

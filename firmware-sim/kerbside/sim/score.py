@@ -198,6 +198,28 @@ def score_capture(
     )
 
 
+def score_restart(directory: str | Path, *, skip_s: float, gap_s: float = 60.0) -> Score:
+    """As ``score_capture(directory, skip_s=skip_s)``, but the detector is a restarted one: an
+    agent ran until ``gap_s`` before the window, saved its detector (``snapshot``), and the new
+    one took it back (``restore``) at the window start, as a gateway's agent does."""
+    folder = Path(directory)
+    config: EdgeConfig = load_edge_config(folder / "edge.yaml")
+    truth = load_truth(folder / "truth.json")
+    start = truth.start + round(skip_s * 1000)
+    stopped = start - round(gap_s * 1000)
+    before = Detector(config.detector, config.bay_of_sensor)
+    records = list(read_capture(folder / "capture.jsonl"))
+    early = (r for r in records if isinstance(r, CaptureError) or r.t < stopped)
+    for _ in replay_changes(early, config, detector=before):
+        pass
+    detector = Detector(config.detector, config.bay_of_sensor)
+    detector.restore(before.snapshot(stopped), start)
+    late = (r for r in records if isinstance(r, CaptureError) or r.t >= start)
+    changes = list(replay_changes(late, config, detector=detector))
+    confirm = max(config.detector.confirm_occupied_s, config.detector.confirm_vacant_s)
+    return score_sessions(changes, window_truth(truth, start), confirm_s=confirm, late_start=True)
+
+
 def score_baseline(directory: str | Path, *, skip_s: float = 0.0) -> Score:
     """The same, for the baseline that only debounces the firmware's DETECT bit."""
     return score_capture(directory, DetectBitDetector, skip_s=skip_s)
