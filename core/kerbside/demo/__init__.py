@@ -11,6 +11,7 @@ process group and is stopped (SIGTERM, then SIGKILL) on Ctrl-C, SIGTERM or after
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -127,6 +128,9 @@ def run_demo(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"kerbside demo: {exc}", file=sys.stderr, flush=True)
         return 1
+    except BrokenPipeError:  # piped into `head`: stop quietly (Python's own advice)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if children is not None:
             # Gateways first (they say offline while the broker is up), the broker last.
@@ -181,7 +185,7 @@ def _run(args: argparse.Namespace, workdir: Path, children: Children, stop: Stop
     streets = sorted({b["street"] for b in yaml.safe_load(site.read_text())["bays"]})
     _print(
         f"kerbside demo: {street.bays} bays on {', '.join(streets)}; "
-        f"{len(street.gateways)} gateways; {broker}"
+        f"{len(street.gateways)} gateway{'s' * (len(street.gateways) != 1)}; {broker}"
     )
     _print(f"  officers' page: {api.base}/officer   (sign in with the officer token below)")
     _print(f"  officer token:  {tokens['officer']}")
