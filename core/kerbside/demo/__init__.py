@@ -49,9 +49,9 @@ def add_demo_command(subparsers: Any) -> None:
         "demo",
         help="run a live simulated street end to end (broker, collector, gateways, drivers)",
         description=(
-            "Start a broker, the collector (API and officers' page on 127.0.0.1:PORT) and a "
-            "Camden-like street of real edge agents reading simulated sensors; simulated drivers "
-            "pay through the API, some forget, some overstay. Ctrl-C stops everything."
+            "Start a broker, the collector (API and officers' page on 127.0.0.1:PORT) and a\n"
+            "Camden-like street of real edge agents reading simulated sensors; simulated\n"
+            "drivers pay through the API, some forget, some overstay. Ctrl-C stops everything."
         ),
         epilog=(
             "examples:\n"
@@ -68,15 +68,21 @@ def add_demo_command(subparsers: Any) -> None:
         "--duration",
         type=float,
         default=None,
+        metavar="SECONDS",
         help="stop after this many seconds (run until Ctrl-C)",
     )
-    demo.add_argument("--gateways", type=int, default=3, help="gateways, one street each (3)")
-    demo.add_argument("--bays-per-gateway", type=int, default=5, help="bays per gateway (5)")
+    demo.add_argument(
+        "--gateways", type=int, default=3, metavar="N", help="gateways, one street each (3)"
+    )
+    demo.add_argument(
+        "--bays-per-gateway", type=int, default=5, metavar="M", help="bays per gateway (5)"
+    )
     demo.add_argument("--seed", type=int, default=1, help="drivers' plan and sensor noise seed (1)")
     demo.add_argument(
         "--workdir",
         type=Path,
         default=None,
+        metavar="DIR",
         help="keep everything here (default: a temporary directory, removed at the end)",
     )
     demo.add_argument(
