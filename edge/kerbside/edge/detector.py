@@ -727,8 +727,11 @@ class Detector:
         """
         if track.verified or track.mode != "occupied" or track.occ is None:
             return False
-        if track.last_t - track.arrived_at < self._tuning.relevel_after_s * 1000:
-            return False  # the car may still be settling; its level is not known well yet
+        known = self._tuning.relevel_after_s
+        if track.last_t - track.arrived_at < known * 1000 or track.occ.weight < known:
+            # The car may still be settling, or its level rests on a few readings (frames were
+            # lost): a passing car could move it. Its level is not known well yet.
+            return False
         expect = self._expected_vacant(track)
         if expect is None:
             return False

@@ -24,7 +24,7 @@ class Tuning:
     off_fraction: float = 0.5  # departure radius: this share of the signature (at least on_mg)
     tau_s: float = 600.0  # memory of the baseline and occupied level
     settle_s: float = 300.0  # the signature is refined for this long after an arrival
-    relevel_after_s: float = 60.0  # a car's level is known this long after its arrival
+    relevel_after_s: float = 60.0  # a car's level is known after this long, and as many s held
     corroborate_s: float = 5.0  # readings of a new state must span longer than a passing car
     fallback_s: float = 75.0  # ... or no reading came for a keep-alive and a margin after them
     blip_s: float = 5.0  # a passing car's field lasts at most this long (1-4 s)
