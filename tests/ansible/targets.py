@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -23,7 +24,6 @@ from pathlib import Path
 
 from tests.helpers import free_port, wait_for_port
 
-CACHE = Path(os.environ.get("KERBSIDE_TEST_ROOT_TAR", "/var/cache/kerbside-test-root.tar"))
 MIRROR = os.environ.get("KERBSIDE_TEST_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 # What a fresh Raspberry Pi OS Lite / Debian server has or the roles install. Pre-included so
@@ -39,6 +39,9 @@ PACKAGES = [
     "openssh-server",
     "ca-certificates",
 ]
+# Named after what it holds, so a changed package list builds a new cache.
+_KEY = hashlib.sha256(" ".join([SUITE, *PACKAGES]).encode()).hexdigest()[:12]
+CACHE = Path(os.environ.get("KERBSIDE_TEST_ROOT_TAR", f"/var/cache/kerbside-test-root-{_KEY}.tar"))
 
 
 def _build_cache() -> None:

@@ -29,7 +29,7 @@ from tests.helpers import wait_for_port
 pytestmark = pytest.mark.timeout(900)
 
 BIN = Path(sys.executable).parent
-RUN_S = 15.0  # agent uptime between restarts
+RUN_S = 10.0  # agent uptime between restarts
 # Simulated seconds per wall second: enough arrivals and departures in a minute that every
 # agent lifetime between restarts confirms some (a restarted agent does not republish a state
 # it already published).
