@@ -274,6 +274,10 @@ class CollectorService:
     def process_batch(self, messages: Iterable[Message]) -> None:
         """Validate, apply and store a batch in one transaction, then ack and publish."""
         batch = list(messages)
+        due = self.next_wakeup()
+        if batch and due is not None and due <= self.clock():
+            # alerts are due: raise and publish them before a batch that may take a while
+            self.tick()
         with self._commit() as now:
             self._advance(now)
             for message in batch:
