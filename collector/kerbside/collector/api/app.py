@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 
 from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
+from kerbside.collector.api.fastpath import BaysFastPath
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes import (
@@ -63,5 +64,6 @@ def create_app(
     for module in (bays, alerts, rights, occupancy, opendata, system, officer, gateways):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BaysFastPath, fastapi_app=app)  # outermost: the hot read skips the rest
     app.mount("/officer/static", StaticFiles(directory=officer.STATIC), name="officer-static")
     return app

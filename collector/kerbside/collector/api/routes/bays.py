@@ -12,7 +12,7 @@ from kerbside.collector.api.deps import Analyst, OfficerOrAnalyst, ServiceDep, S
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Bay, BayPage, SessionPage, Zone
 from kerbside.collector.api.pagecache import PageCache
-from kerbside.collector.api.ports import Page
+from kerbside.collector.api.ports import ApiService, Page
 from kerbside.collector.api.routes.common import (
     Cursor,
     IdQuery,
@@ -48,12 +48,20 @@ async def list_bays(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> JsonText:
+    cache: PageCache = request.app.state.page_cache
+    return JsonText(bays_page(cache, service, zone, limit, cursor))
+
+
+def bays_page(
+    cache: PageCache, service: ApiService, zone: str | None, limit: int, cursor: str | None
+) -> bytes:
+    """The serialised page of bays, from ``cache`` (also served by api/fastpath.py)."""
+
     def build() -> bytes:
         items, next_cursor = paged(lambda: service.bays(zone_id=zone, limit=limit, cursor=cursor))
         return orjson.dumps({"items": items, "next_cursor": next_cursor})
 
-    cache: PageCache = request.app.state.page_cache
-    return JsonText(cache.get(("bays", zone, limit, cursor), build))
+    return cache.get(("bays", zone, limit, cursor), build)
 
 
 @router.get("/bays/{bay_id}", response_model=Bay, summary="One bay with current state")
