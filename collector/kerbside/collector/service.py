@@ -29,6 +29,7 @@ from kerbside.collector.records import (
     Rejected,
     Right,
     Suspension,
+    decode_payload,
     from_journal_dict,
     record_time,
     to_journal_dict,
@@ -72,9 +73,26 @@ class StoreSeenEvents:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: dict[str, str] = {}
+        # a batch's ids looked up in one query before it is validated: ``looked_up`` holds the
+        # ids asked about, ``stored`` the digests of those found
+        self.looked_up: set[str] = set()
+        self.stored: dict[str, str] = {}
+
+    def prefetch(self, event_ids: list[str]) -> None:
+        self.looked_up = set(event_ids)
+        self.stored = self.store.event_digests(event_ids)
+
+    def forget_prefetch(self) -> None:
+        self.looked_up = set()
+        self.stored = {}
 
     def fingerprint_of(self, event_id: str) -> str | None:
-        return self.pending.get(event_id) or self.store.event_digest(event_id)
+        pending = self.pending.get(event_id)
+        if pending is not None:
+            return pending
+        if event_id in self.looked_up:  # stored before the batch, or accepted in it
+            return self.stored.get(event_id) or self.store.pending_digest(event_id)
+        return self.store.event_digest(event_id)
 
     def remember(self, event_id: str, fingerprint: str) -> None:
         self.pending[event_id] = fingerprint
@@ -280,15 +298,17 @@ class CollectorService:
             self.tick()
         with self._commit() as now:
             self._advance(now)
-            for message in batch:
+            decoded = self._prefetch(batch)
+            for i, message in enumerate(batch):
                 try:
-                    self._handle(message, now)
+                    self._handle(message, now, decoded.get(i))
                 except Rejected as exc:
                     self._reject(message, exc.reason)
                 except Exception:
                     log.exception("message on %s could not be processed", message.topic)
                     self._reject(message, "internal_error")
             self._advance(now)
+            self.seen.forget_prefetch()
         if self.link is not None:
             for message in batch:
                 self.link.ack(message)
@@ -304,7 +324,27 @@ class CollectorService:
         self._count(f"rejected.{reason}")
         self.publisher.deadletter(message.topic, reason, message.payload)
 
-    def _handle(self, message: Message, now: int) -> None:
+    def _prefetch(self, batch: list[Message]) -> dict[int, dict[str, Any]]:
+        """Decode the batch's event payloads once and look their ids up in one query; what
+        does not decode is left to ``_handle`` to reject."""
+        decoded: dict[int, dict[str, Any]] = {}
+        ids: list[str] = []
+        for i, message in enumerate(batch):
+            if not message.topic.endswith("/events") or len(message.payload) > MAX_PAYLOAD:
+                continue
+            try:
+                obj = decode_payload(message.payload)
+            except Exception:  # noqa: BLE001, S112 (rejected, with its reason, by _handle)
+                continue
+            decoded[i] = obj
+            event_id = obj.get("event_id")
+            if isinstance(event_id, str):
+                ids.append(event_id)
+        if ids:
+            self.seen.prefetch(ids)
+        return decoded
+
+    def _handle(self, message: Message, now: int, obj: dict[str, Any] | None = None) -> None:
         self._count("messages_in")
         parts = message.topic.split("/")
         root = self.publisher.root.split("/")
@@ -314,7 +354,10 @@ class CollectorService:
         if len(message.payload) > MAX_PAYLOAD:
             raise Rejected("too_large", f"{len(message.payload)} bytes over {MAX_PAYLOAD}")
         if kind == "events":
-            event = self.validator.check_event(message.payload, gateway_id)
+            if obj is not None:
+                event = self.validator.check_event_obj(obj, gateway_id)
+            else:
+                event = self.validator.check_event(message.payload, gateway_id)
             if event is None:
                 self._count("duplicates")
                 return
@@ -846,6 +889,7 @@ class _Commit:
     def _discard(self) -> None:
         self.service.publisher.discard()
         self.service.seen.pending.clear()
+        self.service.seen.forget_prefetch()
 
 
 def _bay_info(bay: Bay) -> BayInfo:

@@ -109,6 +109,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+_OPEN_SESSION = "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)"
+_CLOSE_SESSION = "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?"
+_COUNT_SESSION_ALERT = "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?"
+
+
 def dumps(value: Any) -> str:
     """Canonical compact JSON (the form stored and compared)."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
@@ -160,6 +165,9 @@ class Store:
         self._change_rows: list[tuple[int, str, int, str]] = []
         self._state_rows: list[tuple[str, int, str]] = []
         self._bay_rows: dict[str, tuple[str, int, str | None, int | None]] = {}
+        # session writes (open, close, alert count) in order; consecutive ones of one kind go
+        # in one executemany
+        self._session_ops: list[tuple[str, tuple[Any, ...]]] = []
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -169,8 +177,26 @@ class Store:
         self._next_pos = max(top_pos, int(self.get_kv("journal_pos_hw") or 0)) + 1
         self._next_change = max(top_change, int(self.get_kv("change_id_hw") or 0)) + 1
 
+    def _flush_sessions(self) -> None:
+        ops, self._session_ops = self._session_ops, []
+        i = 0
+        while i < len(ops):
+            sql = ops[i][0]
+            j = i
+            while j < len(ops) and ops[j][0] is sql:
+                j += 1
+            self._db.executemany(sql, [params for _, params in ops[i:j]])
+            i = j
+
+    def _session_op(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._in_tx:
+            self._session_ops.append((sql, params))
+        else:
+            self._db.execute(sql, params)
+
     def _flush(self) -> None:
         db = self._db
+        self._flush_sessions()
         if self._journal_rows:
             db.executemany(
                 "INSERT INTO journal(pos, type, time, watermark, body) VALUES (?,?,?,?,?)",
@@ -208,6 +234,7 @@ class Store:
         self._change_rows = []
         self._state_rows = []
         self._bay_rows = {}
+        self._session_ops = []
 
     def close(self) -> None:
         self._db.close()
@@ -251,6 +278,11 @@ class Store:
             raise sqlite3.IntegrityError(f"UNIQUE constraint failed: events.event_id {event_id}")
         self._event_rows[event_id] = (pos, digest)
 
+    def pending_digest(self, event_id: str) -> str | None:
+        """The digest of an event added in the current transaction."""
+        pending = self._event_rows.get(event_id)
+        return None if pending is None else pending[1]
+
     def event_digest(self, event_id: str) -> str | None:
         pending = self._event_rows.get(event_id)
         if pending is not None:
@@ -259,6 +291,17 @@ class Store:
             "SELECT digest FROM events WHERE event_id = ?", (event_id,)
         ).fetchone()
         return None if row is None else str(row[0])
+
+    def event_digests(self, event_ids: list[str]) -> dict[str, str]:
+        """The digests of those of ``event_ids`` already stored (one query per 500 ids)."""
+        rows = self._event_rows
+        out = {e: rows[e][1] for e in event_ids if e in rows}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i : i + 500]
+            sql = f"SELECT event_id, digest FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"  # noqa: S608, E501
+            for event_id, digest in self._db.execute(sql, chunk):
+                out.setdefault(str(event_id), str(digest))
+        return out
 
     def journal(
         self, after_pos: int = 0, types: Iterable[str] | None = None
@@ -327,23 +370,16 @@ class Store:
         return out
 
     def open_session(self, bay_id: str, start: int) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
-            (bay_id, start),
-        )
+        self._session_op(_OPEN_SESSION, (bay_id, start))
 
     def close_session(self, bay_id: str, start: int, end: int) -> None:
-        self._db.execute(
-            "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?", (end, bay_id, start)
-        )
+        self._session_op(_CLOSE_SESSION, (end, bay_id, start))
 
     def count_session_alert(self, bay_id: str, start: int) -> None:
-        self._db.execute(
-            "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?",
-            (bay_id, start),
-        )
+        self._session_op(_COUNT_SESSION_ALERT, (bay_id, start))
 
     def session_alerts(self, bay_id: str, start: int) -> int:
+        self._flush_sessions()
         row = self._db.execute(
             "SELECT alerts FROM sessions WHERE bay_id = ? AND start = ?", (bay_id, start)
         ).fetchone()
@@ -353,6 +389,7 @@ class Store:
         self, bay_id: str, start: int | None, end: int | None, limit: int, after: int | None
     ) -> list[tuple[int, int | None, int]]:
         """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
+        self._flush_sessions()
         sql = "SELECT start, end, alerts FROM sessions WHERE bay_id = ?"
         params: list[Any] = [bay_id]
         if start is not None:

@@ -35,11 +35,21 @@ def parse_instant(text: str) -> Instant:
     return from_datetime(moment)
 
 
+_DAYS: dict[int, str] = {}  # days since the epoch -> "YYYY-MM-DD" (the collector formats a lot)
+
+
 def format_instant(instant: Instant) -> str:
     """Format epoch milliseconds as ``2026-11-26T08:00:05.120Z``."""
     seconds, millis = divmod(instant, 1000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{millis:03d}Z"
+    day, second = divmod(seconds, 86_400)
+    date = _DAYS.get(day)
+    if date is None:
+        date = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+        if len(_DAYS) < 100_000:
+            _DAYS[day] = date
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{date}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
 
 
 def to_datetime(instant: Instant) -> datetime:
