@@ -29,8 +29,9 @@ class MqttConfig(_Model):
     # How long the broker keeps our subscriptions and queued messages while we are away.
     session_expiry_s: int = Field(default=7 * 86_400, ge=0)
     keepalive_s: int = Field(default=30, ge=5)
-    # Unacknowledged QoS 1 messages the broker may send us: our commit batch can be this large.
-    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    # Unacknowledged QoS 1 messages the broker may send us. Above ingest.batch_max so that the
+    # broker keeps sending while a batch is validated and committed (acks come after commit).
+    receive_maximum: int = Field(default=4000, ge=1, le=65535)
     # "3.1.1" for brokers without MQTT 5 (the demo's embedded amqtt): a persistent session
     # (clean_session False) instead of a session expiry; receive_maximum does not apply.
     protocol: Literal["5", "3.1.1"] = "5"

@@ -66,6 +66,8 @@ class MqttLink:
         self._generation = 0
         self._inbox: collections.deque[Message] = collections.deque()
         self._wake_pending = False
+        self._acked: collections.deque[int] = collections.deque()
+        self._acked_wake_pending = False
         v5 = config.protocol == "5"
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -75,7 +77,9 @@ class MqttLink:
             clean_session=None if v5 else False,
             manual_ack=True,
         )
-        client.max_inflight_messages_set(1000)
+        # paho scans its in-flight messages on every PUBACK: a small window keeps the alert and
+        # bay-state burst at the end of a backlog cheap (the broker is near; 100 is plenty)
+        client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if config.username is not None:
@@ -188,8 +192,22 @@ class MqttLink:
     def _handle_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
     ) -> None:
-        if self._on_published is not None:
-            self._loop.call_soon_threadsafe(self._on_published, mid)
+        if self._on_published is None:
+            return
+        # like messages: one wake-up of the loop per burst of broker acks
+        self._acked.append(mid)
+        if not self._acked_wake_pending:
+            self._acked_wake_pending = True
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._deliver_acked)
+
+    def _deliver_acked(self) -> None:
+        self._acked_wake_pending = False
+        acked = self._acked
+        on_published = self._on_published
+        assert on_published is not None
+        while acked:
+            on_published(acked.popleft())
 
 
 # -- gateway status and health payloads (SPEC 5) ------------------------------------------------
