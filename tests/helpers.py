@@ -15,6 +15,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from kerbside.core.instants import format_instant
 
 
 def free_port() -> int:
@@ -31,6 +34,18 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    """Send ``sig`` to a still-running server and wait for it; kill it if it will not go."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def topic_root_for(test_name: str) -> str:
@@ -72,13 +87,7 @@ class Mosquitto:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout=10)
         self.proc = None
 
     def restart(self) -> None:
@@ -129,13 +138,7 @@ class Influxd:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout=20)
         self.proc = None
 
     def query(self, q: str, db: str | None = None, epoch: str = "ms") -> list[dict[str, object]]:
@@ -229,3 +232,22 @@ def write_collector_setup(
         f"alert_delay_s: {alert_delay_s}\n" + extra
     )
     return config
+
+
+def occupancy_event(n: int, bay: str, state: str, at: int, /, **over: Any) -> dict[str, Any]:
+    """Gateway ``gw-1``'s event number ``n`` (SPEC 5 shape): bay ``bay`` (sensor ``S`` + its
+    digits) in ``state`` from ``at``; ``over`` replaces any field (``ts`` too), for bad ones."""
+    body: dict[str, Any] = {
+        "v": 1,
+        "event_id": f"gw-1:ep:{n}",
+        "gateway_id": "gw-1",
+        "seq": n,
+        "bay_id": bay,
+        "sensor_id": "S" + bay[1:],
+        "state": state,
+        "ts": format_instant(at),
+        "confirmed_ts": format_instant(at + 10_000),
+        "reason": None,
+    }
+    body.update(over)
+    return body

@@ -17,8 +17,8 @@ from kerbside.collector.config import load_config
 from kerbside.collector.runtime import serve
 from kerbside.collector.service import CollectorService
 from kerbside.collector.site import load_site
-from kerbside.core.instants import format_instant
 from tests.helpers import Mosquitto, write_collector_setup
+from tests.helpers import occupancy_event as event
 
 
 class Client:
@@ -54,23 +54,6 @@ class Client:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def event(n: int, bay: str, state: str, at: int, **over: Any) -> dict[str, Any]:
-    body = {
-        "v": 1,
-        "event_id": f"gw-1:ep:{n}",
-        "gateway_id": "gw-1",
-        "seq": n,
-        "bay_id": bay,
-        "sensor_id": "S" + bay[1:],
-        "state": state,
-        "ts": format_instant(at),
-        "confirmed_ts": format_instant(at + 10_000),
-        "reason": None,
-    }
-    body.update(over)
-    return body
 
 
 async def until(check: Callable[[], bool], limit_s: float = 20) -> None:

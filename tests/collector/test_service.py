@@ -17,6 +17,7 @@ from kerbside.collector.service import CollectorService, NotFound, RecordRejecte
 from kerbside.collector.site import load_site
 from kerbside.collector.store import Store
 from kerbside.core.instants import format_instant, parse_instant
+from tests.helpers import occupancy_event as event
 from tests.helpers import write_collector_setup
 
 ROOT = "t/svc"
@@ -52,23 +53,6 @@ class Clock:
 
     def __call__(self) -> int:
         return self.now
-
-
-def event(n: int, bay: str, state: str, ts: int, **over: Any) -> dict[str, Any]:
-    body = {
-        "v": 1,
-        "event_id": f"gw-1:ep:{n}",
-        "gateway_id": "gw-1",
-        "seq": n,
-        "bay_id": bay,
-        "sensor_id": "S" + bay[1:],
-        "state": state,
-        "ts": format_instant(ts),
-        "confirmed_ts": format_instant(ts + 10_000),
-        "reason": None,
-    }
-    body.update(over)
-    return body
 
 
 _mids = itertools.count(1)
