@@ -1,29 +1,33 @@
-"""The collector's MQTT adapter: paho-mqtt's network thread, crossed into asyncio.
+"""The collector's MQTT adapter, and the checks of gateway status and health payloads.
 
 MQTT v5 with a fixed client id, ``clean_start=False`` and a session expiry (or, with
 ``mqtt.protocol: "3.1.1"``, a persistent ``clean_session=False`` session), so the broker keeps
 our subscriptions and queues the gateways' QoS 1 messages while the collector is down. Acks are
-manual: the service acks a message only after its batch is committed. Callbacks here only hand
-data to the event loop with ``call_soon_threadsafe``.
+manual: the service acks a message only after its batch is committed. paho itself runs in a
+child process (``broker_link``, which says why); ``MqttLink`` is its handle on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import ssl
-import time
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from kerbside.collector.broker_link import (
+    ACK,
+    CONNECTION,
+    MESSAGE,
+    PUBLISH,
+    PUBLISHED,
+    STOP,
+    FrameReader,
+    encode_frame,
+)
 from kerbside.collector.config import MqttConfig
 from kerbside.collector.records import Rejected, decode_payload
 from kerbside.core.ids import is_valid_id
@@ -31,12 +35,9 @@ from kerbside.core.instants import InstantError, parse_instant
 
 log = logging.getLogger(__name__)
 
-GATEWAY_KINDS = ("status", "events", "health")
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One received PUBLISH, as the event loop sees it."""
+class Message(NamedTuple):
+    """One received PUBLISH, as the event loop sees it (a tuple: thousands a second)."""
 
     topic: str
     payload: bytes
@@ -47,80 +48,92 @@ class Message:
 
 
 class MqttLink:
-    """paho client wrapper: subscribe to the gateways, ack, publish, track broker acks."""
+    """The collector's side of its MQTT connection: paho runs in a child process (see
+    ``broker_link``); this starts it, hands its messages to the event loop and sends it acks
+    and publications, batched once per turn of the loop."""
 
     def __init__(
         self,
         config: MqttConfig,
         loop: asyncio.AbstractEventLoop,
-        on_message: Callable[[Message], None],
+        on_messages: Callable[[list[Message]], None],
         on_published: Callable[[int], None] | None = None,
         on_connection: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self._loop = loop
-        self._on_message = on_message
+        self._on_messages = on_messages
         self._on_published = on_published
         self._on_connection = on_connection
         self.connected = False
         self._generation = 0
-        self._inbox: collections.deque[Message] = collections.deque()
-        self._wake_pending = False
-        self._acked: collections.deque[int] = collections.deque()
-        self._acked_wake_pending = False
-        v5 = config.protocol == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            # 3.1.1 has no session expiry: a persistent session keeps what v5's expiry keeps.
-            clean_session=None if v5 else False,
-            manual_ack=True,
-        )
-        # paho scans its in-flight messages on every PUBACK: a small window keeps the alert and
-        # bay-state burst at the end of a backlog cheap (the broker is near; 100 is plenty)
-        client.max_inflight_messages_set(100)
-        client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if config.username is not None:
-            password = None
-            if config.password_file is not None:
-                password = config.password_file.read_text(encoding="utf-8").strip()
-            client.username_pw_set(config.username, password)
-        if config.tls is not None:
-            client.tls_set(ca_certs=str(config.tls.ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.on_connect = self._handle_connect
-        client.on_disconnect = self._handle_disconnect
-        client.on_message = self._handle_message
-        client.on_publish = self._handle_publish
-        self._client = client
+        self._token = 0
+        self._pending: list[tuple[Any, ...]] = []
+        self._outgoing = bytearray()
+        self._writing = False
+        self._reader = FrameReader()
+        self._channel: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._restart: asyncio.TimerHandle | None = None
+        self._backoff = 1.0  # before starting a child that died; doubles, reset on connection
 
     @property
     def root(self) -> str:
         return self.config.topic_root.rstrip("/")
 
     def start(self) -> None:
-        if self.config.protocol != "5":
-            self._client.connect_async(
-                self.config.host, self.config.port, keepalive=self.config.keepalive_s
+        """Start the child (it connects and subscribes by itself)."""
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 (our own module, no shell)
+                [
+                    sys.executable,
+                    "-m",
+                    "kerbside.collector.broker_link",
+                    "--fd",
+                    str(theirs.fileno()),
+                    "--log-level",
+                    logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                ],
+                pass_fds=[theirs.fileno()],
             )
-            self._client.loop_start()
-            return
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
-        self._client.connect_async(
-            self.config.host,
-            self.config.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self._client.loop_start()
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._channel = ours
+        self._reader = FrameReader()
+        self._outgoing = bytearray(encode_frame([("config", self.config, self._generation)]))
+        self._write()
+        self._loop.add_reader(ours.fileno(), self._readable)
 
     def stop(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Flush the acks, let the child leave the broker, wait for it (5 s at most)."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
+        channel, process = self._channel, self._process
+        if channel is None or process is None:
+            return
+        self._pending.append((STOP,))
+        self._flush()
+        self._loop.remove_reader(channel.fileno())
+        if self._writing:
+            self._loop.remove_writer(channel.fileno())
+        with contextlib.suppress(OSError):
+            channel.setblocking(True)
+            channel.settimeout(5)
+            channel.sendall(self._outgoing)
+        self._outgoing.clear()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            log.warning("MQTT link process did not stop in 5 s: killing it")
+            process.kill()
+            process.wait()
+        channel.close()
+        self._channel = None
+        self.connected = False
 
     # -- called from the event loop ------------------------------------------------------------
 
@@ -128,86 +141,111 @@ class MqttLink:
         """Acknowledge a committed message (only on the connection it came in on: after a
         reconnect the broker redelivers it, and the store's de-duplication absorbs the copy)."""
         if message.qos > 0 and message.generation == self._generation and self.connected:
-            self._client.ack(message.mid, message.qos)
+            self._queue((ACK, message.mid, message.qos, message.generation))
 
     def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        return int(info.mid)
+        """Hand a publication to the child; the number returned comes back to
+        ``on_published`` when the broker has it (QoS 1)."""
+        self._token += 1
+        self._queue((PUBLISH, self._token, topic, payload, qos, retain))
+        return self._token
 
-    # -- paho's thread ---------------------------------------------------------------------------
+    def _queue(self, item: tuple[Any, ...]) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(item)
 
-    def _handle_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if reason.is_failure:
-            log.warning("broker refused connection: %s", reason)
+    def _flush(self) -> None:
+        if not self._pending or self._channel is None:
             return
-        self._generation += 1
-        self.connected = True
-        log.info(
-            "connected to %s:%s (session present: %s)",
-            self.config.host,
-            self.config.port,
-            flags.session_present,
-        )
-        client.subscribe([(f"{self.root}/gw/+/{kind}", 1) for kind in GATEWAY_KINDS])
-        if self._on_connection is not None:
-            self._loop.call_soon_threadsafe(self._on_connection, True)
+        self._outgoing += encode_frame(self._pending)
+        self._pending = []
+        self._write()
 
-    def _handle_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        self.connected = False
-        log.warning("disconnected from broker: %s", reason)
-        if self._on_connection is not None:
-            self._loop.call_soon_threadsafe(self._on_connection, False)
-
-    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _write(self) -> None:
+        channel = self._channel
+        if channel is None:
+            return
         try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = msg._topic.decode("utf-8", "replace")
-        message = Message(
-            topic,
-            bytes(msg.payload),
-            msg.qos,
-            msg.mid,
-            self._generation,
-            int(time.time() * 1000),
-        )
-        # One wake-up of the event loop per burst, not per message: a backlog arrives as
-        # thousands of messages a second, and each call_soon_threadsafe is a syscall.
-        self._inbox.append(message)
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
-                self._loop.call_soon_threadsafe(self._deliver)
+            sent = channel.send(self._outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return  # the child is gone: _readable sees the end of file
+        del self._outgoing[:sent]
+        if self._outgoing and not self._writing:
+            self._writing = True
+            self._loop.add_writer(channel.fileno(), self._writable)
 
-    def _deliver(self) -> None:
-        self._wake_pending = False  # before draining: a message appended after this wakes again
-        inbox = self._inbox
-        while inbox:
-            self._on_message(inbox.popleft())
+    def _writable(self) -> None:
+        self._write()
+        if not self._outgoing and self._writing and self._channel is not None:
+            self._writing = False
+            self._loop.remove_writer(self._channel.fileno())
 
-    def _handle_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
-    ) -> None:
-        if self._on_published is None:
+    def _readable(self) -> None:
+        channel = self._channel
+        assert channel is not None
+        try:
+            data = channel.recv(1 << 20)
+        except BlockingIOError:
             return
-        # like messages: one wake-up of the loop per burst of broker acks
-        self._acked.append(mid)
-        if not self._acked_wake_pending:
-            self._acked_wake_pending = True
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._deliver_acked)
+        except OSError:
+            data = b""
+        if not data:
+            self._child_gone()
+            return
+        for items in self._reader.feed(data):
+            self._dispatch(items)
 
-    def _deliver_acked(self) -> None:
-        self._acked_wake_pending = False
-        acked = self._acked
-        on_published = self._on_published
-        assert on_published is not None
-        while acked:
-            on_published(acked.popleft())
+    def _dispatch(self, items: list[tuple[Any, ...]]) -> None:
+        messages: list[Message] = []
+        make = Message._make
+        for item in items:
+            kind = item[0]
+            if kind == MESSAGE:
+                messages.append(make(item[1]))
+                continue
+            if messages:  # in order: a connection change applies to what follows it
+                self._on_messages(messages)
+                messages = []
+            if kind == PUBLISHED:
+                if self._on_published is not None:
+                    self._on_published(item[1])
+            elif kind == CONNECTION:
+                self._generation = max(self._generation, item[2])
+                self.connected = item[1]
+                if item[1]:
+                    self._backoff = 1.0
+                if self._on_connection is not None:
+                    self._on_connection(item[1])
+        if messages:
+            self._on_messages(messages)
+
+    def _child_gone(self) -> None:
+        """The child died (it never exits by itself while we run): start another."""
+        channel, process = self._channel, self._process
+        self._channel = None
+        if channel is not None:
+            self._loop.remove_reader(channel.fileno())
+            if self._writing:
+                self._loop.remove_writer(channel.fileno())
+                self._writing = False
+            channel.close()
+        code = process.wait() if process is not None else None
+        self._pending = []
+        if self._stopping:
+            return
+        log.error(
+            "MQTT link process exited (code %s): starting another in %s s", code, self._backoff
+        )
+        if self.connected:
+            self.connected = False
+            if self._on_connection is not None:
+                self._on_connection(False)
+        self._generation += 1  # nothing received before can be acked on the next connection
+        self._restart = self._loop.call_later(self._backoff, self.start)
+        self._backoff = min(self._backoff * 2, 30.0)
 
 
 # -- gateway status and health payloads (SPEC 5) ------------------------------------------------

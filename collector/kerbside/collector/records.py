@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+import orjson
+
 from kerbside.collector.site import Site
 from kerbside.core.ids import ID_RE
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
@@ -159,7 +161,7 @@ def event_fingerprint(obj: dict[str, Any]) -> str:
     order, with or without the journal's ``type``. Cheaper than ``canonical_body`` for the
     usual keys (a journal has a million events); extra keys go in canonically."""
     extra = None
-    if any(k not in _EVENT_KEYS for k in obj):
+    if not obj.keys() <= _EVENT_KEYS:
         extra = {k: v for k, v in obj.items() if k not in _EVENT_KEYS}
     key = repr(
         (
@@ -206,6 +208,17 @@ class MemorySeenEvents:
 
 def decode_payload(payload: bytes | str) -> dict[str, Any]:
     """Bytes to a JSON object, or RecordRejected (too_large, not_utf8, not_json, schema)."""
+    if isinstance(payload, bytes) and len(payload) <= MAX_PAYLOAD_BYTES:
+        # orjson first (~4x faster); what it refuses goes the long way below, which names the
+        # reason (and takes what json takes that orjson does not, like integers over 64 bits)
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if not isinstance(obj, dict):
+                raise RecordRejected("schema", "expected a JSON object")
+            return obj
     if isinstance(payload, str):
         # A character is at most 4 bytes of UTF-8: only long texts need encoding to measure.
         if len(payload) * 4 > MAX_PAYLOAD_BYTES and len(payload.encode()) > MAX_PAYLOAD_BYTES:

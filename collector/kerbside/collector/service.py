@@ -134,6 +134,7 @@ class CollectorService:
         self.seen = StoreSeenEvents(store)
         self.validator = RecordValidator(site, self.seen)
         self.publisher = Publisher(store, config.mqtt.topic_root)
+        self._topic_parts = len(self.publisher.root.split("/")) + 3  # {root}/gw/{id}/{kind}
         self.link: Any = None
         self.counters: collections.Counter[str] = collections.Counter()
         self._counter_delta: collections.Counter[str] = collections.Counter()
@@ -150,7 +151,9 @@ class CollectorService:
         self._bays: dict[str, _BayNow] = {b: _BayNow(*row) for b, row in store.bays().items()}
         self._timer: asyncio.TimerHandle | None = None
         self._wake: Callable[[], None] | None = None
-        self._next_snapshot = 0.0
+        # the first save waits like the others: recovery has just rebuilt the engine, and a
+        # backlog drained after a restart should not start with the cost of a save
+        self._next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
         self.site_loader: Callable[[], Site] = lambda: load_site(config.site)
         self._snapshot_pos = 0
         self.engine = self._recover_engine()
@@ -347,8 +350,7 @@ class CollectorService:
     def _handle(self, message: Message, now: int, obj: dict[str, Any] | None = None) -> None:
         self._count("messages_in")
         parts = message.topic.split("/")
-        root = self.publisher.root.split("/")
-        if len(parts) != len(root) + 3 or parts[-3] != "gw":
+        if len(parts) != self._topic_parts or parts[-3] != "gw":
             raise Rejected("schema", f"unexpected topic {message.topic}", "topic")
         gateway_id, kind = parts[-2], parts[-1]
         if len(message.payload) > MAX_PAYLOAD:
@@ -403,7 +405,14 @@ class CollectorService:
         if bay is None:
             return
         self._record_maintenance(
-            self.maintenance.sensor_state(ev.sensor_id, _bay_info(bay), ev.state, ev.reason, ev.ts)
+            self.maintenance.sensor_state(
+                # only an unknown state raises an alert that names the bay
+                ev.sensor_id,
+                _bay_info(bay) if ev.state == "unknown" else None,
+                ev.state,
+                ev.reason,
+                ev.ts,
+            )
         )
         cur = self._bays.get(ev.bay_id)
         if cur is not None and ev.ts < cur.since:

@@ -7,13 +7,28 @@ cheap to compare, and free of float rounding at the boundaries the rules care ab
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 Instant = int  # milliseconds since 1970-01-01T00:00:00Z
 
 _INSTANT_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})$"
 )
+
+
+_CANONICAL_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z", re.ASCII)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAY_NUMBERS: dict[str, int] = {}  # "YYYY-MM-DD" -> days since the epoch, for valid dates
+
+
+def _day_number(text: str) -> int | None:
+    try:
+        day = date.fromisoformat(text).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None  # not a date: the general path below says so
+    if len(_DAY_NUMBERS) < 100_000:
+        _DAY_NUMBERS[text] = day
+    return day
 
 
 class InstantError(ValueError):
@@ -26,6 +41,14 @@ def parse_instant(text: str) -> Instant:
     Offsets other than ``Z`` are accepted (they name one instant unambiguously); a time without
     a zone is rejected, because it does not.
     """
+    if type(text) is str and _CANONICAL_RE.match(text) is not None:
+        # the canonical form, as every gateway sends it: arithmetic instead of a datetime
+        day = _DAY_NUMBERS.get(text[:10])
+        if day is None:
+            day = _day_number(text[:10])
+        hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+        if day is not None and hour < 24 and minute < 60 and second < 60:
+            return (((day * 24 + hour) * 60 + minute) * 60 + second) * 1000 + int(text[20:23])
     if not isinstance(text, str) or _INSTANT_RE.match(text) is None:
         raise InstantError(f"not an ISO 8601 UTC instant: {text!r}")
     try:
@@ -36,20 +59,35 @@ def parse_instant(text: str) -> Instant:
 
 
 _DAYS: dict[int, str] = {}  # days since the epoch -> "YYYY-MM-DD" (the collector formats a lot)
+_SECONDS: dict[int, str] = {}  # seconds since the epoch -> "YYYY-MM-DDTHH:MM:SS.", recent ones
+_TWO = [f"{i:02d}" for i in range(100)]
+_THREE = [f"{i:03d}" for i in range(1000)]
 
 
 def format_instant(instant: Instant) -> str:
     """Format epoch milliseconds as ``2026-11-26T08:00:05.120Z``."""
     seconds, millis = divmod(instant, 1000)
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        prefix = _second_prefix(seconds)
+    return prefix + _THREE[millis] + "Z"
+
+
+def _second_prefix(seconds: int) -> str:
     day, second = divmod(seconds, 86_400)
-    date = _DAYS.get(day)
-    if date is None:
-        date = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+    date_text = _DAYS.get(day)
+    if date_text is None:
+        date_text = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
         if len(_DAYS) < 100_000:
-            _DAYS[day] = date
+            _DAYS[day] = date_text
     hour, second = divmod(second, 3600)
     minute, second = divmod(second, 60)
-    return f"{date}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+    # concatenating table entries: twice as fast as an f-string with format specs
+    prefix = date_text + "T" + _TWO[hour] + ":" + _TWO[minute] + ":" + _TWO[second] + "."
+    if len(_SECONDS) >= 200_000:  # the collector formats instants near now: start afresh
+        _SECONDS.clear()
+    _SECONDS[seconds] = prefix
+    return prefix
 
 
 def to_datetime(instant: Instant) -> datetime:

@@ -1,0 +1,136 @@
+"""The collector's MQTT link process: its framing, and its life beside the collector."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kerbside.collector.broker_link import FrameReader, encode_frame
+from kerbside.collector.service import CollectorService
+from tests.collector.test_ingest import Client, run_collector, until
+from tests.helpers import Mosquitto, stop_process, write_collector_setup
+from tests.helpers import occupancy_event as event
+
+ITEMS: list[Any] = [
+    [("m", ("root/gw/gw-1/events", b'{"v":1}', 1, 7, 1, 1764144005120))],
+    [("c", True, 3), ("p", 12)],
+    [("a", 7, 1, 3)] * 500,
+    [("P", 1, "root/deadletter", "x" * 70_000, 0, False)],
+]
+
+
+def test_every_prefix_of_a_frame_is_incomplete_and_the_whole_comes_out_once() -> None:
+    frame = encode_frame(ITEMS[1])
+    for cut in range(len(frame)):
+        reader = FrameReader()
+        assert reader.feed(frame[:cut]) == []
+        assert reader.feed(frame[cut:]) == [ITEMS[1]]
+        assert reader.feed(b"") == []
+
+
+def test_frames_in_one_chunk_come_out_in_order() -> None:
+    stream = b"".join(encode_frame(items) for items in ITEMS)
+    assert FrameReader().feed(stream) == ITEMS
+
+
+@given(st.lists(st.integers(min_value=1, max_value=5000), max_size=40))
+def test_any_chunking_gives_the_same_frames(cuts: list[int]) -> None:
+    stream = b"".join(encode_frame(items) for items in ITEMS)
+    reader = FrameReader()
+    out: list[Any] = []
+    pos = 0
+    for size in cuts:
+        out += reader.feed(stream[pos : pos + size])
+        pos += size
+    out += reader.feed(stream[pos:])
+    assert out == ITEMS
+
+
+def _link_processes(parent: int) -> list[int]:
+    """The collector's MQTT link children (by their command line)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        children += [int(p) for p in (task / "children").read_text().split()]
+    return [
+        pid
+        for pid in children
+        if b"kerbside.collector.broker_link" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # a zombie no one has reaped yet has exited all the same
+
+
+def test_the_link_process_leaves_the_broker_when_the_collector_is_killed(
+    tmp_path: Path, broker: Mosquitto, topic_root: str
+) -> None:
+    config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root)
+    log = tmp_path / "collector.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b"connected to" not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        (child,) = _link_processes(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while not _gone(child):
+            assert time.monotonic() < deadline, "the link process outlived the collector"
+            time.sleep(0.05)
+    finally:
+        stop_process(proc, signal.SIGKILL, timeout=10)
+
+
+def test_a_link_process_that_dies_is_replaced_and_nothing_is_lost(
+    tmp_path: Path, broker: Mosquitto, topic_root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root, bays=4)
+    gateway = Client(broker.port)
+    events = f"{topic_root}/gw/gw-1/events"
+    now = int(time.time() * 1000)
+
+    async def body(service: CollectorService) -> None:
+        gateway.publish(events, event(1, "B001", "occupied", now - 20_000))
+        await until(lambda: service.store.count_events() == 1)
+        (child,) = _link_processes(os.getpid())
+        os.kill(child, signal.SIGKILL)
+        await until(lambda: not service.link.connected, 10)
+        # published while no link process is there: the broker keeps it in our session
+        gateway.publish(events, event(2, "B002", "occupied", now - 19_000))
+        await until(lambda: service.link.connected, 20)
+        gateway.publish(events, event(3, "B003", "occupied", now - 18_000))
+        await until(lambda: service.store.count_events() == 3, 20)
+        await asyncio.sleep(0.5)  # nothing more arrives (the first event was acked once)
+        assert service.store.count_events() == 3
+        assert service.counters["rejected.internal_error"] == 0
+        assert [e.body["seq"] for e in service.store.journal(types=["occupancy"])] == [1, 2, 3]
+        assert _link_processes(os.getpid()) != [child]
+
+    try:
+        run_collector(config, body)
+    finally:
+        gateway.close()
+    assert any("MQTT link process exited" in r.getMessage() for r in caplog.records)
