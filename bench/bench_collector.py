@@ -486,8 +486,7 @@ def _p(values: list[float], q: float) -> float:
 
 def run(quick: bool) -> list[Row]:
     bays = 10_000 if quick else 100_000
-    # BENCH_COLLECTOR_EVENTS: a smaller backlog on the 100,000-bay site (publishing 100,000 QoS 1
-    # messages from Python takes minutes on a loaded 2-core machine)
+    # BENCH_COLLECTOR_EVENTS: a smaller backlog on the 100,000-bay site, while developing
     total = int(os.environ.get("BENCH_COLLECTOR_EVENTS") or (10_000 if quick else 100_000))
     used_bays = total // 5  # each drained bay sees 5 changes in the hour
     latency_s = 10.0 if quick else 30.0

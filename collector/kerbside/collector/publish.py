@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from kerbside.collector.store import OutboxMessage, Store, dumps
 
+# Publications handed to the MQTT link and not yet acknowledged by the broker, at most.
+WINDOW = 200
 MAINTENANCE_KINDS = frozenset({"gateway_offline", "sensor_silent", "sensor_fault", "low_battery"})
 
 
@@ -42,13 +44,17 @@ class Publisher:
         self.deferring = False
         self._alerts: list[tuple[str, str]] = []
         self._staged: list[OutboxMessage] = []
-        self._unacked: dict[int, OutboxMessage] = {}  # paho mid -> message
-        self._waiting: dict[int, OutboxMessage] = {}  # committed, not yet handed to paho
+        self._unacked: dict[int, OutboxMessage] = {}  # link's number -> message
+        # committed, not yet handed to the link: alert changes go before bay states, and at most
+        # WINDOW are with the link at once, so an alert never queues behind the thousands of
+        # bay states released at the end of a backlog
+        self._waiting_alerts: dict[int, OutboxMessage] = {}
+        self._waiting_bays: dict[int, OutboxMessage] = {}
         self._done: list[int] = []
         self._deadletters: list[str] = []
         self.link: Link | None = None
         for message in store.outbox():
-            self._waiting[message.id] = message
+            self._wait(message)
 
     # -- inside a transaction --------------------------------------------------------------
 
@@ -98,9 +104,13 @@ class Publisher:
 
     # -- after the commit --------------------------------------------------------------------
 
+    def _wait(self, message: OutboxMessage) -> None:
+        queue = self._waiting_bays if message.retain else self._waiting_alerts
+        queue[message.id] = message
+
     def send(self) -> None:
         for message in self._staged:
-            self._waiting[message.id] = message
+            self._wait(message)
         self._staged = []
         link = self.link
         if link is None:
@@ -110,24 +120,33 @@ class Publisher:
         self._deadletters = []
         if not link.connected:
             return
-        for message in list(self._waiting.values()):
-            mid = link.publish(message.topic, message.payload, message.qos, message.retain)
-            self._unacked[mid] = message
-        self._waiting.clear()
+        for queue in (self._waiting_alerts, self._waiting_bays):
+            while queue and len(self._unacked) < WINDOW:
+                message = queue.pop(next(iter(queue)))
+                mid = link.publish(message.topic, message.payload, message.qos, message.retain)
+                self._unacked[mid] = message
 
     def published(self, mid: int) -> None:
-        """The broker acknowledged a message (paho's on_publish)."""
+        """The broker acknowledged a message: forget it, and hand the link the next."""
         message = self._unacked.pop(mid, None)
         if message is not None:
             self._done.append(message.id)
+            if self._waiting_alerts or self._waiting_bays:
+                self.send()
 
     def reconnected(self) -> None:
-        """Send again what the broker had not acknowledged before the connection dropped."""
-        for message in self._unacked.values():
-            self._waiting[message.id] = message
+        """Send again what the broker had not acknowledged before the connection dropped
+        (in the order first sent)."""
+        unacked = sorted(self._unacked.values(), key=lambda m: m.id)
         self._unacked.clear()
+        for message in unacked:
+            self._wait(message)
+        for queue in (self._waiting_alerts, self._waiting_bays):
+            ordered = sorted(queue.values(), key=lambda m: m.id)
+            queue.clear()
+            queue.update((m.id, m) for m in ordered)
         self.send()
 
     @property
     def pending(self) -> int:
-        return len(self._waiting) + len(self._unacked)
+        return len(self._waiting_alerts) + len(self._waiting_bays) + len(self._unacked)

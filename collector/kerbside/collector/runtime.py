@@ -150,11 +150,12 @@ async def _batcher(
     service: CollectorService,
     most: int,
     hold: _Hold,
+    due: asyncio.Event,
 ) -> None:
     """Take what has arrived (up to ``most`` messages) and process it as one transaction.
 
     The queue holds the messages as they came from the broker link, a burst at a time (None
-    only wakes the batcher for the alert timer)."""
+    only wakes the batcher for the alert timer, which also sets ``due``)."""
     carry: list[Message] = []
     while True:
         if not carry:
@@ -190,12 +191,16 @@ async def _batcher(
             # will redeliver; wait a little rather than spin.
             log.exception("batch of %d messages not committed", len(batch))
             await asyncio.sleep(1)
-        if carry:
+        remaining = began + BATCH_GATHER_S - time.monotonic()
+        if carry or remaining <= 0 or due.is_set():
             await asyncio.sleep(0)
         else:
             # Under a steady stream, let a batch gather for BATCH_GATHER_S rather than commit
-            # (and fsync) every few messages; a message after a quiet spell goes at once.
-            await asyncio.sleep(max(0.0, began + BATCH_GATHER_S - time.monotonic()))
+            # (and fsync) every few messages; a message after a quiet spell goes at once, and
+            # an alert falling due ends the wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(due.wait(), remaining)
+        due.clear()
 
 
 async def _prune(service: CollectorService, retention_days: float) -> None:
@@ -270,7 +275,13 @@ async def serve(
     link = MqttLink(config.mqtt, loop, queue.put_nowait, service.publisher.published, on_connection)
     service.link = link
     service.publisher.link = link
-    service.set_waker(lambda: queue.put_nowait(None))
+    due = asyncio.Event()
+
+    def wake() -> None:
+        due.set()
+        queue.put_nowait(None)
+
+    service.set_waker(wake)
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
@@ -298,7 +309,7 @@ async def serve(
     try:
         async with asyncio.TaskGroup() as tasks:
             batcher = tasks.create_task(
-                _batcher(queue, service, config.ingest.batch_max, hold), name="batcher"
+                _batcher(queue, service, config.ingest.batch_max, hold, due), name="batcher"
             )
             pruner = tasks.create_task(_prune(service, config.store.retention_days), name="prune")
             http = None
