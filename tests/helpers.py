@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -251,3 +252,24 @@ def occupancy_event(n: int, bay: str, state: str, at: int, /, **over: Any) -> di
     }
     body.update(over)
     return body
+
+
+def start_collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``kerbside-collector run`` as its own process, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_log(
+    log: Path, text: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 30
+) -> None:
+    """Until ``text`` is in ``log``; fails (with the log) on timeout or if ``proc`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text(errors="replace"):
+        assert proc is None or proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, f"{text!r} not logged: {log.read_text()}"
+        time.sleep(0.05)

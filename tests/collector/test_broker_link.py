@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,13 @@ from hypothesis import strategies as st
 from kerbside.collector.broker_link import FrameReader, encode_frame
 from kerbside.collector.service import CollectorService
 from tests.collector.test_ingest import Client, run_collector, until
-from tests.helpers import Mosquitto, stop_process, write_collector_setup
+from tests.helpers import (
+    Mosquitto,
+    start_collector,
+    stop_process,
+    wait_for_log,
+    write_collector_setup,
+)
 from tests.helpers import occupancy_event as event
 
 ITEMS: list[Any] = [
@@ -81,18 +85,9 @@ def test_the_link_process_leaves_the_broker_when_the_collector_is_killed(
 ) -> None:
     config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root)
     log = tmp_path / "collector.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_collector(config, log)
     try:
-        deadline = time.monotonic() + 30
-        while b"connected to" not in log.read_bytes():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+        wait_for_log(log, "connected to", proc)
         (child,) = _link_processes(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.helpers import Mosquitto, write_collector_setup
+from tests.helpers import Mosquitto, start_collector, wait_for_log, write_collector_setup
 
 
 def _run(config: Path) -> subprocess.Popen[str]:
@@ -45,34 +44,22 @@ def test_a_bad_config_key_is_named(tmp_path: Path) -> None:
     assert "alert_delay_s" in out
 
 
-def _wait_for(path: Path, text: str, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in path.read_text():
-        assert time.monotonic() < deadline, f"{text!r} not logged"
-        time.sleep(0.05)
-
-
 def test_sighup_reloads_the_site_or_keeps_the_old_one(
     tmp_path: Path, broker: Mosquitto, topic_root: str
 ) -> None:
     config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root)
     log = tmp_path / "log.txt"
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_collector(config, log)
     try:
-        _wait_for(log, "collector started")
+        wait_for_log(log, "collector started")
         site = tmp_path / "site.yaml"
         good = site.read_text()
         site.write_text(good.replace("B004", "B005"))
         proc.send_signal(signal.SIGHUP)
-        _wait_for(log, "site reloaded: 1 zones, 4 bays")
+        wait_for_log(log, "site reloaded: 1 zones, 4 bays")
         site.write_text(good.replace("controlled_hours: any", "controlled_hours: sometimes"))
         proc.send_signal(signal.SIGHUP)
-        _wait_for(log, "keeping the old site: zones[0].controlled_hours")
+        wait_for_log(log, "keeping the old site: zones[0].controlled_hours")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
