@@ -84,6 +84,8 @@ def test_readme_demo_command_runs_in_a_fresh_clone(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)
     returncode = proc.wait(60)
     reader.join(10)
+    assert proc.stdout is not None
+    proc.stdout.close()
     out = "".join(lines)
     assert returncode == 0, (out[-3000:], errors.read_text()[-3000:])
     assert "officers' page: http://127.0.0.1:8000/officer" in out, out
