@@ -78,10 +78,6 @@ class MqttLink:
         self._restart: asyncio.TimerHandle | None = None
         self._backoff = 1.0  # before starting a child that died; doubles, reset on connection
 
-    @property
-    def root(self) -> str:
-        return self.config.topic_root.rstrip("/")
-
     def start(self) -> None:
         """Start the child (it connects and subscribes by itself)."""
         ours, theirs = socket.socketpair()
@@ -121,8 +117,7 @@ class MqttLink:
         if self._writing:
             self._loop.remove_writer(channel.fileno())
         with contextlib.suppress(OSError):
-            channel.setblocking(True)
-            channel.settimeout(5)
+            channel.settimeout(5)  # blocking again, for the last frame
             channel.sendall(self._outgoing)
         self._outgoing.clear()
         try:

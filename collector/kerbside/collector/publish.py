@@ -137,14 +137,12 @@ class Publisher:
     def reconnected(self) -> None:
         """Send again what the broker had not acknowledged before the connection dropped
         (in the order first sent)."""
-        unacked = sorted(self._unacked.values(), key=lambda m: m.id)
-        self._unacked.clear()
-        for message in unacked:
-            self._wait(message)
-        for queue in (self._waiting_alerts, self._waiting_bays):
-            ordered = sorted(queue.values(), key=lambda m: m.id)
+        queues = (self._unacked, self._waiting_alerts, self._waiting_bays)
+        everything = sorted((m for queue in queues for m in queue.values()), key=lambda m: m.id)
+        for queue in queues:
             queue.clear()
-            queue.update((m.id, m) for m in ordered)
+        for message in everything:
+            self._wait(message)
         self.send()
 
     @property

@@ -298,7 +298,6 @@ async def serve(
             server = _QuietServer.make(app, config.http.host, config.http.port)
     link.start()
     service.tick()
-
     log.info(
         "collector started in %.2fs: %d bays, %d zones, store %s",
         time.monotonic() - begun,
