@@ -39,10 +39,10 @@ from common import Row
 from kerbside.collector.config import load_config
 from kerbside.collector.runtime import serve
 from kerbside.collector.service import CollectorService
-from kerbside.collector.site import load_site
 from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter
 from kerbside.collector.timeseries import lines as lp
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
 from tests.helpers import Influxd, Mosquitto, write_collector_setup
 
 logging.getLogger("kerbside").setLevel(logging.ERROR)

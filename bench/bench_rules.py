@@ -26,8 +26,8 @@ from common import Row
 from kerbside.collector.records import OccupancyEvent, Right
 from kerbside.collector.replay import read_journal, replay_records
 from kerbside.collector.rules import RulesEngine
-from kerbside.collector.site import Site, parse_site
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import Site, parse_site
 
 MONTH_START = parse_instant("2026-11-01T00:00:00Z")
 DAY = 86_400_000

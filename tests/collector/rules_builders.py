@@ -7,8 +7,8 @@ from typing import Any
 
 from kerbside.collector.replay import read_journal, replay_records
 from kerbside.collector.rules import RulesEngine
-from kerbside.collector.site import Site, parse_site
 from kerbside.core.instants import Instant, format_instant, parse_instant
+from kerbside.core.site import Site, parse_site
 
 WORKDAYS = [{"days": ["mon", "tue", "wed", "thu", "fri", "sat"], "start": "08:30", "end": "18:30"}]
 

@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.collector.config import load_config
 from kerbside.collector.runtime import serve
 from kerbside.collector.service import CollectorService
-from kerbside.collector.site import load_site
+from kerbside.core.site import load_site
 from tests.helpers import Mosquitto, write_collector_setup
 from tests.helpers import occupancy_event as event
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kerbside.collector.rules import NEG_INF, POS_INF, ScheduleBook
-from kerbside.collector.site import Hours, parse_site
+from kerbside.core.site import Hours, parse_site
 from tests.collector.rules_builders import Journal, at, make_site, replay
 
 SUN_ALL_DAY = [{"days": ["sun"], "start": "00:00", "end": "24:00"}]

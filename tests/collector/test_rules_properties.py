@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from kerbside.collector.replay import read_journal, replay_records
 from kerbside.collector.rules import Alert, AlertChange, RulesEngine
-from kerbside.collector.site import Bay, Site
 from kerbside.core.instants import Instant
+from kerbside.core.site import Bay, Site
 from tests.collector.rules_builders import Journal, at, make_site
 
 MIN = 60_000

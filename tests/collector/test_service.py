@@ -14,9 +14,9 @@ import pytest
 from kerbside.collector.config import load_config
 from kerbside.collector.ingest import Message
 from kerbside.collector.service import CollectorService, NotFound, RecordRejected
-from kerbside.collector.site import load_site
 from kerbside.collector.store import Store
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
 from tests.helpers import occupancy_event as event
 from tests.helpers import write_collector_setup
 

@@ -26,10 +26,10 @@ from typing import Any
 from kerbside.collector.config import CollectorConfig, InfluxConfig, StoreConfig
 from kerbside.collector.ingest import Message
 from kerbside.collector.service import CollectorService
-from kerbside.collector.site import load_site
 from kerbside.collector.store import Store
 from kerbside.collector.timeseries import TimeSeriesRecorder, create_sink
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
 from kerbside.edge.capture import CaptureError, CaptureRecord, read_capture
 from kerbside.edge.config import load_edge_config
 from kerbside.edge.detector import Detector

@@ -26,8 +26,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.replay import replay_lines
-from kerbside.collector.site import load_site
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
 from tests.helpers import Mosquitto, write_collector_setup
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from kerbside.collector.replay import replay_lines
-from kerbside.collector.site import load_site
 from kerbside.core.instants import parse_instant
+from kerbside.core.site import load_site
 from tests.helpers import Mosquitto
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.replay import replay_lines
-from kerbside.collector.site import Site, load_site
 from kerbside.core.instants import format_instant
+from kerbside.core.site import Site, load_site
 from kerbside.sim.cli import main
 from kerbside.sim.parking import QUICK, controlled, plan_parking
 from kerbside.sim.street import DEFAULT_START

@@ -185,8 +185,8 @@ def write_all(
 
 def backfill_main(args: argparse.Namespace) -> int:
     from kerbside.collector.config import load_config  # noqa: PLC0415 - CLI-only imports
-    from kerbside.collector.site import load_site  # noqa: PLC0415
     from kerbside.collector.store import Store  # noqa: PLC0415
+    from kerbside.core.site import load_site  # noqa: PLC0415
 
     config = load_config(args.config)
     if config.influxdb is None:

@@ -15,9 +15,9 @@ from typing import Any, Final, Protocol
 
 import orjson
 
-from kerbside.collector.site import Site
 from kerbside.core.ids import ID_RE
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
+from kerbside.core.site import Site
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 STATES: Final = ("occupied", "vacant", "unknown")

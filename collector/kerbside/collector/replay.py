@@ -23,9 +23,9 @@ from kerbside.collector.records import (
 )
 from kerbside.collector.rules.alerts import Alert, AlertChange
 from kerbside.collector.rules.engine import RulesEngine
-from kerbside.collector.site import Site, load_site
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, parse_instant
+from kerbside.core.site import Site, load_site
 
 
 def read_journal(

@@ -22,9 +22,9 @@ import yaml
 from kerbside.collector.config import CollectorConfig, load_config
 from kerbside.collector.ingest import Message, MqttLink
 from kerbside.collector.service import CollectorService, wall_ms
-from kerbside.collector.site import Site, SiteError, load_site, parse_site
 from kerbside.collector.store import Store
 from kerbside.core.instants import parse_instant
+from kerbside.core.site import Site, SiteError, load_site, parse_site
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from kerbside.collector.records import (
     to_journal_dict,
 )
 from kerbside.collector.rules import AlertChange, RulesEngine
-from kerbside.collector.site import Bay, Site, SiteError, load_site
 from kerbside.collector.store import Store, dumps
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import Bay, Site, SiteError, load_site
 
 log = logging.getLogger(__name__)
 

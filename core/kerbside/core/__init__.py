@@ -1,1 +1,2 @@
-"""Pieces shared by every Kerbside component: instants, identifiers, errors."""
+"""Pieces shared by every Kerbside component: instants, identifiers, the site model, errors,
+the version."""

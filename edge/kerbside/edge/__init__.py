@@ -1,3 +1,1 @@
 """The street gateway's agent: KBS1 and BLE in, confirmed occupancy events out over MQTT."""
-
-__version__ = "0.1.0"

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant
-from kerbside.edge import __version__
+from kerbside.core.version import VERSION
 from kerbside.edge.clock import is_synchronised, now_ms
 from kerbside.edge.config import EdgeConfig, load_edge_config
 from kerbside.edge.detector import Detector
@@ -230,7 +230,7 @@ class Agent:
             self.config.gateway_id,
             online=online,
             ts=self.clock(),
-            version=__version__,
+            version=VERSION,
             clock_synced=self.clock_synced,
         )
 

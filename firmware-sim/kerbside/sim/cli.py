@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kerbside.collector.site import load_site
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
+from kerbside.core.site import load_site
 from kerbside.sim.capture import write_capture
 from kerbside.sim.parking import (
     QUICK,

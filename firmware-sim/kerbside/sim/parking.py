@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from kerbside.collector.site import Bay, Site
 from kerbside.core.instants import Instant, format_instant
+from kerbside.core.site import Bay, Site
 
 Behaviour = Literal["pays", "permit", "forgets", "short_payment", "overstays", "legal"]
 ContraventionKind = Literal["unpaid", "expired", "overstay"]

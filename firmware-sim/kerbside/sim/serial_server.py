@@ -27,8 +27,8 @@ import tty
 from pathlib import Path
 from types import FrameType
 
-from kerbside.collector.site import load_site
 from kerbside.core.instants import Instant, format_instant
+from kerbside.core.site import load_site
 from kerbside.sim.capture import dump_yaml, edge_config
 from kerbside.sim.parking import (
     QUICK,

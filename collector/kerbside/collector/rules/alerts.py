@@ -6,8 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kerbside.collector.site import Location
 from kerbside.core.instants import Instant, format_instant
+from kerbside.core.site import Location
 
 AlertKind = Literal["overstay", "unpaid", "expired", "suspended"]
 AlertStatus = Literal["open", "acknowledged", "cleared", "resolved"]

@@ -41,8 +41,8 @@ from kerbside.collector.rules.bays import (
     run_boundary,
 )
 from kerbside.collector.rules.schedule import MINUTE_MS, NEG_INF, POS_INF, Schedule, ScheduleBook
-from kerbside.collector.site import Bay, Site
 from kerbside.core.instants import Instant
+from kerbside.core.site import Bay, Site
 
 SNAPSHOT_VERSION: Final = 1
 _PERIOD_KINDS: Final = frozenset({"overstay", "unpaid", "expired"})

@@ -14,8 +14,8 @@ import bisect
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
-from kerbside.collector.site import Hours
 from kerbside.core.instants import Instant
+from kerbside.core.site import Hours
 
 NEG_INF: Instant = -(1 << 62)  # "before anything": a period with no known start
 POS_INF: Instant = 1 << 62  # "after anything": a period with no known end

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # `kerbside site` needs only the base install (the collector's site module is pure Python
     # over pydantic and PyYAML); the demo's own imports wait until it runs.
-    from kerbside.collector.site_cli import add_site_commands  # noqa: PLC0415
+    from kerbside.core.site_cli import add_site_commands  # noqa: PLC0415
     from kerbside.demo import add_demo_command  # noqa: PLC0415
 
     add_demo_command(sub)

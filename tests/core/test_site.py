@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kerbside.collector.site import HourRange, SiteError, load_site, parse_site
-from kerbside.collector.site_cli import add_site_commands
+from kerbside.core.site import HourRange, SiteError, load_site, parse_site
+from kerbside.core.site_cli import add_site_commands
 from kerbside.edge.config import load_edge_config
 
 GOOD: dict[str, Any] = {

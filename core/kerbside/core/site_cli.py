@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from kerbside.collector.site import SiteError, load_site
+from kerbside.core.site import SiteError, load_site
 
 
 def add_site_commands(subparsers: Any) -> None:

@@ -91,7 +91,7 @@ class Street:
 
 
 def write_site(workdir: Path, gateways: int, bays_per_gateway: int) -> tuple[Path, Street]:
-    from kerbside.collector.site import SiteError, load_site  # noqa: PLC0415
+    from kerbside.core.site import SiteError, load_site  # noqa: PLC0415
 
     try:
         data = demo_site(gateways, bays_per_gateway)
