@@ -3,6 +3,7 @@ one place it is written)."""
 
 from __future__ import annotations
 
+import argparse
 from importlib.metadata import PackageNotFoundError, version
 
 
@@ -14,3 +15,8 @@ def _installed_version() -> str:
 
 
 VERSION = _installed_version()
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version``: prints ``<program> <version>`` and exits 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")

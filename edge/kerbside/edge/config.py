@@ -1,13 +1,23 @@
-"""The edge agent's config file (SPEC section 4)."""
+"""The edge agent's config file (docs/gateway.md), and checking one for every mistake at once."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from kerbside.core.config import load_yaml_model
+from kerbside.core.checks import (
+    ConfigFileError,
+    Loc,
+    Need,
+    Problem,
+    YamlFile,
+    duplicate_problems,
+    file_problems,
+    model_problems,
+    read_yaml,
+)
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 SensorId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
@@ -78,15 +88,6 @@ class EdgeConfig(_Strict):
     ble: BleConfig = BleConfig()
     sensors: list[SensorConfig] = []
 
-    @model_validator(mode="after")
-    def _unique_sensors(self) -> EdgeConfig:
-        seen: set[str] = set()
-        for sensor in self.sensors:
-            if sensor.id in seen:
-                raise ValueError(f"sensors: sensor {sensor.id} is listed twice")
-            seen.add(sensor.id)
-        return self
-
     @property
     def mqtt_username(self) -> str:
         return self.mqtt.username or self.gateway_id
@@ -96,6 +97,51 @@ class EdgeConfig(_Strict):
         return {sensor.id: sensor.bay for sensor in self.sensors}
 
 
+# Files the agent reads, and the outbox it creates (its directory included).
+_FILES: tuple[tuple[Loc, Need], ...] = (
+    (("mqtt", "password_file"), "read"),
+    (("mqtt", "tls", "ca"), "read"),
+    (("mqtt", "tls", "cert"), "read"),
+    (("mqtt", "tls", "key"), "read"),
+    (("outbox", "path"), "write-dir"),
+)
+
+
+def _problems(doc: YamlFile, *, files: bool) -> tuple[EdgeConfig | None, list[Problem]]:
+    config, problems = model_problems(doc, EdgeConfig)
+    problems += duplicate_problems(doc, "sensors", "id")
+    problems += duplicate_problems(doc, "serial", "port")
+    if files:
+        problems += file_problems(doc, _FILES)
+        problems += _serial_warnings(doc)
+    return config, problems
+
+
+def _serial_warnings(doc: YamlFile) -> list[Problem]:
+    ports = doc.data.get("serial") if isinstance(doc.data, dict) else None
+    out = []
+    for index, entry in enumerate(ports if isinstance(ports, list) else []):
+        port = entry.get("port") if isinstance(entry, dict) else None
+        if isinstance(port, str) and not Path(port).exists():
+            loc: Loc = ("serial", index, "port")
+            words = f"{port} does not exist (yet): the agent waits for it and says so in its log"
+            out.append(Problem(f"serial[{index}].port", words, doc.line_of(loc), warning=True))
+    return out
+
+
+def check_edge_config(path: str | Path) -> tuple[EdgeConfig | None, list[Problem]]:
+    """Every mistake in an edge config, the files it names included (``kerbside-edge check``,
+    and ``run`` before it starts): (the config or None, problems; warnings among them)."""
+    doc = read_yaml(path)
+    config, problems = _problems(doc, files=True)
+    return (config if not any(not p.warning for p in problems) else None), problems
+
+
 def load_edge_config(path: str | Path) -> EdgeConfig:
-    """Load and validate an edge config file; raises ConfigError with a one-line message."""
-    return load_yaml_model(path, EdgeConfig)
+    """Load and validate an edge config file (not the files it names: replay and the tools
+    need none of them); raises ConfigFileError listing every mistake."""
+    doc = read_yaml(path)
+    config, problems = _problems(doc, files=False)
+    if problems or config is None:
+        raise ConfigFileError(path, problems)
+    return config

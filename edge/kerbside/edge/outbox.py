@@ -3,8 +3,9 @@
 One SQLite file in WAL mode with three tables::
 
     meta(key, value)          epoch (random token made with the file), last_seq
-    events(seq, payload)      the SPEC section 5 event, JSON, exactly as it will be published
+    events(seq, payload)      the occupancy event (docs/protocols.md), JSON, exactly as published
     state(key, value)         what the agent keeps across restarts (the detector's learned levels)
+                              and its status for ``kerbside-edge status`` (``save_states``)
 
 What is fsynced when, and why that survives a power cut on an SD card:
 
@@ -19,6 +20,9 @@ What is fsynced when, and why that survives a power cut on an SD card:
   ``synchronous=NORMAL``, which does not fsync. A power cut may undo the last deletes; those
   events are then published again under the same ``event_id``, which the collector ignores.
   Nothing is lost and ids never change, and the SD card is spared one flush per PUBACK.
+- Saving state (``save_states``): one transaction every health interval, under
+  ``synchronous=NORMAL`` like the deletes: it is a convenience (a lost save only means an older
+  one is read), so it costs the card no flush of its own.
 - Checkpoints (WAL into the main file) fsync the WAL before copying and the database after, so
   a cut during a checkpoint replays the WAL on the next open.
 
@@ -31,10 +35,14 @@ Bounded by ``max_mb`` (payload bytes plus a per-row allowance): health is never 
 is QoS 0 and only sent live), so when events alone fill the outbox the oldest are dropped,
 counted in ``events_dropped`` and logged. Freed pages are reused by SQLite, so the file stays
 near ``max_mb`` rather than shrinking.
+
+A full disk is not the outbox's business: ``append`` raises ``OutboxError`` and writes nothing
+(the agent holds the events in memory and retries); a failed delete leaves its acks pending.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -85,7 +93,7 @@ def read_epoch(path: str | Path) -> str | None:
 
 
 def new_epoch() -> str:
-    """A random token naming one life of an outbox (6 hex digits, as in SPEC's example)."""
+    """A random token naming one life of an outbox (6 hex digits)."""
     return secrets.token_hex(3)
 
 
@@ -152,8 +160,8 @@ class Outbox:
             body = event_payload(change, self.gateway_id, self.epoch, seq)
             rows.append((seq, json.dumps(body, separators=(",", ":")).encode()))
         size = sum(len(payload) + ROW_OVERHEAD for _, payload in rows)
-        self._make_room(size)
         try:
+            self._make_room(size)
             with self._transaction():
                 self._db.executemany("INSERT INTO events (seq, payload) VALUES (?, ?)", rows)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
@@ -212,7 +220,7 @@ class Outbox:
         """Delete acknowledged events in one transaction, without fsync (see module docstring)."""
         if not self._pending_acks:
             return 0
-        acks, self._pending_acks = self._pending_acks, []
+        acks = self._pending_acks
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._transaction():
@@ -225,10 +233,11 @@ class Outbox:
                     "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
                     (json.dumps(acks),),
                 )
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # the acks stay pending: deleted at a later flush
             raise OutboxError(f"{self.path}: cannot delete acknowledged events: {exc}") from exc
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
+        self._pending_acks = []
         count, length = int(freed[0]), int(freed[1])
         self._depth -= count
         self._stored_bytes -= length + count * ROW_OVERHEAD
@@ -244,13 +253,44 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"{self.path}: cannot save {key}: {exc}") from exc
 
+    def save_states(self, values: dict[str, str]) -> None:
+        """Keep several values at once, without an fsync of their own (see module docstring)."""
+        try:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", values.items()
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot save {', '.join(values)}: {exc}") from exc
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def oldest_confirmed(self) -> str | None:
+        """``confirmed_ts`` of the oldest event waiting, or None when none waits."""
+        row = self._db.execute("SELECT payload FROM events ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else _confirmed_ts(row[0])
+
     def load_state(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def close(self) -> None:
-        self.flush_acks()
+        """Delete what was acknowledged (if the disk lets us: else it is re-sent next time,
+        under the same ids) and close the file."""
+        try:
+            self.flush_acks()
+        except OutboxError as exc:
+            log.warning("%s; those events will be sent again at the next start", exc)
         self._db.close()
+
+
+def _confirmed_ts(payload: bytes) -> str | None:
+    try:
+        value = json.loads(payload).get("confirmed_ts")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 class _Transaction:
@@ -263,4 +303,18 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self._rollback()
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # A COMMIT that fails (a full disk) leaves the transaction open: end it, or every
+            # later BEGIN fails too.
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import random
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kerbside.core.config import ConfigError
 from kerbside.edge.config import EdgeConfig
-from kerbside.edge.outbox import Outbox
+from kerbside.edge.outbox import Outbox, OutboxError
+from kerbside.edge.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,10 @@ class MqttLink:
         on_connected: Callable[[], None],
         on_disconnected: Callable[[], None],
         on_published: Callable[[list[int]], None],
+        on_connect_failed: Callable[[str], None] | None = None,
     ) -> None:
         self._loop = loop
+        self._on_connect_failed = on_connect_failed
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_published = on_published
@@ -86,7 +91,13 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         password = None
         if config.mqtt.password_file is not None:
-            password = _read_secret(config.mqtt.password_file)
+            try:
+                password = _read_secret(config.mqtt.password_file)
+            except OSError as exc:
+                raise ConfigError(
+                    f"mqtt.password_file: cannot read {config.mqtt.password_file}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         client.username_pw_set(config.mqtt_username, password)
         tls = config.mqtt.tls
         if tls is not None:
@@ -99,6 +110,7 @@ class MqttLink:
             client.tls_insecure_set(tls.insecure)
         client.will_set(self.topic("status"), will, qos=1, retain=True)
         client.on_connect = self._paho_connect
+        client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         self._client = client
@@ -144,9 +156,17 @@ class MqttLink:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("mqtt broker refused the connection: %s", reason)
+            self._loop.call_soon_threadsafe(self._connect_failed, f"broker refused: {reason}")
             return
         self._loop.call_soon_threadsafe(self._connected)
+
+    def _paho_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the exception at hand is the reason.
+        exc = sys.exc_info()[1]
+        reason = "unknown reason"
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+        self._loop.call_soon_threadsafe(self._connect_failed, reason)
 
     def _paho_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -174,6 +194,16 @@ class MqttLink:
         self.connected = True
         log.info("mqtt connected to %s:%d", self._host, self._port)
         self._on_connected()
+
+    def _connect_failed(self, reason: str) -> None:
+        if self._on_connect_failed is not None:
+            self._on_connect_failed(reason)
+        else:
+            log.warning("mqtt %s:%d: cannot connect: %s", self._host, self._port, reason)
+
+    @property
+    def address(self) -> str:
+        return f"{self._host}:{self._port}"
 
     def _disconnected(self, reason: str) -> None:
         if self.connected and not self._stopping:
@@ -208,6 +238,7 @@ class EventForwarder:
         self._await_resends = False
         self._wake = asyncio.Event()
         self._last_flush = 0.0
+        self._flush_warning = Throttle(60.0)
 
     def attach(self, link: MqttLink) -> None:
         self.link = link
@@ -233,8 +264,16 @@ class EventForwarder:
         if not self.inflight:
             self._await_resends = False
         if self.outbox.pending_acks >= ACK_FLUSH_COUNT:
-            self.outbox.flush_acks()
+            self.flush()
         self._wake.set()
+
+    def flush(self) -> None:
+        """Delete acknowledged events; on a full disk they stay pending (and are not re-sent)."""
+        try:
+            self.outbox.flush_acks()
+        except OutboxError as exc:
+            if self._flush_warning.ready():
+                log.warning("%s; kept for a later try", exc)
 
     @property
     def idle(self) -> bool:
@@ -268,5 +307,5 @@ class EventForwarder:
             self.fill()
             now = asyncio.get_running_loop().time()
             if now - self._last_flush >= ACK_FLUSH_S:
-                self.outbox.flush_acks()
+                self.flush()
                 self._last_flush = now
