@@ -87,7 +87,7 @@ def test_the_agent_saves_its_detector_and_a_restarted_agent_takes_it_back(tmp_pa
     settle_vacant(sensor)
     ramp(sensor, 200, BASE, add(BASE, CAR))
     hold(sensor, 262, 1000, add(BASE, CAR))
-    agent.save_detector()
+    agent.save_state()
     agent.outbox.close()
     wall = 1500 * S
     restarted = Agent(config, [], clock=lambda: wall)
