@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import copy
 from pathlib import Path
 from typing import Any
@@ -174,12 +175,13 @@ def test_site_check(tmp_path: Path, capsys) -> None:
     bad.write_text(yaml.safe_dump(data))
     assert run_site_command(["site", "check", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith(f"{bad}: zones[0].controlled_hours[0].end: ")
-    assert err[1].startswith(f"{bad}: bays[2].zone: unknown zone")
-    assert len(err) == 2  # bays of the broken zone are not blamed for it
+    assert len(err) == 3, err  # bays of the broken zone are not blamed for it
+    assert any(re.match(rf"{bad}:\d+: zones\[0\]\.controlled_hours\[0\]\.end: ", e) for e in err)
+    assert any(re.match(rf"{bad}:\d+: bays\[2\]\.zone: unknown zone", e) for e in err)
+    assert err[-1] == f"{bad}: 2 errors, 0 warnings"
     missing = tmp_path / "missing.yaml"
     assert run_site_command(["site", "check", str(missing)]) == 1
-    assert "cannot read" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
     notyaml = tmp_path / "notyaml.yaml"
     notyaml.write_text("zones: [\n")
     assert run_site_command(["site", "check", str(notyaml)]) == 1

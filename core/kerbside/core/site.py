@@ -1,22 +1,24 @@
-"""The site file (SPEC section 6): zones, bays, their controlled hours and rule parameters.
+"""The site file (docs/site-file.md): zones, bays, their controlled hours and rule parameters.
 
 Loading checks everything and reports every problem with the path of the bad entry
-(``zones[2].controlled_hours[0].end: ...``), so ``kerbside site check`` can list them all.
+(``zones[2].controlled_hours[0].end: ...``) and, read from a file, its line, so ``kerbside site
+check`` can list them all. One mistake never hides another: a bay whose hours are wrong still
+has its sensor, gateway and location checked. Besides errors it finds what is allowed but
+probably wrong (warnings): controlled hours that overlap, coordinates that look swapped, a
+``limited`` bay without ``max_stay_minutes``, a bay with a sensor but no gateway.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-import yaml
-
-from kerbside.core.config import ConfigError
+from kerbside.core.checks import ConfigFileError, Loc, Problem, YamlFile, did_you_mean, read_yaml
 from kerbside.core.ids import ID_RE, SENSOR_ID_RE
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -26,13 +28,23 @@ KINDS_NEEDING_RIGHT = frozenset({"paid", "resident"})
 _HHMM_RE = re.compile(r"^(\d{2}):(\d{2})$")
 
 
-class SiteError(ConfigError):
-    """A site file that cannot be used. ``errors`` lists every problem with its path."""
+class SiteError(ConfigFileError):
+    """A site file that cannot be used. ``errors`` lists every error as ``path: message``;
+    ``problems`` has them with their lines, and the warnings."""
 
-    def __init__(self, source: str, errors: list[str]) -> None:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"{source}: {errors[0]}{more}")
-        self.errors = errors
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        super().__init__(source, problems)
+        self.errors = [
+            f"{p.key}: {p.message}" if p.key else p.message for p in problems if not p.warning
+        ]
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _loc(path: str) -> Loc:
+    """``bays[3].location.lat`` -> ``("bays", 3, "location", "lat")``."""
+    return tuple(int(index) if index else name for name, index in _PATH_PART.findall(path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,21 +121,35 @@ class Site:
 
 
 class _Checker:
-    """Collects errors with paths while reading an untyped mapping."""
+    """Collects errors and warnings with paths (and lines, from ``doc``) while reading."""
 
-    def __init__(self) -> None:
-        self.errors: list[str] = []
+    def __init__(self, doc: YamlFile | None = None) -> None:
+        self.doc = doc
+        self.problems: list[Problem] = []
+        self.locations: list[tuple[str, Location]] = []  # every valid one, for the warnings
 
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(f"{path}: {message}")
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if not p.warning]
+
+    def error(self, path: str, message: str, *, warning: bool = False) -> None:
+        line = None if self.doc is None else self.doc.line_of(_loc(path))
+        self.problems.append(Problem(path, message, line, warning))
+
+    def warn(self, path: str, message: str) -> None:
+        self.error(path, message, warning=True)
 
     def mapping(self, value: object, path: str, allowed: set[str]) -> Mapping[str, Any] | None:
         if not isinstance(value, Mapping):
-            self.error(path, "expected a mapping")
+            self.error(path or "(top level)", "expected a mapping")
             return None
         for key in value:
             if key not in allowed:
-                self.error(f"{path}.{key}" if path else str(key), "unknown key")
+                hint = did_you_mean(key, allowed)
+                self.error(
+                    f"{path}.{key}" if path else str(key),
+                    f"unknown key{hint}; allowed here: {', '.join(sorted(allowed))}",
+                )
         return value
 
     def ident(self, value: object, path: str, pattern: re.Pattern[str] = ID_RE) -> str | None:
@@ -192,7 +218,31 @@ class _Checker:
                 continue
             if days is not None and start is not None and end is not None:
                 ranges.append(HourRange(days, start, end))
-        return tuple(ranges) if len(ranges) == len(value) else None
+        if len(ranges) != len(value):
+            return None
+        self._overlaps(ranges, path)
+        return tuple(ranges)
+
+    def _overlaps(self, ranges: list[HourRange], path: str) -> None:
+        """Warn about ranges that overlap (allowed: they make one period, but rarely meant)."""
+        week = 7 * 1440
+        spans: list[list[tuple[int, int]]] = []
+        for r in ranges:
+            length = (r.end_min - r.start_min) % 1440 or 1440
+            spans.append(
+                [(d * 1440 + r.start_min, d * 1440 + r.start_min + length) for d in r.days]
+            )
+        for j in range(len(ranges)):
+            for i in range(j):
+                shared = _shared_minutes(spans[i], spans[j], week)
+                if shared is not None:
+                    day, start = divmod(shared % week, 1440)
+                    self.warn(
+                        f"{path}[{j}]",
+                        f"overlaps {path}[{i}] on {DAY_NAMES[day]} from "
+                        f"{start // 60:02d}:{start % 60:02d}; the two make one controlled "
+                        "period (write one range if that is what you mean)",
+                    )
 
     def _days(self, value: object, path: str) -> frozenset[int] | None:
         if not isinstance(value, list) or not value:
@@ -202,19 +252,45 @@ class _Checker:
         bad = False
         for i, name in enumerate(value):
             if not isinstance(name, str) or name not in DAY_NAMES:
-                self.error(f"{path}[{i}]", f"expected one of {', '.join(DAY_NAMES)}, got {name!r}")
+                hint = did_you_mean(str(name)[:3].lower(), DAY_NAMES)
+                self.error(
+                    f"{path}[{i}]", f"expected one of {', '.join(DAY_NAMES)}, got {name!r}{hint}"
+                )
                 bad = True
             else:
                 days.add(DAY_NAMES.index(name))
         return None if bad else frozenset(days)
 
 
-def parse_site(data: object, source: str = "site") -> Site:
-    """Validate an already-loaded site mapping; raise SiteError listing every problem."""
-    ck = _Checker()
+def _shared_minutes(a: list[tuple[int, int]], b: list[tuple[int, int]], week: int) -> int | None:
+    """The first minute of the week two sets of spans share (spans may run past the week)."""
+    for a_start, a_end in a:
+        for b_start, b_end in b:
+            for shift in (-week, 0, week):
+                start, end = max(a_start, b_start + shift), min(a_end, b_end + shift)
+                if start < end:
+                    return start
+    return None
+
+
+def parse_site(data: object, source: str = "site", doc: YamlFile | None = None) -> Site:
+    """Validate an already-loaded site mapping; raise SiteError listing every problem.
+
+    Warnings alone do not raise; ``check_site`` returns them."""
+    site, problems = check_site(data, source, doc)
+    if site is None:
+        raise SiteError(source, problems)
+    return site
+
+
+def check_site(
+    data: object, source: str = "site", doc: YamlFile | None = None
+) -> tuple[Site | None, list[Problem]]:
+    """Every error and warning of a site mapping: (the site, or None on any error; problems)."""
+    ck = _Checker(doc)
     top = ck.mapping(data, "", {"site", "timezone", "defaults", "holidays", "zones", "bays"})
     if top is None:
-        raise SiteError(source, ck.errors or ["(top level): expected a mapping"])
+        return None, ck.problems
     name = ck.text(top.get("site"), "site") or ""
     timezone = "UTC"
     tz_value = top.get("timezone")
@@ -225,7 +301,8 @@ def parse_site(data: object, source: str = "site") -> Site:
             ZoneInfo(tz_value)
             timezone = tz_value
         except (ZoneInfoNotFoundError, ValueError):
-            ck.error("timezone", f"unknown time zone {tz_value!r}")
+            hint = did_you_mean(tz_value, available_timezones())
+            ck.error("timezone", f"unknown time zone {tz_value!r}{hint}")
 
     grace_default, obs_default = 10, 5
     if "defaults" in top:
@@ -269,15 +346,16 @@ def parse_site(data: object, source: str = "site") -> Site:
         grace_default=grace_default,
         obs_default=obs_default,
     )
+    _coordinate_warnings(ck, timezone)
     if ck.errors:
-        raise SiteError(source, ck.errors)
+        return None, ck.problems
     by_zone: dict[str, list[Bay]] = {}
     by_gateway: dict[str, list[Bay]] = {}
     for bay in bays.values():
         by_zone.setdefault(bay.zone_id, []).append(bay)
         if bay.gateway is not None:
             by_gateway.setdefault(bay.gateway, []).append(bay)
-    return Site(
+    site = Site(
         name=name,
         timezone=timezone,
         holidays=frozenset(holidays),
@@ -287,6 +365,7 @@ def parse_site(data: object, source: str = "site") -> Site:
         _by_zone={k: tuple(v) for k, v in by_zone.items()},
         _by_gateway={k: tuple(v) for k, v in by_gateway.items()},
     )
+    return site, ck.problems
 
 
 def _minutes(ck: _Checker, entry: Mapping[str, Any], key: str, path: str) -> int | None:
@@ -376,13 +455,16 @@ def _parse_bays(
         if not isinstance(zone_id, str) or zone_id not in zones:
             # A zone that failed its own checks was reported there; say so only for new names.
             if zone_id not in named_zones:
-                ck.error(f"{path}.zone", f"unknown zone {zone_id!r}")
+                names = [z for z in named_zones if isinstance(z, str)]
+                hint = did_you_mean(zone_id, names)
+                ck.error(f"{path}.zone", f"unknown zone {zone_id!r}{hint}")
             ok = False
         else:
             zone = zones[zone_id]
         kind = entry.get("kind")
         if kind not in BAY_KINDS:
-            ck.error(f"{path}.kind", f"expected one of {', '.join(BAY_KINDS)}, got {kind!r}")
+            hint = did_you_mean(kind, BAY_KINDS)
+            ck.error(f"{path}.kind", f"expected one of {', '.join(BAY_KINDS)}, got {kind!r}{hint}")
             ok = False
         max_stay = None
         if entry.get("max_stay_minutes") is not None:
@@ -404,17 +486,28 @@ def _parse_bays(
             if sensor is not None and sensor in sensors:
                 ck.error(f"{path}.sensor", f"sensor {sensor} is already on bay {sensors[sensor]}")
                 sensor = None
+            elif sensor is not None:  # known even if the bay has other errors: one never hides
+                sensors[sensor] = bay_id or path  # another
             ok = ok and sensor is not None
         gateway = None
         if entry.get("gateway") is not None:
             gateway = ck.ident(entry["gateway"], f"{path}.gateway")
             ok = ok and gateway is not None
+        elif sensor is not None:
+            ck.warn(
+                f"{path}.sensor",
+                f"bay has sensor {sensor} but no gateway: no gateway's events for it are "
+                "accepted, and `kerbside site edge-config` leaves it out",
+            )
+        if kind == "limited" and entry.get("max_stay_minutes") is None:
+            ck.warn(
+                f"{path}.kind",
+                "limited bay without max_stay_minutes: no overstay alert is ever raised for it",
+            )
         grace = _minutes(ck, entry, "grace_minutes", path)
         observation = _minutes(ck, entry, "observation_minutes", path)
         if not ok or bay_id is None or zone is None:
             continue
-        if sensor is not None:
-            sensors[sensor] = bay_id
         bays[bay_id] = Bay(
             id=bay_id,
             zone_id=zone.id,
@@ -439,6 +532,37 @@ def _first(*values: int | None) -> int:
     raise AssertionError("a default is always given")
 
 
+def _coordinate_warnings(ck: _Checker, timezone: str) -> None:
+    """Locations that look like ``{lat, lon}`` written the wrong way round: far from the other
+    bays (or from the time zone's longitude) where the swapped pair would be near them."""
+    located = ck.locations
+    if not located:
+        return
+    lats = sorted(loc.lat for _, loc in located)
+    lons = sorted(loc.lon for _, loc in located)
+    centre = (lats[len(lats) // 2], lons[len(lons) // 2])
+    offset = ZoneInfo(timezone).utcoffset(datetime(2026, 1, 15))
+    zone_lon = 15.0 * (offset.total_seconds() / 3600 if offset is not None else 0.0)
+    for path, loc in located:
+        if abs(loc.lon) > 90:
+            continue  # swapped it would be no latitude at all
+        here, swapped = (loc.lat, loc.lon), (loc.lon, loc.lat)
+        by_bays = len(located) > 2 and _far(here, centre) and not _far(swapped, centre)
+        by_zone = abs(loc.lon - zone_lon) > 40 and abs(loc.lat - zone_lon) <= 40
+        if by_bays or by_zone:
+            near = "the other bays" if by_bays else f"the time zone {timezone}"
+            ck.warn(
+                path,
+                f"{{lat: {loc.lat:g}, lon: {loc.lon:g}}} looks swapped (far from {near}); "
+                f"did you mean {{lat: {loc.lon:g}, lon: {loc.lat:g}}}?",
+            )
+
+
+def _far(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Further apart than a city (about 1 degree, ~100 km)."""
+    return abs(a[0] - b[0]) > 1.0 or abs(a[1] - b[1]) > 1.0
+
+
 def _location(ck: _Checker, value: object, path: str) -> Location | None:
     if value is None:
         return None
@@ -452,21 +576,24 @@ def _location(ck: _Checker, value: object, path: str) -> Location | None:
             ck.error(f"{path}.{key}", f"expected a number within +-{limit:g}, got {number!r}")
         else:
             out.append(float(number))
-    return Location(out[0], out[1]) if len(out) == 2 else None
+    if len(out) != 2:
+        return None
+    ck.locations.append((path, Location(out[0], out[1])))
+    return ck.locations[-1][1]
+
+
+def check_site_file(path: str | Path) -> tuple[Site | None, list[Problem]]:
+    """Read a site file: (the site, or None on any error; every error and warning, with lines)."""
+    try:
+        doc = read_yaml(path)
+    except ConfigFileError as exc:
+        return None, list(exc.problems)
+    return check_site(doc.data, str(path), doc)
 
 
 def load_site(path: str | Path) -> Site:
     """Read and validate a site file; raise SiteError (a ConfigError) listing every problem."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SiteError(str(file), [f"(file): cannot read: {exc.strerror or exc}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise SiteError(str(file), ["(file): not UTF-8 text"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise SiteError(str(file), [f"(file): not valid YAML: {first}"]) from exc
-    return parse_site(data, str(file))
+    site, problems = check_site_file(path)
+    if site is None:
+        raise SiteError(str(path), problems)
+    return site

@@ -1,4 +1,5 @@
-"""``kerbside site check FILE`` and ``kerbside site edge-config FILE --gateway G`` (SPEC 6)."""
+"""``kerbside site check FILE`` and ``kerbside site edge-config FILE --gateway G``
+(docs/site-file.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from kerbside.core.site import SiteError, load_site
+from kerbside.core.checks import Problem
+from kerbside.core.site import SiteError, check_site_file, load_site
 
 
 def add_site_commands(subparsers: Any) -> None:
@@ -16,7 +18,7 @@ def add_site_commands(subparsers: Any) -> None:
     site = subparsers.add_parser(
         "site",
         help="check a site file, or derive a gateway's edge config from it",
-        description="Site file tools (SPEC section 6).",
+        description="Site file tools. The site file's format: docs/site-file.md.",
         epilog="examples:\n  kerbside site check site.yaml\n"
         "  kerbside site edge-config site.yaml --gateway gw-parkway-01 > edge.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -24,10 +26,14 @@ def add_site_commands(subparsers: Any) -> None:
     actions = site.add_subparsers(dest="site_command", required=True, metavar="ACTION")
     check = actions.add_parser(
         "check",
-        help="validate a site file; print every error with its path (exit 1 if any)",
-        epilog="example: kerbside site check /etc/kerbside/site.yaml",
+        help="validate a site file: every error and warning with its line "
+        "(exit 1 on errors, or on warnings with --strict)",
+        epilog="example: kerbside site check --strict /etc/kerbside/site.yaml",
     )
     check.add_argument("file", help="site file (YAML)")
+    check.add_argument(
+        "--strict", action="store_true", help="warnings count as errors (exit 1 on any)"
+    )
     check.set_defaults(func=check_main)
     edge = actions.add_parser(
         "edge-config",
@@ -43,14 +49,27 @@ def add_site_commands(subparsers: Any) -> None:
 
 
 def check_main(args: argparse.Namespace) -> int:
-    try:
-        site = load_site(args.file)
-    except SiteError as exc:
-        for error in exc.errors:
-            print(f"{args.file}: {error}", file=sys.stderr)
+    site, problems = check_site_file(args.file)
+    problems = sorted(problems, key=lambda p: (p.line or 0, p.warning))
+    for problem in problems:
+        print(problem.render(args.file), file=sys.stderr)
+    errors = sum(not p.warning for p in problems)
+    warnings = len(problems) - errors
+    if site is None:
+        print(
+            f"{args.file}: {_count(errors, 'error')}, {_count(warnings, 'warning')}",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{args.file}: ok: site {site.name}, {len(site.zones)} zones, {len(site.bays)} bays")
-    return 0
+    note = f" ({_count(warnings, 'warning')})" if warnings else ""
+    print(
+        f"{args.file}: ok: site {site.name}, {len(site.zones)} zones, {len(site.bays)} bays{note}"
+    )
+    return 1 if warnings and args.strict else 0
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def edge_config(site_file: str, gateway: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -59,7 +78,10 @@ def edge_config(site_file: str, gateway: str, args: argparse.Namespace) -> dict[
     sensors = [{"id": bay.sensor, "bay": bay.id} for bay in bays if bay.sensor is not None]
     if not sensors:
         known = ", ".join(sorted({b.gateway for b in site.bays.values() if b.gateway})) or "none"
-        raise SiteError(site_file, [f"gateway {gateway}: no bays with sensors (gateways: {known})"])
+        raise SiteError(
+            site_file,
+            [Problem("", f"gateway {gateway}: no bays with sensors (gateways: {known})")],
+        )
     ble = any(str(s["id"]).startswith("BLE-") for s in sensors)
     serial = any(not str(s["id"]).startswith("BLE-") for s in sensors)
     return {
@@ -79,8 +101,8 @@ def edge_config_main(args: argparse.Namespace) -> int:
     try:
         config = edge_config(args.file, args.gateway, args)
     except SiteError as exc:
-        for error in exc.errors:
-            print(f"{args.file}: {error}", file=sys.stderr)
+        for line in exc.lines:
+            print(line, file=sys.stderr)
         return 1
     sys.stdout.write(f"# edge config for {args.gateway}, generated from {args.file}\n")
     sys.stdout.write(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
