@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kerbside.core.version import add_version_option
+
 EPILOG = """\
 examples:
   kerbside demo                          # a live street here; prints the officers' page URL
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # `kerbside site` needs only the base install (the collector's site module is pure Python
     # over pydantic and PyYAML); the demo's own imports wait until it runs.

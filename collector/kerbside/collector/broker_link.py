@@ -39,8 +39,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kerbside.collector.config import MqttConfig
+from kerbside.core.logs import setup_logging
 
-log = logging.getLogger(__name__)
+# By name: run as ``python -m`` this module is ``__main__``.
+log = logging.getLogger("kerbside.collector.broker_link")
 
 GATEWAY_KINDS = ("status", "events", "health")
 _LENGTH = struct.Struct(">I")
@@ -284,11 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="socket to the collector")
     parser.add_argument("--log-level", default="INFO", help="as the collector's (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)  # the collector's format, from the environment
     try:
         channel = socket.socket(fileno=args.fd)
     except OSError as exc:

@@ -1,18 +1,23 @@
-"""``kerbside-collector``: ingest, rules, alerts, store and API (SPEC section 8)."""
+"""``kerbside-collector``: ingest, rules, alerts, store and API (docs/operations.md)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
+from kerbside.core.logs import add_logging_options, setup_logging
+from kerbside.core.version import add_version_option
+
+DEFAULT_CONFIG = "/etc/kerbside/collector.yaml"
 
 # command -> (module, function): each takes the parsed args and returns an exit code.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("kerbside.collector.runtime", "run_main"),
+    "check": ("kerbside.collector.cli", "check_main"),
     "replay": ("kerbside.collector.replay", "replay_main"),
     "backfill": ("kerbside.collector.backfill", "backfill_main"),
     "token": ("kerbside.collector.tokens", "token_main"),
@@ -23,30 +28,49 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kerbside-collector",
-        description="Kerbside collector: gateways in; sessions, alerts, time series and API out.",
+        description="Kerbside collector: gateways in; sessions, alerts, time series and API out. "
+        "Running it: docs/operations.md; formats: docs/protocols.md.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
+        "  kerbside-collector check --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector run --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector replay journal.jsonl --site site.yaml --until 2026-11-26T18:00:00Z\n"
         "  kerbside-collector token add pc-1234 --role officer --config collector.yaml",
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_version_option(parser)
+    add_logging_options(parser)
+    # The logging options after the command too (`kerbside-collector run --log-format json`).
+    logging_after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    add_logging_options(logging_after)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
+        parents=[logging_after],
         help="subscribe to the gateways, run the rules, serve the API",
         epilog="example: kerbside-collector run --config /etc/kerbside/collector.yaml",
     )
-    run.add_argument("--config", required=True, help="collector config file (YAML, SPEC section 8)")
+    run.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"collector config file (default {DEFAULT_CONFIG})"
+    )
+
+    check = sub.add_parser(
+        "check",
+        help="check a config file and the site file it names: every mistake with its line; "
+        "exit 2 on any error",
+        epilog="example: kerbside-collector check --config /etc/kerbside/collector.yaml",
+    )
+    check.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"collector config file (default {DEFAULT_CONFIG})"
+    )
 
     replay = sub.add_parser(
         "replay",
         help="run the rules over a journal and print alert records",
         epilog="example: kerbside-collector replay journal.jsonl --site site.yaml",
     )
-    replay.add_argument("journal", help="journal file (JSON Lines, SPEC section 8)")
-    replay.add_argument("--site", required=True, help="site file (YAML, SPEC section 6)")
+    replay.add_argument("journal", help="journal file (JSON Lines, docs/protocols.md)")
+    replay.add_argument("--site", required=True, help="site file (YAML, docs/site-file.md)")
     replay.add_argument("--until", help="report alerts as of this instant (default: last record)")
 
     backfill = sub.add_parser(
@@ -61,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export-journal",
-        help="print the store's accepted records as a journal (JSON Lines, SPEC section 8)",
+        help="print the store's accepted records as a journal (JSON Lines, docs/protocols.md)",
         epilog="example: kerbside-collector export-journal --config collector.yaml > j.jsonl",
     )
     export.add_argument("--config", required=True, help="collector config file (YAML)")
@@ -102,19 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_main(args: argparse.Namespace) -> int:
+    """``kerbside-collector check``: every problem, one line each; exit 2 on any error."""
+    from kerbside.collector.config import check_config  # noqa: PLC0415
+
+    config, problems, site_lines = check_config(args.config)
+    for line in ConfigFileError(args.config, problems).lines if problems else []:
+        print(line, file=sys.stderr)
+    for line in site_lines:
+        print(line, file=sys.stderr)
+    if config is None:
+        print(f"{args.config}: not usable (errors above)", file=sys.stderr)
+        return 2
+    api = "off" if config.http is None else f"{config.http.host}:{config.http.port}"
+    print(
+        f"{args.config}: ok: site {config.site}, broker {config.mqtt.host}:{config.mqtt.port}, "
+        f"store {config.store.path}, API {api}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level, args.log_format)
     module_name, func_name = _COMMANDS[args.command]
     command: Callable[[argparse.Namespace], int] = getattr(
         importlib.import_module(module_name), func_name
     )
     try:
         return command(args)
+    except ConfigFileError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The collector's config file (SPEC section 8), validated with pydantic."""
+"""The collector's config file (docs/operations.md), validated with pydantic; and checking one
+for every mistake at once, the site file and the other files it names included."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kerbside.core.config import load_yaml_model
+from kerbside.core.checks import (
+    ConfigFileError,
+    Loc,
+    Need,
+    Problem,
+    file_problems,
+    model_problems,
+    read_yaml,
+)
 
 
 class _Model(BaseModel):
@@ -95,9 +104,57 @@ class CollectorConfig(_Model):
     ingest: IngestConfig = IngestConfig()
 
 
+# Files the collector reads, and those it creates (their directories included).
+_FILES: tuple[tuple[Loc, Need], ...] = (
+    (("site",), "read"),
+    (("mqtt", "password_file"), "read"),
+    (("mqtt", "tls", "ca"), "read"),
+    (("influxdb", "token_file"), "read"),
+    (("influxdb", "password_file"), "read"),
+    (("journal_file",), "read"),
+    (("store", "path"), "write-dir"),
+    (("influxdb", "spool_path"), "write-dir"),
+)
+
+
+def check_config(
+    path: str | Path, *, site: bool = True
+) -> tuple[CollectorConfig | None, list[Problem], list[str]]:
+    """Every mistake in a collector config and in the site file it names (``kerbside-collector
+    check``, and ``run`` before it starts): (the config or None, the config's problems, the
+    site file's problems rendered with its own name and lines)."""
+    from kerbside.core.site import check_site_file  # noqa: PLC0415
+
+    doc = read_yaml(path)
+    base = Path(path).resolve().parent
+    model, problems = model_problems(doc, CollectorConfig)
+    problems += file_problems(doc, _FILES, base=base)
+    tokens = doc.data.get("tokens_file") if isinstance(doc.data, dict) else None
+    if isinstance(tokens, str) and (base / tokens).exists():  # a missing one holds no tokens
+        problems += file_problems(doc, [(("tokens_file",), "read")], base=base)
+    site_lines: list[str] = []
+    site_file = doc.data.get("site") if isinstance(doc.data, dict) else None
+    site_errors = False
+    if site and isinstance(site_file, str) and (base / site_file).is_file():
+        _, site_problems = check_site_file(base / site_file)
+        site_errors = any(not p.warning for p in site_problems)
+        site_lines = [p.render(base / site_file) for p in site_problems]
+    if model is None or site_errors or any(not p.warning for p in problems):
+        return None, problems, site_lines
+    return _resolved(model, path), problems, site_lines
+
+
 def load_config(path: str | Path) -> CollectorConfig:
-    """Read a collector config; relative paths in it are taken relative to the file."""
-    config = load_yaml_model(path, CollectorConfig)
+    """Read a collector config (not the files it names); relative paths in it are taken
+    relative to the file. Raises ConfigFileError listing every mistake."""
+    doc = read_yaml(path)
+    config, problems = model_problems(doc, CollectorConfig)
+    if config is None:
+        raise ConfigFileError(path, problems)
+    return _resolved(config, path)
+
+
+def _resolved(config: CollectorConfig, path: str | Path) -> CollectorConfig:
     base = Path(path).resolve().parent
 
     def rel(p: Path) -> Path:

@@ -19,12 +19,14 @@ from typing import Any
 
 import yaml
 
-from kerbside.collector.config import CollectorConfig, load_config
+from kerbside.collector.config import CollectorConfig, check_config, load_config
 from kerbside.collector.ingest import Message, MqttLink
 from kerbside.collector.service import CollectorService, wall_ms
 from kerbside.collector.store import Store
+from kerbside.core.checks import ConfigFileError
 from kerbside.core.instants import parse_instant
 from kerbside.core.site import Site, SiteError, load_site, parse_site
+from kerbside.core.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +93,27 @@ def load_site_cached(path: Path, cache: Path) -> Site:
 
 
 def run_main(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    # The same checks as `kerbside-collector check`; the site file through its cache (a big
+    # one takes a minute to parse).
+    config, problems, _ = check_config(args.config, site=False)
+    for problem in problems:
+        if problem.warning:
+            log.warning("%s", problem.render(args.config))
+    if config is None:
+        raise ConfigFileError(args.config, [p for p in problems if not p.warning])
     try:
         site = load_site_cached(config.site, site_cache_path(config))
     except SiteError as exc:
         print(f"kerbside-collector: site file {config.site} is invalid:", file=sys.stderr)
-        for error in exc.errors:
-            print(f"  {error}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
         return 2
     asyncio.run(serve(config, site))
     return 0
 
 
 def export_journal_main(args: argparse.Namespace) -> int:
-    """Print the store's accepted records as a SPEC 8 journal (for replay and audits)."""
+    """Print the store's accepted records as a journal (for replay and audits)."""
     config = load_config(args.config)
     site = load_site_cached(config.site, site_cache_path(config))
     store = Store(config.store.path)
@@ -201,6 +210,13 @@ async def _batcher(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(due.wait(), remaining)
         due.clear()
+
+
+async def _watchdog(notifier: Notifier, every_s: float) -> None:
+    """systemd's keep-alive from the event loop: a loop that stalls stops feeding it."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(every_s)
 
 
 async def _prune(service: CollectorService, retention_days: float) -> None:
@@ -316,7 +332,17 @@ async def serve(
                 http = tasks.create_task(server.serve(), name="http")
             if started is not None:
                 started.set()
+            notifier = Notifier()
+            notifier.ready(f"{len(site.bays)} bays")
+            watchdog = None
+            if notifier.keepalive_s is not None:
+                watchdog = tasks.create_task(
+                    _watchdog(notifier, notifier.keepalive_s), name="watchdog"
+                )
             await stop.wait()
+            notifier.stopping()
+            if watchdog is not None:
+                watchdog.cancel()
             log.info("stopping")
             if server is not None:
                 server.should_exit = True

@@ -8,6 +8,9 @@ under systemd, JSON lines for log shippers.
   entry's PRIORITY (``journalctl -p warning`` then works).
 - ``json``: one object per line, ``{"ts", "level", "logger", "message"}`` plus ``"exc"`` with the
   traceback when there is one, for Vector, Fluent Bit, Promtail and the like.
+
+The format chosen is left in ``KERBSIDE_LOG_FORMAT`` for child processes (the collector's MQTT
+link), which log the same way without being told.
 """
 
 from __future__ import annotations
@@ -80,8 +83,15 @@ def under_journald(stream: TextIO) -> bool:
     return (info.st_dev, info.st_ino) == (device, inode)
 
 
-def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
-    """Configure the root logger for a program's whole run (stderr only)."""
+FORMAT_ENV = "KERBSIDE_LOG_FORMAT"
+
+
+def setup_logging(level: str = "INFO", log_format: str | None = None) -> None:
+    """Configure the root logger for a program's whole run (stderr only); ``log_format`` None
+    takes the parent's (``KERBSIDE_LOG_FORMAT``), else ``text``."""
+    if log_format is None:
+        log_format = os.environ.get(FORMAT_ENV, "text")
+    os.environ[FORMAT_ENV] = log_format
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())

@@ -12,6 +12,7 @@ from pathlib import Path
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.core.site import load_site
+from kerbside.core.version import add_version_option
 from kerbside.sim.capture import write_capture
 from kerbside.sim.parking import (
     QUICK,
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  kerbside-sim street --site site.yaml --quick out/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     cap = sub.add_parser(
         "capture",
