@@ -134,6 +134,7 @@ class Agent:
         self._disk_warning = Throttle(WAITING_LOG_S)
         self._broker_warning = Throttle(WAITING_LOG_S)
         self._clock_warning = Throttle(WAITING_LOG_S * 5)
+        self._save_warning = Throttle(WAITING_LOG_S)
         self.link_since: Instant = self.started
         self.link_error: str | None = None
         self.last_ack: Instant | None = None
@@ -179,8 +180,8 @@ class Agent:
                 }
             )
         except OutboxError as exc:
-            if self.disk_error is None:  # a full disk is said by the disk loop
-                log.warning("%s", exc)
+            if self._save_warning.ready():
+                log.warning("%s (tried again every %g s)", exc, self.config.health_interval_s)
 
     def status_record(self, now: Instant, *, stopped: bool = False) -> dict[str, object]:
         return status_record(

@@ -203,9 +203,11 @@ def render(disk: OnDisk, now: Instant) -> str:
     else:
         state = f"not running; it did not stop cleanly (last saved {_ago(now, st.get('saved'))})"
     lines.append(f"gateway {gateway}: agent {state}")
+    running = state.startswith("running")
     if st:
         lines.append(f"  version {st.get('version')}; status saved {_ago(now, st.get('saved'))}")
         link = "connected" if st.get("connected") else "NOT connected"
+        link = link if running else f"was {link}"
         lines.append(f"broker {st.get('broker')}: {link} since {_ago(now, st.get('link_since'))}")
         if st.get("link_error") and not st.get("connected"):
             lines.append(f"  last error: {st['link_error']}")
@@ -230,6 +232,7 @@ def render(disk: OnDisk, now: Instant) -> str:
         )
         for port in st.get("ports") or []:
             opened = "open" if port.get("open") else "NOT open"
+            opened = opened if running else f"was {opened}"
             lines.append(
                 f"port {port.get('src')}: {opened}, {port.get('bytes')} bytes, "
                 f"{port.get('bad_frames')} bad frames"
