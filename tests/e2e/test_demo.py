@@ -40,6 +40,7 @@ class DemoRun:
     gateways: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     online: set[str] = field(default_factory=set)  # gateways seen online by any poll
+    occupied: set[str] = field(default_factory=set)  # bays seen occupied by any poll
     returncode: int | None = None
 
 
@@ -78,6 +79,7 @@ def run_demo(workdir: Path, *extra: str, timeout: float = 180) -> DemoRun:
                 continue  # not up yet, or stopping
             run.bays, run.gateways, run.alerts = bays, gateways, alerts
             run.online |= {g["gateway_id"] for g in gateways if g["online"]}
+            run.occupied |= {b["bay_id"] for b in bays if b["state"] == "occupied"}
         run.returncode = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if proc.poll() is None:
@@ -127,10 +129,10 @@ def test_demo_runs_a_street_with_alerts_and_leaves_nothing_behind(tmp_path: Path
     assert "/officer" in text, text
     assert "officer token:" in text, text
     assert "bays occupied" in text, text
-    # Bays filled: the street had cars on it, seen by the collector through the real agents.
+    # Bays filled: the street had cars on it, seen by the collector through the real agents
+    # (over the run: drivers come and go, so how many are parked at the last poll varies).
     assert len(run.bays) == 15
-    occupied = [b for b in run.bays if b["state"] == "occupied"]
-    assert len(occupied) >= 5, run.bays
+    assert len(run.occupied) >= 5, run.bays
     check_delivery(run, {"gw-parkway-01", "gw-delancey-01", "gw-arlington-01"})
     # Enforcement alerts came from the drivers who forgot to pay.
     raised = [a for a in run.alerts if a["kind"] in ENFORCEMENT]
