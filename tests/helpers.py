@@ -236,7 +236,7 @@ def write_collector_setup(
 
 
 def occupancy_event(n: int, bay: str, state: str, at: int, /, **over: Any) -> dict[str, Any]:
-    """Gateway ``gw-1``'s event number ``n`` (SPEC 5 shape): bay ``bay`` (sensor ``S`` + its
+    """Gateway ``gw-1``'s event number ``n`` (the wire shape): bay ``bay`` (sensor ``S`` + its
     digits) in ``state`` from ``at``; ``over`` replaces any field (``ts`` too), for bad ones."""
     body: dict[str, Any] = {
         "v": 1,

@@ -1,4 +1,4 @@
-"""Validation of occupancy events, rights and suspensions (SPEC sections 5 and 8)."""
+"""Validation of occupancy events, rights and suspensions (docs/protocols.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Table-driven tests of SPEC section 7: every row, every clear reason, ties and boundaries.
+"""Table-driven tests of the rules contract: every row, every clear reason, ties and boundaries.
 
 Unless a row says otherwise: Europe/London, Thursday 2026-11-26 (GMT, so UTC is local time),
 zone controlled Mon-Sat 08:30-18:30, grace 10, observation 5, bay B1 `paid` with a 240 minute

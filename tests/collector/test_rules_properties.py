@@ -2,7 +2,7 @@
 
 1. Saving and restoring the engine's state at any point changes nothing.
 2. On single-bay journals whose instants are whole minutes, the engine agrees with a deliberately
-   naive evaluator written here from SPEC section 7: it steps minute by minute, applies the
+   naive evaluator written here from the rules contract: it steps minute by minute, applies the
    minute's records, clears, then raises, asking every condition of the table afresh.
 """
 
@@ -117,7 +117,7 @@ def _key(a: Alert) -> tuple[Any, ...]:
 
 
 class NaiveOracle:
-    """SPEC section 7 read aloud, one minute at a time, for bay B1."""
+    """The rules contract read aloud, one minute at a time, for bay B1."""
 
     def __init__(self, site: Site) -> None:
         self.site = site

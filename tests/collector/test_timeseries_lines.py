@@ -1,4 +1,4 @@
-"""Line protocol of SPEC section 9: exact tags, fields and field types, read back from InfluxDB."""
+"""Line protocol of the time series: exact tags, fields and field types, read back from InfluxDB."""
 
 from __future__ import annotations
 

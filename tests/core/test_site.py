@@ -1,4 +1,4 @@
-"""The site file (SPEC section 6): loading, every error with its path, and the site commands."""
+"""The site file (docs/site-file.md): loading, every error with its path, and the site commands."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BLE advertisement decoder (SPEC section 2): round trips, every wrong length, any bytes."""
+"""BLE advertisement decoder (docs/protocols.md): round trips, every wrong length, any bytes."""
 
 from __future__ import annotations
 

@@ -178,3 +178,33 @@ def test_status_without_an_outbox_says_the_agent_never_ran(tmp_path: Path) -> No
     result = edge("status", "--config", str(config))
     assert result.returncode == 2
     assert "no outbox here: the agent has not run with this config yet" in result.stderr
+
+
+def test_agent_says_a_serial_port_is_missing_and_sensors_are_not_heard(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        "gateway_id: gw-waiting\n"
+        f"mqtt: {{host: 127.0.0.1, port: {free_port()}}}\n"
+        f"outbox: {{path: {tmp_path}/outbox.db}}\n"
+        "detector: {silence_s: 1}\n"
+        "health_interval_s: 0.2\n"
+        "clock: {require_sync: false}\n"
+        f"serial: [{{port: {tmp_path}/ttyNOPE}}]\n"
+        "sensors: [{id: S-000001, bay: CA-F-PKW-001}, {id: S-000002, bay: CA-F-PKW-002}]\n"
+    )
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen([*EDGE, "run", "--config", str(config)], stderr=out)
+    try:
+        wait_until(lambda: "not heard" in log.read_text(), 10, "the silent sensors in the log")
+        text = log.read_text()
+        assert (
+            f"serial:{tmp_path}/ttyNOPE: cannot open (No such file or directory); waiting for it"
+            in text
+        )
+        assert "2 of 2 configured sensors not heard since the start" in text
+        assert "S-000001, S-000002" in text
+        assert text.count("cannot open") == 1  # once, not once per retry
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=20) == 0

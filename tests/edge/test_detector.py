@@ -1,4 +1,4 @@
-"""Detector against hand-built frame sequences: the SPEC section 4 contract and the physics."""
+"""Detector against hand-built frame sequences: the detector contract and the physics."""
 
 from __future__ import annotations
 

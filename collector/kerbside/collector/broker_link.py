@@ -40,6 +40,7 @@ from paho.mqtt.properties import Properties
 
 from kerbside.collector.config import MqttConfig
 from kerbside.core.logs import setup_logging
+from kerbside.core.throttle import Throttle
 
 # By name: run as ``python -m`` this module is ``__main__``.
 log = logging.getLogger("kerbside.collector.broker_link")
@@ -107,6 +108,7 @@ class BrokerLink:
         self._tokens: dict[int, int] = {}
         self._tokens_lock = threading.Lock()
         self._closing = False
+        self._unreachable = Throttle(60.0)  # said at once, then at most once a minute
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -133,6 +135,7 @@ class BrokerLink:
         if config.tls is not None:
             client.tls_set(ca_certs=str(config.tls.ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
@@ -241,6 +244,7 @@ class BrokerLink:
             return
         self._generation += 1
         self.connected = True
+        self._unreachable.reset()
         log.info(
             "connected to %s:%s (session present: %s)",
             self.config.host,
@@ -249,6 +253,18 @@ class BrokerLink:
         )
         client.subscribe(gateway_subscriptions(self.config))
         self._push((CONNECTION, True, self._generation))
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the exception at hand is the reason.
+        exc = sys.exc_info()[1]
+        if self._unreachable.ready():
+            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
+            log.warning(
+                "broker %s:%s unreachable (%s); retrying with backoff (1 s doubling to 30 s)",
+                self.config.host,
+                self.config.port,
+                reason,
+            )
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

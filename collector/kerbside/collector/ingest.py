@@ -243,7 +243,7 @@ class MqttLink:
         self._backoff = min(self._backoff * 2, 30.0)
 
 
-# -- gateway status and health payloads (SPEC 5) ------------------------------------------------
+# -- gateway status and health payloads ---------------------------------------------------
 
 
 def _decode(payload: bytes) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Maintenance alerts (SPEC 7): gateways offline, sensors silent or faulty, low batteries.
+"""Maintenance alerts: gateways offline, sensors silent or faulty, low batteries.
 
 A core without I/O: the service feeds it what gateways say and the time, and stores and
 publishes the alert records it returns. Gateway silence is judged on the collector's receive

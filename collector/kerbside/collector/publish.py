@@ -27,7 +27,7 @@ class Link(Protocol):
 
 
 def deadletter_payload(topic: str, reason: str, payload: bytes) -> str:
-    """SPEC 5 dead letter: the payload's text, or base64 of its first KiB if not UTF-8."""
+    """A dead letter's payload: the text, or base64 of its first KiB if not UTF-8."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,4 +1,4 @@
-"""Journal records and their validation (SPEC sections 5 and 8), shared by replay and live ingest.
+"""Journal records and their validation (docs/protocols.md), shared by replay and live ingest.
 
 ``RecordValidator`` turns untrusted bytes into typed records or raises ``RecordRejected`` with a
 reason that callers count (dead letters) and a message that names the field. Repeated occupancy
@@ -93,7 +93,7 @@ def record_time(record: JournalRecord) -> Instant:
 
 
 def to_journal_dict(record: JournalRecord) -> dict[str, Any]:
-    """The record as a journal line (SPEC section 8), ``type`` first."""
+    """The record as a journal line (docs/protocols.md), ``type`` first."""
     if isinstance(record, OccupancyEvent):
         return {
             "type": "occupancy",

@@ -1,4 +1,4 @@
-"""``kerbside-collector replay``: the rules engine over a journal file (SPEC section 8).
+"""``kerbside-collector replay``: the rules engine over a journal file (docs/rules.md).
 
 Every line is validated as ``run`` validates it; accepted records are applied in order of
 (time, position in the journal); the alerts raised at or before ``--until`` are printed with

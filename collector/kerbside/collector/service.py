@@ -846,7 +846,7 @@ class CollectorService:
         }
 
     def export_journal(self) -> Iterable[dict[str, Any]]:
-        """The accepted occupancy events, rights and suspensions as a SPEC 8 journal; right
+        """The accepted occupancy events, rights and suspensions as a journal; right
         cancellations become the shortened right (what replay understands)."""
         rights: dict[str, dict[str, Any]] = {}
         for entry in self.store.journal(types=("occupancy", "right", "suspension", "right_cancel")):

@@ -1,6 +1,6 @@
 """API bearer tokens: ``kerbside-collector token add|revoke|list`` and the lookup the API uses.
 
-The tokens file (SPEC 8, ``tokens_file``) is YAML, ``[{name, role, sha256}]``: only the SHA-256
+The tokens file (``tokens_file``, docs/api.md) is YAML, ``[{name, role, sha256}]``: only the SHA-256
 of a token is kept, so a leaked file grants nothing. ``add`` prints the new token once.
 """
 

@@ -1,4 +1,4 @@
-"""Identifiers of gateways, sensors, bays and zones (SPEC, preamble): they become MQTT topic
+"""Identifiers of gateways, sensors, bays and zones (docs/protocols.md): they become MQTT topic
 levels, so they are restricted to ``[A-Za-z0-9_-]{1,64}``."""
 
 from __future__ import annotations

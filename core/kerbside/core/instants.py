@@ -1,4 +1,4 @@
-"""Instants on the wire: ISO 8601 UTC with milliseconds and ``Z`` (SPEC, preamble).
+"""Instants on the wire: ISO 8601 UTC with milliseconds and ``Z`` (docs/protocols.md).
 
 Inside Kerbside an instant is an ``int`` of milliseconds since the Unix epoch: exact, hashable,
 cheap to compare, and free of float rounding at the boundaries the rules care about.

@@ -1,4 +1,4 @@
-"""The demo's street: a Camden-like site file (SPEC section 6) with demo-length limits.
+"""The demo's street: a Camden-like site file (docs/site-file.md) with demo-length limits.
 
 Controlled at all hours (so the demo shows enforcement whenever it runs), observation and grace of
 one minute and maximum stays of three or four minutes, so the first alerts come about a minute and

@@ -52,6 +52,7 @@ from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, parse_instant
 from kerbside.core.systemd import Notifier
+from kerbside.core.throttle import Throttle
 from kerbside.core.version import VERSION
 from kerbside.edge.clock import is_synchronised, now_ms
 from kerbside.edge.config import EdgeConfig, check_edge_config
@@ -63,7 +64,6 @@ from kerbside.edge.publisher import DEFAULT_WINDOW, EventForwarder, MqttLink
 from kerbside.edge.sources.base import BleAdvert, Decoder, Received, SerialChunk, Source
 from kerbside.edge.sources.serial import SerialSource
 from kerbside.edge.status import DETECTOR_STATE, STATUS_STATE, status_record
-from kerbside.edge.throttle import Throttle
 
 if TYPE_CHECKING:
     from kerbside.edge.capture import CaptureWriter

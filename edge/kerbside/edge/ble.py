@@ -1,4 +1,4 @@
-"""BLE sensor advertisements (SPEC section 2), decoded without I/O.
+"""BLE sensor advertisements (docs/protocols.md), decoded without I/O.
 
 Manufacturer-specific data under one company id (``0xFFFF`` by default), exactly 17 bytes,
 little-endian: version ``0x01``, serial uint32 (sensor id ``BLE-%08X``), seq uint16, flags,

@@ -1,4 +1,4 @@
-"""Capture files (SPEC section 3): JSON Lines of everything a gateway received, in arrival order.
+"""Capture files (docs/protocols.md): JSON Lines of everything a gateway received, in arrival order.
 
 Serial chunks keep their raw bytes as latin-1 text (lossless); BLE adverts keep their
 manufacturer data as hex per company id. ``t`` is the receive time, the only clock replay uses.

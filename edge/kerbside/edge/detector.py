@@ -1,4 +1,4 @@
-"""The bay detector: valid frames in, confirmed occupancy changes out (SPEC section 4). No I/O.
+"""The bay detector: valid frames in, confirmed occupancy changes out (docs/gateway.md). No I/O.
 
 Physics. A magnetometer under a bay reads the earth's field plus slow drift (temperature, age)
 plus, while a car stands over it, that car's signature (tens to hundreds of mG in some direction).

@@ -1,4 +1,4 @@
-"""The gateway's health and status payloads (SPEC section 5), built from counters, without I/O."""
+"""The gateway's health and status payloads (docs/protocols.md), from counters, without I/O."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""KBS1, the bay sensors' serial line protocol (SPEC section 1), as a parser without I/O.
+"""KBS1, the bay sensors' serial line protocol (docs/protocols.md), as a parser without I/O.
 
 ``Kbs1Parser().feed(data)`` takes whatever bytes a serial port delivered and returns the frames and
 the garbage they completed. A frame starts at ``$`` and ends at ``\\n``; a ``$`` inside a candidate

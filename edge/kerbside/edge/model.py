@@ -69,7 +69,7 @@ class OccupancyChange:
 def event_payload(
     change: OccupancyChange, gateway_id: str, epoch: str, seq: int
 ) -> dict[str, object]:
-    """The SPEC section 5 occupancy event for a change numbered ``seq`` in outbox ``epoch``."""
+    """The occupancy event (docs/protocols.md) for a change numbered ``seq`` in outbox ``epoch``."""
     return {
         "v": 1,
         "event_id": f"{gateway_id}:{epoch}:{seq}",

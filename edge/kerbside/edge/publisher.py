@@ -36,9 +36,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.config import ConfigError
+from kerbside.core.throttle import Throttle
 from kerbside.edge.config import EdgeConfig
 from kerbside.edge.outbox import Outbox, OutboxError
-from kerbside.edge.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

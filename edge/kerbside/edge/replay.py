@@ -1,6 +1,6 @@
 """``kerbside-edge replay``: the agent's parser and detector over a capture, on the capture's clock.
 
-Prints each occupancy event payload (SPEC section 5) as one compact JSON line, numbered from 1 as
+Prints each occupancy event payload (docs/protocols.md) as one compact JSON line, numbered from 1 as
 a fresh outbox would number it. Output depends only on the capture and the config, so the same
 capture always gives byte-identical output. A capture line that cannot be read is reported on
 stderr with its line number and skipped.

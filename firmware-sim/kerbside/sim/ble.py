@@ -1,4 +1,4 @@
-"""BLE advertisement payloads (SPEC section 2): 17 bytes, little-endian, under a company id."""
+"""BLE advertisement payloads (docs/protocols.md): 17 bytes, little-endian, under a company id."""
 
 from __future__ import annotations
 

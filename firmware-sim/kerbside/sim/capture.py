@@ -1,4 +1,4 @@
-"""Capture files of a simulated street (SPEC section 3), generated window by window so long runs
+"""Capture files of a simulated street (docs/protocols.md), generated window by window so long runs
 stay in bounded memory, plus the edge config and ground truth written beside them."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def edge_config(
     port_names: list[str] | None = None,
     ble_backend: str | None = None,
 ) -> Record:
-    """A valid edge config (SPEC section 4) for the street's gateway."""
+    """A valid edge config (docs/gateway.md) for the street's gateway."""
     ports = port_names if port_names is not None else street.port_names
     has_ble = any(s.transport == "ble" for s in street.sensors)
     return {

@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_STREET,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    st.add_argument("--site", type=Path, required=True, help="site file (SPEC section 6)")
+    st.add_argument("--site", type=Path, required=True, help="site file (docs/site-file.md)")
     st.add_argument("--gateway", default=None, help="only this gateway's bays (default: all)")
     st.add_argument("--scenario", choices=sorted(SCENARIOS), default="clean")
     st.add_argument("--seed", type=int, default=1)

@@ -1,4 +1,4 @@
-"""KBS1 line encoding (SPEC section 1), written independently of the edge parser on purpose: the
+"""KBS1 line encoding (docs/protocols.md), written independently of the edge parser on purpose: the
 simulator is a second implementation of the contract, so a shared bug cannot hide in both."""
 
 from __future__ import annotations

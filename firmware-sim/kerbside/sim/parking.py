@@ -1,5 +1,5 @@
 """Drivers on a site's bays: who parks where and when, who pays, forgets, stays past their
-payment or past the maximum stay, and so which sessions are true contraventions (SPEC 7).
+payment or past the maximum stay, and so which sessions are true contraventions (docs/rules.md).
 
 Pure: a site (the rules' own loader reads the file: one source of truth) and a seed in, a plan
 out. Visits are placed so that the truth is unambiguous: a visit lies wholly inside one
@@ -50,7 +50,7 @@ class Contravention:
     bay_id: str
     kind: ContraventionKind
     session_start: Instant  # the arrival
-    due_at: Instant  # when SPEC 7 raises it
+    due_at: Instant  # when the rules raise it
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class ParkingPlan:
         }
 
     def journal(self, confirm_ms: int = 10_000) -> list[dict[str, Any]]:
-        """An ideal journal (SPEC 8): occupancy events exactly at the true arrivals and
+        """An ideal journal (docs/protocols.md): occupancy events exactly at the true arrivals and
         departures (as a perfect detector would send them) and the rights, in time order."""
         items: list[tuple[Instant, int, dict[str, Any]]] = []
         for v in self.visits:

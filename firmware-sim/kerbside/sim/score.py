@@ -1,7 +1,7 @@
 """Scoring a detector's sessions against the simulator's ground truth.
 
 A session runs from an ``occupied`` event's ``ts`` to the next ``vacant`` or ``unknown`` event's
-``ts`` (SPEC section 7). A detected session matches a true one of the same bay when both its
+``ts`` (docs/rules.md). A detected session matches a true one of the same bay when both its
 arrival and its departure are within the tolerance (35 s); matching is one to one. A session still
 open at the end of the run ends at the run's end, on both sides. A session, true or detected,
 that begins so close to the end (``confirm_s``, a keep-alive and the tolerance) that it could not

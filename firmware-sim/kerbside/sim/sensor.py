@@ -22,7 +22,7 @@ KEEPALIVE_MS = 60_000
 DETECT_MG = 50.0
 MOVE_MG = 20.0
 LOW_BATT_MV = 3300
-# After a frame sent for a change, the firmware repeats its reading a few times (SPEC: "at
+# After a frame sent for a change, the firmware repeats its reading a few times (the protocol: "at
 # least once per 60 s" allows it), so one lost frame never hides a change for a whole minute.
 FOLLOWUP_MS = (1_000, 2_000, 4_000, 8_000)
 _NEVER = 2**62

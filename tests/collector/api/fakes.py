@@ -1,6 +1,6 @@
 """An in-memory stand-in for CollectorService, for API tests that need no broker or engine.
 
-It keeps the API contract (api/ports.py): SPEC-shaped dicts, cursors, a change log with waits,
+It keeps the API contract (api/ports.py): contract-shaped dicts, cursors, a change log with waits,
 NotFound and RecordRejected. The end-to-end tests use the real collector instead.
 """
 

@@ -1,5 +1,5 @@
 """A real ``kerbside-collector run`` (subprocess) with its HTTP API, a private Mosquitto, a
-tokens file, and a gateway stand-in that publishes SPEC 5 events; restartable."""
+tokens file, and a gateway stand-in that publishes occupancy events; restartable."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class LiveCollector:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
     def publish_event(self, bay: str, state: str, ts: int, gateway: str = "gw-1") -> None:
-        """What a gateway sends (SPEC 5), QoS 1, waiting for the broker's ack."""
+        """What a gateway sends, QoS 1, waiting for the broker's ack."""
         seq = next(self._seq)
         body = {
             "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway, "seq": seq,

@@ -1,4 +1,4 @@
-"""Open data: NGSI-LD ParkingSpot key-values exactly as SPEC 10, APDS zone occupancy, caching."""
+"""Open data: NGSI-LD ParkingSpot key-values exactly as documented, APDS zone occupancy, caching."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from tests.collector.api.fakes import FakeService
 PUBLIC = frozenset({None, *ROLES})
 ANY_ROLE = frozenset(ROLES)
 
-# (method, path) -> roles allowed (admin is added below). SPEC 10, plus the page's session routes.
+# (method, path) -> roles allowed (admin is added below). The API contract, plus the page's
+# session routes.
 MATRIX: dict[tuple[str, str], frozenset[str | None]] = {
     ("GET", "/api/v1/bays"): frozenset({"officer", "analyst"}),
     ("GET", "/api/v1/bays/{bay_id}"): frozenset({"officer", "analyst"}),

@@ -1,4 +1,4 @@
-"""The collector's HTTP API (SPEC 10) and the officers' page."""
+"""The collector's HTTP API (docs/api.md) and the officers' page."""
 
 from __future__ import annotations
 

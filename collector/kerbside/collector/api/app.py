@@ -1,4 +1,4 @@
-"""``create_app(service)``: the collector's HTTP API (SPEC 10), served from the collector's loop."""
+"""``create_app(service)``: the HTTP API (docs/api.md), served from the collector's loop."""
 
 from __future__ import annotations
 

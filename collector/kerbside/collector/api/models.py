@@ -206,7 +206,7 @@ class AlertAction(BaseModel):
 
 
 class Alert(BaseModel):
-    """SPEC 7's alert record; ``history`` only on ``GET /api/v1/alerts/{id}``."""
+    """The alert record (docs/rules.md); ``history`` only on ``GET /api/v1/alerts/{id}``."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -1,8 +1,8 @@
 """Time-weighted occupancy per bucket, from each bay's state timeline (no I/O).
 
 A bucket's rate is occupied time / (occupied + vacant time) summed over the zone's bays: the
-time-weighted form of SPEC 9's ``occupied / (total - unknown)``. A bay is ``unknown`` until its
-first known state.
+time-weighted form of the time series' ``occupied / (total - unknown)``. A bay is
+``unknown`` until its first known state.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What the HTTP API needs from the collector: one object, called from the collector's loop.
 
 ``kerbside.collector.service.CollectorService`` implements this; tests may pass any object that
-does. Records are the SPEC's dict shapes (alert record of SPEC 7, bay dicts), instants inside
-those dicts are ISO strings, instants passed as arguments are epoch milliseconds.
+does. Records are the documented dict shapes (the alert record of docs/rules.md, bay dicts),
+instants inside those dicts are ISO strings, instants passed as arguments are epoch milliseconds.
 """
 
 from __future__ import annotations

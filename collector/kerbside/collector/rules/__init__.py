@@ -1,4 +1,4 @@
-"""The parking rules engine (SPEC section 7): sessions, controlled periods, rights, suspensions
+"""The parking rules engine (docs/rules.md): sessions, controlled periods, rights, suspensions
 and the enforcement alerts they raise. Pure: records and instants in, alert changes out."""
 
 from kerbside.collector.rules.alerts import Alert, AlertChange, make_alert_id

@@ -1,4 +1,4 @@
-"""Enforcement alerts (SPEC section 7): the record every consumer sees, and what changed."""
+"""Enforcement alerts (docs/rules.md): the record every consumer sees, and what changed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ AlertStatus = Literal["open", "acknowledged", "cleared", "resolved"]
 ChangeKind = Literal["raised", "acknowledged", "cleared", "resolved"]
 
 KINDS: tuple[AlertKind, ...] = ("overstay", "unpaid", "expired", "suspended")
-# Clear reasons in the order SPEC section 7 gives them: at one instant the first one wins.
+# Clear reasons in the order docs/rules.md gives them: at one instant the first one wins.
 CLEAR_REASONS = (
     "vehicle_left",
     "sensor_unknown",
@@ -55,7 +55,7 @@ class Alert:
         return self.status in ACTIVE
 
     def to_record(self) -> dict[str, Any]:
-        """The SPEC section 7 alert record (MQTT payload, API item, replay output line)."""
+        """The alert record (docs/rules.md) (MQTT payload, API item, replay output line)."""
         return {
             "v": 1,
             "alert_id": self.alert_id,

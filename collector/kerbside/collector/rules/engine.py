@@ -1,4 +1,4 @@
-"""The rules engine (SPEC section 7): journal records in, alert changes out, no I/O.
+"""The rules engine (docs/rules.md): journal records in, alert changes out, no I/O.
 
 Per bay the engine keeps only its occupancy, its rights and suspensions, and the alerts of the
 current session. Each occupied bay has at most one live entry in a heap of deadlines: the next

@@ -1,4 +1,4 @@
-"""Time series in InfluxDB (SPEC section 9): line builders, sinks, a durable spool, a recorder.
+"""Time series in InfluxDB (docs/analysts.md): line builders, sinks, a durable spool, a recorder.
 
 The collector builds one recorder with ``create_sink(config.influxdb, service, ...)`` and calls
 it as things happen; see ``recorder.TimeSeriesRecorder`` and /work/notes/timeseries.md.

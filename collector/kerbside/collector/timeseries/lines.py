@@ -1,4 +1,4 @@
-"""InfluxDB line protocol for the measurements of SPEC section 9 (pure: no I/O, no clock).
+"""InfluxDB line protocol for the measurements of docs/analysts.md (pure: no I/O, no clock).
 
 Every builder returns one line (``str``) with a millisecond timestamp; writers send them with
 ``precision=ms``. Field types are fixed per measurement (an integer field is always written with
@@ -181,7 +181,7 @@ def _instant(value: Any) -> Instant | None:
 
 
 def alert_line(record: Mapping[str, Any]) -> str | None:
-    """The point for one alert change (SPEC 7 record), or None when the change has none.
+    """The point for one alert change (docs/rules.md record), or None when the change has none.
 
     ``open`` and ``acknowledged`` give ``open=1`` at ``raised_at`` (the same point: an
     acknowledgement rewrites it unchanged); ``cleared`` and ``resolved`` give ``open=0`` at

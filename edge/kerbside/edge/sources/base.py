@@ -4,7 +4,7 @@ A source owns its own I/O and its own recovery: a serial port that vanishes is r
 adapter that fails is restarted, each with the capped, jittered backoff below, and none of it
 is the agent's business. The agent only sees ``Received`` values, stamped with the wall-clock
 receive time, delivered on its event loop's thread; the same values are what a capture records
-(SPEC section 3), so ``run`` and ``replay`` decode identical inputs.
+(docs/protocols.md), so ``run`` and ``replay`` decode identical inputs.
 """
 
 from __future__ import annotations

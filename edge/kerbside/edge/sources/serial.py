@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 
 import serial
 
 from kerbside.core.instants import Instant
+from kerbside.core.throttle import Throttle
 from kerbside.edge.kbs1 import Kbs1Parser
 from kerbside.edge.model import Frame, Garbage
 from kerbside.edge.sources.base import Backoff, Emit, Received, SerialChunk, Source
@@ -25,6 +27,13 @@ from kerbside.edge.sources.base import Backoff, Emit, Received, SerialChunk, Sou
 log = logging.getLogger(__name__)
 
 READ_SIZE = 4096
+WAITING_LOG_S = 60.0
+
+
+def _reason(exc: Exception) -> str:
+    """``No such file or directory`` rather than pyserial's sentence that repeats the port."""
+    errno = getattr(exc, "errno", None)
+    return os.strerror(errno) if isinstance(errno, int) else str(exc)
 
 
 class Kbs1Decoder:
@@ -73,19 +82,31 @@ class SerialSource(Source):
         return Kbs1Decoder()
 
     async def run(self, emit: Emit) -> None:
-        failures = 0
+        missing_since: float | None = None
+        said = Throttle(WAITING_LOG_S)
         while True:
             try:
                 port = self._open()
             except (serial.SerialException, OSError, ValueError) as exc:
-                failures += 1
+                now = time.monotonic()
+                missing_since = missing_since if missing_since is not None else now
                 delay = self._backoff.next_delay()
-                # Loud the first time, then quietly: a missing adapter must not flood the log.
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                log.log(level, "%s: cannot open (%s); retrying in %.1fs", self.src, exc, delay)
+                # At once, then at most once a minute: a missing adapter must not flood the
+                # log, nor be forgotten in it.
+                if said.ready():
+                    waited = now - missing_since
+                    since = f" for {waited / 60:.0f} min" if waited >= 60 else ""
+                    log.warning(
+                        "%s: cannot open%s (%s); waiting for it, retrying every %.0f s or less",
+                        self.src,
+                        since,
+                        _reason(exc),
+                        self._backoff.cap_s,
+                    )
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            missing_since = None
+            said.reset()
             self._backoff.reset()
             self.opens += 1
             self._connected = True

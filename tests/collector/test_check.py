@@ -1,0 +1,59 @@
+"""``kerbside-collector check`` (and ``run`` refusing what it refuses) as processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import write_collector_setup
+
+COLLECTOR = [sys.executable, "-m", "kerbside.collector.cli"]
+
+
+def collector(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COLLECTOR, *args], check=False, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_reports_every_mistake_the_site_files_too(tmp_path: Path) -> None:
+    write_collector_setup(tmp_path, port=1883, topic_root="t")
+    site = tmp_path / "site.yaml"
+    site.write_text(site.read_text().replace("kind: paid", "kind: payed", 1))
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        "site: site.yaml\n"
+        "mqtt: {host: 127.0.0.1, port: 0, password_file: nope.pass, protocol: '6'}\n"
+        "store: {path: collector.db, retension_days: 30}\n"
+        "alert_delay_s: soon\n"
+        "http: null\n"
+    )
+    result = collector("check", "--config", str(config))
+    assert result.returncode == 2
+    err = result.stderr.splitlines()
+    for expected in (
+        f"{config}:2: mqtt.port: must be at least 1, not 0",
+        f"{config}:2: mqtt.password_file: {tmp_path}/nope.pass does not exist",
+        f"{config}:2: mqtt.protocol: must be one of '5' or '3.1.1', not '6'",
+        f"{config}:3: store.retension_days: unknown key (did you mean retention_days?)",
+        f"{config}:4: alert_delay_s: must be a number, not 'soon'",
+        f"{site}:7: bays[0].kind: expected one of",
+    ):
+        assert any(line.startswith(expected) for line in err), (expected, err)
+    assert err[-1] == f"{config}: not usable (errors above)"
+
+
+def test_check_passes_a_good_config(tmp_path: Path) -> None:
+    config = write_collector_setup(tmp_path, port=1883, topic_root="t")
+    result = collector("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{config}: ok: site {tmp_path}/site.yaml, broker 127.0.0.1")
+
+
+def test_run_with_a_missing_site_file_says_so_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "collector.yaml"
+    config.write_text("site: /nowhere/site.yaml\nstore: {path: collector.db}\nhttp: null\n")
+    result = collector("run", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"{config}:1: site: /nowhere/site.yaml does not exist"]

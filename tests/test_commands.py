@@ -1,0 +1,91 @@
+"""What every program a person runs owes them: ``--version`` from the package metadata, and
+``--help`` (and the docs) that point at docs/ rather than at files users do not have."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerbside.core.version import VERSION
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PROGRAMS = {
+    "kerbside": "kerbside.cli",
+    "kerbside-edge": "kerbside.edge.cli",
+    "kerbside-collector": "kerbside.collector.cli",
+    "kerbside-sim": "kerbside.sim.cli",
+}
+# The contract file's name, assembled so that this test is the one place that spells it.
+FORBIDDEN = "SP" + "EC"
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_version(program: str) -> None:
+    result = run([str(BIN / program), "--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{program} {VERSION}\n"
+
+
+def command_lines(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+    """Every command line that has its own --help: the program and each (sub)command."""
+    lines = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                lines += command_lines(sub, [*prefix, name])
+    return lines
+
+
+def every_help() -> list[list[str]]:
+    import importlib  # noqa: PLC0415
+
+    lines = []
+    for program, module in PROGRAMS.items():
+        parser = importlib.import_module(module).build_parser()
+        lines += [[str(BIN / program), *rest] for rest in command_lines(parser, [])]
+    lines.append([sys.executable, "-m", "kerbside.collector.broker_link"])
+    return lines
+
+
+def test_no_help_and_no_doc_cites_the_contract_file() -> None:
+    offenders = []
+    helps = every_help()
+    assert len(helps) > 15  # every subcommand was found
+    for argv in helps:
+        result = run([*argv, "--help"])
+        assert result.returncode == 0, (argv, result.stderr)
+        if FORBIDDEN in result.stdout:
+            offenders.append(" ".join(argv[-3:]) + " --help")
+    roots = ["core", "edge", "collector", "firmware-sim", "demo", "docs", "ansible", "tests"]
+    files = [ROOT / "README.md"] + [
+        p
+        for r in roots
+        for p in (ROOT / r).rglob("*")
+        if p.is_file()
+        and p.suffix in {".py", ".md", ".yml", ".yaml", ".j2", ".html", ".js", ".txt", ""}
+    ]
+    this = Path(__file__).resolve()
+    word = re.compile(rf"\b{FORBIDDEN}\b")
+    for path in files:
+        if path.resolve() == this or "__pycache__" in path.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        offenders += [
+            f"{path.relative_to(ROOT)}:{n}"
+            for n, line in enumerate(text.splitlines(), 1)
+            if word.search(line)
+        ]
+    assert not offenders, offenders
