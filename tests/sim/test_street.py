@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from kerbside.sim.firmware import MAX_KEEPALIVE_MS
 from kerbside.sim.kbs1 import FLAG_BOOT, FLAG_FAULT
-from kerbside.sim.sensor import KEEPALIVE_MS
 from kerbside.sim.street import SimConfig, SimStreet
 from kerbside.sim.traffic import MIN_GAP_MS, MIN_SESSION_MS
 from kerbside.sim.truth import Truth
@@ -100,7 +100,7 @@ def test_send_policy_keepalive_seq_boot_and_fault(noisy) -> None:  # type: ignor
         for a, b in itertools.pairwise(frames):
             if b.frame.flags & FLAG_BOOT:
                 continue
-            assert b.t - a.t <= KEEPALIVE_MS
+            assert b.t - a.t <= MAX_KEEPALIVE_MS
             assert b.frame.seq == (a.frame.seq + 1) % 65536
         fault_frames = [e.t for e in frames if e.frame.flags & FLAG_FAULT]
         if sensor_id in faults:

@@ -14,6 +14,7 @@ from kerbside.core.instants import Instant, InstantError, format_instant, parse_
 from kerbside.core.site import load_site
 from kerbside.core.version import add_version_option
 from kerbside.sim.capture import write_capture
+from kerbside.sim.firmware import FIRMWARES, MAX_KEEPALIVE_MS
 from kerbside.sim.parking import (
     QUICK,
     gateway_bays,
@@ -24,6 +25,7 @@ from kerbside.sim.parking import (
 from kerbside.sim.scenario import SCENARIOS
 from kerbside.sim.serial_server import serve_main
 from kerbside.sim.street import DEFAULT_GATEWAY, DEFAULT_START, BaySpec, SimConfig, SimStreet
+from kerbside.sim.traffic import MIXES
 
 _EPILOG_CAPTURE = """example:
   kerbside-sim capture --scenario noisy --seed 3 --sensors 200 --hours 1 out/
@@ -70,9 +72,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _keepalive_s(text: str) -> float:
+    value = _positive_float(text)
+    if not 1 <= value <= MAX_KEEPALIVE_MS / 1000:
+        raise argparse.ArgumentTypeError(f"must be 1..60 s: {text!r}")
+    return value
+
+
+def _add_firmware_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--firmware",
+        choices=sorted(FIRMWARES),
+        default="repeating",
+        help="sensor firmware: 'basic' sends only on a change and a keep-alive; 'repeating' "
+        "also repeats a changed reading 1, 2, 4 and 8 s later (default repeating)",
+    )
+    p.add_argument(
+        "--keepalive-s",
+        type=_keepalive_s,
+        default=None,
+        help="the firmware's keep-alive period, 1..60 s (default 60; basic firmware sends "
+        "each keep-alive up to a sixth of it, plus 2 s, early)",
+    )
+
+
 def _add_street_args(p: argparse.ArgumentParser, sensors_default: int) -> None:
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="clean")
     p.add_argument("--seed", type=int, default=1)
+    _add_firmware_args(p)
+    p.add_argument(
+        "--traffic",
+        choices=sorted(MIXES),
+        default="standard",
+        help="'short-stays': half the stays last 20-75 s (drop-offs, deliveries); default standard",
+    )
     p.add_argument(
         "--sensors",
         type=_positive_int,
@@ -106,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulated magnetometer bay sensors on a street, with ground truth.",
         epilog="examples:\n"
         "  kerbside-sim capture --scenario noisy --seed 1 --sensors 20 --hours 1 out/\n"
+        "  kerbside-sim capture --firmware basic --traffic short-stays --hours 1 out/\n"
         "  kerbside-sim serial --sensors 20 --dir /tmp/street --config-out /tmp/street/edge.yaml\n"
         "  kerbside-sim street --site site.yaml --quick out/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -205,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--gateway", default=None, help="only this gateway's bays (default: all)")
     st.add_argument("--scenario", choices=sorted(SCENARIOS), default="clean")
     st.add_argument("--seed", type=int, default=1)
+    _add_firmware_args(st)
     st.add_argument(
         "--start",
         type=_instant,
@@ -254,6 +289,9 @@ def _capture(args: argparse.Namespace) -> int:
             hours=args.hours,
             sensors_per_port=max(1, args.sensors_per_port),
             gateway_id=args.gateway or DEFAULT_GATEWAY,
+            firmware=args.firmware,
+            keepalive_s=args.keepalive_s,
+            traffic=args.traffic,
         )
     )
     end = start + round(args.hours * 3_600_000)
@@ -301,6 +339,8 @@ def _street(args: argparse.Namespace) -> int:
                     layout=tuple(BaySpec(b.id, b.sensor or "", b.zone_id) for b in bays),
                     visits=visits,
                     incidents=False,
+                    firmware=args.firmware,
+                    keepalive_s=args.keepalive_s,
                 )
             )
             end = start + round(args.hours * 3_600_000)

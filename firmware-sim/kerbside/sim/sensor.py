@@ -1,5 +1,6 @@
 """One magnetometer bay sensor: the physics of its field and the firmware that samples it once a
-second, sets DETECT against the baseline stored at install, and decides when to send.
+second, sets DETECT against the baseline stored at install, and decides when to send (the
+policies of the firmware builds are in ``kerbside.sim.firmware``).
 
 Pure: ``run(until)`` advances the sensor to ``until`` and returns what it sent; no clock, no I/O.
 """
@@ -12,19 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kerbside.core.instants import Instant
+from kerbside.sim.firmware import FIRMWARES, Firmware
 from kerbside.sim.kbs1 import FLAG_BOOT, FLAG_DETECT, FLAG_FAULT, FLAG_LOW_BATT
 from kerbside.sim.scenario import Scenario
 from kerbside.sim.schedule import SensorPlan
 from kerbside.sim.traffic import BayTraffic, random_unit
 
 SAMPLE_MS = 1_000
-KEEPALIVE_MS = 60_000
 DETECT_MG = 50.0
 MOVE_MG = 20.0
 LOW_BATT_MV = 3300
-# After a frame sent for a change, the firmware repeats its reading a few times (the protocol: "at
-# least once per 60 s" allows it), so one lost frame never hides a change for a whole minute.
-FOLLOWUP_MS = (1_000, 2_000, 4_000, 8_000)
 _NEVER = 2**62
 _HOUR_MS = 3_600_000
 _T_INSTALL_C = 10.0
@@ -60,6 +58,11 @@ def _clamp16(v: float) -> int:
     return max(-32768, min(32767, round(v)))
 
 
+def _whole_samples(ms: int) -> int:
+    """The longest run of whole samples within ``ms``: a keep-alive due then is never late."""
+    return max(SAMPLE_MS, ms // SAMPLE_MS * SAMPLE_MS)
+
+
 def _last_words(plan: SensorPlan, t: Instant) -> bool:
     """Whether ``t`` is just before the sensor goes quiet (silence, reboot). A passing car then
     would be its last word: no later frame could say it had gone, and no detector could know
@@ -83,9 +86,17 @@ class Sensor:
         left: BayTraffic | None,
         right: BayTraffic | None,
         plan_at: Callable[[Instant], tuple[SensorPlan, Instant]],
+        firmware: Firmware = FIRMWARES["repeating"],
     ) -> None:
         setup = random.Random(f"{seed}:sensor:{index}")
         self._rng = random.Random(f"{seed}:samples:{index}")
+        # The firmware's own timing draws from a stream of its own, so that every build sees
+        # the same street (the same field, sample for sample).
+        self._fw_rng = random.Random(f"{seed}:firmware:{index}")
+        self.firmware = firmware
+        spread = round(firmware.keepalive_ms * firmware.keepalive_spread)
+        self.keepalive_ms = firmware.keepalive_ms - self._fw_rng.randint(0, spread)
+        self._quiet_ms = _whole_samples(self.keepalive_ms)
         self.index = index
         self.sensor_id = sensor_id
         self._scenario = scenario
@@ -163,6 +174,8 @@ class Sensor:
         ox, oy, oz = self._offset
         dx, dy, dz = self._drift
         cx, cy, cz = self._temp_coef
+        firmware = self.firmware
+        jitter = firmware.keepalive_jitter_ms
         start = self._start
         t = self._next_t
         plan, plan_until = self._plan_at(t)  # plans are per block: re-fetch at its end
@@ -208,14 +221,17 @@ class Sensor:
             changed = detect != self._last_detect or moved
             if (
                 self._boot_pending
-                or fault
+                or (fault and firmware.fault_frames)
                 or last_t is None
                 or changed
                 or t >= self._followup_at
-                or t - last_t >= KEEPALIVE_MS
+                or t - last_t >= self._quiet_ms
             ):
                 if changed:
-                    self._followups = [t + k for k in FOLLOWUP_MS]
+                    self._followups = [t + k for k in firmware.repeats_ms]
+                if jitter:
+                    early = self._fw_rng.randint(0, jitter)
+                    self._quiet_ms = _whole_samples(self.keepalive_ms - early)
                 while self._followups and self._followups[0] <= t:
                     self._followups.pop(0)
                 self._followup_at = self._followups[0] if self._followups else _NEVER

@@ -227,6 +227,9 @@ def serve_main(args: argparse.Namespace) -> int:
             layout=tuple(layout),
             visits=visits,
             incidents=visits is None,
+            firmware=args.firmware,
+            keepalive_s=args.keepalive_s,
+            traffic=args.traffic,
         )
     )
     ports = [PtyPort(link) for link in links]

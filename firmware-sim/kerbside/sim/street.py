@@ -11,10 +11,11 @@ from typing import Literal
 
 from kerbside.core.instants import Instant, parse_instant
 from kerbside.sim.ble import ble_sensor_id
+from kerbside.sim.firmware import firmware_named
 from kerbside.sim.scenario import SCENARIOS, WireFaults
 from kerbside.sim.schedule import Interval, SensorPlan, plan_block
 from kerbside.sim.sensor import Sensor
-from kerbside.sim.traffic import BayTraffic
+from kerbside.sim.traffic import MIXES, BayTraffic
 from kerbside.sim.truth import Truth, TruthReboot, TruthSensor, TruthSession, TruthSpan
 from kerbside.sim.wire import BleEmission, SerialEmission, ble_emissions, serial_emission
 
@@ -45,6 +46,9 @@ class SimConfig:
     layout: tuple[BaySpec, ...] = ()
     visits: Mapping[str, Sequence[tuple[Instant, Instant]]] | None = None
     incidents: bool = True
+    firmware: str = "repeating"  # a build of kerbside.sim.firmware
+    keepalive_s: float | None = None  # the firmware's keep-alive period, if not its own
+    traffic: str = "standard"  # a mix of kerbside.sim.traffic
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class SimStreet:
     def __init__(self, config: SimConfig) -> None:
         if config.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {config.scenario!r} (one of {sorted(SCENARIOS)})")
+        if config.traffic not in MIXES:
+            raise ValueError(f"unknown traffic {config.traffic!r} (one of {sorted(MIXES)})")
+        firmware = firmware_named(config.firmware, config.keepalive_s)
         layout = list(config.layout) or default_layout(config.sensors, config.ble_sensors)
         if not layout:
             raise ValueError("a street needs at least one sensor")
@@ -131,6 +138,7 @@ class SimStreet:
                 config.start,
                 self._blocker(i),
                 fixed=None if visits is None else visits.get(self.sensors[i].bay_id, ()),
+                mix=MIXES[config.traffic],
             )
             for i in range(n)
         ]
@@ -145,6 +153,7 @@ class SimStreet:
                 left=self.bays[i - 1] if i > 0 else None,
                 right=self.bays[i + 1] if i + 1 < n else None,
                 plan_at=self._plan_getter(i),
+                firmware=firmware,
             )
             for i in range(n)
         ]

@@ -1,9 +1,14 @@
 """Vehicles on one bay: arrivals (Poisson, rate by time of day, by thinning), dwell times from
 a minute to hours, generated lazily and reproducibly from the bay's own random stream.
 
-Guarantees the ground truth relies on: every session lasts at least 60 s, gaps between
-sessions on a bay are at least 60 s, and no session overlaps a blocked interval (the sensor's
-silent and fault intervals widened by two minutes).
+Two mixes: ``standard`` (a fifth of the stays are short stops of 1-3 minutes) and
+``short-stays`` (loading bays, drop-off points: half the stays last 20-75 s, shorter than a
+sensor's keep-alive, the turnover analysts count).
+
+Guarantees the ground truth relies on: every session lasts at least the mix's ``min_session_ms``
+(60 s, or 20 s for short stays), gaps between sessions on a bay are at least its ``min_gap_ms``
+(60 s, or 30 s), and no session overlaps a blocked interval (the sensor's silent and fault
+intervals widened by two minutes).
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ from dataclasses import dataclass
 from kerbside.core.instants import Instant
 from kerbside.sim.schedule import Interval
 
-MIN_SESSION_MS = 60_000
-MIN_GAP_MS = 60_000
 WARMUP_MS = 120_000
 _HOUR_MS = 3_600_000
 _RATE_MAX_PER_H = 2.0
@@ -26,6 +29,24 @@ _FOREVER = 2**62
 
 Vector = tuple[float, float, float]
 Blocked = Callable[[Instant, Instant], list[Interval]]
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficMix:
+    name: str
+    short_share: float  # share of stays drawn from ``short_ms`` instead of the standard dwell
+    short_ms: tuple[int, int]
+    min_session_ms: int
+    min_gap_ms: int
+
+
+MIXES: dict[str, TrafficMix] = {
+    "standard": TrafficMix("standard", 0.0, (60_000, 60_000), 60_000, 60_000),
+    "short-stays": TrafficMix("short-stays", 0.5, (20_000, 75_000), 20_000, 30_000),
+}
+STANDARD = MIXES["standard"]
+MIN_SESSION_MS = STANDARD.min_session_ms
+MIN_GAP_MS = STANDARD.min_gap_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +76,9 @@ def random_unit(rng: random.Random) -> Vector:
             return (x / norm, y / norm, z / norm)
 
 
-def _dwell_ms(rng: random.Random) -> int:
+def _dwell_ms(rng: random.Random, mix: TrafficMix) -> int:
+    if mix.short_share and rng.random() < mix.short_share:
+        return rng.randint(*mix.short_ms)
     pick = rng.random()
     if pick < 0.2:  # short stops: a delivery, a drop-off
         return rng.randint(60_000, 180_000)
@@ -84,9 +107,12 @@ class BayTraffic:
         bay_index: int,
         start: Instant,
         blocked: Blocked,
+        *,
         fixed: Sequence[tuple[Instant, Instant]] | None = None,
+        mix: TrafficMix = STANDARD,
     ) -> None:
         self._rng = random.Random(f"{seed}:traffic:{bay_index}")
+        self._mix = mix
         self._blocked = blocked
         self._free_from = start + WARMUP_MS
         self.sessions: list[Session] = []
@@ -118,21 +144,22 @@ class BayTraffic:
         free = self._free_from
         while True:
             arrival = self._next_arrival(free)
-            dwell = _dwell_ms(rng)
+            dwell = _dwell_ms(rng, self._mix)
             signature = _signature(rng)
             ramp_in, ramp_out = rng.randint(2_000, 6_000), rng.randint(2_000, 5_000)
             departure = arrival + dwell
             clash = self._blocked(arrival, departure + ramp_out)
             if clash:
                 first = clash[0]
-                if first.start <= arrival or first.start - arrival < MIN_SESSION_MS + ramp_out:
+                shortest = self._mix.min_session_ms + ramp_out
+                if first.start <= arrival or first.start - arrival < shortest:
                     free = max(free, first.end)
                     continue
                 departure = first.start - ramp_out  # the car leaves before the sensor's incident
             session = Session(arrival, departure, signature, ramp_in, ramp_out)
             self.sessions.append(session)
             self._arrivals.append(arrival)
-            self._free_from = departure + ramp_out + MIN_GAP_MS
+            self._free_from = departure + ramp_out + self._mix.min_gap_ms
             return
 
     def field_at(self, t: Instant) -> tuple[Vector | None, Instant]:
