@@ -62,8 +62,11 @@ def alert(
     }
 
 
-def fill_store(path: Path) -> None:
+def fill_store(path: Path, origins: dict[str, int] | None = None) -> None:
+    """The store a collector running with SITE since 07:00 (or ``origins``) would have."""
     store = Store(path)
+    for bay, since in (origins or dict.fromkeys(("B1", "B2", "B3"), T0 - 60 * MIN)).items():
+        store.note_bays([bay], since)
     with store.transaction():
         # B1: vacant before the period, occupied 08:10:30 .. 09:30:00 (overstay raised 09:20:30).
         store.add_state_change("B1", T0 - 30 * MIN, "vacant")
@@ -138,6 +141,71 @@ def test_backfill_rewrites_the_period(
     assert z1[90] == [T0 + 90 * MIN, 1, 1, 0, 2, 0.5]
     z2 = q("SELECT occupied, unknown, total, rate FROM zone_occupancy WHERE zone_id = 'Z2'")
     assert z2[0] == [T0, 0, 1, 1, None]
+
+
+def backfill(tmp_path: Path, influx: Influxd, start: int, end: int) -> None:
+    (tmp_path / "collector.yaml").write_text(
+        "site: site.yaml\nstore: {path: collector.db}\nalert_delay_s: 15\n"
+        f"influxdb: {{url: '{influx.url}', api: v1, database: k, batch_size: 50}}\n"
+    )
+    args = ["--config", str(tmp_path / "collector.yaml")]
+    args += ["--from", format_instant(start), "--to", format_instant(end)]
+    assert main(["backfill", *args]) == 0
+
+
+def occupancy_minutes(influx: Influxd, zone: str) -> list[int]:
+    result = influx.query(f"SELECT total FROM zone_occupancy WHERE zone_id = '{zone}'", db="k")
+    return [row[0] for row in result[0]["series"][0]["values"]] if "series" in result[0] else []
+
+
+def test_backfill_writes_no_minute_that_is_not_over(
+    tmp_path: Path,
+    influx: Influxd,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 08:22:10 (a stopped clock), a backfill to 09:00 writes zone_occupancy to 08:21 only:
+    08:21 + alert_delay_s (15 s) has passed, 08:22 + 15 s has not."""
+    (tmp_path / "site.yaml").write_text(SITE)
+    fill_store(tmp_path / "collector.db")
+    monkeypatch.setenv("KERBSIDE_COLLECTOR_CLOCK", f"{format_instant(T0 + 22 * MIN + 10_000)},0,0")
+    backfill(tmp_path, influx, T0, T0 + 60 * MIN)
+    out = capsys.readouterr().out
+    assert "zone_occupancy 44;" in out  # 22 minutes x 2 zones
+    assert "zone_occupancy: no points from 2026-11-26T08:22:00.000Z on" in out
+    assert occupancy_minutes(influx, "Z1") == [T0 + k * MIN for k in range(22)]
+    # The rest is written once it is over: a later backfill fills it in.
+    monkeypatch.setenv("KERBSIDE_COLLECTOR_CLOCK", f"{format_instant(T0 + 2 * 60 * MIN)},0,0")
+    backfill(tmp_path, influx, T0, T0 + 60 * MIN)
+    assert occupancy_minutes(influx, "Z1") == [T0 + k * MIN for k in range(60)]
+
+
+def test_backfill_writes_no_minute_before_the_bays_existed(
+    tmp_path: Path, influx: Influxd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Z1's bays came into being at 07:00, Z2's bay (B3) at 08:30 (a site reload added it)."""
+    (tmp_path / "site.yaml").write_text(SITE)
+    origins = {"B1": T0 - 60 * MIN, "B2": T0 - 60 * MIN, "B3": T0 + 30 * MIN}
+    fill_store(tmp_path / "collector.db", origins)
+    monkeypatch.setenv("KERBSIDE_COLLECTOR_CLOCK", f"{format_instant(T0 + 24 * 60 * MIN)},0,0")
+    backfill(tmp_path, influx, T0 - 3 * 60 * MIN, T0 + 60 * MIN)
+    assert occupancy_minutes(influx, "Z1") == [T0 + k * MIN for k in range(-60, 60)]
+    assert occupancy_minutes(influx, "Z2") == [T0 + k * MIN for k in range(30, 60)]
+
+
+def test_a_store_without_origins_counts_each_bay_from_its_first_state_change(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "collector.db")
+    with store.transaction():
+        store.add_state_change("B1", T0 + 5 * MIN, "vacant")
+        store.add_state_change("B1", T0 + 9 * MIN, "occupied")
+    assert store.bay_origins(["B1", "B2"]) == {"B1": T0 + 5 * MIN}  # B2: no trace, no origin
+    # Noting the site later keeps the earlier evidence; a bay first met now starts now.
+    assert store.note_bays(["B1", "B2"], T0 + 60 * MIN) == 2
+    assert store.note_bays(["B1", "B2", "B3"], T0 + 90 * MIN) == 1
+    assert store.bay_origins() == {"B1": T0 + 5 * MIN, "B2": T0 + 60 * MIN, "B3": T0 + 90 * MIN}
+    store.close()
 
 
 def test_backfill_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

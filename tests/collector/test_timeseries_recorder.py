@@ -117,3 +117,40 @@ def test_bay_states_answer_at_any_instant_after_the_last_boundary() -> None:
     states.forget_before(2_500)
     assert states.at(2_500) == {"B1": "unknown", "B2": "occupied"}  # the state in force stays
     assert states.at(1_000) == {"B2": "occupied"}  # older history is gone
+
+
+def test_live_minutes_never_run_ahead_of_the_clock_nor_before_the_bays(tmp_path: Path) -> None:
+    """A fixed clock moved by hand (forwards, stalled, stepped back): every zone_occupancy point
+    is for a minute ``t`` with ``t + delay <= now`` at the time it was written, and counts a bay
+    only from its origin (Z2's bay joined the site at minute 3 and a half)."""
+    minute = 60_000
+    t0 = 1_795_680_000_000
+    origins = {"B1": t0 - 10 * minute, "B2": t0 - 10 * minute, "B3": t0 + 3 * minute + 30_000}
+    sink = MemorySink()
+    writer = SpoolWriter(sink, str(tmp_path / "s.db"), flush_interval_s=0.01)
+    clock = [t0]
+    recorder = TimeSeriesRecorder(
+        writer,
+        zones=lambda: {b.id: b.zone_id for b in BAYS.values()},
+        current=lambda: {"B1": ("occupied", t0 - 5 * minute)},
+        origins=lambda: origins,
+        delay_s=15,
+        clock=lambda: clock[0],
+    )
+    written_at: dict[int, int] = {}
+    writer.start()
+    stepped = (t0, t0 + 14_999, t0 + 15_000, t0 + 2 * minute + 20_000, t0 + minute, t0 + 7 * minute)
+    for now in stepped:
+        clock[0] = now
+        recorder.tick(now)
+        assert recorder.next_tick_at() > now  # nothing due is left behind
+        assert writer.wait_drained(10)
+        for line in sink.lines:
+            written_at.setdefault(int(line.rsplit(" ", 1)[1]), now)
+    writer.close()
+    assert sorted(written_at) == [t0 + k * minute for k in range(7)]
+    assert all(t + 15_000 <= now for t, now in written_at.items())
+    z2 = sorted(int(line.rsplit(" ", 1)[1]) for line in sink.lines if "zone_id=Z2" in line)
+    assert z2 == [t0 + k * minute for k in (4, 5, 6)]
+    first_z1 = next(line for line in sink.lines if "zone_id=Z1" in line)
+    assert first_z1.startswith("zone_occupancy,zone_id=Z1 occupied=1i,vacant=0i,unknown=1i,")

@@ -9,6 +9,11 @@ of the period, from the state history, as the live task computes it), ``bay_sess
 that started in the period and have ended) and ``alert`` (raised or cleared in the period). The
 store keeps only the latest health of each gateway and sensor, so ``sensor_health`` and
 ``gateway`` history cannot be rewritten.
+
+``zone_occupancy`` is written only for minutes that are over, as live: ``t + alert_delay_s <=
+now``, however far ``--to`` reaches; and a bay counts only from its origin (when the collector
+first ran with a site holding it), so no point is written for minutes before a zone's bays
+existed.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from kerbside.collector.timeseries import lines as lp
@@ -37,6 +42,8 @@ _PAGE = 1000
 
 class StoreReader(Protocol):
     """The parts of ``kerbside.collector.store.Store`` a backfill reads."""
+
+    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, int]: ...
 
     def state_changes(
         self, bay_ids: list[str] | None, start: int, end: int
@@ -60,8 +67,23 @@ def _measurement(line: str) -> str:
     return line.split(",", 1)[0].split(" ", 1)[0]
 
 
-def state_lines(store: StoreReader, site: SiteLike, start: Instant, end: Instant) -> Iterator[str]:
-    """``bay_state`` for every change in [start, end) and ``zone_occupancy`` every minute."""
+def occupancy_end(end: Instant, now: Instant, delay_ms: int) -> Instant:
+    """Where ``zone_occupancy`` stops: at ``end``, or after the last minute ``t`` that is over
+    (``t + delay <= now``), whichever is first."""
+    return min(end, (now - delay_ms) // MINUTE_MS * MINUTE_MS + 1)
+
+
+def state_lines(
+    store: StoreReader,
+    site: SiteLike,
+    start: Instant,
+    end: Instant,
+    *,
+    now: Instant,
+    delay_ms: int = 0,
+) -> Iterator[str]:
+    """``bay_state`` for every change in [start, end) and ``zone_occupancy`` every minute of it
+    that is over by ``now``."""
     before = {
         bay: changes[-1][1] for bay, changes in store.state_changes(None, start, start).items()
     }
@@ -77,17 +99,20 @@ def state_lines(store: StoreReader, site: SiteLike, start: Instant, end: Instant
         for ts, state in own:
             yield lp.bay_state_line(bay, state, ts, getattr(bay, "gateway", None))
     zone_of_bay = {bay_id: bay.zone_id for bay_id, bay in site.bays.items()}
+    origins = store.bay_origins(zone_of_bay)
     current = dict(before)
     cursor = dict.fromkeys(timeline, 0)
     first_minute = -(-start // MINUTE_MS) * MINUTE_MS
-    for t in range(first_minute, end, MINUTE_MS):
+    if origins:
+        first_minute = max(first_minute, -(-min(origins.values()) // MINUTE_MS) * MINUTE_MS)
+    for t in range(first_minute, occupancy_end(end, now, delay_ms), MINUTE_MS):
         for bay_id, changes in timeline.items():
             i = cursor[bay_id]
             while i < len(changes) and changes[i][0] <= t:
                 current[bay_id] = changes[i][1]
                 i += 1
             cursor[bay_id] = i
-        counts = lp.count_zones(zone_of_bay, current)
+        counts = lp.count_zones(zone_of_bay, current, origins, t)
         for zone_id in sorted(counts):
             yield lp.zone_occupancy_line(zone_id, counts[zone_id], t)
 
@@ -140,9 +165,15 @@ def alert_and_session_lines(
 
 
 def backfill_lines(
-    store: StoreReader, site: SiteLike, start: Instant, end: Instant
+    store: StoreReader,
+    site: SiteLike,
+    start: Instant,
+    end: Instant,
+    *,
+    now: Instant,
+    delay_ms: int = 0,
 ) -> Iterator[str]:
-    yield from state_lines(store, site, start, end)
+    yield from state_lines(store, site, start, end, now=now, delay_ms=delay_ms)
     yield from alert_and_session_lines(store, site, start, end)
 
 
@@ -185,6 +216,7 @@ def write_all(
 
 def backfill_main(args: argparse.Namespace) -> int:
     from kerbside.collector.config import load_config  # noqa: PLC0415 - CLI-only imports
+    from kerbside.collector.runtime import clock_from_env  # noqa: PLC0415
     from kerbside.collector.store import Store  # noqa: PLC0415
     from kerbside.core.site import load_site  # noqa: PLC0415
 
@@ -202,10 +234,12 @@ def backfill_main(args: argparse.Namespace) -> int:
     site = load_site(config.site)
     store = Store(config.store.path)
     sink = open_sink(config.influxdb)
+    clock, _ = clock_from_env()
+    now = clock()
+    delay_ms = int(config.alert_delay_s * 1000)
+    lines = backfill_lines(store, site, start, end, now=now, delay_ms=delay_ms)
     try:
-        written, rejected = write_all(
-            sink, backfill_lines(store, site, start, end), batch_size=config.influxdb.batch_size
-        )
+        written, rejected = write_all(sink, lines, batch_size=config.influxdb.batch_size)
     except RetryableWriteError as exc:
         print(f"kerbside-collector backfill: {sink.target}: {exc}", file=sys.stderr)
         return 1
@@ -217,4 +251,8 @@ def backfill_main(args: argparse.Namespace) -> int:
         f"backfill {format_instant(start)} .. {format_instant(end)} -> {sink.target}: "
         f"{summary}; {rejected} rejected"
     )
+    stop = occupancy_end(end, now, delay_ms)
+    if stop < end:
+        later = format_instant(stop - 1 + MINUTE_MS)
+        print(f"zone_occupancy: no points from {later} on (those minutes are not over yet)")
     return 0 if rejected == 0 else 1

@@ -158,6 +158,9 @@ class CollectorService:
         self._snapshot_pos = 0
         self.engine = self._recover_engine()
         now = clock()
+        # When each bay came into being: occupancy counts no time before it (docs/analysts.md).
+        store.note_bays(site.bays, now)
+        self.bay_origins: dict[str, int] = store.bay_origins(site.bays)
         gateways = {g: (online, max(seen, now)) for g, (online, seen) in store.gateways().items()}
         self.maintenance = Maintenance(
             int(config.maintenance.gateway_offline_after_s * 1000),
@@ -582,6 +585,8 @@ class CollectorService:
             self.validator = RecordValidator(site, self.seen)
             self._record_changes(self.engine.replace_site(site), now)
             self._save_snapshot(now)
+            self.store.note_bays(site.bays, now)
+        self.bay_origins = self.store.bay_origins(site.bays)
         log.info("site reloaded: %d zones, %d bays", len(site.zones), len(site.bays))
         return True
 

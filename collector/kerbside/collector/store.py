@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS bays (
     gateway_id TEXT,
     session_start INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bay_origins (
+    bay_id TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_changes (
     id INTEGER PRIMARY KEY,
     bay_id TEXT NOT NULL,
@@ -378,6 +382,38 @@ class Store:
         )
         for bay_id, ts, state in self._db.execute(during_sql, [start, end, *params]):
             out.setdefault(bay_id, []).append((ts, state))
+        return out
+
+    def note_bays(self, bay_ids: Iterable[str], at: int) -> int:
+        """Record when each bay not seen before came into being: ``at`` (the collector is
+        running with a site that holds it), or its first stored state change if earlier (a
+        store from before origins were kept). Returns how many were new."""
+        known = {row[0] for row in self._db.execute("SELECT bay_id FROM bay_origins")}
+        new = [b for b in bay_ids if b not in known]
+        if not new:
+            return 0
+        rows = [(b, min(at, self._first_change(b) or at)) for b in new]
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO bay_origins(bay_id, since) VALUES (?, ?)", rows
+            )
+        return len(rows)
+
+    def _first_change(self, bay_id: str) -> int | None:
+        row = self._db.execute(
+            "SELECT MIN(ts) FROM state_changes WHERE bay_id = ?", (bay_id,)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """When each bay came into being (see ``note_bays``). Bays of ``bay_ids`` that were
+        never noted get their first stored state change; a bay with neither is left out."""
+        out = {b: int(t) for b, t in self._db.execute("SELECT bay_id, since FROM bay_origins")}
+        for bay_id in bay_ids or ():
+            if bay_id not in out:
+                first = self._first_change(bay_id)
+                if first is not None:
+                    out[bay_id] = first
         return out
 
     def open_session(self, bay_id: str, start: int) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -52,6 +54,15 @@ class FakeService:
         default_factory=lambda: {"broker": "ok", "store": "ok", "sink": "disabled"}
     )
     calls: list[str] = field(default_factory=list)
+    # The collector's clock and each bay's origin; by default every bay has always existed.
+    clock: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
+    origins: dict[str, int] | None = None
+
+    @property
+    def bay_origins(self) -> dict[str, int]:
+        if self.origins is None:
+            return dict.fromkeys(self.site.bays, 0)
+        return self.origins
 
     def __post_init__(self) -> None:
         self._ids = itertools.count(1)

@@ -3,6 +3,8 @@ a right posted through the API; the stream delivers it; open data reflects the b
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,11 @@ def test_right_posted_through_the_api_clears_a_live_unpaid_alert(live: LiveColle
     assert health.json()["broker"] == "ok"
 
     # Occupancy from the store: B001 occupied since `now - 200`; the other bays never seen.
+    # Every bay came into being when the collector started (its origin): none counts before.
+    with contextlib.closing(sqlite3.connect(live.workdir / "collector.db")) as db:
+        origins = dict(db.execute("SELECT bay_id, since FROM bay_origins").fetchall())
+    assert sorted(origins) == ["B001", "B002", "B003", "B004"]
+    counted_from = max(now - 60_000, *origins.values())
     end = int(time.time() * 1000)
     with live.client("analyst") as c:
         r = c.get(
@@ -71,7 +78,8 @@ def test_right_posted_through_the_api_clears_a_live_unpaid_alert(live: LiveColle
     assert first["occupied_s"] == pytest.approx(0.2, abs=0.001)  # the last 200 ms of it
     assert first["vacant_s"] == 0
     assert first["rate"] == 1.0  # the only bay with a known state was occupied
-    assert first["unknown_s"] == pytest.approx(4 * 60 - 0.2, abs=0.001)  # B002..B004 unseen
+    unknown_ms = 4 * (now - counted_from) - 200  # B001 until it arrived, B002..B004 unseen
+    assert first["unknown_s"] == pytest.approx(unknown_ms / 1000, abs=0.001)
     assert first["bays"] == 4
     assert sum(b["occupied_s"] for b in rest) == pytest.approx((end - now) / 1000, abs=0.001)
     assert all(b["rate"] == 1.0 for b in rest)

@@ -11,6 +11,7 @@ service (FastAPI would run a plain ``def`` in a worker thread, beside the loop).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -34,8 +35,15 @@ async def get_site(request: Request) -> SiteView:
     return cache.get(request.app.state.service.site)
 
 
+async def get_now(request: Request) -> int:
+    """The collector's clock (epoch ms): the wall clock, or the test clock it runs on."""
+    clock = getattr(request.app.state.service, "clock", None)
+    return int(clock()) if callable(clock) else time.time_ns() // 1_000_000
+
+
 ServiceDep = Annotated[ApiService, Depends(get_service)]
 SiteDep = Annotated[SiteView, Depends(get_site)]
+Now = Annotated[int, Depends(get_now)]
 
 
 def presented_token(request: Request) -> str | None:

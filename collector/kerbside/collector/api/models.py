@@ -238,17 +238,23 @@ class Zone(BaseModel):
 class OccupancyBucket(BaseModel):
     start: str
     end: str
+    partial: bool = Field(
+        description="the bucket is not over: its figures count its time up to as_of only"
+    )
     rate: float | None = Field(description="occupied time / (occupied + vacant time)")
     occupied_s: float
     vacant_s: float
     unknown_s: float
-    bays: int
+    bays: int = Field(description="bays that existed during the time counted")
 
 
 class Occupancy(BaseModel):
     zone_id: str | None
     interval: str
-    buckets: list[OccupancyBucket]
+    as_of: str = Field(description="the collector's time: no later time is counted")
+    buckets: list[OccupancyBucket] = Field(
+        description="buckets that have begun by as_of (none in the future)"
+    )
 
 
 class Accepted(BaseModel):

@@ -1,12 +1,15 @@
 """Time-weighted occupancy per bucket, from each bay's state timeline (no I/O).
 
 A bucket's rate is occupied time / (occupied + vacant time) summed over the zone's bays: the
-time-weighted form of the time series' ``occupied / (total - unknown)``. A bay is
-``unknown`` until its first known state.
+time-weighted form of the time series' ``occupied / (total - unknown)``. A bay counts from its
+origin (when the collector first ran with a site holding it; before that it did not exist) and
+is ``unknown`` until its first known state. Time after ``now`` is never counted: buckets that
+have not begun are left out, and the one ``now`` falls in is ``partial``.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,9 +40,11 @@ def parse_interval(text: str) -> int:
 class Bucket:
     start: Instant
     end: Instant
+    partial: bool = False  # part of it is still to come: counted up to ``now`` only
     occupied_ms: int = 0
     vacant_ms: int = 0
     unknown_ms: int = 0
+    bays: int = 0  # bays that existed during the part counted
 
     @property
     def rate(self) -> float | None:
@@ -52,23 +57,39 @@ def occupancy_buckets(
     start: Instant,
     end: Instant,
     interval_ms: int,
+    *,
+    now: Instant,
+    origins: Mapping[str, Instant] | None = None,
 ) -> list[Bucket]:
-    """Buckets ``[start + k*interval, ...)`` up to ``end`` (the last one cut at ``end``).
+    """Buckets ``[start + k*interval, ...)`` that begin before ``min(end, now)`` (the last one
+    cut at ``end``); the bucket holding ``now`` is partial and counts time up to ``now``.
 
     ``timelines`` maps a bay to its ``(ts, state)`` changes in time order; the state at ``start``
-    is its last change at or before ``start``. Changes at or after ``end`` are ignored.
+    is its last change at or before ``start``. Changes at or after ``end`` are ignored. With
+    ``origins``, a bay counts from its origin on, and a bay without one not at all.
     """
-    buckets = [Bucket(t, min(t + interval_ms, end)) for t in range(start, end, interval_ms)]
-    for changes in timelines.values():
-        state, at = "unknown", start
+    horizon = min(end, now)
+    buckets = [
+        Bucket(t, min(t + interval_ms, end), partial=min(t + interval_ms, end) > now)
+        for t in range(start, horizon, interval_ms)
+    ]
+    arrivals = [0] * (len(buckets) + 1)  # bays whose counted time begins in each bucket
+    for bay_id, changes in timelines.items():
+        origin = start if origins is None else origins.get(bay_id)
+        if origin is None or origin >= horizon:
+            continue
+        state, at = "unknown", max(start, origin)
+        arrivals[(at - start) // interval_ms] += 1
         for ts, new_state in changes:
-            if ts >= end:
+            if ts >= horizon:
                 break
             if ts > at:
                 _spread(buckets, start, interval_ms, (at, ts), state)
                 at = ts
             state = new_state
-        _spread(buckets, start, interval_ms, (at, end), state)
+        _spread(buckets, start, interval_ms, (at, horizon), state)
+    for bucket, bays in zip(buckets, itertools.accumulate(arrivals), strict=False):
+        bucket.bays = bays
     return buckets
 
 

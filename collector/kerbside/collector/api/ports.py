@@ -7,6 +7,7 @@ instants inside those dicts are ISO strings, instants passed as arguments are ep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 
@@ -31,6 +32,11 @@ class ApiService(Protocol):
 
     @property
     def site(self) -> Any: ...
+
+    @property
+    def bay_origins(self) -> Mapping[str, int]:
+        """When each bay came into being (epoch ms); bays without one never existed."""
+        ...
 
     async def post_right(self, body: dict[str, Any]) -> dict[str, Any]: ...
 

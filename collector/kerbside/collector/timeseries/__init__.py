@@ -6,6 +6,7 @@ it as things happen; see ``recorder.TimeSeriesRecorder`` and /work/notes/timeser
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,8 @@ def create_sink(
     """The collector's recorder: spool in the store file (or ``influxdb.spool_path``).
 
     ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``), ``bays()`` (pages
-    of bay dicts with ``state`` and ``since``, read once at start) and ``clock`` (epoch ms); all
-    used on the event loop.
+    of bay dicts with ``state`` and ``since``, read once at start), ``clock`` (epoch ms) and
+    ``bay_origins`` (bay -> when it came into being, optional); all used on the event loop.
     """
     spool_path = config.spool_path or store_path or ":memory:"
     writer = SpoolWriter(
@@ -109,11 +110,16 @@ def create_sink(
     def zones() -> dict[str, str]:
         return {bay_id: bay.zone_id for bay_id, bay in service.site.bays.items()}
 
+    def origins() -> Mapping[str, Instant]:
+        found: Mapping[str, Instant] = service.bay_origins
+        return found
+
     clock = getattr(service, "clock", None) or wall_clock_ms
     return TimeSeriesRecorder(
         writer,
         zones=zones,
         current=lambda: current_states(service),
+        origins=origins if hasattr(service, "bay_origins") else None,
         delay_s=delay_s,
         clock=clock,
     )

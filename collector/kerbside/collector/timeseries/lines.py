@@ -161,11 +161,23 @@ def zone_occupancy_line(zone_id: str, counts: ZoneCounts, time: Instant) -> str:
 
 
 def count_zones(
-    zone_of_bay: Mapping[str, str], state_of_bay: Mapping[str, str]
+    zone_of_bay: Mapping[str, str],
+    state_of_bay: Mapping[str, str],
+    origins: Mapping[str, Instant] | None = None,
+    at: Instant | None = None,
 ) -> dict[str, ZoneCounts]:
-    """Counts per zone; a bay without a state (never heard of) counts as unknown."""
+    """Counts per zone; a bay without a state (never heard of) counts as unknown.
+
+    With ``origins`` (when each bay came into being) and ``at``, a bay whose origin is unknown
+    or after ``at`` is not counted at all, and a zone with no bay counted has no entry: no point
+    is written for minutes before a zone's bays existed.
+    """
     tallies: dict[str, list[int]] = {}
     for bay_id, zone_id in zone_of_bay.items():
+        if origins is not None and at is not None:
+            origin = origins.get(bay_id)
+            if origin is None or origin > at:
+                continue
         tally = tallies.setdefault(zone_id, [0, 0, 0])
         state = state_of_bay.get(bay_id, "unknown")
         tally[0 if state == "occupied" else 1 if state == "vacant" else 2] += 1

@@ -7,6 +7,10 @@ detector's confirmation time), takes every bay's state at ``t`` from the in-memo
 ``bay_state`` calls keep, and writes one point per zone at ``t``. Backfill computes the same
 from the store's state history, so a minute written live and backfilled agree (except where an
 event arrived more than ``delay`` late, e.g. a silence, detected 15 minutes after it began).
+
+No point is ever written for a minute that has not passed (``t + delay <= now``), and a bay
+counts only from its origin (when the collector first ran with a site holding it): a zone's
+points begin when its bays came into being.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class TimeSeriesRecorder:
         *,
         zones: Callable[[], Mapping[str, str]],
         current: Callable[[], Mapping[str, tuple[str, Instant]]] = dict,
+        origins: Callable[[], Mapping[str, Instant]] | None = None,
         delay_s: float = 15.0,
         clock: Callable[[], Instant] = wall_clock_ms,
         interval_ms: int = MINUTE_MS,
@@ -49,6 +54,7 @@ class TimeSeriesRecorder:
         self.writer = writer
         self._zones = zones
         self._current = current
+        self._origins = origins
         self.states = BayStates()
         self._delay_ms = int(delay_s * 1000)
         self._clock = clock
@@ -153,7 +159,8 @@ class TimeSeriesRecorder:
 
     def zone_occupancy_at(self, t: Instant) -> int:
         """Write the zone_occupancy points for instant ``t`` now; returns how many."""
-        counts = lp.count_zones(self._zones(), self.states.at(t))
+        origins = None if self._origins is None else self._origins()
+        counts = lp.count_zones(self._zones(), self.states.at(t), origins, t)
         self.writer.submit([lp.zone_occupancy_line(z, c, t) for z, c in sorted(counts.items())])
         return len(counts)
 

@@ -1,4 +1,5 @@
-"""Time-weighted occupancy per bucket for a zone (or the whole site), from the store."""
+"""Time-weighted occupancy per bucket for a zone (or the whole site), from the store, never
+counting time after the collector's now."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kerbside.collector.api.deps import Analyst, ServiceDep, SiteDep
+from kerbside.collector.api.deps import Analyst, Now, ServiceDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Occupancy
 from kerbside.collector.api.occupancy import (
@@ -26,6 +27,7 @@ async def occupancy(
     *,
     service: ServiceDep,
     site: SiteDep,
+    now: Now,
     _: Analyst,
     start: Annotated[str, Query(max_length=40, examples=["2026-11-26T00:00:00Z"])],
     end: Annotated[str, Query(max_length=40, examples=["2026-11-27T00:00:00Z"])],
@@ -45,24 +47,26 @@ async def occupancy(
         raise FieldError(["query", "interval"], f"more than {MAX_BUCKETS} buckets; widen it")
     if zone is not None and zone not in site.zones:
         raise FieldError(["query", "zone"], f"unknown zone {zone}", 404)
-    timelines = dict(service.state_changes(zone, lo, hi))
-    for bay_id, bay_zone in site.bay_zone.items():  # bays never seen count as unknown
+    timelines = dict(service.state_changes(zone, lo, min(hi, now)))
+    for bay_id, bay_zone in site.bay_zone.items():  # bays never heard of: unknown from their origin
         if zone is None or bay_zone == zone:
             timelines.setdefault(bay_id, [])
-    buckets = occupancy_buckets(timelines, lo, hi, step)
+    buckets = occupancy_buckets(timelines, lo, hi, step, now=now, origins=service.bay_origins)
     return JsonText(
         {
             "zone_id": zone,
             "interval": interval,
+            "as_of": format_instant(now),
             "buckets": [
                 {
                     "start": format_instant(b.start),
                     "end": format_instant(b.end),
+                    "partial": b.partial,
                     "rate": None if b.rate is None else round(b.rate, 6),
                     "occupied_s": b.occupied_ms / 1000,
                     "vacant_s": b.vacant_ms / 1000,
                     "unknown_s": b.unknown_ms / 1000,
-                    "bays": len(timelines),
+                    "bays": b.bays,
                 }
                 for b in buckets
             ],
