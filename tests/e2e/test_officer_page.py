@@ -1,19 +1,26 @@
-"""The officers' page in Debian's Chromium (Playwright) against a real collector: sign in once,
-alerts raised by the engine appear live, acknowledge and resolve reach the API, a collector
-restart is ridden out with a catch-up, a 360 px screenshot, and an axe-core check."""
+"""The officers' page in Debian's Chromium (Playwright) against a real collector, on a phone
+(360 x 800) and a desktop (1280 x 800): sign in, alerts raised by the engine appear live with
+what an officer needs on the card, at least four of them on a phone screen; acknowledge and
+resolve reach the API; a new alert is signalled (sound and vibration once the officer turns them
+on); a collector restart is ridden out; axe-core finds nothing serious; the 360 px screenshot
+is docs/officer.png.
+
+One collector serves the whole module (each test keeps to bays of its own); the tests run in
+file order, the restart last."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from tests.collector.api.live import LiveCollector, live_token
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, topic_root_for
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +28,47 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "tests" / "collector" / "api" / "vendor" / "axe.min.js"
 SCREENSHOT = ROOT / "docs" / "officer.png"
-APPEAR_S = 2.0  # the issue's bound for an engine-raised alert to show on the page
+APPEAR_S = 2.0  # the bound for an engine-raised alert to show on the page
+PHONE = {"width": 360, "height": 800}
+DESKTOP = {"width": 1280, "height": 800}
+HERE = {"latitude": 51.5383, "longitude": -0.1449}  # the officer, at the top of Parkway
 
 
-@pytest.fixture
-def live(tmp_path: Path, broker: Mosquitto, topic_root: str) -> Iterator[LiveCollector]:
-    collector = LiveCollector(tmp_path / "collector", broker, topic_root).start()
+def _bay(bay_id: str, zone: str, street: str, kind: str, lat: float, stay: int | None) -> str:
+    max_stay = f" max_stay_minutes: {stay}," if stay else ""
+    return (
+        f"  - {{id: {bay_id}, zone: {zone}, street: {street}, kind: {kind},{max_stay}"
+        f" location: {{lat: {lat}, lon: -0.1452}}, sensor: S{bay_id[1:]}, gateway: gw-1}}"
+    )
+
+
+SITE = "\n".join(
+    [
+        "site: officer-page",
+        "timezone: Europe/London",
+        "defaults: {grace_minutes: 0, observation_minutes: 0}",
+        "zones:",
+        "  - {id: CA-F, name: Camden Town, controlled_hours: any}",
+        "  - {id: CA-G, name: Chalk Farm, controlled_hours: any}",
+        "bays:",
+        *(
+            _bay(f"CA-F-PKW-00{i}", "CA-F", "Parkway", "paid", round(51.5378 + i * 1e-4, 4), 240)
+            for i in range(1, 5)
+        ),
+        _bay("CA-F-ALB-001", "CA-F", "Albert Street", "resident", 51.5384, None),
+        *(
+            _bay(f"CA-G-CHK-00{i}", "CA-G", "Chalk Farm Road", "paid", 51.5420, 120)
+            for i in range(1, 5)
+        ),
+        "",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[LiveCollector]:
+    workdir = tmp_path_factory.mktemp("officer-page")
+    collector = LiveCollector(workdir, broker, topic_root_for("officer_page"), site=SITE).start()
     yield collector
     collector.stop()
 
@@ -43,29 +85,53 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def _phone(browser: Browser, live: LiveCollector) -> Page:
+# Records what the page asks of the phone's vibration motor and audio output, through the
+# browser's own interfaces (the page cannot tell).
+_SIGNALS = """
+window.__signals = {vibrate: [], tones: 0};
+navigator.vibrate = (pattern) => { window.__signals.vibrate.push(pattern); return true; };
+const make = AudioContext.prototype.createOscillator;
+AudioContext.prototype.createOscillator = function () {
+  window.__signals.tones += 1;
+  return make.call(this);
+};
+"""
+
+
+def _context(browser: Browser, live: LiveCollector, viewport: dict[str, int]) -> BrowserContext:
     context = browser.new_context(
-        viewport={"width": 360, "height": 780},
-        geolocation={"latitude": 51.5003, "longitude": -0.1401},
-        permissions=["geolocation"],
-        base_url=live.url,
+        viewport=viewport, geolocation=HERE, permissions=["geolocation"], base_url=live.url
     )
-    return context.new_page()
+    context.add_init_script(_SIGNALS)
+    return context
 
 
-def _open_alert(live: LiveCollector, bay: str) -> dict[str, Any]:
+def _sign_in(page: Page) -> None:
+    page.goto("/officer")
+    page.get_by_label("Your officer token").fill(live_token("officer"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#conn")).to_have_text("Live")
+
+
+def _arrive(live: LiveCollector, *bays: str) -> list[dict[str, Any]]:
+    """Vehicles arrive; nobody pays: the live engine raises each bay's alert (observation 0,
+    raised alert_delay_s after arrival). Returns the alerts, in the order of ``bays``."""
+    now = int(time.time() * 1000)
+    live.publish_events([(bay, "occupied", now - 200) for bay in bays])
     page = live.wait_for(
         "officer",
         "/api/v1/alerts",
-        lambda p: [a for a in p["items"] if a["bay_id"] == bay and a["kind"] == "unpaid"],
+        lambda p: {a["bay_id"] for a in p["items"]} >= set(bays),
         timeout=20,
         status="open",
+        limit=1000,
     )
-    return next(a for a in page["items"] if a["bay_id"] == bay and a["kind"] == "unpaid")
+    found = {a["bay_id"]: a for a in page["items"]}
+    return [found[bay] for bay in bays]
 
 
-def _card(page: Page, alert_id: str) -> Any:
-    return page.locator(f'li[data-alert-id="{alert_id}"]')
+def _card(page: Page, alert: dict[str, Any]) -> Locator:
+    return page.locator(f'li[data-alert-id="{alert["alert_id"]}"]')
 
 
 def _axe(page: Page) -> list[dict[str, Any]]:
@@ -80,8 +146,39 @@ def _axe(page: Page) -> list[dict[str, Any]]:
     ]
 
 
-def test_officer_page_end_to_end(browser: Browser, live: LiveCollector) -> None:
-    page = _phone(browser, live)
+def _whole_cards_on_screen(page: Page) -> int:
+    """How many alert cards lie entirely inside the viewport, as scrolled now."""
+    return int(
+        page.evaluate(
+            """() => [...document.querySelectorAll('li.alert')].filter((li) => {
+                 const r = li.getBoundingClientRect();
+                 return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0;
+               }).length"""
+        )
+    )
+
+
+def _tab_through(page: Page, steps: int) -> list[dict[str, str]]:
+    """Press Tab ``steps`` times from the top; each focused element and its outline style."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    seen = []
+    for _ in range(steps):
+        page.keyboard.press("Tab")
+        seen.append(
+            page.evaluate(
+                """() => ({what: document.activeElement.tagName,
+                           name: document.activeElement.textContent.trim().slice(0, 40),
+                           outline: getComputedStyle(document.activeElement).outlineStyle})"""
+            )
+        )
+    return seen
+
+
+def test_phone_shows_four_alerts_with_what_an_officer_needs(
+    browser: Browser, live: LiveCollector
+) -> None:
+    context = _context(browser, live, PHONE)
+    page = context.new_page()
     page.goto("/officer")
     expect(page.get_by_label("Your officer token")).to_be_visible()
     assert _axe(page) == []
@@ -92,86 +189,201 @@ def test_officer_page_end_to_end(browser: Browser, live: LiveCollector) -> None:
     page.get_by_label("Your officer token").fill(live_token("officer"))
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#conn")).to_have_text("Live")
-    assert page.context.cookies()[0]["httpOnly"] is True
-    assert page.evaluate("document.cookie") == ""  # the token is out of the script's reach
+    assert [c["httpOnly"] for c in context.cookies()] == [True]
+    assert page.evaluate("document.cookie") == ""  # out of the script's reach
 
-    # Vehicles arrive in paid bays; nobody pays: the live engine raises `unpaid` (observation 0,
-    # raised alert_delay_s after arrival).
-    now = int(time.time() * 1000)
-    live.publish_event("B001", "occupied", now - 200)
-    first = _open_alert(live, "B001")
-    expect(_card(page, first["alert_id"])).to_be_visible(timeout=APPEAR_S * 1000)
-    live.publish_event("B002", "occupied", int(time.time() * 1000) - 200)
-    second = _open_alert(live, "B002")
-    expect(_card(page, second["alert_id"])).to_be_visible(timeout=APPEAR_S * 1000)
-    expect(page.locator("#count")).to_have_text("2 open alerts")
-    # Oldest first; the age ticks.
-    assert page.locator("li.alert").first.get_attribute("data-alert-id") == first["alert_id"]
-    age = _card(page, first["alert_id"]).locator(".age")
-    before = age.inner_text()
-    expect(age).not_to_have_text(before, timeout=3000)
+    paid = [f"CA-F-PKW-00{i}" for i in range(1, 5)]
+    alerts = _arrive(live, *paid, "CA-F-ALB-001")
+    for alert in alerts:
+        expect(_card(page, alert)).to_be_visible(timeout=APPEAR_S * 1000)
+    expect(page.locator("#count")).to_have_text("5 open alerts")
 
-    # Nearest first uses the phone's position (granted here).
-    page.get_by_label("Nearest first").check()
+    # At least four whole alerts on a 360 x 800 screen, below the one-line toolbar.
+    assert _whole_cards_on_screen(page) >= 4
+    assert page.locator(".toolbar").bounding_box()["height"] <= 50  # type: ignore[index]
+    # Bay ids never wrap inside the id.
+    assert page.evaluate(
+        "() => [...document.querySelectorAll('.bay')].every((b) => b.getClientRects().length"
+        " === 1 && b.getBoundingClientRect().height < 32)"
+    )
+
+    # The card: kind named for the bay, time parked, bay kind and max stay, directions.
+    first, resident = _card(page, alerts[0]), _card(page, alerts[4])
+    expect(first.locator(".kind")).to_have_text("Unpaid")
+    expect(first.locator(".bay")).to_have_text("CA-F-PKW-001")
+    expect(resident.locator(".kind")).to_have_text("No permit")
+    expect(first.locator(".bay-kind")).to_have_text("Pay bay, max 4 h")
+    expect(resident.locator(".bay-kind")).to_have_text("Resident bay")
+    expect(first.locator(".street")).to_have_text("Parkway, CA-F")
+    directions = first.get_by_role("link", name="Directions to bay CA-F-PKW-001")
+    expect(directions).to_have_attribute(
+        "href", "geo:51.5379,-0.1452?q=51.5379,-0.1452(CA-F-PKW-001)"
+    )
+    parked = first.locator(".parked")
+    expect(parked).to_contain_text("Parked ")
+    before = parked.inner_text()
+    expect(parked).not_to_have_text(before, timeout=3000)  # it ticks
+    expect(first.locator(".age")).to_contain_text("raised ")
+    # Oldest first (raised at the same instant: by id).
+    assert (
+        page.locator("li.alert").first.get_attribute("data-alert-id")
+        == min((a["raised_at"], a["alert_id"]) for a in alerts)[1]
+    )
+    # They came while the officer watched: new, until the officer touches the page.
+    expect(page).to_have_title("(5 new) Kerbside alerts")
+    expect(first.locator(".new-badge")).to_be_visible()
+    page.locator("#count").click()
+    expect(page).to_have_title("Kerbside alerts")
+    expect(page.locator(".new-badge:visible")).to_have_count(0)
+
+    # Nearest first uses the phone's position (granted here): Albert Street, then Parkway 004.
+    page.get_by_label("Order").select_option("nearest")
     expect(page.locator("#geo")).to_contain_text("Using your location")
-    expect(_card(page, first["alert_id"]).locator(".distance")).to_contain_text("m away")
+    nearest = [alerts[4]["alert_id"], alerts[3]["alert_id"]]
+    expect(page.locator("li.alert").nth(0)).to_have_attribute("data-alert-id", nearest[0])
+    expect(page.locator("li.alert").nth(1)).to_have_attribute("data-alert-id", nearest[1])
+    expect(first.locator(".distance")).to_have_text(re.compile(r"^\d+ m$"))
+    assert _whole_cards_on_screen(page) >= 4
 
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.screenshot(path=str(SCREENSHOT))
     assert _axe(page) == []
+    # Focus is visible on every control the keyboard reaches.
+    focused = _tab_through(page, 12)
+    assert {f["what"] for f in focused} >= {"SELECT", "BUTTON", "A"}
+    assert [f for f in focused if f["outline"] != "solid"] == []
+
+    # The filters fold into a panel under the toolbar.
+    expect(page.get_by_label("Zone")).to_be_hidden()
+    page.get_by_role("button", name="Filters").click()
+    expect(page.get_by_role("button", name="Filters")).to_have_attribute("aria-expanded", "true")
+    page.get_by_label("Kind").select_option("overstay")
+    expect(page.locator("#count")).to_have_text("0 of 5 open alerts")
+    expect(page.get_by_role("button", name="Filters (1)")).to_be_visible()
+    page.get_by_label("Kind").select_option("")
+    expect(page.locator("#count")).to_have_text("5 open alerts")
+    expect(page.locator("#officer-name")).to_have_text("officer-1")
+    assert _axe(page) == []
+    page.get_by_role("button", name="Filters").click()
+    expect(page.get_by_label("Zone")).to_be_hidden()
 
     # Acknowledge on the page -> acknowledged in the API, with the officer in its history.
-    _card(page, first["alert_id"]).get_by_role("button", name="Acknowledge").click()
-    expect(_card(page, first["alert_id"]).locator(".state")).to_be_visible()
+    first.get_by_role("button", name="Acknowledge").click()
+    expect(first.locator(".state")).to_be_visible()
     with live.client("analyst") as c:
-        record = c.get(f"/api/v1/alerts/{first['alert_id']}").json()
+        record = c.get(f"/api/v1/alerts/{alerts[0]['alert_id']}").json()
     assert record["status"] == "acknowledged"
     assert record["history"][0]["action"] == "ack"
     assert record["history"][0]["officer"] == "officer-1"
 
     # Resolve with outcome and note -> resolved in the API; it leaves the list.
-    card = _card(page, first["alert_id"])
-    card.get_by_role("button", name="Resolve").click()
-    card.get_by_label("PCN issued").check()
-    card.get_by_label("Note (optional)").fill("PCN 0051234")
+    first.get_by_role("button", name="Resolve").click()
+    first.get_by_label("PCN issued").check()
+    first.get_by_label("Note (optional)").fill("PCN 0051234")
     assert _axe(page) == []
-    card.get_by_role("button", name="Confirm resolve").click()
-    expect(card).to_have_count(0)
+    first.get_by_role("button", name="Confirm resolve").click()
+    expect(first).to_have_count(0)
     with live.client("analyst") as c:
-        record = c.get(f"/api/v1/alerts/{first['alert_id']}").json()
+        record = c.get(f"/api/v1/alerts/{alerts[0]['alert_id']}").json()
     assert (record["status"], record["clear_reason"]) == ("resolved", "resolved")
     assert record["history"][-1]["outcome"] == "pcn_issued"
     assert record["history"][-1]["note"] == "PCN 0051234"
+    expect(page.locator("#count")).to_have_text("4 open alerts")
+    context.close()
 
-    # The collector restarts; meanwhile B002 leaves and B003 arrives (queued at the broker).
+
+def test_a_new_alert_is_signalled_and_sound_waits_for_the_officer(
+    browser: Browser, live: LiveCollector
+) -> None:
+    context = _context(browser, live, PHONE)
+    page = context.new_page()
+    _sign_in(page)
+    expect(page.get_by_role("switch", name="Sound")).to_have_attribute("aria-checked", "false")
+
+    # Sound off (the default): the title counts the new alert and the card says New; silent.
+    (arrived,) = _arrive(live, "CA-G-CHK-001")
+    card = _card(page, arrived)
+    expect(card).to_be_visible(timeout=APPEAR_S * 1000)
+    expect(card.locator(".new-badge")).to_be_visible()
+    expect(page).to_have_title("(1 new) Kerbside alerts")
+    assert page.evaluate("window.__signals") == {"vibrate": [], "tones": 0}
+
+    # The officer looks (a touch on the page): nothing is new any more.
+    page.locator("#count").click()
+    expect(page).to_have_title("Kerbside alerts")
+    expect(card.locator(".new-badge")).to_be_hidden()
+
+    # Turned on: a short test tone at once, then a sound and a vibration per new alert.
+    page.get_by_role("switch", name="Sound").click()
+    expect(page.get_by_role("switch", name="Sound")).to_have_attribute("aria-checked", "true")
+    assert page.evaluate("window.__signals.tones") == 2
+    (second,) = _arrive(live, "CA-G-CHK-002")
+    expect(_card(page, second)).to_be_visible(timeout=APPEAR_S * 1000)
+    expect(page).to_have_title("(1 new) Kerbside alerts")
+    signals = page.evaluate("window.__signals")
+    assert signals["vibrate"] == [100, [200, 100, 200]]
+    assert signals["tones"] == 4
+    assert _axe(page) == []
+
+    # The choice is kept on this phone.
+    page.reload()
+    expect(page.locator("#conn")).to_have_text("Live")
+    expect(page.get_by_role("switch", name="Sound")).to_have_attribute("aria-checked", "true")
+    context.close()
+
+
+def test_desktop_shows_every_alert_in_columns(browser: Browser, live: LiveCollector) -> None:
+    context = _context(browser, live, DESKTOP)
+    page = context.new_page()
+    _sign_in(page)
+    expect(page.locator("#count")).to_have_text("6 open alerts")
+    # What was there when the page loaded is not "new".
+    assert page.title() == "Kerbside alerts"
+    expect(page.locator(".new-badge:visible")).to_have_count(0)
+    cards = page.locator("li.alert")
+    expect(cards).to_have_count(6)
+    assert _whole_cards_on_screen(page) == 6
+    tops = [cards.nth(i).bounding_box()["y"] for i in range(3)]  # type: ignore[index]
+    assert tops[0] == tops[1] == tops[2]  # side by side
+    assert _axe(page) == []
+    assert [f for f in _tab_through(page, 8) if f["outline"] != "solid"] == []
+    context.close()
+
+
+def test_a_collector_restart_is_ridden_out(browser: Browser, live: LiveCollector) -> None:
+    context = _context(browser, live, PHONE)
+    page = context.new_page()
+    _sign_in(page)
+    (gone,) = _arrive(live, "CA-G-CHK-003")
+    expect(_card(page, gone)).to_be_visible(timeout=APPEAR_S * 1000)
+
+    # The collector restarts; meanwhile CHK-003 leaves and CHK-004 arrives (queued at the broker).
     live.stop()
     expect(page.locator("#conn")).to_have_text("Offline, reconnecting…", timeout=10_000)
     now = int(time.time() * 1000)
-    live.publish_event("B002", "vacant", now - 200)
-    live.publish_event("B003", "occupied", now - 100)
+    live.publish_events(
+        [("CA-G-CHK-003", "vacant", now - 200), ("CA-G-CHK-004", "occupied", now - 100)]
+    )
     live.start()
     expect(page.locator("#conn")).to_have_text("Live", timeout=20_000)
-    third = _open_alert(live, "B003")
-    expect(_card(page, third["alert_id"])).to_be_visible(timeout=10_000)
-    expect(_card(page, second["alert_id"])).to_have_count(0, timeout=10_000)
-    expect(page.locator("#count")).to_have_text("1 open alert")
-
-    # Filters: by kind and by zone.
-    page.get_by_label("Kind").select_option("overstay")
-    expect(page.locator("#count")).to_have_text("No open alerts.")
-    page.get_by_label("Kind").select_option("")
-    page.get_by_label("Zone").select_option("Z1")
-    expect(page.locator("#count")).to_have_text("1 open alert")
-    page.context.close()
+    listed = live.wait_for(
+        "officer",
+        "/api/v1/alerts",
+        lambda p: [a for a in p["items"] if a["bay_id"] == "CA-G-CHK-004"],
+        timeout=20,
+        status="open",
+    )["items"]
+    (raised,) = [a for a in listed if a["bay_id"] == "CA-G-CHK-004"]
+    expect(_card(page, raised)).to_be_visible(timeout=10_000)
+    expect(_card(page, gone)).to_have_count(0, timeout=10_000)
+    expect(page.locator("#count")).to_have_text("7 open alerts")
+    context.close()
 
     # A phone that does not grant its location is told so, and keeps the oldest-first order.
-    context = browser.new_context(viewport={"width": 360, "height": 780}, base_url=live.url)
-    other = context.new_page()
-    other.goto("/officer")
-    other.get_by_label("Your officer token").fill(live_token("officer"))
-    other.get_by_role("button", name="Sign in").click()
-    expect(other.locator("#conn")).to_have_text("Live")
-    other.get_by_label("Nearest first").check()
-    expect(other.locator("#geo")).to_contain_text("Location not available")
-    expect(_card(other, third["alert_id"])).to_be_visible()
-    context.close()
+    other = browser.new_context(viewport=PHONE, base_url=live.url)
+    page = other.new_page()
+    _sign_in(page)
+    page.get_by_label("Order").select_option("nearest")
+    expect(page.locator("#geo")).to_contain_text("Location not available")
+    expect(_card(page, raised)).to_be_visible()
+    other.close()

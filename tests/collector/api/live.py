@@ -31,7 +31,16 @@ def live_token(role: str) -> str:
 class LiveCollector:
     """``start()``/``stop()``/``restart()`` keep the same store, port and tokens."""
 
-    def __init__(self, workdir: Path, broker: Mosquitto, topic_root: str, bays: int = 4) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        broker: Mosquitto,
+        topic_root: str,
+        bays: int = 4,
+        site: str | None = None,
+    ) -> None:
+        """``site``: a site file's text to use instead of the helpers' one (sensor of bay X:
+        ``S`` + X without its first character, gateway ``gw-1``)."""
         self.workdir = workdir
         self.broker = broker
         self.topic_root = topic_root
@@ -43,9 +52,10 @@ class LiveCollector:
         # Observation 0: an unpaid alert is due on arrival, raised alert_delay_s later (a
         # minute's observation would make every test wait a minute; records arriving later
         # than alert_delay_s may only clear alerts, so events cannot be backdated instead).
-        site = workdir / "site.yaml"
-        site.write_text(
-            site.read_text().replace("observation_minutes: 1", "observation_minutes: 0")
+        site_file = workdir / "site.yaml"
+        site_file.write_text(
+            site
+            or site_file.read_text().replace("observation_minutes: 1", "observation_minutes: 0")
         )
         text = self.config.read_text().replace(
             "http: null\n",
@@ -97,21 +107,29 @@ class LiveCollector:
 
     def publish_event(self, bay: str, state: str, ts: int, gateway: str = "gw-1") -> None:
         """What a gateway sends, QoS 1, waiting for the broker's ack."""
-        seq = next(self._seq)
-        body = {
-            "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway, "seq": seq,
-            "bay_id": bay, "sensor_id": "S" + bay[1:], "state": state, "ts": format_instant(ts),
-            "confirmed_ts": format_instant(ts + 100), "reason": None,
-        }  # fmt: skip
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-test-{os.getpid()}-{seq}")
+        self.publish_events([(bay, state, ts)], gateway)
+
+    def publish_events(self, events: list[tuple[str, str, int]], gateway: str = "gw-1") -> None:
+        """Several (bay, state, ts) events over one connection, in order."""
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"gw-test-{os.getpid()}-{next(self._seq)}"
+        )
         client.connect("127.0.0.1", self.broker.port)
         client.loop_start()
         try:
-            info = client.publish(f"{self.topic_root}/gw/{gateway}/events", json.dumps(body), qos=1)
-            info.wait_for_publish(timeout=10)
+            for bay, state, ts in events:
+                seq = next(self._seq)
+                body = {
+                    "v": 1, "event_id": f"{gateway}:apitest:{seq}", "gateway_id": gateway,
+                    "seq": seq, "bay_id": bay, "sensor_id": "S" + bay[1:], "state": state,
+                    "ts": format_instant(ts), "confirmed_ts": format_instant(ts + 100),
+                    "reason": None,
+                }  # fmt: skip
+                topic = f"{self.topic_root}/gw/{gateway}/events"
+                client.publish(topic, json.dumps(body), qos=1).wait_for_publish(timeout=10)
         finally:
+            client.disconnect()  # before loop_stop: the loop then ends at once
             client.loop_stop()
-            client.disconnect()
 
     def wait_for(
         self, role: str, path: str, pred: Any, timeout: float = 15.0, **params: Any

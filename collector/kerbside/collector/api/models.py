@@ -206,7 +206,8 @@ class AlertAction(BaseModel):
 
 
 class Alert(BaseModel):
-    """The alert record (docs/rules.md); ``history`` only on ``GET /api/v1/alerts/{id}``."""
+    """The alert record (docs/rules.md) plus, for a bay's alert, the bay's kind and maximum
+    stay; ``history`` only on ``GET /api/v1/alerts/{id}``."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -222,6 +223,12 @@ class Alert(BaseModel):
     raised_at: str
     cleared_at: str | None = None
     clear_reason: str | None = None
+    bay_kind: str | None = Field(
+        default=None, description="the bay's kind (paid, resident, limited, ...); API only"
+    )
+    max_stay_minutes: int | None = Field(
+        default=None, description="the bay's maximum stay, null for none; API only"
+    )
     history: list[AlertAction] | None = None
 
 

@@ -1,4 +1,9 @@
-"""Alerts: list, one with its history, the officer workflow, and the live stream (SSE)."""
+"""Alerts: list, one with its history, the officer workflow, and the live stream (SSE).
+
+Items are the alert record (docs/rules.md) plus, for a bay's alert, what an officer at the kerb
+needs and the record does not carry: the bay's ``bay_kind`` and ``max_stay_minutes`` (from the
+site).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from kerbside.collector.api.deps import Officer, OfficerOrAnalyst, ServiceDep
+from kerbside.collector.api.deps import Officer, OfficerOrAnalyst, ServiceDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import AckBody, Alert, AlertPage, ErrorBody, ResolveBody
 from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes.bays import paged
 from kerbside.collector.api.routes.common import Cursor, IdQuery, JsonText, Limit, page
+from kerbside.collector.api.siteview import SiteCache, SiteView
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 AlertId = Annotated[str, Path(min_length=1, max_length=200)]
@@ -28,11 +34,20 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+def with_bay(record: dict[str, Any], site: SiteView) -> dict[str, Any]:
+    """The API's alert item: the record plus its bay's kind and maximum stay."""
+    rules = site.bay_rules.get(record.get("bay_id") or "")
+    if rules is None:
+        return record
+    return {**record, "bay_kind": rules.kind, "max_stay_minutes": rules.max_stay_minutes}
+
+
 @router.get("", response_model=AlertPage, summary="Alerts, filtered by status, zone and kind")
 async def list_alerts(
     *,
     request: Request,
     service: ServiceDep,
+    site: SiteDep,
     _: OfficerOrAnalyst,
     status: Status | None = None,
     zone: IdQuery = None,
@@ -45,7 +60,7 @@ async def list_alerts(
     items, next_cursor = paged(
         lambda: service.alerts(status=status, zone=zone, kind=kind, limit=limit, cursor=cursor)
     )
-    response = page(items, next_cursor)
+    response = page([with_bay(item, site) for item in items], next_cursor)
     response.headers["X-Last-Event-ID"] = str(last)
     return response
 
@@ -79,6 +94,7 @@ async def _events(
 ) -> AsyncIterator[str]:
     state = request.app.state
     frames: EventFrames = state.sse_frames
+    sites: SiteCache = state.site_cache
     state.sse_clients += 1
     try:
         yield "retry: 2000\n\n"
@@ -89,7 +105,12 @@ async def _events(
         while True:
             changes = service.alert_changes_since(after, limit=BATCH)
             if changes:
-                out = [frames.frame(cid, rec) for cid, rec in changes if _matches(rec, zone, kind)]
+                site = sites.get(service.site)
+                out = [
+                    frames.frame(cid, with_bay(rec, site))
+                    for cid, rec in changes
+                    if _matches(rec, zone, kind)
+                ]
                 after = changes[-1][0]
                 if out:
                     yield "".join(out)
@@ -138,21 +159,25 @@ async def stream(
 
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert with its officer history")
-async def get_alert(alert_id: AlertId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
+async def get_alert(
+    alert_id: AlertId, service: ServiceDep, site: SiteDep, _: OfficerOrAnalyst
+) -> JsonText:
     record = service.alert(alert_id)
     if record is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    return JsonText(record)
+    return JsonText(with_bay(record, site))
 
 
 @router.post(
     "/{alert_id}/ack", response_model=Alert, summary="Acknowledge an alert", responses=_CONFLICT
 )
-async def ack_alert(alert_id: AlertId, body: AckBody, service: ServiceDep, _: Officer) -> JsonText:
+async def ack_alert(
+    alert_id: AlertId, body: AckBody, service: ServiceDep, site: SiteDep, _: Officer
+) -> JsonText:
     if service.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
     record = await service.ack_alert(alert_id, body.officer, body.outcome, body.note)
-    return JsonText(record)
+    return JsonText(with_bay(record, site))
 
 
 @router.post(
@@ -162,9 +187,9 @@ async def ack_alert(alert_id: AlertId, body: AckBody, service: ServiceDep, _: Of
     responses=_CONFLICT,
 )
 async def resolve_alert(
-    alert_id: AlertId, body: ResolveBody, service: ServiceDep, _: Officer
+    alert_id: AlertId, body: ResolveBody, service: ServiceDep, site: SiteDep, _: Officer
 ) -> JsonText:
     if service.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
     record = await service.resolve_alert(alert_id, body.officer, body.outcome, body.note)
-    return JsonText(record)
+    return JsonText(with_bay(record, site))

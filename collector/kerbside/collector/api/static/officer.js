@@ -5,20 +5,28 @@
 (function () {
   const ENFORCEMENT = new Set(["overstay", "unpaid", "expired", "suspended"]);
   const ACTIVE = new Set(["open", "acknowledged"]);
-  const KIND_LABEL = {
-    unpaid: "Unpaid", overstay: "Overstay", expired: "Expired", suspended: "Suspended bay",
+  const BAY_KIND = {
+    paid: "Pay bay", resident: "Resident bay", limited: "Limited stay", loading: "Loading bay",
+    disabled: "Disabled bay", free: "Free bay",
   };
+  const TITLE = "Kerbside alerts";
+  const SOUND_KEY = "kerbside.sound";
   const $ = (id) => document.getElementById(id);
 
   const state = {
     me: null,
     alerts: new Map(),     // alert_id -> record
+    loaded: false,         // the first list is in: later arrivals are new
+    fresh: new Set(),      // alert_ids that arrived since the officer last looked
     lastId: null,          // last change id received (resumes the stream)
     source: null,
     retryMs: 1000,
     retryTimer: null,
     position: null,        // {lat, lon} when the browser grants it
+    watching: false,
     openResolve: null,     // alert_id whose resolve form is open (kept across re-renders)
+    sound: false,          // the officer's choice (kept in localStorage)
+    audio: null,           // AudioContext, made on a user gesture
   };
 
   // ---- HTTP ----------------------------------------------------------------------------
@@ -59,8 +67,11 @@
   }
 
   function showSignin(message) {
+    stopStream();
+    state.me = null;
     $("work").hidden = true;
     $("signin").hidden = false;
+    $("count").textContent = "";
     setConn(false, "Signed out");
     const err = $("signin-error");
     err.hidden = !message;
@@ -88,6 +99,8 @@
     stopStream();
     await api("DELETE", "/api/v1/session").catch(() => null);
     state.alerts.clear();
+    state.fresh.clear();
+    state.loaded = false;
     render();
     showSignin();
   }
@@ -133,10 +146,16 @@
     try {
       const open = await fetchAll("open");
       const acked = await fetchAll("acknowledged");
+      const before = new Set(state.alerts.keys());
       state.alerts.clear();
-      for (const a of open.items.concat(acked.items)) upsert(a);
+      let arrived = 0;
+      for (const a of open.items.concat(acked.items)) {
+        if (upsert(a) && state.loaded && !before.has(a.alert_id)) { state.fresh.add(a.alert_id); arrived++; }
+      }
+      state.loaded = true;
       state.lastId = Math.min(open.lastId, acked.lastId);
       render();
+      if (arrived) signal();
       openStream();
     } catch (failure) {
       if (failure && failure.status === 401) { showSignin("Please sign in again."); return; }
@@ -152,7 +171,12 @@
     source.onopen = () => { state.retryMs = 1000; setConn(true, "Live"); };
     source.addEventListener("alert", (event) => {
       if (event.lastEventId) state.lastId = Number(event.lastEventId);
-      upsert(JSON.parse(event.data));
+      const alert = JSON.parse(event.data);
+      const known = state.alerts.has(alert.alert_id);
+      if (upsert(alert) && !known && alert.status === "open") {
+        state.fresh.add(alert.alert_id);
+        signal();
+      }
       render();
     });
     source.addEventListener("reset", () => { state.lastId = null; reload(); });
@@ -181,12 +205,72 @@
     }, state.retryMs);
   }
 
+  // True when the alert is (still) one for the list.
   function upsert(alert) {
     if (!ENFORCEMENT.has(alert.kind) || !ACTIVE.has(alert.status)) {
       state.alerts.delete(alert.alert_id);
+      state.fresh.delete(alert.alert_id);
       if (state.openResolve === alert.alert_id) state.openResolve = null;
-    } else {
-      state.alerts.set(alert.alert_id, alert);
+      return false;
+    }
+    state.alerts.set(alert.alert_id, alert);
+    return true;
+  }
+
+  // ---- a new alert: sound and vibration (when the officer turned them on), title count ---
+  function signal() {
+    showTitle();
+    if (!state.sound) return;
+    if (navigator.vibrate) navigator.vibrate([200, 100, 200]);
+    beep();
+  }
+
+  function beep() {
+    const ctx = state.audio;
+    if (!ctx) return;
+    if (ctx.state === "suspended") ctx.resume();
+    const t = ctx.currentTime + 0.01;
+    for (const [at, hz] of [[0, 880], [0.25, 1175]]) {
+      const tone = ctx.createOscillator();
+      const gain = ctx.createGain();
+      tone.frequency.value = hz;
+      gain.gain.setValueAtTime(0.0001, t + at);
+      gain.gain.exponentialRampToValueAtTime(0.5, t + at + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + at + 0.2);
+      tone.connect(gain).connect(ctx.destination);
+      tone.start(t + at);
+      tone.stop(t + at + 0.22);
+    }
+  }
+
+  // Browsers let a page make sound only after a gesture: the AudioContext is made in one.
+  function ensureAudio() {
+    if (!state.sound || state.audio) return;
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (Context) state.audio = new Context();
+  }
+
+  function setSound(on) {
+    state.sound = on;
+    $("sound").setAttribute("aria-checked", String(on));
+    try { localStorage.setItem(SOUND_KEY, on ? "on" : "off"); } catch (e) { /* private mode */ }
+    if (on) { ensureAudio(); beep(); if (navigator.vibrate) navigator.vibrate(100); }
+  }
+
+  function showTitle() {
+    const n = state.fresh.size;
+    document.title = n ? "(" + n + " new) " + TITLE : TITLE;
+  }
+
+  // The officer is looking: what arrived is no longer new.
+  function seen() {
+    ensureAudio();
+    if (document.visibilityState !== "visible" || state.fresh.size === 0) return;
+    state.fresh.clear();
+    showTitle();
+    for (const li of $("alerts").querySelectorAll("li.new")) {
+      li.classList.remove("new");
+      li.querySelector(".new-badge").hidden = true;
     }
   }
 
@@ -215,14 +299,62 @@
     }
   }
 
-  // ---- rendering -------------------------------------------------------------------------
-  function ago(iso) {
-    const s = Math.max(0, Math.floor((Date.now() - Date.parse(iso)) / 1000));
-    if (s < 60) return s + " s ago";
+  // ---- words -------------------------------------------------------------------------------
+  function span(ms) {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    if (s < 60) return s + " s";
     const m = Math.floor(s / 60);
-    if (m < 60) return m + " min " + String(s % 60).padStart(2, "0") + " s ago";
+    if (m < 60) return m + " min";
     const h = Math.floor(m / 60);
-    return h + " h " + String(m % 60).padStart(2, "0") + " min ago";
+    return h + " h " + String(m % 60).padStart(2, "0") + " min";
+  }
+
+  function minutes(n) {
+    if (n < 60) return n + " min";
+    return Math.floor(n / 60) + " h" + (n % 60 ? " " + (n % 60) + " min" : "");
+  }
+
+  function clock(iso) {
+    const at = new Date(iso);
+    const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    if (at.toDateString() === new Date().toDateString()) return time;
+    return at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }) + " " + time;
+  }
+
+  // The alert's name as an officer says it: a resident bay without a permit is "No permit".
+  function kindLabel(a) {
+    const permit = a.bay_kind === "resident" || a.right_kind === "permit";
+    switch (a.kind) {
+      case "unpaid": return a.bay_kind === "resident" ? "No permit" : "Unpaid";
+      case "expired": return permit ? "Permit expired" : "Payment expired";
+      case "overstay": return "Overstay";
+      case "suspended": return "Suspended bay";
+      default: return a.kind;
+    }
+  }
+
+  function bayRules(a) {
+    const kind = BAY_KIND[a.bay_kind] || (a.bay_kind ? a.bay_kind + " bay" : "");
+    const stay = a.max_stay_minutes ? "max " + minutes(a.max_stay_minutes) : "";
+    return [kind, stay].filter(Boolean).join(", ");
+  }
+
+  function rightHeld(a) {
+    if (a.right_until) {
+      const ended = Date.parse(a.right_until) <= Date.now();
+      const word = a.right_kind === "permit" ? "Permit" : "Paid";
+      return word + (ended ? " until " : " to ") + clock(a.right_until) + (ended ? " (ended)" : "");
+    }
+    if (a.kind === "unpaid" || a.bay_kind === undefined) return "";
+    if (a.bay_kind === "resident") return "No permit";
+    if (a.bay_kind === "paid") return "Not paid";
+    return "";
+  }
+
+  function directions(a) {
+    if (!a.location) return null;
+    const at = a.location.lat + "," + a.location.lon;
+    return "geo:" + at + "?q=" + at + "(" + encodeURIComponent(a.bay_id || "") + ")";
   }
 
   function metres(a) {
@@ -235,14 +367,21 @@
     return 6371000 * 2 * Math.atan2(Math.sqrt(x), Math.sqrt(1 - x));
   }
 
+  function distance(d) {
+    if (d === null) return "";
+    return d < 1000 ? Math.round(d) + " m" : (d / 1000).toFixed(1) + " km";
+  }
+
+  // ---- rendering -------------------------------------------------------------------------
+  function nearestFirst() { return $("order").value === "nearest"; }
+
   function visible() {
     const zone = $("zone").value;
     const kind = $("kind").value;
-    const nearest = document.querySelector('input[name="order"]:checked').value === "nearest";
     const list = [...state.alerts.values()].filter(
       (a) => (!zone || a.zone_id === zone) && (!kind || a.kind === kind));
     const byAge = (a, b) => a.raised_at.localeCompare(b.raised_at) || a.alert_id.localeCompare(b.alert_id);
-    if (nearest && state.position) {
+    if (nearestFirst() && state.position) {
       list.sort((a, b) => ((metres(a) ?? Infinity) - (metres(b) ?? Infinity)) || byAge(a, b));
     } else {
       list.sort(byAge);
@@ -270,31 +409,52 @@
       if (target) target.focus();
     }
     const n = list.length;
-    $("count").textContent = n === 0 ? "No open alerts." : n + (n === 1 ? " open alert" : " open alerts");
+    const all = state.alerts.size;
+    const noun = (k) => (k === 1 ? " open alert" : " open alerts");
+    $("count").textContent = n === 0 && all === 0 ? "No open alerts."
+      : n === all ? n + noun(n) : n + " of " + all + noun(all);
+    const filters = Number(Boolean($("zone").value)) + Number(Boolean($("kind").value));
+    $("filters-active").textContent = filters ? " (" + filters + ")" : "";
+    showTitle();
   }
 
   function fill(li, a) {
     const fresh = li.dataset.alertId !== a.alert_id;
     li.dataset.alertId = a.alert_id;
     li.classList.toggle("acknowledged", a.status === "acknowledged");
+    const isNew = state.fresh.has(a.alert_id);
+    li.classList.toggle("new", isNew);
+    li.querySelector(".new-badge").hidden = !isNew;
     const titleId = "t-" + a.alert_id.replace(/[^A-Za-z0-9_-]/g, "_");
     const h3 = li.querySelector(".title");
     h3.id = titleId;
     li.querySelector("article").setAttribute("aria-labelledby", titleId);
-    li.querySelector(".kind").textContent = KIND_LABEL[a.kind] || a.kind;
-    li.querySelector(".bay").textContent = "bay " + (a.bay_id || "");
+    const label = kindLabel(a);
+    li.querySelector(".kind").textContent = label;
+    li.querySelector(".bay").textContent = a.bay_id || "";
     li.querySelector(".street").textContent = [a.street, a.zone_id].filter(Boolean).join(", ");
+    li.querySelector(".distance").textContent = distance(metres(a));
+    const go = li.querySelector(".directions");
+    const href = directions(a);
+    go.hidden = href === null;
+    if (href) {
+      go.href = href;
+      go.setAttribute("aria-label", "Directions to bay " + a.bay_id);
+    }
+    const parked = li.querySelector(".parked");
+    if (a.session_start) parked.dataset.since = a.session_start; else delete parked.dataset.since;
     const age = li.querySelector(".age");
     age.dataset.raised = a.raised_at;
-    age.textContent = "Raised " + ago(a.raised_at);
-    const d = metres(a);
-    li.querySelector(".distance").textContent = d === null ? "" : Math.round(d) + " m away";
+    tickCard(li);
+    li.querySelector(".bay-kind").textContent = bayRules(a);
+    li.querySelector(".right").textContent = rightHeld(a);
+    li.querySelector(".rules").hidden = !bayRules(a) && !rightHeld(a);
     li.querySelector(".state").hidden = a.status !== "acknowledged";
     const ack = li.querySelector(".ack");
     ack.hidden = a.status === "acknowledged";
-    ack.setAttribute("aria-label", "Acknowledge " + (KIND_LABEL[a.kind] || a.kind) + " at bay " + a.bay_id);
+    ack.setAttribute("aria-label", "Acknowledge " + label + " at bay " + a.bay_id);
     const openBtn = li.querySelector(".resolve-open");
-    openBtn.setAttribute("aria-label", "Resolve " + (KIND_LABEL[a.kind] || a.kind) + " at bay " + a.bay_id);
+    openBtn.setAttribute("aria-label", "Resolve " + label + " at bay " + a.bay_id);
     const form = li.querySelector("form.resolve");
     form.hidden = state.openResolve !== a.alert_id;
     openBtn.setAttribute("aria-expanded", String(!form.hidden));
@@ -318,27 +478,36 @@
     }
   }
 
+  function tickCard(li) {
+    const now = Date.now();
+    const parked = li.querySelector(".parked");
+    parked.textContent = parked.dataset.since ? "Parked " + span(now - Date.parse(parked.dataset.since)) : "";
+    const age = li.querySelector(".age");
+    age.textContent = "raised " + span(now - Date.parse(age.dataset.raised)) + " ago";
+  }
+
   function tick() {
-    for (const el of document.querySelectorAll(".age[data-raised]")) {
-      el.textContent = "Raised " + ago(el.dataset.raised);
-    }
+    for (const li of $("alerts").children) tickCard(li);
   }
 
   // ---- location --------------------------------------------------------------------------
   function watchLocation() {
     const geo = $("geo");
+    if (state.watching) return;
     if (!("geolocation" in navigator)) {
       geo.textContent = "This browser cannot give your location: showing oldest first.";
       return;
     }
+    state.watching = true;
     navigator.geolocation.watchPosition(
       (pos) => {
         state.position = { lat: pos.coords.latitude, lon: pos.coords.longitude };
-        geo.textContent = "Using your location (±" + Math.round(pos.coords.accuracy) + " m).";
+        geo.textContent = nearestFirst() ? "Using your location (±" + Math.round(pos.coords.accuracy) + " m)." : "";
         render();
       },
       () => {
         state.position = null;
+        state.watching = false;
         geo.textContent = "Location not available: showing oldest first.";
         render();
       },
@@ -346,9 +515,17 @@
   }
 
   function onOrderChange() {
-    const nearest = document.querySelector('input[name="order"]:checked').value === "nearest";
-    if (nearest && !state.position) watchLocation();
+    if (nearestFirst()) watchLocation(); else $("geo").textContent = "";
+    if (nearestFirst() && state.position) $("geo").textContent = "Using your location.";
     render();
+  }
+
+  function toggleFilters() {
+    const button = $("filters-toggle");
+    const open = button.getAttribute("aria-expanded") !== "true";
+    button.setAttribute("aria-expanded", String(open));
+    $("filters").hidden = !open;
+    if (open) $("zone").focus();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -356,8 +533,14 @@
     $("signout").addEventListener("click", signOut);
     $("zone").addEventListener("change", render);
     $("kind").addEventListener("change", render);
-    for (const r of document.querySelectorAll('input[name="order"]')) r.addEventListener("change", onOrderChange);
+    $("order").addEventListener("change", onOrderChange);
+    $("filters-toggle").addEventListener("click", toggleFilters);
+    $("sound").addEventListener("click", () => setSound(!state.sound));
     $("filters").addEventListener("submit", (e) => e.preventDefault());
+    try { state.sound = localStorage.getItem(SOUND_KEY) === "on"; } catch (e) { state.sound = false; }
+    $("sound").setAttribute("aria-checked", String(state.sound));
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, seen, true);
+    document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") showTitle(); });
     setInterval(tick, 1000);
     window.addEventListener("online", () => { if (!state.source && state.me) offline(); });
     start();

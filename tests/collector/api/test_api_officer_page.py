@@ -1,0 +1,98 @@
+"""What the officers' page is served with: the web-app manifest and its icons, /favicon.ico,
+every asset the page links; and the alert items it reads carry the bay's kind and maximum stay
+(list, one alert, the officer's actions and the stream), on the API only."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from typing import Any
+
+import httpx
+
+from tests.collector.api.conftest import ApiServer, token_of
+from tests.collector.api.test_api_sse import Stream
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_manifest_names_the_page_and_icons_of_the_sizes_it_says(shared_api: ApiServer) -> None:
+    with httpx.Client(base_url=shared_api.url) as c:
+        r = c.get("/officer/manifest.webmanifest")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/manifest+json"
+        manifest = r.json()
+        assert (manifest["start_url"], manifest["display"]) == ("/officer", "standalone")
+        assert manifest["short_name"] == "Kerbside"
+        sizes = set()
+        for icon in manifest["icons"]:
+            got = c.get(icon["src"])
+            assert got.status_code == 200, icon
+            assert got.headers["content-type"].startswith(icon["type"]), icon
+            if icon["type"] == "image/png":
+                w, h = _png_size(got.content)
+                assert icon["sizes"] == f"{w}x{h}", icon
+                sizes.add((w, icon.get("purpose", "any")))
+            else:
+                assert icon["sizes"] == "any"
+                assert got.text.lstrip().startswith("<svg")
+        # What browsers need to install the page: 192 and 512 px, and one for masked shapes.
+        assert {(192, "any"), (512, "any"), (512, "maskable")} <= sizes
+
+
+def test_favicon_is_an_icon_file(shared_api: ApiServer) -> None:
+    with httpx.Client(base_url=shared_api.url) as c:
+        r = c.get("/favicon.ico")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/vnd.microsoft.icon"
+    reserved, kind, count = struct.unpack("<HHH", r.content[:6])
+    assert (reserved, kind, count) == (0, 1, 1)
+    width, height, *_, size, offset = struct.unpack("<BBBBHHII", r.content[6:22])
+    assert _png_size(r.content[offset : offset + size]) == (width, height) == (32, 32)
+
+
+def test_every_asset_the_page_links_is_served(shared_api: ApiServer) -> None:
+    with httpx.Client(base_url=shared_api.url) as c:
+        html = c.get("/officer").text
+        links = re.findall(r'(?:href|src)="(/[^"]+)"', html)
+        assert {"/officer/manifest.webmanifest", "/favicon.ico"} <= set(links)
+        for link in links:
+            assert c.get(link).status_code == 200, link
+
+
+def _bay_facts(item: dict[str, Any]) -> tuple[Any, Any]:
+    return item["bay_kind"], item["max_stay_minutes"]
+
+
+def test_alert_items_carry_the_bay_kind_and_max_stay(api: ApiServer) -> None:
+    bay = api.service.site.bays["CA-F-B00000"]
+    bay.kind, bay.max_stay_minutes = "resident", 240
+    headers = {"Authorization": f"Bearer {token_of('officer')}"}
+    stream = Stream(api, headers, {"since": 0})
+    try:
+        record = api.call(lambda: api.service.raise_alert("CA-F-B00000", "unpaid"))
+        other = api.call(lambda: api.service.raise_alert("CA-G-B00001", "unpaid"))
+        streamed = [json.loads(stream.next()["data"]) for _ in range(2)]
+    finally:
+        stream.close()
+    assert [_bay_facts(item) for item in streamed] == [("resident", 240), ("paid", None)]
+    with api.client("officer") as c:
+        listed = c.get("/api/v1/alerts").json()["items"]
+        one = c.get(f"/api/v1/alerts/{record['alert_id']}").json()
+        acked = c.post(f"/api/v1/alerts/{other['alert_id']}/ack", json={"officer": "x"}).json()
+    assert {i["alert_id"]: _bay_facts(i) for i in listed} == {
+        record["alert_id"]: ("resident", 240),
+        other["alert_id"]: ("paid", None),
+    }
+    assert _bay_facts(one) == ("resident", 240)
+    assert _bay_facts(acked) == ("paid", None)
+    # The record itself (what MQTT carries) is unchanged.
+    assert "bay_kind" not in api.service.alerts_by_id[record["alert_id"]]
