@@ -155,7 +155,7 @@ def snapshot_source(dest: Path) -> Path:
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
-    for root in ("core", "edge", "collector", "firmware-sim"):
+    for root in ("core", "edge", "collector", "firmware-sim", "demo"):
         shutil.copytree(REPO / root, dest / root, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

@@ -127,7 +127,10 @@ def test_units_verify_and_are_hardened(deployment: Deployment) -> None:
     dep = _applied(deployment)
     unit = dep.gateway.path("/etc/systemd/system/kerbside-edge.service").read_text()
     for line in (
+        "Type=notify",  # the agent sends READY=1, and WATCHDOG=1 from its event loop
+        "WatchdogSec=60",
         "Restart=on-failure",
+        "RestartPreventExitStatus=2",  # a config mistake is not retried every 5 s
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/kerbside",
@@ -140,6 +143,9 @@ def test_units_verify_and_are_hardened(deployment: Deployment) -> None:
     assert [ln for ln in unit.splitlines() if ln.startswith("ReadWritePaths=")] == [
         "ReadWritePaths=/var/lib/kerbside"
     ]
+    collector_unit = dep.server.path("/etc/systemd/system/kerbside-collector.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=120", "Restart=on-failure", "RestartSec=5"):
+        assert line in collector_unit.splitlines(), line
     for target, name in ((dep.gateway, "kerbside-edge"), (dep.server, "kerbside-collector")):
         verify = target.run("systemd-analyze", "verify", f"/etc/systemd/system/{name}.service")
         assert verify.returncode == 0, verify.stderr

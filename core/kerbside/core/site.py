@@ -346,7 +346,7 @@ def check_site(
         grace_default=grace_default,
         obs_default=obs_default,
     )
-    _coordinate_warnings(ck, timezone)
+    _coordinate_warnings(ck, timezone if timezone == tz_value else None)
     if ck.errors:
         return None, ck.problems
     by_zone: dict[str, list[Bay]] = {}
@@ -532,7 +532,7 @@ def _first(*values: int | None) -> int:
     raise AssertionError("a default is always given")
 
 
-def _coordinate_warnings(ck: _Checker, timezone: str) -> None:
+def _coordinate_warnings(ck: _Checker, timezone: str | None) -> None:
     """Locations that look like ``{lat, lon}`` written the wrong way round: far from the other
     bays (or from the time zone's longitude) where the swapped pair would be near them."""
     located = ck.locations
@@ -541,14 +541,15 @@ def _coordinate_warnings(ck: _Checker, timezone: str) -> None:
     lats = sorted(loc.lat for _, loc in located)
     lons = sorted(loc.lon for _, loc in located)
     centre = (lats[len(lats) // 2], lons[len(lons) // 2])
-    offset = ZoneInfo(timezone).utcoffset(datetime(2026, 1, 15))
-    zone_lon = 15.0 * (offset.total_seconds() / 3600 if offset is not None else 0.0)
+    offset = None if timezone is None else ZoneInfo(timezone).utcoffset(datetime(2026, 1, 15))
     for path, loc in located:
         if abs(loc.lon) > 90:
             continue  # swapped it would be no latitude at all
         here, swapped = (loc.lat, loc.lon), (loc.lon, loc.lat)
         by_bays = len(located) > 2 and _far(here, centre) and not _far(swapped, centre)
-        by_zone = abs(loc.lon - zone_lon) > 40 and abs(loc.lat - zone_lon) <= 40
+        # A zone's standard offset puts its longitude near 15 degrees an hour.
+        zone_lon = None if offset is None else 15.0 * offset.total_seconds() / 3600
+        by_zone = zone_lon is not None and abs(loc.lon - zone_lon) > 40 >= abs(loc.lat - zone_lon)
         if by_bays or by_zone:
             near = "the other bays" if by_bays else f"the time zone {timezone}"
             ck.warn(

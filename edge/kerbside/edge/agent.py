@@ -196,6 +196,7 @@ class Agent:
             link_error=self.link_error,
             last_ack=self.last_ack,
             clock_synced=self.clock_synced,
+            clock_required=self.config.clock.require_sync,
             held_events=len(self.held or ()),
             unwritten_events=len(self.unwritten),
             disk_error=self.disk_error,
@@ -523,6 +524,7 @@ class Agent:
         self.clock_synced = await asyncio.to_thread(self._clock_synced_check)
         if self.held is not None and not self.clock_synced:
             log.warning("system clock is not NTP-synchronised: holding events back until it is")
+            self._clock_warning.ready()  # said: the next reminder comes after the interval
         self.link = MqttLink(
             self.config,
             loop,

@@ -47,6 +47,7 @@ def status_record(
     link_error: str | None,
     last_ack: Instant | None,
     clock_synced: bool,
+    clock_required: bool,
     held_events: int,
     unwritten_events: int,
     disk_error: str | None,
@@ -72,6 +73,7 @@ def status_record(
         "link_error": link_error,
         "last_ack": last_ack,
         "clock_synced": clock_synced,
+        "clock_required": clock_required,
         "held_events": held_events,
         "unwritten_events": unwritten_events,
         "disk_error": disk_error,
@@ -213,6 +215,8 @@ def render(disk: OnDisk, now: Instant) -> str:
             lines.append(f"  last error: {st['link_error']}")
         lines.append(f"  last acknowledgement: {_ago(now, st.get('last_ack'))}")
         clock = "synchronised" if st.get("clock_synced") else "NOT synchronised"
+        if not st.get("clock_synced") and not st.get("clock_required", True):
+            clock += " (not waited for: clock.require_sync is false)"
         held = f", {st['held_events']} events held until it is" if st.get("held_events") else ""
         lines.append(f"clock: {clock}{held}")
     oldest = "" if disk.oldest_confirmed is None else f", oldest {_ago(now, disk.oldest_confirmed)}"
