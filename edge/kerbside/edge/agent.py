@@ -189,6 +189,7 @@ class Agent:
             version=VERSION,
             now=now,
             started=self.started,
+            every_s=self.config.health_interval_s,
             stopped=stopped,
             broker=self.link.address if self.link is not None else "",
             connected=self.link is not None and self.link.connected,

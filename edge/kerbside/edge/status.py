@@ -21,7 +21,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ def status_record(
     version: str,
     now: Instant,
     started: Instant,
+    every_s: float,
     stopped: bool,
     broker: str,
     connected: bool,
@@ -66,6 +67,7 @@ def status_record(
         "pid": os.getpid(),
         "saved": now,
         "started": started,
+        "every_s": every_s,
         "stopped": now if stopped else None,
         "broker": broker,
         "connected": connected,
@@ -191,14 +193,14 @@ def _ago(now: Instant, then: Instant | None) -> str:
     return f"{format_instant(then)[:19]}Z ({text} ago)"
 
 
-def render(disk: OnDisk, now: Instant) -> str:
-    """The status screen."""
+def render(disk: OnDisk, now: Instant, alive: Callable[[object], bool] = _pid_alive) -> str:
+    """The status screen; ``alive(pid)`` says whether the agent that saved it still runs."""
     st = disk.status or {}
     lines = []
     gateway = st.get("gateway_id", "?")
     if not st:
         state = "no status saved yet (the agent saves one when it starts)"
-    elif _pid_alive(st.get("pid")) and st.get("stopped") is None:
+    elif alive(st.get("pid")) and st.get("stopped") is None:
         state = f"running (pid {st['pid']}), since {_ago(now, st.get('started'))}"
     elif st.get("stopped") is not None:
         state = f"stopped cleanly at {_ago(now, st['stopped'])}"
@@ -208,6 +210,12 @@ def render(disk: OnDisk, now: Instant) -> str:
     running = state.startswith("running")
     if st:
         lines.append(f"  version {st.get('version')}; status saved {_ago(now, st.get('saved'))}")
+        every_ms = float(st.get("every_s") or 60) * 1000
+        if running and now - int(st.get("saved") or now) > 3 * every_ms + 10_000:
+            lines.append(
+                f"  LATE: the agent saves its status every {every_ms / 1000:g} s and has not: "
+                f"is the disk full? (df -h {disk.path.parent})"
+            )
         link = "connected" if st.get("connected") else "NOT connected"
         link = link if running else f"was {link}"
         lines.append(f"broker {st.get('broker')}: {link} since {_ago(now, st.get('link_since'))}")
