@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import paho.mqtt.client as mqtt
-from common import Row
+from common import BenchError, Row, receive, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
@@ -40,6 +41,7 @@ from kerbside.core.instants import format_instant
 from tests.helpers import Mosquitto, free_port, wait_for_port
 
 TOKEN = "bench-admin-token"
+FANOUT_LIMIT_S = 20
 TOPIC_ROOT = "bench/api"
 GATEWAY = "gw-bench"
 
@@ -61,7 +63,9 @@ async def _read_response(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def _bays_client(port: int, until: float, out: list[float]) -> None:
+async def _bays_client(
+    port: int, until: float, out: list[float], busy: asyncio.Event, clients: int
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = (
         f"GET /api/v1/bays HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
@@ -72,20 +76,49 @@ async def _bays_client(port: int, until: float, out: list[float]) -> None:
             writer.write(request)
             await _read_response(reader)
             out.append(time.monotonic() - started)
+            if len(out) >= clients:
+                busy.set()
     finally:
         writer.close()
 
 
-def bays_load(port: int, clients: int, seconds: float, result: Any) -> None:
-    """Child process: ``clients`` keep-alive clients GET /api/v1/bays for ``seconds``."""
+def _report(result: Any, work: Callable[[], object]) -> None:
+    """Child process side: put ``("ok", work())`` or ``("error", what went wrong)``."""
+    try:
+        result.put(("ok", work()))
+    except Exception as exc:
+        result.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _result(result: Any, what: str, timeout_s: float) -> Any:
+    """Parent side: a child's result, or ``BenchError`` with the child's own reason."""
+    status, value = receive(result, what, timeout_s)
+    if status != "ok":
+        raise BenchError(f"{what}: {value}")
+    return value
+
+
+def bays_load(port: int, clients: int, seconds: float, result: Any, running: Any = None) -> None:
+    """Child process: ``clients`` keep-alive clients GET /api/v1/bays for ``seconds``; puts
+    ``"running"`` in ``running`` once there have been as many responses as clients."""
 
     async def main() -> list[float]:
         out: list[float] = []
         until = time.monotonic() + seconds
-        await asyncio.gather(*(_bays_client(port, until, out) for _ in range(clients)))
+        busy = asyncio.Event()
+        load = asyncio.gather(
+            *(_bays_client(port, until, out, busy, clients) for _ in range(clients))
+        )
+        if running is not None:
+            try:
+                await asyncio.wait_for(busy.wait(), 60)
+                running.put(("ok", "running"))
+            except TimeoutError:
+                running.put(("error", f"fewer than {clients} responses in 60 s"))
+        await load
         return out
 
-    result.put(asyncio.run(main()))
+    _report(result, lambda: asyncio.run(main()))
 
 
 async def _sse_client(port: int, ready: asyncio.Queue[None], got: list[float]) -> None:
@@ -119,13 +152,24 @@ def sse_fanout(port: int, clients: int, status: Any, result: Any) -> None:
         for _ in range(clients):
             tasks.append(asyncio.create_task(_sse_client(port, ready, got)))
             await asyncio.sleep(0.002)
-        for _ in range(clients):
-            await asyncio.wait_for(ready.get(), 60)
-        status.put("ready")
-        await asyncio.wait(tasks, timeout=20)
+        for n in range(clients):
+            try:
+                await asyncio.wait_for(ready.get(), 60)
+            except TimeoutError:
+                status.put(("error", f"only {n} of {clients} streams open after 60 s"))
+                raise
+        status.put(("ok", "ready"))
+        _, waiting = await asyncio.wait(tasks, timeout=FANOUT_LIMIT_S)
+        if waiting:
+            raise BenchError(
+                f"gave up after {FANOUT_LIMIT_S} s waiting for the alert change at "
+                f"{len(waiting)} of {clients} streams"
+            )
+        if len(got) < clients:
+            raise BenchError(f"{clients - len(got)} streams ended without the alert change")
         return got
 
-    result.put(asyncio.run(main()))
+    _report(result, lambda: asyncio.run(main()))
 
 
 # --- the collector under test ----------------------------------------------------------------
@@ -164,7 +208,9 @@ def _write_setup(workdir: Path, bays: int, mqtt_port: int, http_port: int) -> Pa
 class _Publisher:
     def __init__(self, port: int) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-gw-{os.getpid()}")
-        self.client.max_inflight_messages_set(1000)
+        # No in-flight limit: with one, paho rescans its queue on every PUBACK and publishes
+        # half as fast, and the ingest rate would be this publisher's more than the collector's.
+        self.client.max_inflight_messages_set(0)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         self.seq = 0
@@ -182,8 +228,11 @@ class _Publisher:
             }  # fmt: skip
             topic = f"{TOPIC_ROOT}/gw/{GATEWAY}/events"
             infos.append(self.client.publish(topic, json.dumps(body), qos=1))
-        for info in infos:
-            info.wait_for_publish(timeout=60)
+        wait_until(
+            f"the broker to acknowledge {len(infos)} events",
+            lambda: all(info.is_published() for info in infos),
+            60,
+        )
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -202,11 +251,11 @@ def _ingest_rate(publisher: _Publisher, client: httpx.Client, bays: list[str], s
     target = _events_in(client) + len(bays)
     started = time.monotonic()
     publisher.events(bays, state)
-    deadline = started + 300
-    while _events_in(client) < target:
-        if time.monotonic() > deadline:
-            raise RuntimeError("collector did not take every event in 300 s")
-        time.sleep(0.05)
+    wait_until(
+        f"the collector's /metrics to count {len(bays)} more events",
+        lambda: _events_in(client) >= target,
+        300,
+    )
     return len(bays) / (time.monotonic() - started)
 
 
@@ -234,8 +283,13 @@ def run(quick: bool) -> list[Row]:
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=30,
             )
-            while client.get("/healthz").json().get("broker") != "ok":
-                time.sleep(0.2)
+            wait_until(
+                "the collector's /healthz to report its broker ok",
+                lambda: client.get("/healthz").json().get("broker") == "ok",
+                60,
+                alive=[proc],
+                interval_s=0.2,
+            )
             publisher = _Publisher(broker.port)
             bays = [f"B{i:05d}" for i in range(1, n_bays)][:n_events]
 
@@ -243,15 +297,16 @@ def run(quick: bool) -> list[Row]:
             result = ctx.Queue()
             loader = ctx.Process(target=bays_load, args=(http_port, 50, seconds, result))
             loader.start()
-            latencies: list[float] = result.get(timeout=seconds + 120)
+            latencies: list[float] = _result(result, "the GET /api/v1/bays load", seconds + 120)
             loader.join()
             p99_bays = _p99(latencies)
 
             # (3) ingest without, then with, that load.
             rate_alone = _ingest_rate(publisher, client, bays, "occupied")
-            loader = ctx.Process(target=bays_load, args=(http_port, 50, 600.0, result))
+            running = ctx.Queue()
+            loader = ctx.Process(target=bays_load, args=(http_port, 50, 600.0, result, running))
             loader.start()
-            time.sleep(1.0)
+            _result(running, "the GET /api/v1/bays load to be running", 60)
             rate_loaded = _ingest_rate(publisher, client, bays, "vacant")
             loader.terminate()
             loader.join()
@@ -259,34 +314,33 @@ def run(quick: bool) -> list[Row]:
 
             # (2) SSE fan-out of one alert change.
             publisher.events(["B00000"], "occupied")
-            alert_id = None
-            for _ in range(200):
-                items = client.get("/api/v1/alerts", params={"status": "open"}).json()["items"]
-                if items:
-                    alert_id = items[0]["alert_id"]
-                    break
-                time.sleep(0.1)
-            if alert_id is None:
-                raise RuntimeError("no alert raised for the fan-out")
+            open_alerts: list[dict[str, Any]] = []
+
+            def alert_raised() -> bool:
+                reply = client.get("/api/v1/alerts", params={"status": "open"})
+                open_alerts[:] = reply.json()["items"]
+                return bool(open_alerts)
+
+            wait_until("an alert on B00000 for the fan-out", alert_raised, 20, interval_s=0.1)
+            alert_id = open_alerts[0]["alert_id"]
             status, arrivals = ctx.Queue(), ctx.Queue()
             fan = ctx.Process(target=sse_fanout, args=(http_port, sse_clients, status, arrivals))
             fan.start()
-            status.get(timeout=180)
-            time.sleep(0.5)
+            # A stream's cursor is fixed before its "retry:", so every client is sure to get
+            # the change from here on.
+            _result(status, f"{sse_clients} SSE streams to open", 180)
             sent = time.monotonic()
             client.post(f"/api/v1/alerts/{alert_id}/ack", json={"officer": "bench"})
-            got: list[float] = arrivals.get(timeout=120)
+            got: list[float] = _result(arrivals, "the SSE clients' arrival times", 120)
             fan.join()
             delays = [t - sent for t in got]
             delivered = len(delays)
-            p99_sse = _p99(delays) if delays else float("inf")
-            if delivered < sse_clients:
-                p99_sse = float("inf")  # a client that never got it counts as infinitely late
+            p99_sse = _p99(delays)
             publisher.close()
             client.close()
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            wait_exit(proc, "the collector to stop", 30)
             log.close()
             broker.stop()
     suffix = " (quick)" if quick else ""
