@@ -96,16 +96,15 @@ def merge(runs: Sequence[RunRows]) -> list[list[str]]:
             if count < runs_in:
                 cell += f" (missing in {runs_in - count} of {runs_in} runs)"
             cells.append(cell)
-        verdicts = [v for g in groups for v in line.verdicts[g]]
-        if all(verdicts):
+        # a run without the row (its measurement failed) counts as a miss
+        ran = {g: sum(1 for r in runs if _group(r.label) == g) for g in groups}
+        oks = {g: sum(line.verdicts[g]) for g in groups}
+        if all(oks[g] == ran[g] for g in groups):
             ok = "yes"
-        elif not any(verdicts):
+        elif not any(oks.values()):
             ok = "NO"
         else:
-            per_group = ", ".join(
-                f"{g} {sum(line.verdicts[g])}/{len(line.verdicts[g])}" for g in groups
-            )
-            ok = f"VARIES ({per_group} ok)"
+            ok = "VARIES (" + ", ".join(f"{g} {oks[g]}/{ran[g]}" for g in groups) + " ok)"
         target = merge_text([t for t in line.targets if t != "-"]) if line.targets else "-"
         table.append([label, target, *cells, ok])
     return table
