@@ -1,4 +1,4 @@
-"""Rules engine benchmarks (issue 4).
+"""Rules engine benchmarks.
 
 - replay of 1,000,000 journal records (a borough: 5,000 bays, a month): <= 60 s, measured
   in-process through the same code as ``kerbside-collector replay`` (read, validate, sort, run);

@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, attempt
 from spread import RunRows, all_ok, render
 
+from kerbside.core.version import VERSION
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -110,6 +112,7 @@ def main() -> int:
         epilog="examples: python bench/run.py edge; python bench/run.py --runs 2 --burner-runs 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.add_argument("only", nargs="*", help="run only benchmarks whose name contains these")
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     parser.add_argument(
