@@ -650,6 +650,9 @@ def run_main(args: argparse.Namespace) -> int:
         log.warning("no serial ports and BLE disabled: nothing to read")
     try:
         asyncio.run(_run(config, getattr(args, "capture", None)))
+    except OutboxError as exc:  # at start: a full or read-only disk; systemd retries
+        log.error("cannot start: %s", exc)  # noqa: TRY400  (one line: the reason is known)
+        return 1
     except ExceptionGroup as group:
         failed = group.subgroup(AgentError)
         if failed is None:

@@ -119,7 +119,7 @@ class Outbox:
             depth, stored = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events"
             ).fetchone()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{self.path}: cannot open outbox: {exc}") from exc
         self._depth = int(depth)
         self._stored_bytes = int(stored) + self._depth * ROW_OVERHEAD
