@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -273,3 +275,82 @@ def wait_for_log(
         assert proc is None or proc.poll() is None, log.read_text(errors="replace")
         assert time.monotonic() < deadline, f"{text!r} not logged: {log.read_text()}"
         time.sleep(0.05)
+
+
+class MqttRecorder:
+    """A paho client (MQTT 3.1.1) on 127.0.0.1 that records what it receives and whether the
+    broker dropped it; ``persistent`` keeps its session (and the broker's queue for it) while it
+    is away, as the collector's does."""
+
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        persistent: bool = False,
+    ) -> None:
+        import paho.mqtt.client as mqtt  # noqa: PLC0415 - only the MQTT tests need it
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.connected = threading.Event()
+        self.dropped = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.on_connect = lambda *_: self.connected.set()
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
+        self._acked: set[int] = set()
+        self._change = threading.Condition()
+
+        def on_publish(_c: object, _u: object, mid: int, *_: object) -> None:
+            with self._change:
+                self._acked.add(mid)
+                self._change.notify_all()
+
+        def on_disconnect(*_: object) -> None:
+            with self._change:
+                self.dropped.set()
+                self._change.notify_all()
+
+        self.client.on_publish = on_publish
+        self.client.on_disconnect = on_disconnect
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            self.close()
+            raise TimeoutError(f"no CONNACK from 127.0.0.1:{port}")
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_: done.set()
+        self.client.subscribe(topic, qos=1)
+        assert done.wait(10), f"no SUBACK for {topic}"
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 30) -> bool:
+        """QoS 1; True once the broker acknowledged it, False if it dropped the connection."""
+        info = self.client.publish(topic, payload, qos=1)
+        with self._change:
+            settled = self._change.wait_for(
+                lambda: info.mid in self._acked or self.dropped.is_set(), timeout
+            )
+            if not settled:
+                raise TimeoutError(f"no PUBACK for {len(payload)} bytes on {topic}")
+            return info.mid in self._acked
+
+    def received(self, quiet_s: float = 1.5) -> list[tuple[str, bytes]]:
+        """Everything that arrives until nothing has for ``quiet_s``."""
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get(timeout=quiet_s))
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

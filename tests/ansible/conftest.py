@@ -332,3 +332,46 @@ def deployed_broker(deployment: Deployment) -> Iterator[Broker]:
     running.start()
     yield running
     running.stop()
+
+
+def render_role_templates(
+    workdir: Path, role: str, templates: dict[str, Path], overrides: dict[str, object]
+) -> None:
+    """Render ``templates`` ({template file: destination}) of ``role`` with Ansible itself, in
+    one playbook run on localhost: the role's defaults, then ``overrides``."""
+    role_dir = ANSIBLE_DIR / "roles" / role
+    for dest in templates.values():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    variables = yaml.safe_load((role_dir / "defaults" / "main.yml").read_text()) or {}
+    variables.update(overrides)
+    variables["ansible_python_interpreter"] = sys.executable  # this venv, not a discovered one
+    (workdir / "render-vars.yml").write_text(yaml.safe_dump(variables))
+    tasks = [
+        {
+            "name": f"render {name}",
+            "ansible.builtin.template": {
+                "src": str(role_dir / "templates" / name),
+                "dest": str(dest),
+            },
+        }
+        for name, dest in templates.items()
+    ]
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]
+    (workdir / "render.yml").write_text(yaml.safe_dump(play))
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-e",
+            f"@{workdir / 'render-vars.yml'}",
+            str(workdir / "render.yml"),
+        ],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

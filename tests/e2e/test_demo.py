@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 
 from kerbside.demo import find_mosquitto
-from tests.helpers import free_port
+from kerbside.demo.broker import mosquitto_conf
+from tests.helpers import MqttRecorder, free_port, stop_process, wait_for_port
 
 ENFORCEMENT = {"overstay", "unpaid", "expired", "suspended"}
 
@@ -186,3 +188,33 @@ def test_demo_says_what_to_do_when_its_port_is_taken(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == f"kerbside demo: port {port} is in use on 127.0.0.1: use --port"
     assert result.stdout == ""
+
+
+def test_demo_broker_queues_a_collector_restarts_worth_of_events(tmp_path: Path) -> None:
+    """The demo's mosquitto.conf, in a real Mosquitto: 3,000 events sent while the collector's
+    persistent session is away all reach it (Mosquitto's default queue would keep 1,000), and a
+    payload over the collector's 64 KiB is not let in."""
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(mosquitto_conf(port, as_root=os.geteuid() == 0))
+    binary = find_mosquitto()
+    assert binary is not None
+    with (tmp_path / "stderr").open("wb") as stderr:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=stderr)
+    try:
+        wait_for_port(port)
+        collector = MqttRecorder(port, "kerbside-demo-collector", persistent=True)
+        collector.subscribe("kerbside/v1/gw/+/events")
+        collector.close()
+        gateway = MqttRecorder(port, "gw-demo")
+        sent = [f"event {n}".encode() for n in range(3_000)]
+        for payload in sent:
+            assert gateway.publish("kerbside/v1/gw/gw-demo/events", payload)
+        assert gateway.publish("kerbside/v1/gw/gw-demo/events", b"x" * (64 * 1024 + 1))
+        gateway.close()
+        collector = MqttRecorder(port, "kerbside-demo-collector", persistent=True)
+        got = [payload for _, payload in collector.received()]
+        collector.close()
+    finally:
+        stop_process(proc, signal.SIGTERM, timeout=10)
+    assert got == sent

@@ -30,6 +30,26 @@ def find_mosquitto(
     return None
 
 
+# The production broker's limits (the Ansible broker role): Mosquitto's default queue of 1,000
+# messages would drop the street's events while the demo's collector restarts; nothing over the
+# collector's 64 KiB is let in.
+MOSQUITTO_LIMITS = (
+    "max_queued_messages 1600000",
+    "max_queued_bytes 536870912",
+    "message_size_limit 65536",
+    "max_packet_size 1048576",
+)
+
+
+def mosquitto_conf(port: int, *, as_root: bool) -> str:
+    """The demo's mosquitto.conf: anonymous on 127.0.0.1:port, in memory, production limits."""
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+    lines += MOSQUITTO_LIMITS
+    if as_root:
+        lines.append("user root")  # else it drops to user `mosquitto` (may not exist)
+    return "\n".join(lines) + "\n"
+
+
 def start_broker(children: Children, choice: str, port: int) -> tuple[str, str]:
     """Start the broker; return (description, the collector's MQTT protocol)."""
     mosquitto = find_mosquitto() if choice in ("auto", "mosquitto") else None
@@ -37,10 +57,7 @@ def start_broker(children: Children, choice: str, port: int) -> tuple[str, str]:
         raise DemoError("mosquitto is not installed: install it or use --broker embedded")
     if mosquitto is not None:
         conf = children.workdir / "mosquitto.conf"
-        lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to user `mosquitto` (may not exist)
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(mosquitto_conf(port, as_root=os.geteuid() == 0))
         child = children.start("broker", [mosquitto, "-c", str(conf)])
         wait_port(port, child, 10)
         return f"mosquitto on 127.0.0.1:{port}", "5"
