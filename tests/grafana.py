@@ -122,7 +122,7 @@ def to_doc_form(query: str) -> str:
 _QUOTED = re.compile(r'"([^"]+)"')
 
 
-def _split_subquery(query: str) -> tuple[str, str | None]:
+def split_subquery(query: str) -> tuple[str, str | None]:
     """(outer with the subquery replaced by ``(*)``, inner) or (query, None)."""
     match = re.search(r"FROM\s*\(", query)
     if match is None:
@@ -135,7 +135,7 @@ def _split_subquery(query: str) -> tuple[str, str | None]:
     raise ValueError(f"unbalanced parentheses: {query}")
 
 
-def _group_by_tags(query: str) -> set[str]:
+def group_by_tags(query: str) -> set[str]:
     match = re.search(r"GROUP BY (.*?)(?: fill\(| tz\(|$)", query)
     if match is None:
         return set()
@@ -153,10 +153,10 @@ def check(query: str) -> list[str]:
         if key not in SCHEMA[measurement][0]:
             return [f"{measurement} has no tag {key}"]
         return []
-    outer, inner = _split_subquery(normal(query))
+    outer, inner = split_subquery(normal(query))
     if inner is not None:
         errors += check(inner)
-        inner_tags = _group_by_tags(inner)
+        inner_tags = group_by_tags(inner)
         aliases = set(re.findall(r'AS "(\w+)"', inner))
         schema = (frozenset(inner_tags), dict.fromkeys(aliases, "float"))
         return errors + _check_simple(outer, "subquery", schema)
@@ -171,7 +171,7 @@ def _check_simple(
 ) -> list[str]:
     tags, fields = schema
     errors = []
-    used_as_tag = _group_by_tags(query) | set(re.findall(r'"(\w+)" =~', query))
+    used_as_tag = group_by_tags(query) | set(re.findall(r'"(\w+)" =~', query))
     used_as_tag |= set(re.findall(r'(?:bottom|top)\(\s*"\w+",\s*"(\w+)"', query))
     errors += [f"{measurement}: {tag} is not a tag" for tag in sorted(used_as_tag - tags)]
     for function, argument in re.findall(r'(\w+)\(\s*"(\w+)"', query):

@@ -96,7 +96,7 @@ def test_no_query_reaches_past_now() -> None:
         query = grafana.normal(target.query)
         if not re.search(r"GROUP BY time|last\(|fill\(previous\)", query):
             continue
-        outer, inner = grafana._split_subquery(query)
+        outer, inner = grafana.split_subquery(query)
         for part in filter(None, (outer, inner)):
             if "FROM (*)" in part and "GROUP BY time" not in part:
                 continue  # only regroups what the bounded subquery gave
@@ -120,9 +120,9 @@ def test_the_panels_operators_asked_for_are_there() -> None:
     assert (battery.panel_type, battery.result_format) == ("table", "table")
     # No chart draws a series per sensor: it does not scale past a street.
     for target in found.values():
-        outer, _ = grafana._split_subquery(grafana.normal(target.query))
+        outer, _ = grafana.split_subquery(grafana.normal(target.query))
         if target.panel_type == "timeseries":
-            assert "sensor_id" not in grafana._group_by_tags(outer), target.panel
+            assert "sensor_id" not in grafana.group_by_tags(outer), target.panel
 
 
 def test_every_panel_reads_the_dashboards_data_source_variable() -> None:

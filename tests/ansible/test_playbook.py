@@ -144,7 +144,13 @@ def test_units_verify_and_are_hardened(deployment: Deployment) -> None:
         "ReadWritePaths=/var/lib/kerbside"
     ]
     collector_unit = dep.server.path("/etc/systemd/system/kerbside-collector.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=120", "Restart=on-failure", "RestartSec=5"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=120",
+        "Restart=on-failure",
+        "RestartSec=5",
+        "LimitNOFILE=65536",
+    ):
         assert line in collector_unit.splitlines(), line
     for target, name in ((dep.gateway, "kerbside-edge"), (dep.server, "kerbside-collector")):
         verify = target.run("systemd-analyze", "verify", f"/etc/systemd/system/{name}.service")

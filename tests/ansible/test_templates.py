@@ -1,17 +1,29 @@
-"""The collector role's optional InfluxDB settings, rendered by Ansible from the role's template
-and loaded by the collector's own config loader (the deployment test runs without InfluxDB)."""
+"""The collector role's templates rendered by Ansible: its optional InfluxDB settings (loaded by
+the collector's own config loader; the deployment test runs without InfluxDB), its Grafana
+provisioning (the role's own tasks, run into a stand-in Grafana directory), and its unit's
+open-file limit (a real collector under that limit and under systemd's default)."""
 
 from __future__ import annotations
 
+import grp
+import json
+import os
+import resource
+import signal
+import socket
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kerbside.collector.config import load_config
-from tests.ansible.conftest import ANSIBLE_DIR, ansible_env
+from tests import grafana as grafana_dashboard
+from tests.ansible.conftest import ANSIBLE_DIR, ansible_env, render_role_templates
+from tests.helpers import Mosquitto, free_port, stop_process, wait_for_port, write_collector_setup
 
 ROLE = ANSIBLE_DIR / "roles" / "kerbside_collector"
 
@@ -97,3 +109,206 @@ def test_influxdb_settings_render_to_a_valid_collector_config(
 
 def test_without_influxdb_the_collector_config_has_none(tmp_path: Path) -> None:
     assert load_config(render(tmp_path, {})).influxdb is None
+
+
+# -- Grafana: the role's own provisioning tasks, run on this machine into a stand-in Grafana ----
+
+
+def provision_grafana(
+    tmp_path: Path, influx: dict[str, object], grafana: dict[str, object]
+) -> Path:
+    """Run the collector role's Grafana tasks (its defaults, vars, templates and handlers) on
+    localhost, with Grafana's directories under ``tmp_path``; returns that root."""
+    root = tmp_path / "grafana"
+    (root / "provisioning" / "datasources").mkdir(parents=True)
+    (root / "provisioning" / "dashboards").mkdir(parents=True)
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "site: t\ntimezone: Europe/Paris\nzones:\n  - {id: Z, name: Z, controlled_hours: any}\n"
+        "bays:\n  - {id: B1, zone: Z, kind: free, sensor: S1, gateway: g}\n"
+    )
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "kerbside_collector_start": False,
+        "kerbside_collector_site_file": str(site),
+        "kerbside_collector_influxdb": influx,
+        "kerbside_collector_grafana": {
+            "provisioning_dir": str(root / "provisioning"),
+            "dashboards_dir": str(root / "dashboards" / "kerbside"),
+            "group": grp.getgrgid(os.getgid()).gr_name,
+            **grafana,
+        },
+    }
+    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "ansible.builtin.include_role": {
+                        "name": "kerbside_collector",
+                        "tasks_from": "grafana.yml",
+                    }
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            "localhost,",
+            "-e",
+            f"@{tmp_path / 'vars.yml'}",
+            str(tmp_path / "play.yml"),
+        ],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root
+
+
+def test_grafana_gets_the_dashboard_its_provider_and_an_influxql_data_source(
+    tmp_path: Path,
+) -> None:
+    root = provision_grafana(
+        tmp_path,
+        {"url": "http://127.0.0.1:8086", "api": "v2", "org": "o", "bucket": "parking",
+         "token": "write-token"},
+        {"influxdb": {"token": "read-only-token"}},
+    )  # fmt: skip
+    datasource_file = root / "provisioning" / "datasources" / "kerbside.yaml"
+    assert stat.S_IMODE(datasource_file.stat().st_mode) == 0o640  # it holds a token
+    (source,) = yaml.safe_load(datasource_file.read_text())["datasources"]
+    assert source["type"] == "influxdb"
+    assert source["url"] == "http://127.0.0.1:8086"
+    assert source["jsonData"]["dbName"] == source["database"] == "kerbside"  # the DBRP mapping
+    assert source["jsonData"]["httpHeaderName1"] == "Authorization"
+    assert source["secureJsonData"] == {"httpHeaderValue1": "Token read-only-token"}
+    (provider,) = yaml.safe_load(
+        (root / "provisioning" / "dashboards" / "kerbside.yaml").read_text()
+    )["providers"]
+    assert provider["type"] == "file"
+    assert provider["folder"] == "Kerbside"
+    dashboard_dir = Path(provider["options"]["path"])
+    assert dashboard_dir == root / "dashboards" / "kerbside"
+    dashboard = json.loads((dashboard_dir / "kerbside.json").read_text())
+    shipped = grafana_dashboard.load()
+    assert dashboard["timezone"] == "Europe/Paris"  # the site's
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["current"]["value"] == source["uid"]
+    # Otherwise the dashboard as shipped: every query checked against what the collector writes.
+    for board in (dashboard, shipped):
+        board.pop("timezone")
+        for v in board["templating"]["list"]:
+            if v["type"] == "datasource":
+                v.pop("current")
+    assert dashboard == shipped
+    assert all(grafana_dashboard.check(t.query) == [] for t in grafana_dashboard.targets(dashboard))
+
+
+def test_grafana_reads_influxdb_1x_with_the_collectors_database_and_user(tmp_path: Path) -> None:
+    root = provision_grafana(
+        tmp_path,
+        {"url": "http://influx.internal:8086", "api": "v1", "database": "parking",
+         "username": "kerbside", "password": "pw"},
+        {},
+    )  # fmt: skip
+    (source,) = yaml.safe_load(
+        (root / "provisioning" / "datasources" / "kerbside.yaml").read_text()
+    )["datasources"]
+    assert (source["url"], source["database"], source["user"]) == (
+        "http://influx.internal:8086",
+        "parking",
+        "kerbside",
+    )
+    assert source["jsonData"] == {"dbName": "parking", "httpMode": "POST"}
+    assert source["secureJsonData"] == {"password": "pw"}
+
+
+# -- the collector's unit: its open-file limit, under load ---------------------------------------
+
+
+EMFILE = "Too many open files"
+
+
+def collector_under_load(workdir: Path, broker_port: int, nofile: int, connections: int) -> str:
+    """Start ``kerbside-collector run`` with ``nofile`` open files allowed, open ``connections``
+    idle HTTP connections to it, then ask it ``/healthz``: "answered" when it does, "refused"
+    when it logs that it cannot accept for want of file descriptors."""
+    config = write_collector_setup(workdir, port=broker_port, topic_root="t/nofile")
+    http = free_port()
+    config.write_text(
+        config.read_text().replace("http: null\n", f"http: {{host: 127.0.0.1, port: {http}}}\n")
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    log = workdir / "collector.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=limit,  # noqa: PLW1509 - only setrlimit, before exec
+            cwd=workdir,
+        )
+    held: list[socket.socket] = []
+    try:
+        wait_for_port(http, timeout=30)
+        held = [socket.create_connection(("127.0.0.1", http)) for _ in range(connections)]
+        probe = socket.create_connection(("127.0.0.1", http))
+        held.append(probe)
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: collector\r\n\r\n")
+        probe.settimeout(0.05)  # between looks at the log
+        deadline = time.monotonic() + 60
+        while EMFILE not in log.read_text(errors="replace"):
+            try:
+                status = probe.recv(64).split(b" ")[1]
+            except TimeoutError:
+                assert time.monotonic() < deadline, "neither an answer nor a refusal"
+                continue
+            assert status in (b"200", b"503"), status  # up, its broker link or not yet
+            assert EMFILE not in log.read_text(errors="replace")
+            return "answered"
+        return "refused"
+    finally:
+        for sock in held:
+            sock.close()
+        stop_process(proc, signal.SIGTERM, timeout=15)
+
+
+def test_collector_unit_lets_it_hold_more_connections_than_systemds_default(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """1,500 open connections (officers' pages each hold an alert stream): with systemd's default
+    soft limit of 1,024 open files the collector stops answering; with its unit's LimitNOFILE
+    (capped by this machine's hard limit) it answers."""
+    unit = tmp_path / "kerbside-collector.service"
+    render_role_templates(
+        tmp_path, "kerbside_collector", {"kerbside-collector.service.j2": unit}, {}
+    )
+    limits = [
+        ln.split("=", 1)[1] for ln in unit.read_text().splitlines() if ln.startswith("LimitNOFILE=")
+    ]
+    assert len(limits) == 1, unit.read_text()
+    nofile = int(limits[0])
+    assert nofile >= 65536
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    usable = nofile if hard == resource.RLIM_INFINITY else min(nofile, hard)
+    assert usable > 2_000, "this machine's hard limit is too low for the test"
+    assert collector_under_load(tmp_path / "default", broker.port, 1024, 1500) == "refused"
+    assert collector_under_load(tmp_path / "unit", broker.port, usable, 1500) == "answered"
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert "LimitNOFILE" not in verify.stderr, verify.stderr
