@@ -1,7 +1,8 @@
-"""The collector role's templates rendered by Ansible: its optional InfluxDB settings (loaded by
-the collector's own config loader; the deployment test runs without InfluxDB), its Grafana
-provisioning (the role's own tasks, run into a stand-in Grafana directory), and its unit's
-open-file limit (a real collector under that limit and under systemd's default)."""
+"""The collector role's templates rendered by Ansible: its optional InfluxDB and TLS proxy
+settings (loaded by the collector's own config loader; the deployment test runs without
+InfluxDB), its Grafana provisioning (the role's own tasks, run into a stand-in Grafana
+directory), and its unit's open-file limit (a real collector under that limit and under
+systemd's default)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from tests.helpers import Mosquitto, free_port, stop_process, wait_for_port, wri
 ROLE = ANSIBLE_DIR / "roles" / "kerbside_collector"
 
 
-def render(tmp_path: Path, influx: dict[str, object]) -> Path:
+def render(tmp_path: Path, influx: dict[str, object], **more: object) -> Path:
     variables = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     variables["kerbside_collector_influxdb"] = influx
+    variables.update(more)
     (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
     dest = tmp_path / "collector.yaml"
     proc = subprocess.run(
@@ -109,6 +111,16 @@ def test_influxdb_settings_render_to_a_valid_collector_config(
 
 def test_without_influxdb_the_collector_config_has_none(tmp_path: Path) -> None:
     assert load_config(render(tmp_path, {})).influxdb is None
+
+
+def test_the_tls_proxy_settings_render(tmp_path: Path) -> None:
+    http = load_config(render(tmp_path, {})).http
+    assert http is not None
+    assert (http.trusted_proxies, http.public_url) == (["127.0.0.1/32", "::1/128"], None)
+    url = "https://kerbside.example.gov.uk"
+    http = load_config(render(tmp_path, {}, kerbside_collector_public_url=url)).http
+    assert http is not None
+    assert http.public_url == url
 
 
 # -- Grafana: the role's own provisioning tasks, run on this machine into a stand-in Grafana ----

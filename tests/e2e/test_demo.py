@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -130,6 +131,7 @@ def test_demo_runs_a_street_with_alerts_and_leaves_nothing_behind(tmp_path: Path
     assert run.returncode == 0, text
     assert "/officer" in text, text
     assert "officer token:" in text, text
+    assert re.search(r"sign-in link: +http://127\.0\.0\.1:\d+/officer#signin=", text), text
     assert "bays occupied" in text, text
     # Bays filled: the street had cars on it, seen by the collector through the real agents
     # (over the run: drivers come and go, so how many are parked at the last poll varies).

@@ -11,14 +11,26 @@ file order, the restart last."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Locator,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
+from kerbside.collector.tokens import TokenHolder, load_tokens, save_tokens
 from tests.collector.api.live import LiveCollector, live_token
 from tests.helpers import Mosquitto, topic_root_for
 
@@ -106,10 +118,24 @@ def _context(browser: Browser, live: LiveCollector, viewport: dict[str, int]) ->
     return context
 
 
-def _sign_in(page: Page) -> None:
-    page.goto("/officer")
-    page.get_by_label("Your officer token").fill(live_token("officer"))
-    page.get_by_role("button", name="Sign in").click()
+def _cli(live: LiveCollector, *args: str) -> subprocess.CompletedProcess[str]:
+    """``kerbside-collector token ...`` as an admin runs it, with the collector's config."""
+    return subprocess.run(
+        [sys.executable, "-m", "kerbside.collector.cli", "token", *args, "--config",
+         str(live.config)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+
+
+def _link(live: LiveCollector, name: str = "officer-1") -> str:
+    """A one-time sign-in link, made as an admin makes it: ``token link NAME``."""
+    url = _cli(live, "link", name, "--no-qr").stdout.strip()
+    assert url.startswith(f"{live.url}/officer#signin="), url
+    return url
+
+
+def _sign_in(page: Page, live: LiveCollector) -> None:
+    page.goto(_link(live))
     expect(page.locator("#conn")).to_have_text("Live")
 
 
@@ -180,17 +206,25 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     context = _context(browser, live, PHONE)
     page = context.new_page()
     page.goto("/officer")
-    expect(page.get_by_label("Your officer token")).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert _axe(page) == []
 
-    page.get_by_label("Your officer token").fill("wrong")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("alert")).to_contain_text("not valid")
-    page.get_by_label("Your officer token").fill(live_token("officer"))
-    page.get_by_role("button", name="Sign in").click()
+    # The admin's link (a QR code on the admin's screen) signs the phone in: no typing.
+    link = _link(live)
+    page.goto(link)
     expect(page.locator("#conn")).to_have_text("Live")
-    assert [c["httpOnly"] for c in context.cookies()] == [True]
+    assert "#" not in page.url  # the code is out of the address bar and the history
+    assert [(c["name"], c["httpOnly"]) for c in context.cookies()] == [("kerbside_session", True)]
     assert page.evaluate("document.cookie") == ""  # out of the script's reach
+    # It works once: on another phone it says so.
+    other = browser.new_context(viewport=PHONE, base_url=live.url)
+    again = other.new_page()
+    again.goto(link)
+    expect(again.get_by_role("alert")).to_have_text(
+        "This sign-in link has been used or has expired. Ask for a new sign-in link."
+    )
+    assert _axe(again) == []
+    other.close()
 
     paid = [f"CA-F-PKW-00{i}" for i in range(1, 5)]
     alerts = _arrive(live, *paid, "CA-F-ALB-001")
@@ -263,6 +297,7 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     page.get_by_label("Kind").select_option("")
     expect(page.locator("#count")).to_have_text("5 open alerts")
     expect(page.locator("#officer-name")).to_have_text("officer-1")
+    expect(page.locator(".who")).to_contain_text(re.compile(r"until \d\d:\d\d"))
     assert _axe(page) == []
     page.get_by_role("button", name="Filters").click()
     expect(page.get_by_label("Zone")).to_be_hidden()
@@ -297,7 +332,7 @@ def test_a_new_alert_is_signalled_and_sound_waits_for_the_officer(
 ) -> None:
     context = _context(browser, live, PHONE)
     page = context.new_page()
-    _sign_in(page)
+    _sign_in(page, live)
     expect(page.get_by_role("switch", name="Sound")).to_have_attribute("aria-checked", "false")
 
     # Sound off (the default): the title counts the new alert and the card says New; silent.
@@ -335,7 +370,18 @@ def test_a_new_alert_is_signalled_and_sound_waits_for_the_officer(
 def test_desktop_shows_every_alert_in_columns(browser: Browser, live: LiveCollector) -> None:
     context = _context(browser, live, DESKTOP)
     page = context.new_page()
-    _sign_in(page)
+    # A typed token still works (folded away under the link's instructions).
+    page.goto("/officer")
+    page.get_by_text("Sign in with a token instead").click()
+    page.get_by_label("Your officer token").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not valid")
+    page.get_by_label("Your officer token").fill(live_token("analyst"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not an officer's")
+    page.get_by_label("Your officer token").fill(live_token("officer"))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#conn")).to_have_text("Live")
     expect(page.locator("#count")).to_have_text("6 open alerts")
     # What was there when the page loaded is not "new".
     assert page.title() == "Kerbside alerts"
@@ -347,13 +393,28 @@ def test_desktop_shows_every_alert_in_columns(browser: Browser, live: LiveCollec
     assert tops[0] == tops[1] == tops[2]  # side by side
     assert _axe(page) == []
     assert [f for f in _tab_through(page, 8) if f["outline"] != "solid"] == []
+
+    # /docs renders its operations with nothing from elsewhere (such requests are refused).
+    outside: list[str] = []
+
+    def local_only(route: Route) -> None:
+        if route.request.url.startswith(live.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto("/docs")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert outside == []
     context.close()
 
 
 def test_a_collector_restart_is_ridden_out(browser: Browser, live: LiveCollector) -> None:
     context = _context(browser, live, PHONE)
     page = context.new_page()
-    _sign_in(page)
+    _sign_in(page, live)
     (gone,) = _arrive(live, "CA-G-CHK-003")
     expect(_card(page, gone)).to_be_visible(timeout=APPEAR_S * 1000)
 
@@ -382,8 +443,36 @@ def test_a_collector_restart_is_ridden_out(browser: Browser, live: LiveCollector
     # A phone that does not grant its location is told so, and keeps the oldest-first order.
     other = browser.new_context(viewport=PHONE, base_url=live.url)
     page = other.new_page()
-    _sign_in(page)
+    _sign_in(page, live)
     page.get_by_label("Order").select_option("nearest")
     expect(page.locator("#geo")).to_contain_text("Location not available")
     expect(_card(page, raised)).to_be_visible()
     other.close()
+
+
+def test_sign_out_and_revocation_end_the_page_s_session(
+    browser: Browser, live: LiveCollector
+) -> None:
+    # Sign-out ends the session on the server: a copy of the cookie opens nothing after it.
+    context = _context(browser, live, PHONE)
+    page = context.new_page()
+    _sign_in(page, live)
+    (cookie,) = context.cookies()
+    page.get_by_role("button", name="Filters").click()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    with httpx.Client(base_url=live.url) as c:
+        r = c.get("/api/v1/alerts", headers={"Cookie": f"{cookie['name']}={cookie['value']}"})
+    assert r.status_code == 401
+
+    # An officer whose token is revoked is signed out of the open page within seconds.
+    tokens = live.workdir / "tokens.yaml"
+    save_tokens(tokens, [*load_tokens(tokens), TokenHolder("officer-2", "officer", "0" * 64)])
+    page.goto(_link(live, "officer-2"))
+    expect(page.locator("#conn")).to_have_text("Live")
+    _cli(live, "revoke", "officer-2")
+    expect(page.get_by_role("alert")).to_have_text(
+        "You have been signed out: your sign-in ended or was withdrawn.", timeout=10_000
+    )
+    expect(page.locator("#conn")).to_have_text("Signed out")
+    context.close()

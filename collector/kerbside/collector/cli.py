@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  kerbside-collector check --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector run --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector replay journal.jsonl --site site.yaml --until 2026-11-26T18:00:00Z\n"
-        "  kerbside-collector token add pc-1234 --role officer --config collector.yaml",
+        "  kerbside-collector token add pc-1234 --role officer --config collector.yaml\n"
+        "  kerbside-collector token link pc-1234 --config collector.yaml",
     )
     add_version_option(parser)
     add_logging_options(parser)
@@ -123,6 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="list token names and roles",
         epilog="example: kerbside-collector token list --config c.yaml",
     )
+    link = token_sub.add_parser(
+        "link",
+        parents=[where],
+        help="a one-time sign-in link (and QR code) for officer NAME's phone",
+        description="Make a one-time sign-in link for officer NAME (who has a token): print it"
+        " on stdout and as a QR code on the terminal. Opened on the officer's phone, it signs"
+        " the officers' page in for a shift; it works once, and only until it expires.",
+        epilog="example: kerbside-collector token link pc-1234 --config collector.yaml",
+    )
+    link.add_argument("name")
+    link.add_argument(
+        "--minutes",
+        type=float,
+        help="how long the link waits to be used (default: http.signin_link_minutes, 15)",
+    )
+    link.add_argument(
+        "--url", help="the API's address as phones reach it (default: http.public_url)"
+    )
+    link.add_argument("--svg", metavar="FILE", help="also write the QR code to FILE (SVG)")
+    link.add_argument("--no-qr", action="store_true", help="print the link only")
     return parser
 
 

@@ -3,10 +3,11 @@ for every mistake at once, the site file and the other files it names included."
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kerbside.core.checks import (
     ConfigFileError,
@@ -80,6 +81,26 @@ class InfluxConfig(_Model):
 class HttpConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Where people reach the API (behind a TLS proxy: https://kerbside.example.gov.uk); the base
+    # of officers' sign-in links. Unset: the address a request came to.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$")
+    # Addresses or networks of reverse proxies whose X-Forwarded-Proto and X-Forwarded-For are
+    # believed (so a cookie set behind a TLS proxy is Secure). Empty: no proxy is believed.
+    trusted_proxies: list[str] = []
+    # How long an officer's sign-in lasts (a shift), and how long a sign-in link waits.
+    session_hours: float = Field(default=12, gt=0, le=24 * 31)
+    signin_link_minutes: float = Field(default=15, gt=0, le=7 * 24 * 60)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, proxies: list[str]) -> list[str]:
+        out = []
+        for proxy in proxies:
+            try:
+                out.append(str(ipaddress.ip_network(proxy, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from exc
+        return out
 
 
 class MaintenanceConfig(_Model):

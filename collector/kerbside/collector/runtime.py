@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from kerbside.collector.config import CollectorConfig, check_config, load_config
+from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
 from kerbside.collector.ingest import Message, MqttLink
 from kerbside.collector.service import CollectorService, wall_ms
 from kerbside.collector.store import Store
@@ -238,18 +238,17 @@ class _QuietServer:
     """uvicorn's Server without its own signal handlers (the collector owns the signals)."""
 
     @staticmethod
-    def make(app: Any, host: str, port: int) -> Any:
+    def make(app: Any, http: HttpConfig) -> Any:
         import uvicorn  # noqa: PLC0415 (only when serving HTTP)
+
+        from kerbside.collector.api.server import server_config  # noqa: PLC0415
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
             def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
-        # SSE streams never end by themselves: give them 2 s at stop, then close them.
-        config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2
-        )
+        config = server_config(app, http)
         return Server(config)
 
 
@@ -310,8 +309,10 @@ async def serve(
         except ImportError as exc:
             log.warning("HTTP API not available (%s); running without it", exc)
         else:
-            app = create_app(service, tokens_file=config.tokens_file)
-            server = _QuietServer.make(app, config.http.host, config.http.port)
+            app = create_app(
+                service, tokens_file=config.tokens_file, signin_store=store, http=config.http
+            )
+            server = _QuietServer.make(app, config.http)
     link.start()
     service.tick()
     log.info(

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from kerbside.collector.signin import OfficerSession, SignInLink
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
     pos INTEGER PRIMARY KEY,
@@ -104,6 +106,21 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS officer_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions(name);
+CREATE TABLE IF NOT EXISTS signin_links (
+    code_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
@@ -579,6 +596,54 @@ class Store:
 
     def suspensions(self) -> list[dict[str, Any]]:
         return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]
+
+    # -- officers' sign-in (signin.py): single statements, outside the ingest transactions ---
+
+    def put_officer_session(self, session: OfficerSession) -> None:
+        self._db.execute(
+            "INSERT INTO officer_sessions(id_sha256, name, token_sha256, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (session.id_sha256, session.name, session.token_sha256, session.created,
+             session.expires),
+        )  # fmt: skip
+
+    def officer_session(self, id_sha256: str) -> OfficerSession | None:
+        row = self._db.execute(
+            "SELECT name, token_sha256, created, expires FROM officer_sessions WHERE id_sha256 = ?",
+            (id_sha256,),
+        ).fetchone()
+        return None if row is None else OfficerSession(id_sha256, *row)
+
+    def end_officer_session(self, id_sha256: str) -> None:
+        self._db.execute("DELETE FROM officer_sessions WHERE id_sha256 = ?", (id_sha256,))
+
+    def end_officer_sessions(self, name: str) -> int:
+        with self.transaction():
+            ended = self._db.execute("DELETE FROM officer_sessions WHERE name = ?", (name,))
+            links = self._db.execute("DELETE FROM signin_links WHERE name = ?", (name,))
+        return ended.rowcount + links.rowcount
+
+    def put_signin_link(self, link: SignInLink) -> None:
+        self._db.execute(
+            "INSERT INTO signin_links(code_sha256, name, token_sha256, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
+        )
+
+    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
+        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
+        row = self._db.execute(
+            "DELETE FROM signin_links WHERE code_sha256 = ?"
+            " RETURNING name, token_sha256, created, expires",
+            (code_sha256,),
+        ).fetchone()
+        return None if row is None else SignInLink(code_sha256, *row)
+
+    def prune_sign_ins(self, now: int) -> int:
+        with self.transaction():
+            ended = self._db.execute("DELETE FROM officer_sessions WHERE expires <= ?", (now,))
+            links = self._db.execute("DELETE FROM signin_links WHERE expires <= ?", (now,))
+        return ended.rowcount + links.rowcount
 
     # -- gateways and sensors ----------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""API bearer tokens: ``kerbside-collector token add|revoke|list`` and the lookup the API uses.
+"""API bearer tokens: ``kerbside-collector token add|revoke|list|link`` and the lookup the API
+uses (``link``, an officer's one-time sign-in link, is in signin_cli.py).
 
 The tokens file (``tokens_file``, docs/api.md) is YAML, ``[{name, role, sha256}]``: only the SHA-256
 of a token is kept, so a leaked file grants nothing. ``add`` prints the new token once.
@@ -99,6 +100,7 @@ class TokenRegistry:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._by_hash: dict[str, TokenHolder] = {}
+        self._by_name: dict[str, TokenHolder] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = -1.0
         self._lock = threading.Lock()
@@ -108,6 +110,12 @@ class TokenRegistry:
     def lookup(self, token: str) -> TokenHolder | None:
         self._refresh()
         return self._by_hash.get(hash_token(token))
+
+    def by_name(self, name: str, *, fresh: bool = False) -> TokenHolder | None:
+        """The holder's current token (names are unique in the file); ``fresh`` looks at the
+        file now rather than up to a second ago (for a token added a moment before)."""
+        self._refresh(force=fresh)
+        return self._by_name.get(name)
 
     def _refresh(self, *, force: bool = False) -> None:
         if self.path is None:
@@ -132,6 +140,7 @@ class TokenRegistry:
             self._stamp = stamp
             self.error = None
             self._by_hash = {h.sha256: h for h in holders}
+            self._by_name = {h.name: h for h in holders}
 
 
 def _tokens_path(args: argparse.Namespace) -> Path:
@@ -148,7 +157,11 @@ def _tokens_path(args: argparse.Namespace) -> Path:
 
 
 def token_main(args: argparse.Namespace) -> int:
-    """``kerbside-collector token add NAME --role R | revoke NAME | list``."""
+    """``kerbside-collector token add NAME --role R | revoke NAME | list | link NAME``."""
+    if args.token_command == "link":  # noqa: S105 - a command name, not a secret
+        from kerbside.collector.signin_cli import link_main  # noqa: PLC0415 - only when asked
+
+        return link_main(args)
     path = _tokens_path(args)
     holders = load_tokens(path)
     action = args.token_command
@@ -186,6 +199,10 @@ def token_main(args: argparse.Namespace) -> int:
             return 1
         save_tokens(path, kept)
         print(f"revoked {args.name}", file=sys.stderr)
+        if getattr(args, "config", None):
+            from kerbside.collector.signin_cli import end_sessions  # noqa: PLC0415
+
+            end_sessions(args.config, args.name)
         return 0
     for holder in holders:
         print(f"{holder.name}\t{holder.role}")

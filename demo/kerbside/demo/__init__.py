@@ -193,7 +193,9 @@ def _run(args: argparse.Namespace, workdir: Path, children: Children, stop: Stop
         f"kerbside demo: {street.bays} bays on {', '.join(streets)}; "
         f"{len(street.gateways)} gateway{'s' * (len(street.gateways) != 1)}; {broker}"
     )
-    _print(f"  officers' page: {api.base}/officer   (sign in with the officer token below)")
+    link = api.signin_link("demo-officer", minutes=24 * 60)
+    _print(f"  officers' page: {api.base}/officer")
+    _print(f"  sign-in link:   {link}   (works once; or sign in with the officer token)")
     _print(f"  officer token:  {tokens['officer']}")
     _print(f"  API docs:       {api.base}/docs   analyst token: {tokens['analyst']}")
     _print(f"  files and logs: {workdir}" + ("" if args.workdir else " (removed at the end)"))

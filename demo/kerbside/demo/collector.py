@@ -39,6 +39,13 @@ class Api:
             if not cursor:
                 return out
 
+    def signin_link(self, officer: str, minutes: float) -> str:
+        """A one-time link that signs a browser into the officers' page as ``officer``."""
+        made = self.call(
+            "POST", "/api/v1/signin-links", "admin", {"name": officer, "minutes": minutes}
+        )
+        return str(made["url"])
+
     def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.base + "/healthz", timeout=2) as response:  # noqa: S310
@@ -57,8 +64,13 @@ def make_tokens(workdir: Path) -> tuple[Path, dict[str, str]]:
         save_tokens,
     )
 
-    tokens = {role: new_token() for role in ("officer", "provider", "analyst")}
-    names = {"officer": "demo-officer", "provider": "demo-payments", "analyst": "demo-analyst"}
+    names = {
+        "officer": "demo-officer",
+        "provider": "demo-payments",
+        "analyst": "demo-analyst",
+        "admin": "demo-admin",
+    }
+    tokens = {role: new_token() for role in names}
     path = workdir / "tokens.yaml"
     save_tokens(path, [TokenHolder(names[r], r, hash_token(t)) for r, t in tokens.items()])
     plain = workdir / "demo-tokens.json"

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from kerbside.collector.api import create_app
+from kerbside.collector.api.server import server_config
+from kerbside.collector.config import HttpConfig
+from kerbside.collector.store import Store
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
 from tests.collector.api.fakes import FakeService, make_site
 from tests.helpers import free_port
@@ -46,7 +50,9 @@ class ApiServer:
         service = FakeService()
 
         def swap() -> None:
-            fresh_app = create_app(service, tokens=self.app.state.tokens)
+            fresh_app = create_app(
+                service, tokens=self.app.state.tokens, signin_store=self.app.state.signins.store
+            )
             for key in ("service", "site_cache", "sse_frames", "page_cache"):
                 setattr(self.app.state, key, getattr(fresh_app.state, key))
 
@@ -75,17 +81,16 @@ class ApiServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10, **kw)
 
 
-def serve(service: FakeService, tokens_file: Path) -> Iterator[ApiServer]:
-    app = create_app(service, tokens_file=tokens_file)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
+def serve(
+    service: FakeService, tokens_file: Path, http: HttpConfig | None = None
+) -> Iterator[ApiServer]:
+    """``create_app`` served as the collector serves it (api/server.py), on a free port; the
+    officers' sessions in a SQLite store beside the tokens file."""
+    store = Store(tokens_file.parent / "signins.db")
+    http = (http or HttpConfig()).model_copy(update={"port": free_port()})
+    app = create_app(service, tokens_file=tokens_file, signin_store=store, http=http)
+    port = http.port
+    config = server_config(app, http, lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(server.serve(),), daemon=True)
@@ -101,6 +106,15 @@ def serve(service: FakeService, tokens_file: Path) -> Iterator[ApiServer]:
         server.force_exit = True  # open SSE streams would hold a graceful stop
         thread.join(timeout=10)
         loop.close()
+        store.close()
+
+
+@contextmanager
+def serving(
+    service: FakeService, tokens_file: Path, http: HttpConfig | None = None
+) -> Iterator[ApiServer]:
+    """``serve`` as a ``with`` block, for a test that needs a server of its own."""
+    yield from serve(service, tokens_file, http)
 
 
 @pytest.fixture(scope="module")

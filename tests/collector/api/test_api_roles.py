@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from kerbside.collector.api import create_app
+from kerbside.collector.store import Store
 from tests.collector.api.conftest import ROLES, ApiServer
 from tests.collector.api.fakes import FakeService
 
@@ -38,10 +39,13 @@ MATRIX: dict[tuple[str, str], frozenset[str | None]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
     ("GET", "/officer"): PUBLIC,
-    ("POST", "/api/v1/session"): ANY_ROLE,
+    ("POST", "/api/v1/session"): frozenset({"officer"}),
     ("GET", "/api/v1/session"): ANY_ROLE,
     ("DELETE", "/api/v1/session"): PUBLIC,
+    ("POST", "/api/v1/signin-links"): frozenset(),
 }
+# The page's session is an officer's only: not even an admin's token opens one.
+NOT_ADMIN = frozenset({("POST", "/api/v1/session")})
 
 BAY = "CA-F-B00000"
 _counter = iter(range(1_000_000))
@@ -110,6 +114,9 @@ def _request(api: ApiServer, client: httpx.Client, method: str, path: str) -> in
         ("POST", "/api/v1/suspensions"): lambda: client.post(
             "/api/v1/suspensions", json=suspension
         ),
+        ("POST", "/api/v1/signin-links"): lambda: client.post(
+            "/api/v1/signin-links", json={"name": "officer-1"}
+        ),
         ("GET", "/api/v1/occupancy"): lambda: client.get(
             "/api/v1/occupancy",
             params={
@@ -131,14 +138,15 @@ def _request(api: ApiServer, client: httpx.Client, method: str, path: str) -> in
 
 
 def test_matrix_covers_every_route() -> None:
-    paths = create_app(FakeService()).openapi()["paths"]
+    paths = create_app(FakeService(), signin_store=Store(":memory:")).openapi()["paths"]
     routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
     assert routes == set(MATRIX)
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(MATRIX))
 def test_role_matrix(shared_api: ApiServer, method: str, path: str) -> None:
-    allowed = MATRIX[(method, path)] | {"admin"}
+    admin = frozenset() if (method, path) in NOT_ADMIN else frozenset({"admin"})
+    allowed = MATRIX[(method, path)] | admin
     outcomes: dict[str | None, int] = {}
     for role in (None, *ROLES):
         with shared_api.client(role) as client:
@@ -158,6 +166,7 @@ def test_unknown_and_malformed_tokens_are_401(shared_api: ApiServer) -> None:
         {"Authorization": "Basic dXNlcjpwYXNz"},
         {"Authorization": "Bearer"},
         {"Cookie": "kerbside_token=forged"},
+        {"Cookie": "kerbside_session=forged"},
     ]
     for h in headers:
         with httpx.Client(base_url=shared_api.url, headers=h) as c:

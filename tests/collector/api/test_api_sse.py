@@ -1,5 +1,6 @@
-"""The alert stream: live changes, Last-Event-ID resume with exactly the missed changes, the
-cookie a browser's EventSource uses, and a reset for ids the server never issued."""
+"""The alert stream: live changes, Last-Event-ID resume with exactly the missed changes, and a
+reset for ids the server never issued (the session cookie a browser's EventSource uses:
+test_api_signin.py)."""
 
 from __future__ import annotations
 
@@ -116,38 +117,6 @@ def test_status_changes_are_streamed_and_filters_apply(api: ApiServer) -> None:
     assert json.loads(first["data"])["alert_id"] == ids[1]
     assert json.loads(second["data"])["status"] == "acknowledged"
     assert s.events.empty()
-
-
-def test_cookie_trade_lets_eventsource_in(api: ApiServer) -> None:
-    with api.client("officer") as c:
-        r = c.post("/api/v1/session")
-    assert r.status_code == 200
-    assert r.json() == {"name": "officer-1", "role": "officer"}
-    cookie = r.headers["set-cookie"]
-    assert "kerbside_token=" in cookie
-    assert "HttpOnly" in cookie
-    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
-    value = cookie.split(";")[0]
-    with stream(api, {"Cookie": value}) as s:
-        assert s.code == 200
-        ids = _raise(api, 1)
-        assert json.loads(s.next()["data"])["alert_id"] == ids[0]
-    with stream(api, {"Cookie": "kerbside_token=forged"}) as s:
-        assert s.code == 401
-    with httpx.Client(base_url=api.url, headers={"Cookie": value}) as c:
-        out = c.delete("/api/v1/session")
-        assert out.status_code == 200
-        assert (
-            'kerbside_token=""' in out.headers["set-cookie"]
-            or "Max-Age=0" in out.headers["set-cookie"]
-        )
-
-
-def test_analyst_cookie_is_not_an_officer(api: ApiServer) -> None:
-    with api.client("analyst") as c:
-        value = c.post("/api/v1/session").headers["set-cookie"].split(";")[0]
-    with stream(api, {"Cookie": value}) as s:
-        assert s.code == 403
 
 
 def test_id_from_a_wiped_store_gets_a_reset(api: ApiServer) -> None:

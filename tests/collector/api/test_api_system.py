@@ -13,6 +13,7 @@ from kerbside.collector.api import create_app
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import alerts, bays, occupancy, officer, opendata, rights
 from kerbside.collector.api.routes import system as system_routes
+from kerbside.collector.store import Store
 from tests.collector.api.conftest import ApiServer
 from tests.collector.api.fakes import FakeService
 
@@ -57,17 +58,27 @@ def test_officer_shell_and_docs(api: ApiServer) -> None:
 
 
 def test_every_body_has_an_example() -> None:
-    spec = create_app(FakeService()).openapi()
+    spec = create_app(FakeService(), signin_store=Store(":memory:")).openapi()
     schemas = spec["components"]["schemas"]
     bodies = []
     for ops in spec["paths"].values():
         for op in ops.values():
             content = op.get("requestBody", {}).get("content", {})
             for media in content.values():
-                ref = media["schema"]["$ref"].rsplit("/", 1)[1]
+                schema = media["schema"]
+                refs = [s["$ref"] for s in schema.get("anyOf", [schema]) if "$ref" in s]
+                assert len(refs) == 1, schema
+                ref = refs[0].rsplit("/", 1)[1]
                 bodies.append(ref)
                 assert schemas[ref].get("examples"), ref
-    assert sorted(set(bodies)) == ["AckBody", "ResolveBody", "RightBody", "SuspensionBody"]
+    assert sorted(set(bodies)) == [
+        "AckBody",
+        "ResolveBody",
+        "RightBody",
+        "SessionBody",
+        "SignInLinkBody",
+        "SuspensionBody",
+    ]
 
 
 def test_every_route_and_dependency_runs_on_the_loop() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
@@ -20,18 +21,22 @@ from kerbside.collector.api.routes import (
     officer,
     opendata,
     rights,
+    signin,
     system,
 )
 from kerbside.collector.api.routes.alerts import EventFrames
 from kerbside.collector.api.siteview import SiteCache
+from kerbside.collector.config import HttpConfig
+from kerbside.collector.signin import SignIns, SignInStore
 from kerbside.collector.tokens import TokenRegistry
 
 MAX_BODY_BYTES = 64 * 1024
 
 DESCRIPTION = """\
 Kerbside's collector API. Send `Authorization: Bearer <token>`; roles are `officer`, `analyst`,
-`provider` and `admin` (admin may do everything). `/healthz`, `/metrics`, `/officer` and
-`/api/v1/opendata/*` need no token. Lists take `limit` and `cursor` and answer
+`provider` and `admin` (admin may do everything). The officers' page signs in with a one-time
+link (`POST /api/v1/signin-links`) and uses a session cookie instead. `/healthz`, `/metrics`,
+`/officer` and `/api/v1/opendata/*` need no token. Lists take `limit` and `cursor` and answer
 `{"items": [...], "next_cursor": ...}`. Bad input gets a 4xx whose JSON names the field
 (`{"field": "body.end", "detail": [...]}`).
 """
@@ -42,26 +47,48 @@ def create_app(
     *,
     tokens_file: Path | str | None = None,
     tokens: TokenRegistry | None = None,
+    signin_store: SignInStore | None = None,
+    http: HttpConfig | None = None,
 ) -> FastAPI:
-    """The API over ``service``; tokens from ``tokens_file`` (re-read when it changes)."""
+    """The API over ``service``; tokens from ``tokens_file`` (re-read when it changes); the
+    officers' sessions and sign-in links in ``signin_store`` (the collector's store, where
+    every collector sharing it finds them); ``http`` the collector's http settings."""
+    config = getattr(service, "config", None)
     if tokens is None:
         if tokens_file is None:
-            config = getattr(service, "config", None)
             tokens_file = getattr(config, "tokens_file", None)
         tokens = TokenRegistry(Path(tokens_file) if tokens_file is not None else None)
-    app = FastAPI(
+    if signin_store is None:
+        signin_store = getattr(service, "store", None)
+        if signin_store is None:
+            raise TypeError("create_app: give signin_store (the service has no store)")
+    if http is None:
+        http = getattr(config, "http", None) or HttpConfig()
+    # Swagger UI's script and styles come from this server, not a CDN (fastapi-offline ships
+    # them): /docs works on a closed network and loads no third-party code.
+    app = FastAPIOffline(
         title="Kerbside collector API",
         version="1",
         description=DESCRIPTION,
+        static_url="/docs/static",
+        redoc_url=None,
+        favicon_url="/favicon.ico",
     )
     app.state.service = service
     app.state.tokens = tokens
+    app.state.http = http
+    app.state.signins = SignIns(
+        signin_store,
+        tokens,
+        session_minutes=http.session_hours * 60,
+        link_minutes=http.signin_link_minutes,
+    )
     app.state.site_cache = SiteCache()
     app.state.sse_clients = 0
     app.state.page_cache = PageCache(ttl_s=1.0)
     app.state.sse_frames = EventFrames()
     errors.install(app)
-    for module in (bays, alerts, rights, occupancy, opendata, system, officer, gateways):
+    for module in (bays, alerts, rights, occupancy, opendata, system, officer, signin, gateways):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(BaysFastPath, fastapi_app=app)  # outermost: the hot read skips the rest

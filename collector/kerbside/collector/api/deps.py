@@ -1,9 +1,10 @@
 """Dependencies of the routes: the collector service, the caller and their role.
 
 A caller is identified by ``Authorization: Bearer <token>`` or, for the officers' page (whose
-EventSource cannot send headers), by the HttpOnly cookie the page got in exchange for the token.
-No or unknown token: 401. Known token, role not allowed on the route: 403. ``admin`` may do
-everything.
+EventSource cannot send headers), by its session cookie: a random id the store knows (signin.py),
+an officer's only, ended at sign-out, expiry or when the officer's token is revoked. No or
+unknown token or session: 401. Known caller, role not allowed on the route: 403. ``admin`` may
+do everything.
 
 Every route and dependency is ``async def``: they run on the collector's loop, which owns the
 service (FastAPI would run a plain ``def`` in a worker thread, beside the loop).
@@ -19,9 +20,9 @@ from fastapi import Depends, HTTPException, Request, status
 
 from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.siteview import SiteCache, SiteView
+from kerbside.collector.signin import SESSION_COOKIE, SignIns
 from kerbside.collector.tokens import TokenHolder, TokenRegistry
 
-COOKIE_NAME = "kerbside_token"
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kerbside"'}
 
 
@@ -46,31 +47,47 @@ SiteDep = Annotated[SiteView, Depends(get_site)]
 Now = Annotated[int, Depends(get_now)]
 
 
-def presented_token(request: Request) -> str | None:
-    """The token the caller presented: the Authorization header wins over the cookie."""
-    header = request.headers.get("authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-        return None
-    return request.cookies.get(COOKIE_NAME) or None
+def wall_ms() -> int:
+    """Sign-ins run on real time, whatever clock the rules run on."""
+    return time.time_ns() // 1_000_000
 
 
 def authenticate(request: Request) -> TokenHolder:
-    """The token's holder, or 401 (no token, unknown or revoked token)."""
-    token = presented_token(request)
-    if token is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "a bearer token is required", _BEARER_CHALLENGE
-        )
-    registry: TokenRegistry = request.app.state.tokens
-    holder = registry.lookup(token)
-    if holder is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", _BEARER_CHALLENGE
-        )
-    return holder
+    """The caller's holder, or 401. The Authorization header wins over the session cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, value = header.partition(" ")
+        holder = None
+        if scheme.lower() == "bearer" and value.strip():
+            registry: TokenRegistry = request.app.state.tokens
+            holder = registry.lookup(value.strip())
+        if holder is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", _BEARER_CHALLENGE
+            )
+        return holder
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        signins: SignIns = request.app.state.signins
+        found = signins.holder(session_id, wall_ms())
+        if found is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "signed out: the session ended or expired, or its token was revoked",
+                _BEARER_CHALLENGE,
+            )
+        return found[0]
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, "a bearer token is required", _BEARER_CHALLENGE
+    )
+
+
+def still_allowed(request: Request, roles: frozenset[str]) -> bool:
+    """Whether the caller of a long request (the alert stream) may still have it."""
+    try:
+        return authenticate(request).role in roles
+    except HTTPException:
+        return False
 
 
 async def current_holder(request: Request) -> TokenHolder:

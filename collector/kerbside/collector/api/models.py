@@ -277,3 +277,34 @@ class ErrorItem(BaseModel):
 class ErrorBody(BaseModel):
     field: str | None = Field(description="the first offending field, dotted (body.end)")
     detail: list[ErrorItem] | str
+
+
+class SessionBody(_Body):
+    """A sign-in link's one-time code (the part after ``#signin=``). Without it, the session is
+    opened for the officer's token in the Authorization header."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"code": "q3Zx0Yk2v8m1..."}]})
+
+    code: Annotated[str, Field(min_length=16, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class SessionInfo(BaseModel):
+    name: str
+    role: str
+    expires_at: str | None = Field(description="when the session ends (null for a bearer token)")
+
+
+class SignInLinkBody(_Body):
+    """Make a one-time sign-in link for an officer who has a token."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "pc-1234", "minutes": 15}]})
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+    minutes: Annotated[float | None, Field(gt=0, le=7 * 24 * 60)] = None
+
+
+class SignInLink(BaseModel):
+    name: str
+    url: str = Field(description="open on the officer's phone; it works once")
+    expires_at: str
+    qr_svg: str = Field(description="the url as a QR code, an SVG document")

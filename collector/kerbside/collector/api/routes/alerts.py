@@ -7,6 +7,7 @@ site).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -15,7 +16,13 @@ import orjson
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from kerbside.collector.api.deps import Officer, OfficerOrAnalyst, ServiceDep, SiteDep
+from kerbside.collector.api.deps import (
+    Officer,
+    OfficerOrAnalyst,
+    ServiceDep,
+    SiteDep,
+    still_allowed,
+)
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import AckBody, Alert, AlertPage, ErrorBody, ResolveBody
 from kerbside.collector.api.ports import ApiService
@@ -28,6 +35,8 @@ AlertId = Annotated[str, Path(min_length=1, max_length=200)]
 Status = Literal["open", "acknowledged", "cleared", "resolved"]
 KindQuery = Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$", examples=["unpaid"])]
 HEARTBEAT_S = 15.0
+RECHECK_S = 2.0  # how often a stream checks that its caller is still signed in
+STREAM_ROLES = frozenset({"officer", "admin"})
 BATCH = 500
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "the alert is closed already"}
@@ -95,6 +104,7 @@ async def _events(
     state = request.app.state
     frames: EventFrames = state.sse_frames
     sites: SiteCache = state.site_cache
+    loop = asyncio.get_running_loop()
     state.sse_clients += 1
     try:
         yield "retry: 2000\n\n"
@@ -102,7 +112,15 @@ async def _events(
             # An id from before a store was wiped: the client must reload its list.
             after = service.last_alert_change_id()
             yield f"id: {after}\nevent: reset\ndata: {{}}\n\n"
+        quiet_since = check_at = loop.time()
         while True:
+            if loop.time() >= check_at:
+                # A token revoked, a session ended (on any collector) or expired: the stream
+                # ends too, within RECHECK_S, and says why before it goes.
+                if not still_allowed(request, STREAM_ROLES):
+                    yield "event: signed-out\ndata: {}\n\n"
+                    return
+                check_at = loop.time() + RECHECK_S
             changes = service.alert_changes_since(after, limit=BATCH)
             if changes:
                 site = sites.get(service.site)
@@ -114,10 +132,12 @@ async def _events(
                 after = changes[-1][0]
                 if out:
                     yield "".join(out)
+                    quiet_since = loop.time()
                 continue
-            await service.wait_alert_change(after, HEARTBEAT_S)
-            if service.last_alert_change_id() <= after:
+            await service.wait_alert_change(after, RECHECK_S)
+            if loop.time() - quiet_since >= HEARTBEAT_S:
                 yield ": keep-alive\n\n"
+                quiet_since = loop.time()
     finally:
         state.sse_clients -= 1
 

@@ -1,18 +1,17 @@
-"""Health, metrics, and the token-for-cookie trade of the officers' page."""
+"""Health and metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kerbside.collector.api import metrics as prometheus
-from kerbside.collector.api.deps import COOKIE_NAME, CurrentUser, ServiceDep
+from kerbside.collector.api.deps import ServiceDep
 
 router = APIRouter(tags=["system"])
 _PARTS = ("broker", "store", "sink")
-COOKIE_MAX_AGE_S = 14 * 86_400
 
 
 def _part_state(value: Any) -> str:
@@ -50,34 +49,3 @@ async def metrics(request: Request, service: ServiceDep) -> PlainTextResponse:
         prometheus.render(service.metrics(), extra),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )
-
-
-@router.post(
-    "/api/v1/session",
-    summary="Trade a bearer token for an HttpOnly cookie (for EventSource)",
-    tags=["officer page"],
-)
-async def open_session(request: Request, holder: CurrentUser, response: Response) -> dict[str, str]:
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    if token:
-        response.set_cookie(
-            COOKIE_NAME,
-            token,
-            max_age=COOKIE_MAX_AGE_S,
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
-    return {"name": holder.name, "role": holder.role}
-
-
-@router.get("/api/v1/session", summary="Who the token or cookie belongs to", tags=["officer page"])
-async def whoami(holder: CurrentUser) -> dict[str, str]:
-    return {"name": holder.name, "role": holder.role}
-
-
-@router.delete("/api/v1/session", summary="Forget the cookie", tags=["officer page"])
-async def close_session(response: Response) -> dict[str, bool]:
-    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
-    return {"signed_out": True}

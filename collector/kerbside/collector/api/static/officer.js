@@ -1,5 +1,6 @@
 // Kerbside officers' page: open enforcement alerts, live over server-sent events.
-// The token is typed once and traded for an HttpOnly cookie; this script never stores it.
+// Signed in by a one-time link (/officer#signin=CODE) or a typed token, traded for a session
+// on the server: an HttpOnly cookie this script never sees, ended at sign-out.
 "use strict";
 
 (function () {
@@ -59,7 +60,27 @@
   }
 
   // ---- sign in -------------------------------------------------------------------------
+  function linkCode() {
+    const match = /^#signin=([A-Za-z0-9_-]+)$/.exec(location.hash);
+    return match ? match[1] : null;
+  }
+
+  function sentence(text) {
+    const t = String(text || "");
+    return t.charAt(0).toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? "" : ".");
+  }
+
   async function start() {
+    const code = linkCode();
+    if (code !== null) {
+      // Out of the address bar and history at once: the code works once anyway.
+      history.replaceState(null, "", location.pathname + location.search);
+      const result = await api("POST", "/api/v1/session", { code }).catch(() => null);
+      if (!result) { showSignin("Cannot reach the server: open the link again when connected."); return; }
+      if (!result.ok) { showSignin(sentence(problem(result)) + " Ask for a new sign-in link."); return; }
+      signedIn(result.data);
+      return;
+    }
     const who = await api("GET", "/api/v1/session").catch(() => null);
     if (!who) { setConn(false, "Offline, reconnecting…"); setTimeout(start, 2000); return; }
     if (!who.ok) { showSignin(); return; }
@@ -76,7 +97,7 @@
     const err = $("signin-error");
     err.hidden = !message;
     err.textContent = message || "";
-    $("token").focus();
+    if ($("token-signin").open) $("token").focus();
   }
 
   async function signIn(event) {
@@ -86,10 +107,9 @@
     input.value = "";
     const result = await api("POST", "/api/v1/session", undefined, token).catch(() => null);
     if (!result) { showSignin("Cannot reach the server; try again."); return; }
-    if (!result.ok) { showSignin(result.status === 401 ? "That token is not valid." : problem(result)); return; }
-    if (result.data.role !== "officer" && result.data.role !== "admin") {
-      await api("DELETE", "/api/v1/session");
-      showSignin("That token is not an officer's.");
+    if (!result.ok) {
+      showSignin(result.status === 401 ? "That token is not valid."
+        : result.status === 403 ? "That token is not an officer's." : problem(result));
       return;
     }
     signedIn(result.data);
@@ -108,6 +128,7 @@
   function signedIn(me) {
     state.me = me;
     $("officer-name").textContent = me.name;
+    $("signed-in-until").textContent = me.expires_at ? " until " + clock(me.expires_at) : "";
     $("signin").hidden = true;
     $("work").hidden = false;
     loadZones();
@@ -180,6 +201,13 @@
       render();
     });
     source.addEventListener("reset", () => { state.lastId = null; reload(); });
+    source.addEventListener("signed-out", () => {
+      stopStream();
+      state.alerts.clear();
+      state.fresh.clear();
+      render();
+      showSignin("You have been signed out: your sign-in ended or was withdrawn.");
+    });
     source.onerror = () => {
       setConn(false, "Offline, reconnecting…");
       // The browser retries by itself after a dropped stream; after a refused or failed
@@ -543,6 +571,7 @@
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") showTitle(); });
     setInterval(tick, 1000);
     window.addEventListener("online", () => { if (!state.source && state.me) offline(); });
+    window.addEventListener("hashchange", () => { if (linkCode() !== null) { stopStream(); start(); } });
     start();
   });
 })();
