@@ -119,6 +119,7 @@ class SignIns:
     ) -> tuple[str, Instant]:
         """A one-time sign-in code for officer ``name``; returns it and its expiry."""
         holder = self._officer(name)
+        self.store.prune_sign_ins(now)  # links are made rarely: a good moment to tidy up
         code = secrets.token_urlsafe(24)
         expires = now + (self.link_ms if minutes is None else int(minutes * MINUTE_MS))
         self.store.put_signin_link(
@@ -143,6 +144,7 @@ class SignIns:
         return self._open(holder, now)
 
     def _open(self, holder: TokenHolder, now: Instant) -> Opened:
+        self.store.prune_sign_ins(now)
         session_id = secrets.token_urlsafe(32)
         session = OfficerSession(
             digest(session_id), holder.name, holder.sha256, now, now + self.session_ms
