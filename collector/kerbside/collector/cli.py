@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--config", required=True, help="collector config file (YAML)")
     backfill.add_argument("--from", dest="start", required=True, help="start instant (ISO 8601)")
-    backfill.add_argument("--to", dest="end", required=True, help="end instant (ISO 8601)")
+    backfill.add_argument(
+        "--to",
+        dest="end",
+        required=True,
+        help="end instant (ISO 8601); zone_occupancy stops at the last minute that is over",
+    )
 
     export = sub.add_parser(
         "export-journal",
