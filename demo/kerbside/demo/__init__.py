@@ -156,10 +156,6 @@ def _run(args: argparse.Namespace, workdir: Path, children: Children, stop: Stop
     site, street = write_site(workdir, args.gateways, args.bays_per_gateway)
     mqtt_port = free_port()
     broker, protocol = start_broker(children, args.broker, mqtt_port)
-    sims = [
-        start_sim(children, gateway, site, args.seed + index)
-        for index, gateway in enumerate(street.gateways)
-    ]
     tokens_file, tokens = make_tokens(workdir)
     config = collector_config(
         workdir,
@@ -184,7 +180,13 @@ def _run(args: argparse.Namespace, workdir: Path, children: Children, stop: Stop
         if stop.signal is not None:
             return 0
         time.sleep(0.1)
-    # The collector is subscribed: the gateways' first events will reach it.
+    # The collector is subscribed: the gateways' first events will reach it. Each simulator
+    # starts its drivers' clock when it starts, so its agent follows at once: an agent that
+    # starts over cars already parked cannot tell a parked car from an empty bay at first.
+    sims = [
+        start_sim(children, gateway, site, args.seed + index)
+        for index, gateway in enumerate(street.gateways)
+    ]
     for sim, gateway in zip(sims, street.gateways, strict=True):
         street.rights += start_edge(children, sim, gateway, mqtt_port)
     street.rights.sort(key=lambda r: (r["start"], r["right_id"]))

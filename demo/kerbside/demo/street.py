@@ -111,8 +111,8 @@ FIRST_ARRIVAL_S = ("4", "10")  # the drivers' first arrivals, seconds after the 
 
 
 def start_sim(children: Children, gateway: str, site: Path, seed: int) -> Child:
-    """The firmware simulator serving the gateway's bays on ptys with planned drivers. It goes
-    first: drivers' times count from its start, and it needs nobody else to run."""
+    """The firmware simulator serving the gateway's bays on ptys with planned drivers; drivers'
+    times count from its start, so its agent should follow at once (``start_edge``)."""
     gw_dir = children.workdir / gateway
     gw_dir.mkdir(parents=True, exist_ok=True)
     return children.start(
