@@ -144,15 +144,19 @@ def test_until(tmp_path: Path, capsys) -> None:
 
 
 def test_bad_until_and_bad_site_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """A bad --until is one line; a bad site file is one line per mistake, each with the file
+    and line (as ``kerbside site check`` prints them), and no traceback."""
     site, journal = write(tmp_path, busy_journal())
     assert main(["replay", str(journal), "--site", str(site), "--until", "soon"]) == 2
-    assert "--until" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "--until" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("site: x\n")
     assert main(["replay", str(journal), "--site", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1
-    assert "timezone" in err
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["timezone", "zones", "bays"]
+    assert all(line.startswith(f"{bad}:1: ") for line in lines), lines
 
 
 def test_console_script_help_has_an_example() -> None:
