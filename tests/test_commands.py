@@ -53,7 +53,7 @@ def every_help() -> list[list[str]]:
     for program, module in PROGRAMS.items():
         parser = importlib.import_module(module).build_parser()
         lines += [[str(BIN / program), *rest] for rest in command_lines(parser, [])]
-    lines.append([sys.executable, "-m", "kerbside.collector.broker_link"])
+    lines.append([sys.executable, "-m", "kerbside.collector.link.child"])
     return lines
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kerbside.collector.effects import GatewayRow
 from kerbside.collector.gateway_stats import gateway_summaries
-from kerbside.collector.store import Store
+from kerbside.collector.store.sqlite import SqliteStore
+from tests.collector.store_rows import journal_row, write
 
 
 def _event(gateway: str, epoch: str, seq: int) -> dict[str, object]:
@@ -28,18 +30,24 @@ def test_gaps_are_counted_per_epoch_and_the_latest_epoch_gives_first_and_last(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "collector.db"
-    store = Store(path)
-    with store.transaction():
+    store = SqliteStore(path)
+    rows = [
         # gw-a: epoch e1 1..3 complete, then its outbox was wiped: epoch e2 with 1, 2, 4, 5, 7.
-        for epoch, seqs in (("e1", (1, 2, 3)), ("e2", (1, 2, 4, 5, 7))):
-            for seq in seqs:
-                store.append_journal("occupancy", seq, 0, _event("gw-a", epoch, seq))
-        for seq in (10, 11):  # gw-b: the collector met it mid-stream; seq 11 twice (QoS 1)
-            store.append_journal("occupancy", seq, 0, _event("gw-b", "x9", seq))
-        store.append_journal("occupancy", 11, 0, _event("gw-b", "x9", 11))
-        store.append_journal("right", 5, 0, {"type": "right", "right_id": "r1"})
-        store.put_gateway("gw-a", True, 1_800_000_000_000)
-        store.put_gateway("gw-c", False, 1_800_000_000_000)  # heard of, no events
+        journal_row("occupancy", seq, _event("gw-a", epoch, seq))
+        for epoch, seqs in (("e1", (1, 2, 3)), ("e2", (1, 2, 4, 5, 7)))
+        for seq in seqs
+    ]
+    # gw-b: the collector met it mid-stream; seq 11 twice (QoS 1)
+    rows += [journal_row("occupancy", seq, _event("gw-b", "x9", seq)) for seq in (10, 11, 11)]
+    rows.append(journal_row("right", 5, {"type": "right", "right_id": "r1"}))
+    write(
+        store,
+        journal=rows,
+        gateways=[
+            GatewayRow("gw-a", True, 1_800_000_000_000, None, None),
+            GatewayRow("gw-c", False, 1_800_000_000_000, None, None),  # heard of, no events
+        ],
+    )
     store.close()
     summary = {g["gateway_id"]: g for g in gateway_summaries(path)}
     assert summary["gw-a"] == {

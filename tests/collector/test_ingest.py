@@ -14,8 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.config import load_config
-from kerbside.collector.runtime import serve
-from kerbside.collector.service import CollectorService
+from kerbside.collector.runtime import Collector, serve
 from kerbside.core.site import load_site
 from tests.helpers import Mosquitto, write_collector_setup
 from tests.helpers import occupancy_event as event
@@ -63,13 +62,13 @@ async def until(check: Callable[[], bool], limit_s: float = 20) -> None:
         await asyncio.sleep(0.05)
 
 
-def run_collector(config_path: Path, body: Callable[[CollectorService], Awaitable[None]]) -> None:
+def run_collector(config_path: Path, body: Callable[[Collector], Awaitable[None]]) -> None:
     async def main() -> None:
         config = load_config(config_path)
         started, stop = asyncio.Event(), asyncio.Event()
-        out: list[CollectorService] = []
+        out: list[Collector] = []
         task = asyncio.create_task(
-            serve(config, load_site(config.site), started=started, stop=stop, service_out=out)
+            serve(config, load_site(config.site), started=started, stop=stop, collector_out=out)
         )
         await asyncio.wait_for(started.wait(), 10)
         service = out[0]
@@ -109,7 +108,7 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         (f"{topic_root}/gw/gw-1/status", b'{"v":1,"gateway_id":"gw-1","online":1}', "schema"),
     ]
 
-    async def body(service: CollectorService) -> None:
+    async def body(service: Collector) -> None:
         gateway.publish(events, event(1, "B001", "occupied", now - 12_000))
         for topic, payload, _ in hostile:
             gateway.publish(topic, payload)
@@ -118,15 +117,15 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
             )  # same body: ignored
         gateway.publish(events, event(2, "B002", "occupied", now - 11_000))
         await until(lambda: len(watcher.messages("/deadletter")) >= len(hostile))
-        await until(lambda: service.bay("B002")["state"] == "occupied")
-        assert service.bay("B001")["state"] == "occupied"
-        assert service.bay("B003")["state"] == "unknown"
+        await until(lambda: service.queries.bay("B002")["state"] == "occupied")
+        assert service.queries.bay("B001")["state"] == "occupied"
+        assert service.queries.bay("B003")["state"] == "unknown"
         assert service.store.count_events() == 2
-        assert service.counters["duplicates"] == len(hostile)
+        assert service.store.counters()["duplicates"] == len(hostile)
         dead = watcher.messages("/deadletter")
         assert [d["reason"] for d in dead] == [reason for _, _, reason in hostile]
         assert dead[0] == {"v": 1, "topic": events, "reason": "not_json", "payload": "{not json"}
-        assert sum(service.metrics()["rejected"].values()) == len(hostile)
+        assert sum(service.queries.metrics()["rejected"].values()) == len(hostile)
         await until(lambda: len(watcher.messages("/bays/B002")) > 0)
         retained = watcher.messages("/bays/B002")
         assert retained[-1]["state"] == "occupied"
@@ -144,7 +143,7 @@ def test_events_queued_while_the_collector_was_down_are_processed_in_order(
 ) -> None:
     config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root, bays=8)
 
-    async def nothing(service: CollectorService) -> None:
+    async def nothing(service: Collector) -> None:
         return
 
     run_collector(config, nothing)  # creates the persistent session at the broker
@@ -160,10 +159,10 @@ def test_events_queued_while_the_collector_was_down_are_processed_in_order(
         )
     gateway.close()
 
-    async def drained(service: CollectorService) -> None:
+    async def drained(service: Collector) -> None:
         await until(lambda: service.store.count_events() == total)
         seqs = [e.body["seq"] for e in service.store.journal(types=["occupancy"])]
         assert seqs == list(range(1, total + 1))
-        assert service.counters["rejected.internal_error"] == 0
+        assert "rejected.internal_error" not in service.store.counters()
 
     run_collector(config, drained)

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kerbside.collector.errors import RecordRejected
 from kerbside.collector.records import (
     MAX_PAYLOAD_BYTES,
     REJECT_REASONS,
     MemorySeenEvents,
     OccupancyEvent,
-    RecordRejected,
     RecordValidator,
     Right,
     Suspension,

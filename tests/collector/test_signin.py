@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.signin import SignInRefused, SignIns, digest
-from kerbside.collector.store import Store
+from kerbside.collector.store.sqlite import SqliteStore as Store
 from kerbside.collector.tokens import TokenHolder, TokenRegistry, hash_token, save_tokens
 
 T0 = 1_800_000_000_000

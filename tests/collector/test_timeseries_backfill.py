@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.cli import main
-from kerbside.collector.store import Store
+from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
+from tests.collector.store_rows import alert_write, closed, counted, opened, write
 from tests.helpers import Influxd
 
 SITE = """
@@ -64,29 +65,33 @@ def alert(
 
 def fill_store(path: Path, origins: dict[str, int] | None = None) -> None:
     """The store a collector running with SITE since 07:00 (or ``origins``) would have."""
-    store = Store(path)
+    store = SqliteStore(path)
     for bay, since in (origins or dict.fromkeys(("B1", "B2", "B3"), T0 - 60 * MIN)).items():
         store.note_bays([bay], since)
-    with store.transaction():
-        # B1: vacant before the period, occupied 08:10:30 .. 09:30:00 (overstay raised 09:20:30).
-        store.add_state_change("B1", T0 - 30 * MIN, "vacant")
-        store.add_state_change("B1", T0 + 10 * MIN + 30_000, "occupied")
-        store.open_session("B1", T0 + 10 * MIN + 30_000)
-        store.add_state_change("B1", T0 + 90 * MIN, "vacant")
-        store.close_session("B1", T0 + 10 * MIN + 30_000, T0 + 90 * MIN)
-        store.count_session_alert("B1", T0 + 10 * MIN + 30_000)
-        raised = T0 + 80 * MIN + 30_000
-        a = alert(
-            "ov1", "overstay", "B1", T0 + 10 * MIN + 30_000, raised, T0 + 90 * MIN, "vehicle_left"
-        )
-        store.put_alert(a, raised)
-        # B2: occupied from before the period to the end (an open session: no bay_session).
-        store.add_state_change("B2", T0 - 5 * MIN, "occupied")
-        store.open_session("B2", T0 - 5 * MIN)
-        u = alert("up1", "unpaid", "B2", T0 - 5 * MIN, T0 + 2 * MIN, None, None)
-        store.put_alert(u, T0 + 2 * MIN)
-        # B3 never reported: unknown throughout. An event after the period is left alone.
-        store.add_state_change("B1", T0 + 200 * MIN, "occupied")
+    b1 = T0 + 10 * MIN + 30_000
+    # B1: vacant before the period, occupied 08:10:30 .. 09:30:00 (overstay raised 09:20:30).
+    raised = T0 + 80 * MIN + 30_000
+    a = alert("ov1", "overstay", "B1", b1, raised, T0 + 90 * MIN, "vehicle_left")
+    # B2: occupied from before the period to the end (an open session: no bay_session).
+    u = alert("up1", "unpaid", "B2", T0 - 5 * MIN, T0 + 2 * MIN, None, None)
+    write(
+        store,
+        state_changes=[
+            ("B1", T0 - 30 * MIN, "vacant"),
+            ("B1", b1, "occupied"),
+            ("B1", T0 + 90 * MIN, "vacant"),
+            ("B2", T0 - 5 * MIN, "occupied"),
+            # B3 never reported: unknown throughout. An event after the period is left alone.
+            ("B1", T0 + 200 * MIN, "occupied"),
+        ],
+        sessions=[
+            opened("B1", b1),
+            closed("B1", b1, T0 + 90 * MIN),
+            counted("B1", b1),
+            opened("B2", T0 - 5 * MIN),
+        ],
+        alerts=[alert_write(a, raised), alert_write(u, T0 + 2 * MIN)],
+    )
     store.close()
 
 
@@ -196,10 +201,8 @@ def test_backfill_writes_no_minute_before_the_bays_existed(
 def test_a_store_without_origins_counts_each_bay_from_its_first_state_change(
     tmp_path: Path,
 ) -> None:
-    store = Store(tmp_path / "collector.db")
-    with store.transaction():
-        store.add_state_change("B1", T0 + 5 * MIN, "vacant")
-        store.add_state_change("B1", T0 + 9 * MIN, "occupied")
+    store = SqliteStore(tmp_path / "collector.db")
+    write(store, state_changes=[("B1", T0 + 5 * MIN, "vacant"), ("B1", T0 + 9 * MIN, "occupied")])
     assert store.bay_origins(["B1", "B2"]) == {"B1": T0 + 5 * MIN}  # B2: no trace, no origin
     # Noting the site later keeps the earlier evidence; a bay first met now starts now.
     assert store.note_bays(["B1", "B2"], T0 + 60 * MIN) == 2

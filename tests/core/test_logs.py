@@ -99,7 +99,7 @@ def test_the_collectors_mqtt_child_logs_under_its_own_name_in_the_same_format(
         journal=True,
     )
     assert re.search(
-        r"^<4>kerbside\.collector\.broker_link: broker 127\.0\.0\.1:\d+ unreachable "
+        r"^<4>kerbside\.collector\.link\.child: broker 127\.0\.0\.1:\d+ unreachable "
         r"\(Connection refused\)",
         text,
         re.M,

@@ -2,9 +2,10 @@
 
 ``kerbside-sim capture`` makes the street (capture + ground truth); the edge agent's parser,
 detector and health builder turn the capture into the MQTT messages a gateway would publish, at
-the instants it would publish them; ``CollectorService`` (the collector's ingest, rules engine,
-maintenance alerts and store) takes them one by one while a manual clock follows those instants,
-and its time-series sink (``create_sink``: recorder, spool, writer thread) writes to InfluxDB.
+the instants it would publish them; the collector (``runtime.assemble``: its unit of work over
+the core, rules, maintenance alerts and store) takes them one by one while a manual clock follows
+those instants, and its time-series sink (``create_sink``: recorder, spool, writer thread) writes
+to InfluxDB.
 A second gateway with no sensors reports health, drops off (last will) and comes back, for the
 uptime figures.
 """
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from kerbside.collector.config import CollectorConfig, InfluxConfig, StoreConfig
-from kerbside.collector.ingest import Message
-from kerbside.collector.service import CollectorService
-from kerbside.collector.store import Store
+from kerbside.collector.link import Message
+from kerbside.collector.runtime import Collector, SinkView, assemble
+from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.timeseries import TimeSeriesRecorder, create_sink
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
@@ -36,6 +37,7 @@ from kerbside.edge.detector import Detector
 from kerbside.edge.health import health_payloads, status_payload
 from kerbside.edge.model import event_payload
 from kerbside.edge.replay import replay_changes
+from tests.collector.test_cycle import FakeLink
 
 MIN = 60_000
 ROOT = "kerbside/v1"
@@ -245,8 +247,8 @@ def drive(
     until: int,
     on_message: Callable[[int], None] | None = None,
     influx: InfluxConfig | None = None,
-) -> tuple[CollectorService, TimeSeriesRecorder]:
-    """Feed ``messages`` to a CollectorService whose sink writes to InfluxDB (v1 at
+) -> tuple[Collector, TimeSeriesRecorder]:
+    """Feed ``messages`` to a collector whose sink writes to InfluxDB (v1 at
     ``influx_url``/``database`` unless ``influx`` is given); returns both (the writer is still
     running: the caller drains and closes it)."""
     workdir = street.workdir
@@ -268,14 +270,21 @@ def drive(
     )
     street.store_path, street.config_path = store_path, workdir / "collector.yaml"
     clock = ManualClock(street.start)
-    store = Store(store_path)
+    store = SqliteStore(store_path)
     # The street's hours take seconds here; an fsync per batch would take most of them.
     store._db.execute("PRAGMA synchronous=OFF")
-    service = CollectorService(config, load_site(config.site), store, clock=clock)
-    recorder = create_sink(influx, service, store_path=store_path, delay_s=ALERT_DELAY_S)
+    recorder = create_sink(
+        influx,
+        SinkView(lambda: collector.queries, clock),
+        store_path=store_path,
+        delay_s=ALERT_DELAY_S,
+    )
     recorder.writer._min_backoff = 0.05
     recorder.writer._max_backoff = 0.3
-    service.sink = recorder
+    collector = assemble(
+        config, load_site(config.site), store, FakeLink(), clock=clock, sink=recorder
+    )
+    service = collector.cycle
     recorder.writer.start()
     recorder.tick(clock.now)
 
@@ -311,11 +320,11 @@ def drive(
             )
             i += 1
         step_to(at + NETWORK_MS)
-        service.process_batch(batch)
+        service.ingest(batch)
         if on_message is not None:
             on_message(i)
     step_to(until)
-    return service, recorder
+    return collector, recorder
 
 
 def build_street(workdir: Path, sensors: int, hours: float, start: str, seed: int) -> Street:

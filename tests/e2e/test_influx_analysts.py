@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from kerbside.collector.cli import main as collector_main
-from kerbside.collector.service import CollectorService
+from kerbside.collector.runtime import Collector
 from kerbside.core.instants import Instant, format_instant, parse_instant
 from tests import grafana
 from tests.e2e.influx_street import (
@@ -62,7 +62,7 @@ class Driven:
 
     street: Street
     influx: Influxd
-    service: CollectorService
+    service: Collector
     messages: list[tuple[int, str, bytes]]
 
 

@@ -217,7 +217,7 @@ def write_all(
 def backfill_main(args: argparse.Namespace) -> int:
     from kerbside.collector.config import load_config  # noqa: PLC0415 - CLI-only imports
     from kerbside.collector.runtime import clock_from_env  # noqa: PLC0415
-    from kerbside.collector.store import Store  # noqa: PLC0415
+    from kerbside.collector.store.sqlite import SqliteStore  # noqa: PLC0415
     from kerbside.core.site import load_site  # noqa: PLC0415
 
     config = load_config(args.config)
@@ -232,7 +232,7 @@ def backfill_main(args: argparse.Namespace) -> int:
     if str(config.store.path) != ":memory:" and not config.store.path.exists():
         raise ConfigError(f"store.path: {config.store.path} does not exist")
     site = load_site(config.site)
-    store = Store(config.store.path)
+    store = SqliteStore(config.store.path)
     sink = open_sink(config.influxdb)
     clock, _ = clock_from_env()
     now = clock()

@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from kerbside.collector.errors import RecordRejected
 from kerbside.core.ids import ID_RE
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.core.site import Site
@@ -36,20 +37,6 @@ REJECT_REASONS: Final = (
     "gateway_mismatch",
     "duplicate_conflict",
 )
-
-
-class RecordRejected(Exception):  # noqa: N818 - published name (also exported as Rejected)
-    """A record the collector refuses. ``reason`` is a counter key (``REJECT_REASONS``),
-    ``field`` the offending key when there is one."""
-
-    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
-        self.reason = reason
-        self.field = field
-        self.detail = f"{field}: {detail}" if field else detail
-        super().__init__(f"{reason}: {self.detail}")
-
-
-Rejected = RecordRejected  # the name first published in /work/notes/rules.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,14 +259,22 @@ class RecordValidator:
         self.seen: SeenEvents = seen if seen is not None else MemorySeenEvents()
 
     def check_event(
-        self, payload: bytes | str, topic_gateway: str | None = None
+        self,
+        payload: bytes | str,
+        topic_gateway: str | None = None,
+        received: Instant | None = None,
     ) -> OccupancyEvent | None:
         """An MQTT event payload: the event, None for a repeat to ignore, or RecordRejected."""
-        return self.check_event_obj(decode_payload(payload), topic_gateway)
+        return self.check_event_obj(decode_payload(payload), topic_gateway, received)
 
     def check_event_obj(
-        self, obj: dict[str, Any], topic_gateway: str | None = None
+        self,
+        obj: dict[str, Any],
+        topic_gateway: str | None = None,
+        received: Instant | None = None,
     ) -> OccupancyEvent | None:
+        """An event's JSON object: the event, None for a repeat, or RecordRejected (``received``,
+        the collector's clock when it came, is not used yet)."""
         if "v" not in obj:
             raise RecordRejected("schema", "required", "v")
         version = obj["v"]

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from kerbside.collector.errors import RecordRejected
 from kerbside.collector.records import (
     JournalRecord,
     MemorySeenEvents,
-    RecordRejected,
     RecordValidator,
     record_time,
 )

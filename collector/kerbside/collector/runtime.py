@@ -1,49 +1,70 @@
-"""``kerbside-collector run``: one asyncio loop with the batcher, the alert timer, the HTTP API
-and the time-series sink; paho's network thread feeds it."""
+"""``kerbside-collector run``: the collector wired together, and its asyncio tasks.
+
+``assemble`` builds the parts by constructor (store, core through recovery, unit of work, outbox,
+alert feed, read side, commands); ``serve`` adds the MQTT link (paho in a child process), the
+batcher that feeds the unit of work, the alarm for the rules' deadlines, retention, the HTTP API
+and the time-series sink, under one task group, and owns the signals.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Generator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from kerbside.collector.commands import Commands
 from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
-from kerbside.collector.ingest import Message, MqttLink
-from kerbside.collector.service import CollectorService, wall_ms
+from kerbside.collector.core import CollectorCore, CoreSettings, Flow
+from kerbside.collector.cycle import Alarm, CommitCycle, Sink
+from kerbside.collector.feed import AlertFeed
+from kerbside.collector.link import Message, Transport
+from kerbside.collector.link.process import ProcessLink
+from kerbside.collector.outbox import Outbox
+from kerbside.collector.queries import Health, Queries, export_journal
+from kerbside.collector.recovery import RecoveryReport, recover
+from kerbside.collector.sitecache import load_site_cached, site_cache_path
 from kerbside.collector.store import Store
+from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.collector.telemetry import Telemetry
 from kerbside.core.checks import ConfigFileError
-from kerbside.core.instants import parse_instant
-from kerbside.core.site import Site, SiteError, load_site, parse_site
+from kerbside.core.instants import Instant, parse_instant
+from kerbside.core.site import Site, SiteError
 from kerbside.core.systemd import Notifier
+
+if TYPE_CHECKING:
+    from kerbside.collector.timeseries import TimeSeriesRecorder
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600
-# After (re)connecting, the broker first hands over what it queued for us; the engine's clock
+# After (re)connecting, the broker first hands over what it queued for us; the rules' clock
 # waits until that backlog is in (no message for QUIET_S) or for at most HOLD_MAX_S.
 QUIET_S = 0.3
 HOLD_MAX_S = 10.0
 # The least time from the start of one batch to the start of the next when the batch was not
 # full: a commit costs an fsync and a few ms of bookkeeping whatever its size.
 BATCH_GATHER_S = 0.05
+# A batch whose commit failed (disk full) is tried again after this, doubling up to the last.
+RETRY_S = (0.5, 30.0)
 # Tests and demos run the collector on a faster clock: "START_INSTANT,SPEED,ANCHOR_EPOCH_MS"
 # means now = START + (wall - ANCHOR) * SPEED. Never set in production.
 CLOCK_ENV = "KERBSIDE_COLLECTOR_CLOCK"
 
 
-def clock_from_env() -> tuple[Callable[[], int], float]:
+def wall_ms() -> Instant:
+    return int(time.time() * 1000)
+
+
+def clock_from_env() -> tuple[Callable[[], Instant], float]:
     spec = os.environ.get(CLOCK_ENV)
     if not spec:
         return wall_ms, 1.0
@@ -51,45 +72,80 @@ def clock_from_env() -> tuple[Callable[[], int], float]:
     start, speed, anchor = parse_instant(start_text), float(speed_text), int(anchor_text)
     log.warning("%s set: running on a test clock %sx from %s", CLOCK_ENV, speed, start_text)
 
-    def now() -> int:
+    def now() -> Instant:
         return start + int((time.time() * 1000 - anchor) * speed)
 
     return now, speed
 
 
-def site_cache_path(config: CollectorConfig) -> Path:
-    return config.store.path.with_name(config.store.path.name + ".site-cache.json")
+# -- wiring ------------------------------------------------------------------------------------
 
 
-def load_site_cached(path: Path, cache: Path) -> Site:
-    """``load_site``, with the parsed YAML kept beside the store keyed by the file's hash.
+@dataclass(frozen=True)
+class Collector:
+    """The collector's parts, wired."""
 
-    PyYAML builds a 100,000-bay site in about a minute; JSON of the same data loads in about a
-    second. The cached data is validated again on every load, exactly as the file would be.
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return load_site(path)  # the same one-line error as always
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached.get("sha256") == digest:
-            return parse_site(cached["data"], source=str(path))
-    except (OSError, ValueError, AttributeError):
-        pass
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        data = yaml.load(raw.decode("utf-8"), Loader=loader)  # noqa: S506 (a safe loader)
-    except (yaml.YAMLError, UnicodeDecodeError):
-        return load_site(path)
-    site = parse_site(data, source=str(path))
-    with contextlib.suppress(OSError, TypeError, ValueError):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"sha256": digest, "data": data}), encoding="utf-8")
-        tmp.replace(cache)
-    return site
+    store: Store
+    link: Transport
+    cycle: CommitCycle
+    outbox: Outbox
+    feed: AlertFeed
+    queries: Queries
+    commands: Commands
+    telemetry: Telemetry
+    sink: Sink | None = None
+    recovery: RecoveryReport = field(default_factory=RecoveryReport)
+
+
+def assemble(
+    config: CollectorConfig,
+    site: Site,
+    store: Store,
+    link: Transport,
+    *,
+    clock: Callable[[], Instant] = wall_ms,
+    sink: Sink | None = None,
+    alarm: Alarm | None = None,
+) -> Collector:
+    settings = CoreSettings.of(config)
+    telemetry = Telemetry(store.counters())
+    report = RecoveryReport()
+
+    def rebuild(site: Site) -> CollectorCore:
+        core = recover(store, site, settings, clock(), report)
+        telemetry.journal_skipped = report.skipped
+        return core
+
+    outbox = Outbox(store.outbox(), link)
+    feed = AlertFeed(store)
+    cycle = CommitCycle(
+        site,
+        store,
+        rebuild,
+        link=link,
+        outbox=outbox,
+        feed=feed,
+        telemetry=telemetry,
+        clock=clock,
+        sink=sink,
+        alarm=alarm,
+    )
+    # When each bay came into being: occupancy counts no time before it (docs/analysts.md).
+    cycle.store_bays(site)
+    queries = Queries(
+        store,
+        lambda: cycle.site,
+        clock=clock,
+        health=Health(link, cycle, sink),
+        telemetry=telemetry,
+        outbox=outbox,
+        sink=sink,
+    )
+    commands = Commands(cycle, store)
+    return Collector(store, link, cycle, outbox, feed, queries, commands, telemetry, sink, report)
+
+
+# -- commands ---------------------------------------------------------------------------------
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -115,72 +171,126 @@ def run_main(args: argparse.Namespace) -> int:
 def export_journal_main(args: argparse.Namespace) -> int:
     """Print the store's accepted records as a journal (for replay and audits)."""
     config = load_config(args.config)
-    site = load_site_cached(config.site, site_cache_path(config))
-    store = Store(config.store.path)
+    store = SqliteStore(config.store.path)
     try:
-        service = CollectorService(config.model_copy(update={"journal_file": None}), site, store)
         out = sys.stdout
-        for record in service.export_journal():
-            out.write(_line(record))
+        for record in export_journal(store):
+            out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
     finally:
         store.close()
     return 0
 
 
-def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+# -- the tasks ----------------------------------------------------------------------------------
 
 
 class _Hold:
-    """When the engine's clock may move again after a (re)connection."""
+    """When the rules' clock may move again after a (re)connection."""
 
-    def __init__(self, service: CollectorService) -> None:
-        self.service = service
+    def __init__(self, cycle: CommitCycle) -> None:
+        self.cycle = cycle
         self.deadline = time.monotonic() + HOLD_MAX_S
         self.connected = False
-        service.holding = True
+        cycle.hold()
+
+    @property
+    def holding(self) -> bool:
+        return self.cycle.flow is Flow.BACKLOG
 
     def connection(self, up: bool) -> None:
         self.connected = up
-        self.service.holding = True
+        self.cycle.hold()
         self.deadline = time.monotonic() + HOLD_MAX_S
 
     def quiet(self) -> bool:
         """No message for QUIET_S: release the clock if the backlog is in (or we waited long
         enough for a broker that is away); returns True when it released."""
-        if self.service.holding and (self.connected or time.monotonic() > self.deadline):
-            self.service.holding = False
+        if self.holding and (self.connected or time.monotonic() > self.deadline):
+            self.cycle.release()
             return True
         return False
 
 
+class _Switchboard:
+    """What the link reports, routed: messages to the batcher, broker acks to the outbox,
+    connection changes to the hold and the outbox."""
+
+    def __init__(
+        self, queue: asyncio.Queue[list[Message] | None], hold: _Hold, outbox: Outbox
+    ) -> None:
+        self._queue = queue
+        self._hold = hold
+        self._outbox = outbox
+
+    def messages(self, batch: list[Message]) -> None:
+        self._queue.put_nowait(batch)
+
+    def published(self, token: int) -> None:
+        self._outbox.published(token)
+
+    def connection(self, up: bool) -> None:
+        self._hold.connection(up)
+        if up:
+            self._outbox.reconnected()
+
+
+class _LoopAlarm:
+    """The rules' next deadline as a timer on the loop (on a test clock, scaled)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], Instant],
+        speed: float,
+        wake: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._clock = clock
+        self._speed = speed
+        self._wake = wake
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, due: Instant | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if due is not None:
+            delay = max(0.0, (due - self._clock()) / 1000 / self._speed)
+            self._timer = self._loop.call_later(delay, self._wake)
+
+
 async def _batcher(
     queue: asyncio.Queue[list[Message] | None],
-    service: CollectorService,
+    cycle: CommitCycle,
     most: int,
     hold: _Hold,
     due: asyncio.Event,
 ) -> None:
-    """Take what has arrived (up to ``most`` messages) and process it as one transaction.
+    """Take what has arrived (up to ``most`` messages) and process it as one unit of work.
 
-    The queue holds the messages as they came from the broker link, a burst at a time (None
-    only wakes the batcher for the alert timer, which also sets ``due``)."""
+    The queue holds the messages as they came from the link, a burst at a time (None only wakes
+    the batcher for the alarm, which also sets ``due``). A batch whose commit fails is tried
+    again, before anything after it, until the store takes it."""
     carry: list[Message] = []
+    failures = 0
     while True:
         if not carry:
-            if service.holding:
+            if hold.holding:
                 try:
                     item = await asyncio.wait_for(queue.get(), QUIET_S)
                 except TimeoutError:
                     if hold.quiet():
-                        service.tick()
+                        try:
+                            cycle.tick()
+                        except Exception:
+                            log.exception("tick not committed")  # the alarm tries again
                     continue
             else:
                 item = await queue.get()
             if item:
                 carry = item
-        if service.holding and time.monotonic() > hold.deadline and hold.connected:
-            service.holding = False
+        if hold.holding and time.monotonic() > hold.deadline and hold.connected:
+            cycle.release()
         while len(carry) < most:
             try:
                 item = queue.get_nowait()
@@ -192,14 +302,19 @@ async def _batcher(
         began = time.monotonic()
         try:
             if batch:
-                service.process_batch(batch)
+                cycle.ingest(batch)
             else:
-                service.tick()
+                cycle.tick()
         except Exception:
-            # The store refused a commit (disk full, locked): nothing was acked, so the broker
-            # will redeliver; wait a little rather than spin.
-            log.exception("batch of %d messages not committed", len(batch))
-            await asyncio.sleep(1)
+            # Nothing was acknowledged and the core is as the store is: try the same batch
+            # again (the broker sends nothing new once our receive window is full of it).
+            failures += 1
+            wait = min(RETRY_S[0] * 2 ** (failures - 1), RETRY_S[1])
+            log.exception("batch of %d messages not committed; again in %.1f s", len(batch), wait)
+            carry = batch + carry
+            await asyncio.sleep(wait)
+            continue
+        failures = 0
         remaining = began + BATCH_GATHER_S - time.monotonic()
         if carry or remaining <= 0 or due.is_set():
             await asyncio.sleep(0)
@@ -219,12 +334,12 @@ async def _watchdog(notifier: Notifier, every_s: float) -> None:
         await asyncio.sleep(every_s)
 
 
-async def _prune(service: CollectorService, retention_days: float) -> None:
+async def _prune(collector: Collector, retention_days: float) -> None:
     while True:
         if retention_days > 0:
-            cutoff = service.clock() - int(retention_days * 86_400_000)
+            cutoff = collector.cycle.clock() - int(retention_days * 86_400_000)
             try:
-                removed = service.store.prune(cutoff, service.snapshot_pos())
+                removed = collector.store.prune(cutoff, collector.cycle.oldest_needed())
                 if removed:
                     log.info(
                         "retention: pruned %d events older than %s days", removed, retention_days
@@ -248,8 +363,49 @@ class _QuietServer:
             def capture_signals(self) -> Generator[None, None, None]:
                 yield
 
-        config = server_config(app, http)
-        return Server(config)
+        return Server(server_config(app, http))
+
+
+class SinkView:
+    """What the time-series sink reads of the collector (once it runs): the site, the bays'
+    states, the clock."""
+
+    def __init__(self, queries: Callable[[], Queries], clock: Callable[[], Instant]) -> None:
+        self._queries = queries
+        self.clock = clock
+
+    @property
+    def site(self) -> Site:
+        return self._queries().site
+
+    def bays(
+        self, zone_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return self._queries().bays(zone_id, limit, cursor)
+
+    @property
+    def bay_origins(self) -> Mapping[str, Instant]:
+        return self._queries().bay_origins()
+
+
+def reload_site(config: CollectorConfig, cycle: CommitCycle) -> bool:
+    """SIGHUP: the site file again, keeping state; an invalid one is refused (and logged)."""
+    try:
+        site = load_site_cached(config.site, site_cache_path(config))
+    except SiteError as exc:
+        log.error("site reload refused, keeping the old site: %s", "; ".join(exc.errors))  # noqa: TRY400
+        return False
+    except Exception:
+        log.exception("site reload refused, keeping the old site")
+        return False
+    try:
+        cycle.replace_site(site)
+        cycle.store_bays(site)
+    except Exception:
+        log.exception("site reload not committed, keeping the old site")
+        return False
+    log.info("site reloaded: %d zones, %d bays", len(site.zones), len(site.bays))
+    return True
 
 
 async def serve(
@@ -258,50 +414,54 @@ async def serve(
     *,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
-    service_out: list[CollectorService] | None = None,
+    collector_out: list[Collector] | None = None,
 ) -> None:
     """Run the collector until SIGTERM/SIGINT (or ``stop`` is set)."""
     loop = asyncio.get_running_loop()
     begun = time.monotonic()
-    store = Store(config.store.path)
     clock, speed = clock_from_env()
-    service = CollectorService(config, site, store, clock=clock, clock_speed=speed)
-    service.site_loader = lambda: load_site_cached(config.site, site_cache_path(config))
-    hold = _Hold(service)
-    if service_out is not None:
-        service_out.append(service)
+    store = SqliteStore(config.store.path)
     stop = stop or asyncio.Event()
-    sink: Any = None
-    if config.influxdb is not None:
-        from kerbside.collector.timeseries import create_sink  # noqa: PLC0415
-
-        sink = create_sink(
-            config.influxdb, service, store_path=config.store.path, delay_s=config.alert_delay_s
-        )
-        service.sink = sink
-        await sink.start()
     queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
-
-    def on_connection(up: bool) -> None:
-        hold.connection(up)
-        if up:
-            service.publisher.reconnected()
-
-    link = MqttLink(config.mqtt, loop, queue.put_nowait, service.publisher.published, on_connection)
-    service.link = link
-    service.publisher.link = link
     due = asyncio.Event()
 
     def wake() -> None:
         due.set()
         queue.put_nowait(None)
 
-    service.set_waker(wake)
+    sink: TimeSeriesRecorder | None = None
+    if config.influxdb is not None:
+        from kerbside.collector.timeseries import create_sink  # noqa: PLC0415
+
+        sink = create_sink(
+            config.influxdb,
+            SinkView(lambda: collector.queries, clock),
+            store_path=config.store.path,
+            delay_s=config.alert_delay_s,
+        )
+    link = ProcessLink(config.mqtt, loop)
+    collector = assemble(
+        config,
+        site,
+        store,
+        link,
+        clock=clock,
+        sink=sink,
+        alarm=_LoopAlarm(loop, clock, speed, wake),
+    )
+    cycle = collector.cycle
+    hold = _Hold(cycle)
+    if collector_out is not None:
+        collector_out.append(collector)
+    if config.journal_file is not None:
+        collector.commands.load_journal_file(config.journal_file)
+    if sink is not None:
+        await sink.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, service.reload_site)
+        loop.add_signal_handler(signal.SIGHUP, reload_site, config, cycle)
     server: Any = None
     if config.http is not None:
         try:
@@ -310,11 +470,16 @@ async def serve(
             log.warning("HTTP API not available (%s); running without it", exc)
         else:
             app = create_app(
-                service, tokens_file=config.tokens_file, signin_store=store, http=config.http
+                collector.queries,
+                collector.commands,
+                collector.feed,
+                signin_store=store,
+                tokens_file=config.tokens_file,
+                http=config.http,
             )
             server = _QuietServer.make(app, config.http)
-    link.start()
-    service.tick()
+    link.start(_Switchboard(queue, hold, collector.outbox))
+    cycle.tick()
     log.info(
         "collector started in %.2fs: %d bays, %d zones, store %s",
         time.monotonic() - begun,
@@ -325,9 +490,9 @@ async def serve(
     try:
         async with asyncio.TaskGroup() as tasks:
             batcher = tasks.create_task(
-                _batcher(queue, service, config.ingest.batch_max, hold, due), name="batcher"
+                _batcher(queue, cycle, config.ingest.batch_max, hold, due), name="batcher"
             )
-            pruner = tasks.create_task(_prune(service, config.store.retention_days), name="prune")
+            pruner = tasks.create_task(_prune(collector, config.store.retention_days), name="prune")
             http = None
             if server is not None:
                 http = tasks.create_task(server.serve(), name="http")
@@ -353,7 +518,10 @@ async def serve(
             if http is not None:
                 await http
     finally:
-        service.save_state()
+        try:
+            cycle.save()
+        except Exception:
+            log.exception("rules not saved at stop: the next start re-executes more journal")
         if sink is not None:
             await sink.stop()
         store.close()

@@ -1,9 +1,11 @@
-"""A real uvicorn serving create_app(FakeService) on a free port, in a thread with its own loop
-(as in the collector: one loop owns the service; tests reach it through ``server.call``)."""
+"""A real uvicorn serving the API of a real collector (``harness.Harness``: core, SQLite store,
+read side, commands) on a free port, in a thread with its own loop (as in the collector: one loop
+owns the store and the core; tests reach them through ``server.call``)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -20,9 +22,8 @@ from fastapi import FastAPI
 from kerbside.collector.api import create_app
 from kerbside.collector.api.server import server_config
 from kerbside.collector.config import HttpConfig
-from kerbside.collector.store import Store
-from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
-from tests.collector.api.fakes import FakeService, make_site
+from kerbside.collector.tokens import TokenHolder, TokenRegistry, hash_token, save_tokens
+from tests.collector.api.harness import Harness, site_data
 from tests.helpers import free_port
 
 ROLES = ("officer", "analyst", "admin", "provider")
@@ -38,26 +39,48 @@ def write_tokens(path: Path) -> Path:
     return path
 
 
+def app_of(
+    harness: Harness, tokens: TokenRegistry | Path | None = None, http: HttpConfig | None = None
+) -> FastAPI:
+    """The API over the harness's collector; the officers' sessions in its store."""
+    parts = harness.collector
+    api = (parts.queries, parts.commands, parts.feed)
+    if isinstance(tokens, TokenRegistry):
+        return create_app(*api, signin_store=harness.store, tokens=tokens, http=http)
+    return create_app(*api, signin_store=harness.store, tokens_file=tokens, http=http)
+
+
+_fresh = itertools.count()
+
+
 @dataclass
 class ApiServer:
     url: str
-    service: FakeService
+    service: Harness
     loop: asyncio.AbstractEventLoop
     app: FastAPI
+    workdir: Path
 
-    def fresh(self) -> ApiServer:
-        """A new FakeService (and empty API caches) behind the same running server."""
-        service = FakeService()
+    def fresh(self, *, sink: bool = False, site: dict[str, Any] | None = None) -> ApiServer:
+        """A new collector (with a time-series sink if ``sink``, on ``site`` if given; and
+        empty API caches) behind the same running server."""
+        harness = Harness(self.workdir / f"fresh-{next(_fresh)}", site, sink=sink)
 
         def swap() -> None:
-            fresh_app = create_app(
-                service, tokens=self.app.state.tokens, signin_store=self.app.state.signins.store
-            )
-            for key in ("service", "site_cache", "sse_frames", "page_cache"):
+            fresh_app = app_of(harness, self.app.state.tokens, self.app.state.http)
+            for key in (
+                "queries",
+                "commands",
+                "feed",
+                "signins",
+                "site_cache",
+                "sse_frames",
+                "page_cache",
+            ):
                 setattr(self.app.state, key, getattr(fresh_app.state, key))
 
         self.call(swap)
-        return ApiServer(self.url, service, self.loop, self.app)
+        return ApiServer(self.url, harness, self.loop, self.app, self.workdir)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in the server's loop (where the service lives) and return its result."""
@@ -82,13 +105,12 @@ class ApiServer:
 
 
 def serve(
-    service: FakeService, tokens_file: Path, http: HttpConfig | None = None
+    harness: Harness, tokens_file: Path, workdir: Path, http: HttpConfig | None = None
 ) -> Iterator[ApiServer]:
-    """``create_app`` served as the collector serves it (api/server.py), on a free port; the
-    officers' sessions in a SQLite store beside the tokens file."""
-    store = Store(tokens_file.parent / "signins.db")
+    """``create_app`` over ``harness`` served as the collector serves it (api/server.py), on a
+    free port."""
     http = (http or HttpConfig()).model_copy(update={"port": free_port()})
-    app = create_app(service, tokens_file=tokens_file, signin_store=store, http=http)
+    app = app_of(harness, tokens_file, http)
     port = http.port
     config = server_config(app, http, lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -100,26 +122,29 @@ def serve(
             raise RuntimeError("uvicorn did not start")
         threading.Event().wait(0.02)
     try:
-        yield ApiServer(f"http://127.0.0.1:{port}", service, loop, app)
+        yield ApiServer(f"http://127.0.0.1:{port}", harness, loop, app, workdir)
     finally:
         server.should_exit = True
         server.force_exit = True  # open SSE streams would hold a graceful stop
         thread.join(timeout=10)
         loop.close()
-        store.close()
+        harness.store.close()
 
 
 @contextmanager
-def serving(
-    service: FakeService, tokens_file: Path, http: HttpConfig | None = None
-) -> Iterator[ApiServer]:
-    """``serve`` as a ``with`` block, for a test that needs a server of its own."""
-    yield from serve(service, tokens_file, http)
+def serving(tokens_file: Path, http: HttpConfig | None = None) -> Iterator[ApiServer]:
+    """A server of a test's own (a new collector whose store, ``signins.db``, sits beside the
+    tokens file, as a collector config with ``store: {path: signins.db}`` says)."""
+    workdir = tokens_file.parent
+    harness = Harness(workdir / "collector", store_path=workdir / "signins.db")
+    yield from serve(harness, tokens_file, workdir, http)
 
 
 @pytest.fixture(scope="module")
 def _module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    yield from serve(FakeService(), write_tokens(tmp_path_factory.mktemp("t") / "tokens.yaml"))
+    workdir = tmp_path_factory.mktemp("api")
+    tokens = write_tokens(workdir / "tokens.yaml")
+    yield from serve(Harness(workdir / "first"), tokens, workdir)
 
 
 @pytest.fixture
@@ -131,6 +156,7 @@ def api(_module_server: ApiServer) -> ApiServer:
 @pytest.fixture(scope="module")
 def shared_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """One server for tests that only read, or write things no other test looks at."""
-    tokens = write_tokens(tmp_path_factory.mktemp("tokens") / "tokens.yaml")
-    site = make_site(named=("CA-F-PKW-001", "CA-F-PKW-002"))  # the bays the /docs examples use
-    yield from serve(FakeService(site=site), tokens)
+    workdir = tmp_path_factory.mktemp("shared-api")
+    tokens = write_tokens(workdir / "tokens.yaml")
+    site = site_data(named=("CA-F-PKW-001", "CA-F-PKW-002"))  # the bays the /docs examples use
+    yield from serve(Harness(workdir / "collector", site), tokens, workdir)

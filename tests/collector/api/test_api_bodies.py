@@ -74,11 +74,7 @@ def _post(api: ApiServer, role: str, path: str, body: Any) -> tuple[int, dict[st
 
 
 def _nothing_written(api: ApiServer) -> None:
-    service = api.service
-    assert service.calls == []
-    assert service.rights == {}
-    assert service.suspensions == {}
-    assert all(not acts for acts in service.actions.values())
+    api.call(api.service.nothing_written)
 
 
 @pytest.mark.parametrize(("case", "body", "field"), RIGHT_CASES, ids=[c[0] for c in RIGHT_CASES])
@@ -109,7 +105,7 @@ def test_bad_officer_action(api: ApiServer, action: str, case: str, body: Any, f
     code, answer = _post(api, "officer", f"/api/v1/alerts/{alert['alert_id']}/{action}", body)
     assert code == 422, answer
     assert answer["field"] == field
-    assert api.service.alerts_by_id[alert["alert_id"]]["status"] == "open"
+    assert api.call(lambda: api.service.store.alert(alert["alert_id"]))["status"] == "open"
     _nothing_written(api)
 
 
@@ -164,12 +160,12 @@ def test_good_right_is_normalised_and_replaced_by_id(api: ApiServer) -> None:
     code, answer = _post(api, "provider", "/api/v1/rights", RIGHT)
     assert code == 201
     assert answer["start"] == "2026-11-26T08:00:00.000Z"
-    assert api.service.rights["p1"]["type"] == "right"
+    assert api.call(lambda: api.service.store.right("p1"))[0]["type"] == "right"
     code, _ = _post(api, "provider", "/api/v1/rights", {**RIGHT, "end": "2026-11-26T12:00:00Z"})
     assert code == 201
-    assert api.service.rights["p1"]["end"] == "2026-11-26T12:00:00.000Z"
+    assert api.call(lambda: api.service.store.right("p1"))[0]["end"] == "2026-11-26T12:00:00.000Z"
     with api.client("provider") as client:
         assert client.delete("/api/v1/rights/p1").status_code == 200
         gone = client.delete("/api/v1/rights/p1")
     assert gone.status_code == 404
-    assert api.service.rights == {}
+    assert api.call(lambda: api.service.store.right("p1"))[1] is True  # cancelled

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.collector.api.conftest import ROLES, ApiServer, token_of
+from tests.collector.api.harness import T0
 
 EXAMPLES_PER_OPERATION = 5
 SKIP = {("GET", "/api/v1/alerts/stream")}  # never ends by design; tests/…/test_api_sse.py
@@ -51,7 +52,10 @@ def test_no_server_errors(shared_api: ApiServer, role: str) -> None:
         name: spec["components"]["schemas"][name]["examples"][0]
         for name in ("RightBody", "SuspensionBody", "AckBody", "ResolveBody")
     }
-    alert = shared_api.call(lambda: shared_api.service.raise_alert("CA-F-PKW-001"))
+    # (after 10:00: the example right covers the bay from 08:00 to 10:00 on that day)
+    harness = shared_api.service
+    at = max(T0 + 3 * 3_600_000, harness.next_instant())
+    alert = shared_api.call(lambda: harness.raise_alert("CA-F-PKW-001", at=at))
     with httpx.Client(base_url=shared_api.url, headers=headers) as client:
         for path, name in [
             ("/api/v1/rights", "RightBody"),

@@ -13,6 +13,7 @@ from kerbside.collector.api.occupancy import (
 )
 from kerbside.core.instants import parse_instant
 from tests.collector.api.conftest import ApiServer
+from tests.collector.api.harness import site_data
 
 H = 3_600_000
 T0 = parse_instant("2026-11-26T00:00:00Z")
@@ -122,7 +123,7 @@ def test_occupancy_route(api: ApiServer) -> None:
         "interval": "1h",
     }
     now = T0 + 2 * H + 30 * 60_000  # the collector's clock: 02:30, after the range
-    api.call(lambda: setattr(svc, "clock", lambda: now))
+    api.call(lambda: svc.clock.at_least(now))
     with api.client("analyst") as c:
         r = c.get("/api/v1/occupancy", params=params)
         assert r.status_code == 200, r.text
@@ -151,13 +152,14 @@ def test_occupancy_route(api: ApiServer) -> None:
 
 def test_occupancy_route_counts_nothing_after_the_collectors_now(api: ApiServer) -> None:
     """At 06:21 a 15-minute query to 07:00: two buckets, the second partial, nothing after."""
+    # CA-F-B00002 joined the site at 06:10 (a site reload); the zone's third bay (B00004) was
+    # there all along.
+    api = api.fresh(site=site_data(without=("CA-F-B00002",)))
     svc = api.service
     api.call(lambda: svc.set_state("CA-F-B00000", "occupied", T0 + 5 * H))
-    api.call(lambda: setattr(svc, "clock", lambda: T0 + 6 * H + 21 * 60_000))
-    # CA-F-B00002 joined the site at 06:10; the zone's third bay (B00004) at midnight.
-    origins = dict.fromkeys(svc.site.bays, T0)
-    origins["CA-F-B00002"] = T0 + 6 * H + 10 * 60_000
-    api.call(lambda: setattr(svc, "origins", origins))
+    api.call(lambda: svc.clock.at_least(T0 + 6 * H + 10 * 60_000))
+    api.call(lambda: svc.reload(site_data()))
+    api.call(lambda: svc.clock.at_least(T0 + 6 * H + 21 * 60_000))
     params = {
         "zone": "CA-F",
         "start": "2026-11-26T06:00:00Z",

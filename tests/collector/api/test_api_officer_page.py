@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from tests.collector.api.conftest import ApiServer, token_of
+from tests.collector.api.harness import site_data
 from tests.collector.api.test_api_sse import Stream
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -73,8 +74,9 @@ def _bay_facts(item: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def test_alert_items_carry_the_bay_kind_and_max_stay(api: ApiServer) -> None:
-    bay = api.service.site.bays["CA-F-B00000"]
-    bay.kind, bay.max_stay_minutes = "resident", 240
+    api = api.fresh(
+        site=site_data(bays={"CA-F-B00000": {"kind": "resident", "max_stay_minutes": 240}})
+    )
     headers = {"Authorization": f"Bearer {token_of('officer')}"}
     stream = Stream(api, headers, {"since": 0})
     try:
@@ -95,4 +97,4 @@ def test_alert_items_carry_the_bay_kind_and_max_stay(api: ApiServer) -> None:
     assert _bay_facts(one) == ("resident", 240)
     assert _bay_facts(acked) == ("paid", None)
     # The record itself (what MQTT carries) is unchanged.
-    assert "bay_kind" not in api.service.alerts_by_id[record["alert_id"]]
+    assert "bay_kind" not in api.call(lambda: api.service.store.alert(record["alert_id"]))

@@ -22,9 +22,9 @@ def test_parking_spots_shape_and_status(api: ApiServer) -> None:
     api.call(lambda: svc.set_state("CA-F-B00000", "occupied", now - 60_000))
     api.call(lambda: svc.set_state("CA-G-B00001", "vacant", now - 30_000))
     api.call(lambda: svc.set_state("CA-F-B00002", "occupied", now - 30_000))
-    api.call(
-        lambda: svc.suspensions.update(
-            s1={
+    api.run(
+        svc.collector.commands.post_suspension(
+            {
                 "suspension_id": "s1",
                 "bay_ids": ["CA-F-B00002"],
                 "reason": "works",
@@ -57,7 +57,7 @@ def test_parking_spots_shape_and_status(api: ApiServer) -> None:
 
 
 def test_parking_spots_cache_headers_etag_and_pages(api: ApiServer) -> None:
-    for bay_id in api.service.site.bays:
+    for bay_id in list(api.service.site.bays):
         api.call(lambda b=bay_id: api.service.set_state(b, "vacant", _now() - 5000))
     with httpx.Client(base_url=api.url) as c:
         r = c.get("/api/v1/opendata/parking-spots", params={"limit": 4})

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from kerbside.collector.api import create_app
-from kerbside.collector.store import Store
-from tests.collector.api.conftest import ROLES, ApiServer
-from tests.collector.api.fakes import FakeService
+from tests.collector.api.conftest import ROLES, ApiServer, app_of
+from tests.collector.api.harness import Harness
 
 PUBLIC = frozenset({None, *ROLES})
 ANY_ROLE = frozenset(ROLES)
@@ -61,7 +60,7 @@ def _fresh_right(api: ApiServer) -> str:
     right_id = f"r-{next(_counter)}"
 
     async def add() -> None:
-        await api.service.post_right(
+        await api.service.collector.commands.post_right(
             {
                 "type": "right",
                 "right_id": right_id,
@@ -137,8 +136,8 @@ def _request(api: ApiServer, client: httpx.Client, method: str, path: str) -> in
     return call().status_code
 
 
-def test_matrix_covers_every_route() -> None:
-    paths = create_app(FakeService(), signin_store=Store(":memory:")).openapi()["paths"]
+def test_matrix_covers_every_route(tmp_path: Path) -> None:
+    paths = app_of(Harness(tmp_path)).openapi()["paths"]
     routes = {(method.upper(), path) for path, ops in paths.items() for method in ops}
     assert routes == set(MATRIX)
 

@@ -22,7 +22,6 @@ from kerbside.collector.config import HttpConfig
 from kerbside.collector.tokens import TokenHolder, hash_token, load_tokens, save_tokens
 from kerbside.core.instants import parse_instant
 from tests.collector.api.conftest import ApiServer, serving, token_of, write_tokens
-from tests.collector.api.fakes import FakeService
 from tests.collector.api.test_api_sse import Stream
 from tests.helpers import wait_until
 
@@ -31,7 +30,7 @@ LINK_RE = re.compile(r"^(https?://[^/]+)/officer#signin=([A-Za-z0-9_-]{20,})$")
 
 def _server(tmp_path: Path, **http: Any) -> AbstractContextManager[ApiServer]:
     """A server of the test's own, with these http settings (its tokens file may change)."""
-    return serving(FakeService(), write_tokens(tmp_path / "tokens.yaml"), HttpConfig(**http))
+    return serving(write_tokens(tmp_path / "tokens.yaml"), HttpConfig(**http))
 
 
 @pytest.fixture

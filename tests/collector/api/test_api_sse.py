@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from tests.collector.api.conftest import ApiServer, token_of
+from tests.collector.api.harness import T0
 
-BAYS = ["CA-F-B00000", "CA-G-B00001", "CA-F-B00002"]
+# zones CA-F, CA-G, CA-F, ...
+BAYS = ["CA-F-B00000", "CA-G-B00001", "CA-F-B00002", "CA-G-B00003", "CA-F-B00004", "CA-G-B00005"]
 
 
 class Stream:
@@ -70,11 +72,13 @@ def stream(
 
 
 def _raise(api: ApiServer, n: int) -> list[str]:
+    """``n`` alerts raised, each at a bay of its own (a bay raises one per session)."""
+    raised = api.call(lambda: len(api.service.store.alerts(limit=100)))
     return [
-        api.call(lambda i=i: api.service.raise_alert(BAYS[i % 3], "unpaid", at=10_000 + i))[
+        api.call(lambda i=i: api.service.raise_alert(BAYS[i % len(BAYS)], "unpaid", at=T0 + i))[
             "alert_id"
         ]
-        for i in range(n)
+        for i in range(raised, raised + n)
     ]
 
 

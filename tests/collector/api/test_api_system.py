@@ -4,18 +4,21 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import httpx
 from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
 
-from kerbside.collector.api import create_app
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import alerts, bays, occupancy, officer, opendata, rights
 from kerbside.collector.api.routes import system as system_routes
-from kerbside.collector.store import Store
-from tests.collector.api.conftest import ApiServer
-from tests.collector.api.fakes import FakeService
+from kerbside.core.instants import parse_instant
+from tests.collector.api.conftest import ApiServer, app_of
+from tests.collector.api.harness import Harness
+
+T0 = parse_instant("2026-11-26T08:00:00Z")
+BAYS = [f"CA-{'FG'[i % 2]}-B{i:05d}" for i in range(6)]
 
 
 def test_healthz(api: ApiServer) -> None:
@@ -24,15 +27,26 @@ def test_healthz(api: ApiServer) -> None:
         assert r.status_code == 200
         assert r.json()["status"] == "ok"
         assert (r.json()["broker"], r.json()["sink"]) == ("ok", "disabled")
-        api.call(lambda: api.service.health.update(broker="down"))
+        api.call(lambda: setattr(api.service.link, "connected", False))
         r = c.get("/healthz")
         assert r.status_code == 503
         assert (r.json()["status"], r.json()["broker"]) == ("down", "down")
-        api.call(lambda: api.service.health.update(broker="ok", sink="down"))
+        api.call(lambda: setattr(api.service.link, "connected", True))
+        assert c.get("/healthz").status_code == 200
+        with_sink = api.fresh(sink=True)
+        assert c.get("/healthz").json()["sink"] == "ok"
+        with_sink.call(lambda: setattr(with_sink.service.sink, "well", False))
         assert c.get("/healthz").status_code == 503
 
 
 def test_metrics_text(api: ApiServer) -> None:
+    api = api.fresh(sink=True)
+    harness = api.service
+    events = [harness.message(harness.event(b, "vacant", T0)) for b in BAYS * 2]
+    bad = [harness.message(b"{not json"), harness.message(b"[1, 2")]
+    bad.append(harness.message({**harness.event(BAYS[0], "vacant", T0), "bay_id": "NOPE"}))
+    api.call(lambda: harness.clock.at_least(T0 + 60_000))
+    api.call(lambda: harness.ingest(*events, *bad))
     with httpx.Client(base_url=api.url) as c:
         r = c.get("/metrics")
     assert r.status_code == 200
@@ -57,8 +71,8 @@ def test_officer_shell_and_docs(api: ApiServer) -> None:
         assert c.get("/docs").status_code == 200
 
 
-def test_every_body_has_an_example() -> None:
-    spec = create_app(FakeService(), signin_store=Store(":memory:")).openapi()
+def test_every_body_has_an_example(tmp_path: Path) -> None:
+    spec = app_of(Harness(tmp_path)).openapi()
     schemas = spec["components"]["schemas"]
     bodies = []
     for ops in spec["paths"].values():

@@ -12,7 +12,6 @@ import segno
 
 from kerbside.collector.cli import main
 from tests.collector.api.conftest import serving, write_tokens
-from tests.collector.api.fakes import FakeService
 
 URL_RE = re.compile(r"^https://kerbside\.example/officer#signin=([A-Za-z0-9_-]{20,})$")
 
@@ -45,7 +44,7 @@ def test_link_is_printed_with_its_qr_code_and_signs_in_once(
     assert "one-time sign-in link for officer-1" in err
     assert svg.read_text().startswith("<svg")
 
-    with serving(FakeService(), setup.parent / "tokens.yaml") as api:
+    with serving(setup.parent / "tokens.yaml") as api:
         with httpx.Client(base_url=api.url) as c:
             first = c.post("/api/v1/session", json={"code": match[1]})
             again = c.post("/api/v1/session", json={"code": match[1]})
@@ -59,7 +58,7 @@ def test_revoke_ends_the_officers_sessions_in_the_store(
 ) -> None:
     assert main(["token", "link", "officer-1", "--config", str(setup), "--no-qr"]) == 0
     code = capsys.readouterr().out.strip().rpartition("=")[2]
-    with serving(FakeService(), setup.parent / "tokens.yaml") as api:
+    with serving(setup.parent / "tokens.yaml") as api:
         with httpx.Client(base_url=api.url) as c:
             cookie = c.post("/api/v1/session", json={"code": code}).headers["set-cookie"]
         assert main(["token", "link", "officer-1", "--config", str(setup), "--no-qr"]) == 0

@@ -1,4 +1,5 @@
-"""``create_app(service)``: the HTTP API (docs/api.md), served from the collector's loop."""
+"""``create_app(queries, commands, feed)``: the HTTP API (docs/api.md), served from the
+collector's loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
 from kerbside.collector.api.fastpath import BaysFastPath
 from kerbside.collector.api.pagecache import PageCache
-from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes import (
     alerts,
     bays,
@@ -26,7 +26,10 @@ from kerbside.collector.api.routes import (
 )
 from kerbside.collector.api.routes.alerts import EventFrames
 from kerbside.collector.api.siteview import SiteCache
+from kerbside.collector.commands import Commands
 from kerbside.collector.config import HttpConfig
+from kerbside.collector.feed import AlertFeed
+from kerbside.collector.queries import Queries
 from kerbside.collector.signin import SignIns, SignInStore
 from kerbside.collector.tokens import TokenRegistry
 
@@ -43,27 +46,22 @@ link (`POST /api/v1/signin-links`) and uses a session cookie instead. `/healthz`
 
 
 def create_app(
-    service: ApiService,
+    queries: Queries,
+    commands: Commands,
+    feed: AlertFeed,
     *,
+    signin_store: SignInStore,
     tokens_file: Path | str | None = None,
     tokens: TokenRegistry | None = None,
-    signin_store: SignInStore | None = None,
     http: HttpConfig | None = None,
 ) -> FastAPI:
-    """The API over ``service``; tokens from ``tokens_file`` (re-read when it changes); the
-    officers' sessions and sign-in links in ``signin_store`` (the collector's store, where
-    every collector sharing it finds them); ``http`` the collector's http settings."""
-    config = getattr(service, "config", None)
+    """The API: reads from ``queries``, writes through ``commands``, the alert stream from
+    ``feed``; tokens from ``tokens_file`` (re-read when it changes); the officers' sessions and
+    sign-in links in ``signin_store`` (the collector's store, where every collector sharing it
+    finds them); ``http`` the collector's http settings."""
     if tokens is None:
-        if tokens_file is None:
-            tokens_file = getattr(config, "tokens_file", None)
         tokens = TokenRegistry(Path(tokens_file) if tokens_file is not None else None)
-    if signin_store is None:
-        signin_store = getattr(service, "store", None)
-        if signin_store is None:
-            raise TypeError("create_app: give signin_store (the service has no store)")
-    if http is None:
-        http = getattr(config, "http", None) or HttpConfig()
+    http = http or HttpConfig()
     # Swagger UI's script and styles come from this server, not a CDN (fastapi-offline ships
     # them): /docs works on a closed network and loads no third-party code.
     app = FastAPIOffline(
@@ -74,7 +72,9 @@ def create_app(
         redoc_url=None,
         favicon_url="/favicon.ico",
     )
-    app.state.service = service
+    app.state.queries = queries
+    app.state.commands = commands
+    app.state.feed = feed
     app.state.tokens = tokens
     app.state.http = http
     app.state.signins = SignIns(

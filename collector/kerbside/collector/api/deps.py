@@ -1,4 +1,5 @@
-"""Dependencies of the routes: the collector service, the caller and their role.
+"""Dependencies of the routes: the read side, the commands, the alert feed, the caller and
+their role.
 
 A caller is identified by ``Authorization: Bearer <token>`` or, for the officers' page (whose
 EventSource cannot send headers), by its session cookie: a random id the store knows (signin.py),
@@ -7,7 +8,7 @@ unknown token or session: 401. Known caller, role not allowed on the route: 403.
 do everything.
 
 Every route and dependency is ``async def``: they run on the collector's loop, which owns the
-service (FastAPI would run a plain ``def`` in a worker thread, beside the loop).
+store and the core (FastAPI would run a plain ``def`` in a worker thread, beside the loop).
 """
 
 from __future__ import annotations
@@ -18,31 +19,46 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
-from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.siteview import SiteCache, SiteView
+from kerbside.collector.commands import Commands
+from kerbside.collector.feed import AlertFeed
+from kerbside.collector.queries import Queries
 from kerbside.collector.signin import SESSION_COOKIE, SignIns
 from kerbside.collector.tokens import TokenHolder, TokenRegistry
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kerbside"'}
 
 
-async def get_service(request: Request) -> ApiService:
-    service: ApiService = request.app.state.service
-    return service
+async def get_queries(request: Request) -> Queries:
+    queries: Queries = request.app.state.queries
+    return queries
+
+
+async def get_commands(request: Request) -> Commands:
+    commands: Commands = request.app.state.commands
+    return commands
+
+
+async def get_feed(request: Request) -> AlertFeed:
+    feed: AlertFeed = request.app.state.feed
+    return feed
 
 
 async def get_site(request: Request) -> SiteView:
     cache: SiteCache = request.app.state.site_cache
-    return cache.get(request.app.state.service.site)
+    queries: Queries = request.app.state.queries
+    return cache.get(queries.site)
 
 
 async def get_now(request: Request) -> int:
     """The collector's clock (epoch ms): the wall clock, or the test clock it runs on."""
-    clock = getattr(request.app.state.service, "clock", None)
-    return int(clock()) if callable(clock) else time.time_ns() // 1_000_000
+    queries: Queries = request.app.state.queries
+    return queries.now()
 
 
-ServiceDep = Annotated[ApiService, Depends(get_service)]
+QueriesDep = Annotated[Queries, Depends(get_queries)]
+CommandsDep = Annotated[Commands, Depends(get_commands)]
+FeedDep = Annotated[AlertFeed, Depends(get_feed)]
 SiteDep = Annotated[SiteView, Depends(get_site)]
 Now = Annotated[int, Depends(get_now)]
 

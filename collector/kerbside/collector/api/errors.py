@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kerbside.collector.api.ports import NotFoundError, RecordRejectedError
+from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected, StoreError
 
 
 class FieldError(Exception):
@@ -38,25 +36,7 @@ def field_error_body(loc: Sequence[str | int], msg: str, kind: str) -> dict[str,
     return {"field": dotted(loc), "detail": [{"loc": list(loc), "msg": msg, "type": kind}]}
 
 
-def _service_error_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
-    """The service's NotFound and RecordRejected, plus our fallbacks for tests and stubs."""
-    not_found: list[type[Exception]] = [NotFoundError]
-    rejected: list[type[Exception]] = [RecordRejectedError]
-    try:
-        service = importlib.import_module("kerbside.collector.service")
-    except Exception:  # noqa: BLE001 - a broken or absent service module: fallbacks only
-        logging.getLogger(__name__).warning("cannot import kerbside.collector.service")
-        return tuple(not_found), tuple(rejected)
-    for name, bucket in (("NotFound", not_found), ("RecordRejected", rejected)):
-        found = getattr(service, name, None)
-        if isinstance(found, type) and issubclass(found, Exception):
-            bucket.append(found)
-    return tuple(not_found), tuple(rejected)
-
-
 def install(app: FastAPI) -> None:
-    not_found, rejected = _service_error_types()
-
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         items = [
@@ -90,18 +70,29 @@ def install(app: FastAPI) -> None:
         )
 
     async def on_rejected(request: Request, exc: Exception) -> JSONResponse:
-        reason = str(getattr(exc, "reason", None) or exc)
-        field = getattr(exc, "field", None) or "body"
-        code = status.HTTP_422_UNPROCESSABLE_CONTENT
-        if field == "alert_id":  # acting on an alert that is closed already
-            code = status.HTTP_409_CONFLICT
-        loc = [field] if field in ("alert_id", "body") else ["body", field]
-        return JSONResponse(field_error_body(loc, reason, "rejected"), code)
+        assert isinstance(exc, RecordRejected)
+        loc = ["body", exc.field] if exc.field else ["body"]
+        return JSONResponse(
+            field_error_body(loc, exc.detail, "rejected"), status.HTTP_422_UNPROCESSABLE_CONTENT
+        )
+
+    async def on_closed(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            field_error_body(["alert_id"], str(exc), "rejected"), status.HTTP_409_CONFLICT
+        )
+
+    async def on_store(request: Request, exc: Exception) -> JSONResponse:
+        # nothing was written (the unit of work is all or nothing): the client may try again
+        return JSONResponse(
+            {"field": None, "detail": "the store cannot take writes just now; try again"},
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(FieldError, on_field)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    for cls in not_found:
-        app.add_exception_handler(cls, on_not_found)
-    for cls in rejected:
-        app.add_exception_handler(cls, on_rejected)
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(RecordRejected, on_rejected)
+    app.add_exception_handler(AlertClosed, on_closed)
+    app.add_exception_handler(StoreError, on_store)

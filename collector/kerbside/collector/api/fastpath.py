@@ -6,7 +6,7 @@ a cached page does (bench/bench_api.py). This ASGI middleware answers only reque
 answer exactly as the route would: method GET, path ``/api/v1/bays``, no body, a bearer token in
 the Authorization header whose holder may list bays, and query parameters that are plainly valid
 (``zone``, ``limit``, ``cursor``, each at most once). Everything else (no or unknown token, a
-cookie, a forbidden role, an odd or invalid query, a cursor the service refuses) goes on to
+cookie, a forbidden role, an odd or invalid query, a cursor the read side refuses) goes on to
 FastAPI unchanged, so errors and their bodies stay those of the route.
 """
 
@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kerbside.collector.api.pagecache import PageCache
-from kerbside.collector.api.ports import ApiService
+from kerbside.collector.queries import Queries
 from kerbside.collector.tokens import TokenRegistry
 
 PATH = "/api/v1/bays"
@@ -88,10 +88,10 @@ class BaysFastPath:
             return None
         from kerbside.collector.api.routes.bays import bays_page  # noqa: PLC0415 (no cycle)
 
-        service: ApiService = self.state.service
+        queries: Queries = self.state.queries
         cache: PageCache = self.state.page_cache
         try:
-            return bays_page(cache, service, *query)
+            return bays_page(cache, queries, *query)
         except Exception:  # noqa: BLE001 - the route raises it again and answers as it should
             return None
 

@@ -1,4 +1,4 @@
-"""Prometheus text exposition of the service's counters (format 0.0.4, no client library)."""
+"""Prometheus text exposition of the collector's metrics (format 0.0.4, no client library)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 _NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
 
-# service key -> (metric name, type, help, label name for dict values)
+# metrics key -> (metric name, type, help, label name for dict values)
 _KNOWN: dict[str, tuple[str, str, str, str]] = {
     "events_in": ("kerbside_events_in_total", "counter", "Occupancy events received", ""),
     "rejected": (
@@ -43,7 +43,7 @@ def _label(value: Any) -> str:
 
 
 def render(metrics: Mapping[str, Any], extra: Mapping[str, float] | None = None) -> str:
-    """Render the service's ``metrics()`` dict (see /work/notes/api.md) as Prometheus text."""
+    """Render ``Queries.metrics()`` as Prometheus text."""
     lines: list[str] = []
     for key, value in metrics.items():
         if key == "rule_latency_s" and isinstance(value, Mapping):

@@ -13,6 +13,7 @@ clears; that is how "a record at instant t takes effect at t" wins every tie.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Any, Final
 
 from kerbside.collector.records import (
@@ -256,7 +257,8 @@ class RulesEngine:
 
     @classmethod
     def restore(cls, site: Site, snapshot: dict[str, Any]) -> RulesEngine:
-        """An engine that carries on from ``snapshot`` (bays no longer in ``site`` dropped)."""
+        """An engine that carries on from ``snapshot``, keeping only what concerns ``site``'s
+        bays and zones (bays no longer in it dropped; a snapshot of a larger site split)."""
         if snapshot.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"unknown rules snapshot version {snapshot.get('v')!r}")
         engine = cls(site)
@@ -294,13 +296,114 @@ class RulesEngine:
                 for k, _s, _e in rights:
                     engine._right_home[k] = (True, zone_id)
         for suspension_id, bay_ids in snapshot["suspension_bays"].items():
-            engine._suspension_home[suspension_id] = tuple(b for b in bay_ids if b in site.bays)
+            kept = tuple(b for b in bay_ids if b in site.bays)
+            if kept:
+                engine._suspension_home[suspension_id] = kept
         for time, order, record in snapshot["queued"]:
-            engine._heap.append((time, 0, order, 0, from_journal_dict(record)))
+            fitted = fit_record(from_journal_dict(record), site)
+            if fitted is not None:
+                engine._heap.append((time, 0, order, 0, fitted))
         heapq.heapify(engine._heap)
         for bay_id, state in engine._bays.items():
             engine._recompute(bay_id, state, engine._clock + 1)
         return engine
+
+    # -- a bay changing zone (a site reload) ------------------------------------------------
+    def release_bay(self, bay_id: str) -> BayMove:
+        """Give up a bay that another engine takes over: its state and the records queued for
+        it. Rights and suspensions queued for it stay here without it (every engine holds
+        every right and suspension id, see ``fit_record``); ``adopt_bay`` puts it in the other
+        engine's versions."""
+        state = self._bays.pop(bay_id, None)
+        if state is not None:
+            for right_id in state.rights or {}:
+                self._right_home.pop(right_id, None)
+            for alert in (state.alerts or {}).values():
+                self._alert_home.pop(alert.alert_id, None)
+            for suspension_id in state.suspensions or {}:
+                bays = tuple(b for b in self._suspension_home.get(suspension_id, ()) if b != bay_id)
+                if bays:
+                    self._suspension_home[suspension_id] = bays
+                else:
+                    self._suspension_home.pop(suspension_id, None)
+        queued: list[tuple[Instant, JournalRecord]] = []
+        kept = []
+        for entry in self._heap:
+            record = entry[4]
+            if entry[1] != 0:
+                kept.append(entry)
+            elif isinstance(record, OccupancyEvent) and record.bay_id == bay_id:
+                queued.append((entry[0], record))
+            elif isinstance(record, Right) and record.bay_id == bay_id:
+                queued.append((entry[0], record))
+                gone = Right(record.right_id, record.kind, None, None, record.start, record.end)
+                kept.append((entry[0], 0, entry[2], 0, gone))
+            elif isinstance(record, Suspension) and bay_id in record.bay_ids:
+                queued.append((entry[0], record))
+                bays = tuple(b for b in record.bay_ids if b != bay_id)
+                rest = Suspension(
+                    record.suspension_id, bays, record.start, record.end, record.reason
+                )
+                kept.append((entry[0], 0, entry[2], 0, rest))
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._heap = kept
+        return BayMove(bay_id, state, queued)
+
+    def adopt_bay(self, move: BayMove, *, schedule: bool = False) -> None:
+        """Take over a bay released by another engine. Its wake is scheduled with ``schedule``
+        (the engine's site has the bay already), else by the ``replace_site`` that follows."""
+        bay_id, state = move.bay_id, move.state
+        if state is not None:
+            self._bays[bay_id] = state
+            for right_id in state.rights or {}:
+                self._right_home[right_id] = (False, bay_id)
+            for key, alert in (state.alerts or {}).items():
+                self._alert_home[alert.alert_id] = (bay_id, key)
+            for suspension_id in state.suspensions or {}:
+                home = self._suspension_home.get(suspension_id, ())
+                self._suspension_home[suspension_id] = (*home, bay_id)
+        for time, record in move.queued:
+            if isinstance(record, OccupancyEvent):
+                self._seq += 1
+                heapq.heappush(self._heap, (time, 0, self._seq, 0, record))
+                continue
+            # this engine holds the same version without the bay: give it the bay (an engine
+            # of a zone new with this site has none: the version comes as it is)
+            for i, entry in enumerate(self._heap):
+                mine = entry[4]
+                if entry[1] == 0 and _same_version(mine, record):
+                    self._heap[i] = (*entry[:4], _with_bay(mine, record, bay_id))
+                    break
+            else:
+                self._seq += 1
+                alone: JournalRecord = record
+                if isinstance(record, Suspension):
+                    alone = Suspension(
+                        record.suspension_id, (bay_id,), record.start, record.end, record.reason
+                    )
+                heapq.heappush(self._heap, (time, 0, self._seq, 0, alone))
+        if schedule and state is not None:
+            state.wake = None
+            state.version += 1
+            self._recompute(bay_id, state, self._clock + 1)
+
+    def waiting_versions(self) -> list[tuple[Instant, int, JournalRecord]]:
+        """Rights and suspensions waiting for their time, as (time, order, record): an engine
+        started beside this one (a zone new with a site) takes them with ``take_versions``."""
+        return sorted(
+            (time, order, record)
+            for time, phase, order, _version, record in self._heap
+            if phase == 0 and isinstance(record, Right | Suspension)
+        )
+
+    def take_versions(self, entries: list[tuple[Instant, int, JournalRecord]]) -> None:
+        for time, order, record in entries:
+            fitted = fit_record(record, self.site)
+            if fitted is not None:
+                heapq.heappush(self._heap, (time, 0, order, 0, fitted))
+            self._seq = max(self._seq, order)
 
     # -- looking inside -------------------------------------------------------------------
     def alert(self, alert_id: str) -> Alert | None:
@@ -325,10 +428,6 @@ class RulesEngine:
     def suspended(self, bay_id: str, at: Instant) -> bool:
         state = self._bays.get(bay_id)
         return state is not None and run_at(state, at) is not None
-
-    def covered(self, bay_id: str, at: Instant) -> bool:
-        """Whether a known right covers the bay at ``at``."""
-        return self._covered(self.site.bays[bay_id], self._state(bay_id), at)
 
     # -- records --------------------------------------------------------------------------
     def _take(
@@ -383,7 +482,9 @@ class RulesEngine:
     ) -> None:
         touched = self._forget_right(right.right_id)
         interval = (right.start, right.end)
-        if right.zone_id is not None:
+        if right.bay_id is None and right.zone_id is None:
+            pass  # the right now covers bays of another engine's: this one only forgets it
+        elif right.zone_id is not None:
             self._zone_rights.setdefault(right.zone_id, {})[right.right_id] = interval
             self._right_home[right.right_id] = (True, right.zone_id)
             touched.extend(self._bays_of(True, right.zone_id))
@@ -462,7 +563,8 @@ class RulesEngine:
                 state.suspensions = {}
             state.suspensions[suspension.suspension_id] = (suspension.start, suspension.end)
             touched.append(bay_id)
-        self._suspension_home[suspension.suspension_id] = suspension.bay_ids
+        if suspension.bay_ids:
+            self._suspension_home[suspension.suspension_id] = suspension.bay_ids
         for bay_id in dict.fromkeys(touched):
             state = self._bays[bay_id]
             if state.state == "occupied":
@@ -717,3 +819,65 @@ class RulesEngine:
         self, bay_id: str, state: BayState, alert: SessionAlert, change: ChangeKind, at: Instant
     ) -> AlertChange:
         return AlertChange(self._public(bay_id, state, alert), change, at)
+
+
+def fit_record(record: JournalRecord, site: Site) -> JournalRecord | None:
+    """The part of ``record`` an engine for ``site`` (a site or one zone of it) takes.
+
+    An occupancy event of a bay it does not have: nothing. A right for another engine's bay or
+    zone: the right with no target, which only forgets an earlier right of the same id. A
+    suspension: restricted to the site's bays (with none, it only forgets an earlier one).
+    Every engine sees every right and suspension id, so replacing one by id behaves as in a
+    single engine whatever the zones of the old and new versions.
+    """
+    if isinstance(record, OccupancyEvent):
+        return record if record.bay_id in site.bays else None
+    if isinstance(record, Right):
+        if (record.bay_id is not None and record.bay_id in site.bays) or (
+            record.zone_id is not None and record.zone_id in site.zones
+        ):
+            return record
+        if record.bay_id is None and record.zone_id is None:
+            return record
+        return Right(record.right_id, record.kind, None, None, record.start, record.end)
+    bays = tuple(b for b in record.bay_ids if b in site.bays)
+    if len(bays) == len(record.bay_ids):
+        return record
+    return Suspension(record.suspension_id, bays, record.start, record.end, record.reason)
+
+
+@dataclass(frozen=True)
+class BayMove:
+    """A bay leaving one engine for another (``release_bay``, ``adopt_bay``)."""
+
+    bay_id: str
+    state: BayState | None
+    queued: list[tuple[Instant, JournalRecord]]  # records waiting for their time that name it
+
+
+def _same_version(mine: object, theirs: JournalRecord) -> bool:
+    if isinstance(mine, Right) and isinstance(theirs, Right):
+        return (mine.right_id, mine.kind, mine.start, mine.end) == (
+            theirs.right_id,
+            theirs.kind,
+            theirs.start,
+            theirs.end,
+        )
+    if isinstance(mine, Suspension) and isinstance(theirs, Suspension):
+        return (mine.suspension_id, mine.start, mine.end, mine.reason) == (
+            theirs.suspension_id,
+            theirs.start,
+            theirs.end,
+            theirs.reason,
+        )
+    return False
+
+
+def _with_bay(mine: JournalRecord, theirs: JournalRecord, bay_id: str) -> JournalRecord:
+    if isinstance(mine, Suspension):
+        if bay_id in mine.bay_ids:
+            return mine
+        return Suspension(
+            mine.suspension_id, (*mine.bay_ids, bay_id), mine.start, mine.end, mine.reason
+        )
+    return theirs  # a right: the version that names the bay

@@ -1,14 +1,14 @@
 """Time series in InfluxDB (docs/analysts.md): line builders, sinks, a durable spool, a recorder.
 
-The collector builds one recorder with ``create_sink(config.influxdb, service, ...)`` and calls
-it as things happen; see ``recorder.TimeSeriesRecorder`` and /work/notes/timeseries.md.
+The collector builds one recorder with ``create_sink(config.influxdb, view, ...)`` and hands it
+the points its units of work produce, once committed; see ``recorder.TimeSeriesRecorder``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kerbside.collector.timeseries.errors import (
     RejectedWriteError,
@@ -16,15 +16,17 @@ from kerbside.collector.timeseries.errors import (
     TimeSeriesError,
 )
 from kerbside.collector.timeseries.lines import BayTags, session_figures
-from kerbside.collector.timeseries.recorder import TimeSeriesRecorder, wall_clock_ms
+from kerbside.collector.timeseries.recorder import TimeSeriesRecorder
 from kerbside.collector.timeseries.sinks import InfluxV1Sink, InfluxV2Sink, TimeSeriesSink
 from kerbside.collector.timeseries.spool import Spool
 from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, parse_instant
+from kerbside.core.site import Site
 
 __all__ = [
     "BayTags",
+    "CollectorView",
     "InfluxV1Sink",
     "InfluxV2Sink",
     "RejectedWriteError",
@@ -72,7 +74,25 @@ def open_sink(config: Any) -> TimeSeriesSink:
     return InfluxV2Sink(config.url, token, config.org, config.bucket, timeout_s=timeout_s)
 
 
-def current_states(service: Any) -> dict[str, tuple[str, Instant]]:
+class CollectorView(Protocol):
+    """What the recorder reads of the collector: its site, its bays' states and its clock."""
+
+    @property
+    def site(self) -> Site: ...
+
+    def bays(
+        self, zone_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    @property
+    def clock(self) -> Callable[[], Instant]: ...
+
+    @property
+    def bay_origins(self) -> Mapping[str, Instant]:
+        """When each bay came into being; zone occupancy counts no time before it."""
+
+
+def current_states(service: CollectorView) -> dict[str, tuple[str, Instant]]:
     """Each bay's current (state, since) from the service's bay list (no store query)."""
     out: dict[str, tuple[str, Instant]] = {}
     cursor: str | None = None
@@ -87,7 +107,7 @@ def current_states(service: Any) -> dict[str, tuple[str, Instant]]:
 
 def create_sink(
     config: Any,
-    service: Any,
+    service: CollectorView,
     store_path: str | Path | None = None,
     *,
     delay_s: float = 15.0,
@@ -111,15 +131,13 @@ def create_sink(
         return {bay_id: bay.zone_id for bay_id, bay in service.site.bays.items()}
 
     def origins() -> Mapping[str, Instant]:
-        found: Mapping[str, Instant] = service.bay_origins
-        return found
+        return service.bay_origins
 
-    clock = getattr(service, "clock", None) or wall_clock_ms
     return TimeSeriesRecorder(
         writer,
         zones=zones,
         current=lambda: current_states(service),
-        origins=origins if hasattr(service, "bay_origins") else None,
+        origins=origins,
         delay_s=delay_s,
-        clock=clock,
+        clock=service.clock,
     )

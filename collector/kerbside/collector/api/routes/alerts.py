@@ -17,18 +17,21 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kerbside.collector.api.deps import (
+    CommandsDep,
+    FeedDep,
     Officer,
     OfficerOrAnalyst,
-    ServiceDep,
+    QueriesDep,
     SiteDep,
     still_allowed,
 )
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import AckBody, Alert, AlertPage, ErrorBody, ResolveBody
-from kerbside.collector.api.ports import ApiService
 from kerbside.collector.api.routes.bays import paged
 from kerbside.collector.api.routes.common import Cursor, IdQuery, JsonText, Limit, page
 from kerbside.collector.api.siteview import SiteCache, SiteView
+from kerbside.collector.feed import AlertFeed
+from kerbside.collector.queries import Queries
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 AlertId = Annotated[str, Path(min_length=1, max_length=200)]
@@ -55,7 +58,8 @@ def with_bay(record: dict[str, Any], site: SiteView) -> dict[str, Any]:
 async def list_alerts(
     *,
     request: Request,
-    service: ServiceDep,
+    queries: QueriesDep,
+    feed: FeedDep,
     site: SiteDep,
     _: OfficerOrAnalyst,
     status: Status | None = None,
@@ -65,9 +69,9 @@ async def list_alerts(
     cursor: Cursor = None,
 ) -> JsonText:
     # Read the change id first: a client that lists then streams from it misses nothing.
-    last = service.last_alert_change_id()
+    last = feed.last_id
     items, next_cursor = paged(
-        lambda: service.alerts(status=status, zone=zone, kind=kind, limit=limit, cursor=cursor)
+        lambda: queries.alerts(status=status, zone=zone, kind=kind, limit=limit, cursor=cursor)
     )
     response = page([with_bay(item, site) for item in items], next_cursor)
     response.headers["X-Last-Event-ID"] = str(last)
@@ -98,8 +102,13 @@ class EventFrames:
         return text
 
 
-async def _events(
-    request: Request, service: ApiService, after: int, zone: str | None, kind: str | None
+async def _events(  # noqa: PLR0917 (the stream's request, sources and filters)
+    request: Request,
+    feed: AlertFeed,
+    queries: Queries,
+    after: int,
+    zone: str | None,
+    kind: str | None,
 ) -> AsyncIterator[str]:
     state = request.app.state
     frames: EventFrames = state.sse_frames
@@ -108,9 +117,9 @@ async def _events(
     state.sse_clients += 1
     try:
         yield "retry: 2000\n\n"
-        if after > service.last_alert_change_id():
+        if after > feed.last_id:
             # An id from before a store was wiped: the client must reload its list.
-            after = service.last_alert_change_id()
+            after = feed.last_id
             yield f"id: {after}\nevent: reset\ndata: {{}}\n\n"
         quiet_since = check_at = loop.time()
         while True:
@@ -121,9 +130,9 @@ async def _events(
                     yield "event: signed-out\ndata: {}\n\n"
                     return
                 check_at = loop.time() + RECHECK_S
-            changes = service.alert_changes_since(after, limit=BATCH)
+            changes = feed.changes_since(after, limit=BATCH)
             if changes:
-                site = sites.get(service.site)
+                site = sites.get(queries.site)
                 out = [
                     frames.frame(cid, with_bay(rec, site))
                     for cid, rec in changes
@@ -134,7 +143,7 @@ async def _events(
                     yield "".join(out)
                     quiet_since = loop.time()
                 continue
-            await service.wait_alert_change(after, RECHECK_S)
+            await feed.wait(after, RECHECK_S)
             if loop.time() - quiet_since >= HEARTBEAT_S:
                 yield ": keep-alive\n\n"
                 quiet_since = loop.time()
@@ -151,7 +160,8 @@ async def _events(
 async def stream(
     *,
     request: Request,
-    service: ServiceDep,
+    feed: FeedDep,
+    queries: QueriesDep,
     _: Officer,
     last_event_id: Annotated[
         str | None, Header(max_length=20, description="the last id received; resumes after it")
@@ -170,9 +180,9 @@ async def stream(
     elif since is not None:
         after = since
     else:
-        after = service.last_alert_change_id()
+        after = feed.last_id
     return StreamingResponse(
-        _events(request, service, after, zone, kind),
+        _events(request, feed, queries, after, zone, kind),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -180,9 +190,9 @@ async def stream(
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert with its officer history")
 async def get_alert(
-    alert_id: AlertId, service: ServiceDep, site: SiteDep, _: OfficerOrAnalyst
+    alert_id: AlertId, queries: QueriesDep, site: SiteDep, _: OfficerOrAnalyst
 ) -> JsonText:
-    record = service.alert(alert_id)
+    record = queries.alert(alert_id)
     if record is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
     return JsonText(with_bay(record, site))
@@ -192,11 +202,16 @@ async def get_alert(
     "/{alert_id}/ack", response_model=Alert, summary="Acknowledge an alert", responses=_CONFLICT
 )
 async def ack_alert(
-    alert_id: AlertId, body: AckBody, service: ServiceDep, site: SiteDep, _: Officer
+    alert_id: AlertId,
+    body: AckBody,
+    queries: QueriesDep,
+    commands: CommandsDep,
+    site: SiteDep,
+    _: Officer,
 ) -> JsonText:
-    if service.alert(alert_id) is None:
+    if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    record = await service.ack_alert(alert_id, body.officer, body.outcome, body.note)
+    record = await commands.ack_alert(alert_id, body.officer, body.outcome, body.note)
     return JsonText(with_bay(record, site))
 
 
@@ -207,9 +222,14 @@ async def ack_alert(
     responses=_CONFLICT,
 )
 async def resolve_alert(
-    alert_id: AlertId, body: ResolveBody, service: ServiceDep, site: SiteDep, _: Officer
+    alert_id: AlertId,
+    body: ResolveBody,
+    queries: QueriesDep,
+    commands: CommandsDep,
+    site: SiteDep,
+    _: Officer,
 ) -> JsonText:
-    if service.alert(alert_id) is None:
+    if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    record = await service.resolve_alert(alert_id, body.officer, body.outcome, body.note)
+    record = await commands.resolve_alert(alert_id, body.officer, body.outcome, body.note)
     return JsonText(with_bay(record, site))

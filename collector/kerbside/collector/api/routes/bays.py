@@ -8,11 +8,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Request
 
-from kerbside.collector.api.deps import Analyst, OfficerOrAnalyst, ServiceDep, SiteDep
+from kerbside.collector.api.deps import Analyst, OfficerOrAnalyst, QueriesDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Bay, BayPage, SessionPage, Zone
 from kerbside.collector.api.pagecache import PageCache
-from kerbside.collector.api.ports import ApiService, Page
 from kerbside.collector.api.routes.common import (
     Cursor,
     IdQuery,
@@ -22,13 +21,14 @@ from kerbside.collector.api.routes.common import (
     page,
     query_instant,
 )
+from kerbside.collector.queries import Page, Queries
 
 router = APIRouter(prefix="/api/v1", tags=["bays"])
 BayId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
 def paged(call: Callable[[], Page]) -> Page:
-    """Run a paginated service call; a cursor it cannot read is the caller's error."""
+    """Run a paginated read; a cursor it cannot read is the caller's error."""
     try:
         return call()
     except ValueError as exc:
@@ -42,31 +42,31 @@ def paged(call: Callable[[], Page]) -> Page:
 )
 async def list_bays(
     request: Request,
-    service: ServiceDep,
+    queries: QueriesDep,
     _: OfficerOrAnalyst,
     zone: IdQuery = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> JsonText:
     cache: PageCache = request.app.state.page_cache
-    return JsonText(bays_page(cache, service, zone, limit, cursor))
+    return JsonText(bays_page(cache, queries, zone, limit, cursor))
 
 
 def bays_page(
-    cache: PageCache, service: ApiService, zone: str | None, limit: int, cursor: str | None
+    cache: PageCache, queries: Queries, zone: str | None, limit: int, cursor: str | None
 ) -> bytes:
     """The serialised page of bays, from ``cache`` (also served by api/fastpath.py)."""
 
     def build() -> bytes:
-        items, next_cursor = paged(lambda: service.bays(zone_id=zone, limit=limit, cursor=cursor))
+        items, next_cursor = paged(lambda: queries.bays(zone_id=zone, limit=limit, cursor=cursor))
         return orjson.dumps({"items": items, "next_cursor": next_cursor})
 
     return cache.get(("bays", zone, limit, cursor), build)
 
 
 @router.get("/bays/{bay_id}", response_model=Bay, summary="One bay with current state")
-async def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> JsonText:
-    bay = service.bay(bay_id)
+async def get_bay(bay_id: BayId, queries: QueriesDep, _: OfficerOrAnalyst) -> JsonText:
+    bay = queries.bay(bay_id)
     if bay is None:
         raise FieldError(["path", "bay_id"], f"no bay {bay_id}", 404)
     return JsonText(bay)
@@ -76,7 +76,7 @@ async def get_bay(bay_id: BayId, service: ServiceDep, _: OfficerOrAnalyst) -> Js
 async def bay_sessions(
     *,
     bay_id: BayId,
-    service: ServiceDep,
+    queries: QueriesDep,
     _: Analyst,
     start: InstantQuery = None,
     end: InstantQuery = None,
@@ -86,9 +86,9 @@ async def bay_sessions(
     lo, hi = query_instant("start", start), query_instant("end", end)
     if lo is not None and hi is not None and hi <= lo:
         raise FieldError(["query", "end"], "end must be after start")
-    if service.bay(bay_id) is None:
+    if queries.bay(bay_id) is None:
         raise FieldError(["path", "bay_id"], f"no bay {bay_id}", 404)
-    items, next_cursor = paged(lambda: service.sessions(bay_id, lo, hi, limit=limit, cursor=cursor))
+    items, next_cursor = paged(lambda: queries.sessions(bay_id, lo, hi, limit=limit, cursor=cursor))
     return page(items, next_cursor)
 
 

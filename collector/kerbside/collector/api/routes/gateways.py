@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from kerbside.collector.api.deps import Analyst, ServiceDep
+from kerbside.collector.api.deps import Analyst, QueriesDep
 
 router = APIRouter(prefix="/api/v1", tags=["gateways"])
 
@@ -28,7 +28,7 @@ class Gateway(BaseModel):
     response_model=list[Gateway],
     summary="Gateways: online, last seen, events journaled, first/last seq, seq gaps",
 )
-async def gateways(service: ServiceDep, _: Analyst) -> list[Gateway]:
+async def gateways(queries: QueriesDep, _: Analyst) -> list[Gateway]:
     # A scan of the journal on the store's file: run off the collector's loop.
-    rows = await asyncio.to_thread(service.gateways)
+    rows = await asyncio.to_thread(queries.gateways)
     return [Gateway(**row) for row in rows]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from kerbside.collector.api.deps import Analyst, Now, ServiceDep, SiteDep
+from kerbside.collector.api.deps import Analyst, Now, QueriesDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Occupancy
 from kerbside.collector.api.occupancy import (
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/v1", tags=["occupancy"])
 @router.get("/occupancy", response_model=Occupancy, summary="Occupancy rate per time bucket")
 async def occupancy(
     *,
-    service: ServiceDep,
+    queries: QueriesDep,
     site: SiteDep,
     now: Now,
     _: Analyst,
@@ -47,11 +47,11 @@ async def occupancy(
         raise FieldError(["query", "interval"], f"more than {MAX_BUCKETS} buckets; widen it")
     if zone is not None and zone not in site.zones:
         raise FieldError(["query", "zone"], f"unknown zone {zone}", 404)
-    timelines = dict(service.state_changes(zone, lo, min(hi, now)))
+    timelines = dict(queries.state_changes(zone, lo, min(hi, now)))
     for bay_id, bay_zone in site.bay_zone.items():  # bays never heard of: unknown from their origin
         if zone is None or bay_zone == zone:
             timelines.setdefault(bay_id, [])
-    buckets = occupancy_buckets(timelines, lo, hi, step, now=now, origins=service.bay_origins)
+    buckets = occupancy_buckets(timelines, lo, hi, step, now=now, origins=queries.bay_origins())
     return JsonText(
         {
             "zone_id": zone,

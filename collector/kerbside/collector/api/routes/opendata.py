@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from kerbside.collector.api.deps import ServiceDep, SiteDep
+from kerbside.collector.api.deps import QueriesDep, SiteDep
 from kerbside.collector.api.routes.bays import paged
 from kerbside.collector.api.routes.common import Cursor, JsonText
 from kerbside.core.instants import format_instant
@@ -66,11 +66,11 @@ def parking_spot(bay: dict[str, Any], suspended: bool, now_iso: str) -> dict[str
     responses={200: {"description": "array of ParkingSpot; Link rel=next when more"}},
 )
 async def parking_spots(
-    request: Request, service: ServiceDep, limit: OpenLimit = 1000, cursor: Cursor = None
+    request: Request, queries: QueriesDep, limit: OpenLimit = 1000, cursor: Cursor = None
 ) -> Response:
     now = int(time.time() * 1000)
-    suspended = service.suspended_bays(now)
-    items, next_cursor = paged(lambda: service.bays(limit=limit, cursor=cursor))
+    suspended = queries.suspended_bays(now)
+    items, next_cursor = paged(lambda: queries.bays(limit=limit, cursor=cursor))
     # A bay never observed is "unknown as of now"; rounding keeps the ETag stable per max-age.
     now_iso = format_instant(now - now % (MAX_AGE_S * 1000))
     spots = [parking_spot(b, b["bay_id"] in suspended, now_iso) for b in items]
@@ -85,13 +85,13 @@ async def parking_spots(
     "/zone-occupancy",
     summary="Occupancy now per zone (APDS Place occupancy shape)",
 )
-async def zone_occupancy(request: Request, service: ServiceDep, site: SiteDep) -> Response:
+async def zone_occupancy(request: Request, queries: QueriesDep, site: SiteDep) -> Response:
     now = int(time.time() * 1000)
-    suspended = service.suspended_bays(now)
+    suspended = queries.suspended_bays(now)
     counts = {zone: {"occupied": 0, "vacant": 0, "unknown": 0, "closed": 0} for zone in site.zones}
     cursor: str | None = None
     while True:
-        items, cursor = service.bays(limit=1000, cursor=cursor)
+        items, cursor = queries.bays(limit=1000, cursor=cursor)
         for bay in items:
             zone_counts = counts.setdefault(
                 str(bay["zone_id"]), {"occupied": 0, "vacant": 0, "unknown": 0, "closed": 0}

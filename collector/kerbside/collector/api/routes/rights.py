@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
 
-from kerbside.collector.api.deps import Admin, Provider, ServiceDep, SiteDep
+from kerbside.collector.api.deps import Admin, CommandsDep, Provider, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Accepted, ErrorBody, RightBody, SuspensionBody
 from kerbside.collector.api.routes.common import JsonText
@@ -25,12 +25,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     summary="Post a payment or permit (same right_id replaces it)",
     responses=_ERRORS,
 )
-async def post_right(body: RightBody, service: ServiceDep, site: SiteDep, _: Provider) -> JsonText:
+async def post_right(
+    body: RightBody, commands: CommandsDep, site: SiteDep, _: Provider
+) -> JsonText:
     if body.bay_id is not None and body.bay_id not in site.bay_zone:
         raise FieldError(["body", "bay_id"], f"unknown bay {body.bay_id}")
     if body.zone_id is not None and body.zone_id not in site.zones:
         raise FieldError(["body", "zone_id"], f"unknown zone {body.zone_id}")
-    result = await service.post_right(body.journal())
+    result = await commands.post_right(body.journal())
     return JsonText(result or body.journal(), status_code=status.HTTP_201_CREATED)
 
 
@@ -40,8 +42,8 @@ async def post_right(body: RightBody, service: ServiceDep, site: SiteDep, _: Pro
     summary="Cancel a right",
     responses={404: {"model": ErrorBody, "description": "no such right"}},
 )
-async def delete_right(right_id: RightId, service: ServiceDep, _: Provider) -> JsonText:
-    result = await service.delete_right(right_id)
+async def delete_right(right_id: RightId, commands: CommandsDep, _: Provider) -> JsonText:
+    result = await commands.delete_right(right_id)
     return JsonText(result or {"right_id": right_id, "cancelled": True})
 
 
@@ -53,10 +55,10 @@ async def delete_right(right_id: RightId, service: ServiceDep, _: Provider) -> J
     responses=_ERRORS,
 )
 async def post_suspension(
-    body: SuspensionBody, service: ServiceDep, site: SiteDep, _: Admin
+    body: SuspensionBody, commands: CommandsDep, site: SiteDep, _: Admin
 ) -> JsonText:
     for index, bay_id in enumerate(body.bay_ids):
         if bay_id not in site.bay_zone:
             raise FieldError(["body", "bay_ids", index], f"unknown bay {bay_id}")
-    result = await service.post_suspension(body.journal())
+    result = await commands.post_suspension(body.journal())
     return JsonText(result or body.journal(), status_code=status.HTTP_201_CREATED)

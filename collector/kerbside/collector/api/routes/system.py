@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from kerbside.collector.api import metrics as prometheus
-from kerbside.collector.api.deps import ServiceDep
+from kerbside.collector.api.deps import QueriesDep
 
 router = APIRouter(tags=["system"])
 _PARTS = ("broker", "store", "sink")
@@ -19,19 +19,21 @@ def _part_state(value: Any) -> str:
         return "ok"
     if value is None or value in ("disabled", "none", "not configured"):
         return "disabled"
+    if value == "failing":  # the store refuses commits (disk full): nothing is acknowledged
+        return "failing"
     return "down"
 
 
-@router.get("/healthz", summary="Broker, store and sink state; 503 when one is down")
-async def healthz(service: ServiceDep) -> JSONResponse:
+@router.get("/healthz", summary="Broker, store and sink state; 503 when one is down or failing")
+async def healthz(queries: QueriesDep) -> JSONResponse:
     try:
-        report: dict[str, Any] = dict(service.healthz())
+        report: dict[str, Any] = dict(queries.healthz())
     except Exception as exc:  # noqa: BLE001 - a health check must answer, whatever broke
         report = {"store": "down", "error": str(exc)}
     if "broker" not in report and "mqtt_connected" in report:
         report["broker"] = report["mqtt_connected"]
     parts = {part: _part_state(report.get(part, "disabled")) for part in _PARTS}
-    down = [part for part, state in parts.items() if state == "down"]
+    down = [part for part, state in parts.items() if state in ("down", "failing")]
     body = {**report, **parts, "status": "down" if down else "ok"}
     code = status.HTTP_503_SERVICE_UNAVAILABLE if down else status.HTTP_200_OK
     return JSONResponse(body, code, headers={"Cache-Control": "no-store"})
@@ -43,9 +45,9 @@ async def healthz(service: ServiceDep) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def metrics(request: Request, service: ServiceDep) -> PlainTextResponse:
+async def metrics(request: Request, queries: QueriesDep) -> PlainTextResponse:
     extra = {"kerbside_api_sse_clients": float(request.app.state.sse_clients)}
     return PlainTextResponse(
-        prometheus.render(service.metrics(), extra),
+        prometheus.render(queries.metrics(), extra),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )

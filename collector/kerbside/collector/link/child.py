@@ -3,7 +3,7 @@
 paho-mqtt spends about as long on each message (select, three reads, building the message, the
 ack) as the collector spends validating, storing and applying it. In one process the two share
 one GIL and the collector drains a broker's backlog at well under half the rate paho alone
-reaches; here paho runs in a child process (``python -m kerbside.collector.broker_link``) and
+reaches; here paho runs in a child process (``python -m kerbside.collector.link.child``) and
 the collector's event loop talks to it over a socket pair, in batches:
 
 - child to collector: received messages, connection changes, broker acks of our publications;
@@ -43,7 +43,7 @@ from kerbside.core.logs import setup_logging
 from kerbside.core.throttle import Throttle
 
 # By name: run as ``python -m`` this module is ``__main__``.
-log = logging.getLogger("kerbside.collector.broker_link")
+log = logging.getLogger("kerbside.collector.link.child")  # not __main__ (run with -m)
 
 GATEWAY_KINDS = ("status", "events", "health")
 _LENGTH = struct.Struct(">I")
@@ -295,7 +295,7 @@ class BrokerLink:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kerbside.collector.broker_link",
+        prog="python -m kerbside.collector.link.child",
         description="The MQTT connection of `kerbside-collector run`, started by it (not run by "
         "hand): reads its config from the socket passed as --fd.",
     )
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         channel = socket.socket(fileno=args.fd)
     except OSError as exc:
-        print(f"broker_link: --fd {args.fd} is not a socket: {exc}", file=sys.stderr)
+        print(f"link.child: --fd {args.fd} is not a socket: {exc}", file=sys.stderr)
         return 2
     reader = FrameReader()
     first: list[Any] = []
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         first = reader.feed(data)
     kind, config, generation = first[0][0]
     if kind != "config" or not isinstance(config, MqttConfig):
-        print("broker_link: the first frame is not a config", file=sys.stderr)
+        print("link.child: the first frame is not a config", file=sys.stderr)
         return 2
     pending = [first[0][1:], *first[1:]]
     # The collector decides when we stop (or we see it gone): a Ctrl-C or a service manager's

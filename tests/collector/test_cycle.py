@@ -1,4 +1,5 @@
-"""CollectorService without a broker: real-shaped messages, a clock in the test's hand."""
+"""The collector wired without a broker: real-shaped messages through the unit of work, a
+clock in the test's hand."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 
 from kerbside.collector.config import load_config
-from kerbside.collector.ingest import Message
-from kerbside.collector.service import CollectorService, NotFound, RecordRejected
-from kerbside.collector.store import Store
+from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected
+from kerbside.collector.link import LinkEvents, Message
+from kerbside.collector.queries import export_journal
+from kerbside.collector.runtime import Collector, assemble, reload_site
+from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from tests.helpers import occupancy_event as event
@@ -26,9 +29,15 @@ MIN = 60_000
 
 
 class FakeLink:
-    """The paho seam: records acks and publications."""
+    """The link's seam (``link.Transport``): records acks and publications."""
 
     connected = True
+
+    def start(self, events: LinkEvents) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
 
     def __init__(self) -> None:
         self.acked: list[int] = []
@@ -63,15 +72,11 @@ def msg(kind: str, payload: bytes | dict[str, Any], gateway: str = "gw-1") -> Me
     return Message(f"{ROOT}/gw/{gateway}/{kind}", data, 1, next(_mids), 1, 0)
 
 
-def make(tmp_path: Path, clock: Clock) -> tuple[CollectorService, FakeLink]:
+def make(tmp_path: Path, clock: Clock) -> tuple[Collector, FakeLink]:
     config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
-    service = CollectorService(
-        config, load_site(config.site), Store(config.store.path), clock=clock
-    )
     link = FakeLink()
-    service.link = link
-    service.publisher.link = link
-    return service, link
+    store = SqliteStore(config.store.path)
+    return assemble(config, load_site(config.site), store, link, clock=clock), link
 
 
 def test_events_are_stored_once_and_raise_alerts_after_the_delay(tmp_path: Path) -> None:
@@ -79,29 +84,29 @@ def test_events_are_stored_once_and_raise_alerts_after_the_delay(tmp_path: Path)
     service, link = make(tmp_path, clock)
     arrive = event(1, "B001", "occupied", T0)
     batch = [msg("events", arrive), msg("events", arrive)]  # a retransmission
-    service.process_batch(batch)
+    service.cycle.ingest(batch)
     assert link.acked == [m.mid for m in batch]
     assert service.store.count_events() == 1
-    assert service.counters["duplicates"] == 1
-    assert service.bay("B001")["state"] == "occupied"
+    assert service.store.counters()["duplicates"] == 1
+    assert service.queries.bay("B001")["state"] == "occupied"
     assert link.topics("/bays/B001")[-1]["since"] == "2026-11-26T08:00:00.000Z"
     # unpaid falls due at T0 + 1 min, raised once alert_delay_s (1 s) has passed
-    assert service.next_wakeup() == T0 + MIN + 1000
+    assert service.cycle.next_wakeup() == T0 + MIN + 1000
     clock.now = T0 + MIN + 999
-    service.tick()
+    service.cycle.tick()
     assert link.topics("/alerts/Z1") == []
     clock.now = T0 + MIN + 1000
-    service.tick()
+    service.cycle.tick()
     alerts = link.topics("/alerts/Z1")
     assert [(a["kind"], a["status"]) for a in alerts] == [("unpaid", "open")]
     assert alerts[0]["raised_at"] == "2026-11-26T08:01:00.000Z"
     # the departure clears it and closes the session
     clock.now = T0 + 5 * MIN
-    service.process_batch([msg("events", event(2, "B001", "vacant", T0 + 4 * MIN))])
-    latest = service.alert(alerts[0]["alert_id"])
+    service.cycle.ingest([msg("events", event(2, "B001", "vacant", T0 + 4 * MIN))])
+    latest = service.queries.alert(alerts[0]["alert_id"])
     assert latest is not None
     assert (latest["status"], latest["clear_reason"]) == ("cleared", "vehicle_left")
-    sessions, _ = service.sessions("B001")
+    sessions, _ = service.queries.sessions("B001")
     assert sessions == [
         {
             "bay_id": "B001",
@@ -138,18 +143,18 @@ def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
         (msg("health", b"[]"), "schema"),
     ]
     batch = [msg("events", good1)] + [m for m, _ in hostile] + [msg("events", good2)]
-    service.process_batch(batch)
+    service.cycle.ingest(batch)
     assert link.acked == [m.mid for m in batch]
-    assert service.bay("B001")["state"] == "occupied"
-    assert service.bay("B002")["state"] == "occupied"
-    assert service.bay("B003")["state"] == "unknown"
+    assert service.queries.bay("B001")["state"] == "occupied"
+    assert service.queries.bay("B002")["state"] == "occupied"
+    assert service.queries.bay("B003")["state"] == "unknown"
     assert service.store.count_events() == 2
     dead = link.topics("/deadletter")
     assert [d["reason"] for d in dead] == [r for _, r in hostile]
     assert dead[0]["payload"] == "{not json"
     assert base64.b64decode(dead[1]["payload"]) == b"\xff\xfe\x00garbage"
     assert dead[2]["topic"] == f"{ROOT}/gw/gw-1/events"
-    rejected = service.metrics()["rejected"]
+    rejected = service.queries.metrics()["rejected"]
     assert rejected["schema"] == 4
     assert rejected["duplicate_conflict"] == 1
     # the counters are durable
@@ -159,59 +164,61 @@ def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
 def test_restart_rebuilds_the_engine_without_raising_twice(tmp_path: Path) -> None:
     clock = Clock(T0 + 30_000)
     service, link = make(tmp_path, clock)
-    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     clock.now = T0 + MIN + 2000
-    service.tick()  # unpaid raised
-    service.process_batch([msg("events", event(2, "B002", "occupied", T0 + MIN))])
+    service.cycle.tick()  # unpaid raised
+    service.cycle.ingest([msg("events", event(2, "B002", "occupied", T0 + MIN))])
     raised = [a["alert_id"] for a in link.topics("/alerts/Z1")]
     assert len(raised) == 1
     for mid in range(1, len(link.published) + 1):  # the broker acknowledged everything
-        service.publisher.published(mid)
-    service.process_batch([])  # (the next commit drops them from the outbox)
+        service.outbox.published(mid)
+    service.cycle.ingest([])  # (the next commit drops them from the outbox)
     # "SIGKILL": the store is simply abandoned (no save_state); a new service opens it
     service.store.close()
     clock.now = T0 + 10 * MIN
     again, link2 = make(tmp_path, clock)
-    again.tick()
+    again.cycle.tick()
     after = link2.topics("/alerts/Z1")
     # nothing raised twice: the restored engine knows B001's unpaid; new ones are new
     assert raised[0] not in {a["alert_id"] for a in after if a["status"] == "open"}
     kinds = sorted((a["bay_id"], a["kind"]) for a in after if a["status"] == "open")
     assert kinds == [("B001", "overstay"), ("B002", "overstay"), ("B002", "unpaid")]
-    assert again.engine.alert(raised[0]) is not None
-    assert again.bay("B002")["state"] == "occupied"
+    assert again.cycle.core.rules.alert(raised[0]) is not None
+    assert again.queries.bay("B002")["state"] == "occupied"
 
 
 def test_publications_not_acknowledged_by_the_broker_are_sent_again(tmp_path: Path) -> None:
     clock = Clock(T0 + 30_000)
     service, link = make(tmp_path, clock)
-    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     assert len(link.topics("/bays/B001")) == 1
     service.store.close()
     again, link2 = make(tmp_path, clock)
-    again.tick()
+    again.cycle.tick()
     assert link2.topics("/bays/B001") == link.topics("/bays/B001")
 
 
 def test_officer_workflow_and_rights(tmp_path: Path) -> None:
     clock = Clock(T0 + 30_000)
     service, link = make(tmp_path, clock)
-    service.process_batch([msg("events", event(1, "B001", "occupied", T0))])
+    service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     clock.now = T0 + MIN + 1000
-    service.tick()
+    service.cycle.tick()
     (alert,) = link.topics("/alerts/Z1")
-    acked = asyncio.run(service.ack_alert(alert["alert_id"], "pc-1", None, "on my way"))
+    acked = asyncio.run(service.commands.ack_alert(alert["alert_id"], "pc-1", None, "on my way"))
     assert acked["status"] == "acknowledged"
     assert acked["history"][0]["officer"] == "pc-1"
-    resolved = asyncio.run(service.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None))
+    resolved = asyncio.run(
+        service.commands.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None)
+    )
     assert (resolved["status"], resolved["clear_reason"]) == ("resolved", "resolved")
-    with pytest.raises(RecordRejected):
-        asyncio.run(service.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None))
+    with pytest.raises(AlertClosed):
+        asyncio.run(service.commands.resolve_alert(alert["alert_id"], "pc-1", "pcn_issued", None))
     with pytest.raises(NotFound):
-        asyncio.run(service.ack_alert("nope", "pc-1"))
+        asyncio.run(service.commands.ack_alert("nope", "pc-1"))
     with pytest.raises(RecordRejected) as err:
         asyncio.run(
-            service.post_right(
+            service.commands.post_right(
                 {
                     "right_id": "r1",
                     "kind": "payment",
@@ -230,11 +237,11 @@ def test_officer_workflow_and_rights(tmp_path: Path) -> None:
         "start": "2026-11-26T08:00:00Z",
         "end": "2026-11-26T09:00:00Z",
     }
-    asyncio.run(service.post_right(right))
-    asyncio.run(service.delete_right("r1"))
+    asyncio.run(service.commands.post_right(right))
+    asyncio.run(service.commands.delete_right("r1"))
     with pytest.raises(NotFound):
-        asyncio.run(service.delete_right("r1"))
-    exported = list(service.export_journal())
+        asyncio.run(service.commands.delete_right("r1"))
+    exported = list(export_journal(service.store))
     assert [r["type"] for r in exported] == ["occupancy", "right", "right"]
     assert exported[2]["end"] == format_instant(clock.now)
 
@@ -243,7 +250,7 @@ def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
     clock = Clock(T0)
     service, link = make(tmp_path, clock)
     ts = format_instant(T0)
-    service.process_batch(
+    service.cycle.ingest(
         [
             msg(
                 "status",
@@ -281,24 +288,24 @@ def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
             }
         ],
     }
-    service.process_batch([msg("health", health)])
-    service.process_batch([msg("events", event(1, "B002", "unknown", T0, reason="sensor_fault"))])
+    service.cycle.ingest([msg("health", health)])
+    service.cycle.ingest([msg("events", event(1, "B002", "unknown", T0, reason="sensor_fault"))])
     # nothing heard for gateway_offline_after_s (300 s): offline at exactly that instant
-    assert service.maintenance.next_deadline() == T0 + 300_000
+    assert service.cycle.core.maintenance.next_deadline() == T0 + 300_000
     clock.now = T0 + 300_000
-    service.tick()
+    service.cycle.tick()
     got = {(a["kind"], a["status"]) for a in link.topics("/alerts/maintenance")}
     assert got == {("low_battery", "open"), ("sensor_fault", "open"), ("gateway_offline", "open")}
     clock.now += 1000
     health["sensors"][0]["battery_mv"] = 3400
-    service.process_batch(
+    service.cycle.ingest(
         [msg("health", health), msg("events", event(2, "B002", "vacant", T0 + 60_000))]
     )
     cleared = [a for a in link.topics("/alerts/maintenance") if a["status"] == "cleared"]
     assert {a["kind"] for a in cleared} == {"low_battery", "sensor_fault", "gateway_offline"}
     assert {a["clear_reason"] for a in cleared} == {"recovered"}
     # a last will raises it at once
-    service.process_batch(
+    service.cycle.ingest(
         [
             msg(
                 "status",
@@ -319,12 +326,13 @@ def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
 def test_site_reload_keeps_the_old_site_when_invalid(tmp_path: Path) -> None:
     clock = Clock(T0)
     service, _ = make(tmp_path, clock)
+    config = load_config(tmp_path / "collector.yaml")
     site_file = tmp_path / "site.yaml"
     good = site_file.read_text()
     site_file.write_text(good.replace("controlled_hours: any", "controlled_hours: sometimes"))
-    assert service.reload_site() is False
-    assert "B001" in service.site.bays
+    assert reload_site(config, service.cycle) is False
+    assert "B001" in service.cycle.site.bays
     site_file.write_text(good.replace("B004", "B009"))
-    assert service.reload_site() is True
-    assert "B009" in service.site.bays
-    assert "B004" not in service.site.bays
+    assert reload_site(config, service.cycle) is True
+    assert "B009" in service.cycle.site.bays
+    assert "B004" not in service.cycle.site.bays

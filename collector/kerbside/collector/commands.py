@@ -1,0 +1,110 @@
+"""What providers, the council and officers ask the collector to do: validated against the site
+and the store, then carried out by the core in one unit of work.
+
+Each command returns what the API answers (the record as accepted, the alert as it now is) or
+raises ``RecordRejected`` (422, naming the field), ``NotFound`` (404) or ``AlertClosed`` (409).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from kerbside.collector.core import (
+    AddRight,
+    AddSuspension,
+    CancelRight,
+    Command,
+    OfficerAction,
+)
+from kerbside.collector.cycle import CommitCycle
+from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected
+from kerbside.collector.records import RecordValidator, Right, Suspension, to_journal_dict
+from kerbside.collector.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    def __init__(self, cycle: CommitCycle, store: Store) -> None:
+        self._cycle = cycle
+        self._store = store
+
+    def _validator(self) -> RecordValidator:
+        return RecordValidator(self._cycle.site)
+
+    async def post_right(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A payment or permit; one with a known ``right_id`` replaces it."""
+        right = self._validator().check_right(body)
+        self._cycle.act([AddRight(right)])
+        return to_journal_dict(right)
+
+    async def delete_right(self, right_id: str) -> dict[str, Any]:
+        """Cancel a right from now on; returns it as it was."""
+        existing = self._store.right(right_id)
+        if existing is None or existing[1]:
+            raise NotFound(f"no right {right_id}")
+        self._cycle.act([CancelRight(right_id, existing[0])])
+        return existing[0]
+
+    async def post_suspension(self, body: dict[str, Any]) -> dict[str, Any]:
+        suspension = self._validator().check_suspension(body)
+        self._cycle.act([AddSuspension(suspension)])
+        return to_journal_dict(suspension)
+
+    async def ack_alert(
+        self, alert_id: str, officer: str, outcome: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        return self._officer("ack", alert_id, officer, outcome, note)
+
+    async def resolve_alert(
+        self, alert_id: str, officer: str, outcome: str | None = None, note: str | None = None
+    ) -> dict[str, Any]:
+        return self._officer("resolve", alert_id, officer, outcome, note)
+
+    def _officer(
+        self,
+        action: Literal["ack", "resolve"],
+        alert_id: str,
+        officer: str,
+        outcome: str | None,
+        note: str | None,
+    ) -> dict[str, Any]:
+        record = self._store.alert(alert_id)
+        if record is None:
+            raise NotFound(f"no alert {alert_id}")
+        if record["status"] in ("cleared", "resolved"):
+            raise AlertClosed(f"alert is {record['status']}")
+        self._cycle.act([OfficerAction(alert_id, action, officer, outcome, note, record)])
+        found = self._store.alert_with_history(alert_id)
+        assert found is not None
+        return {**found[0], "history": found[1]}
+
+    def load_journal_file(self, path: Path) -> None:
+        """Rights and suspensions from a journal file (``journal_file``, before the API takes
+        over): those the store holds already, the same, are skipped."""
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            log.error("journal_file %s: %s", path, exc)  # noqa: TRY400 (one line, no trace)
+            return
+        validator = self._validator()
+        known = {s["suspension_id"] for s in self._store.suspensions()}
+        commands: list[Command] = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = validator.check_journal_line(line)
+            except RecordRejected as exc:
+                log.warning("journal_file %s:%d rejected: %s", path, number, exc)
+                continue
+            if isinstance(record, Right):
+                stored = self._store.right(record.right_id)
+                if stored is None or stored[0] != to_journal_dict(record):
+                    commands.append(AddRight(record))
+            elif isinstance(record, Suspension) and record.suspension_id not in known:
+                commands.append(AddSuspension(record))
+        if commands:
+            self._cycle.act(commands)

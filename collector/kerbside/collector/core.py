@@ -1,0 +1,486 @@
+"""``CollectorCore``: the collector's decisions, without I/O and without a clock.
+
+What the gateways say (a batch of MQTT messages), what time it is and what providers, the council
+and officers ask for go in; ``Effects`` come out: the journal rows, bay and session rows, alert
+changes, publications and time-series points they cause. The core owns the record validator,
+the rules (an engine per zone, ``zones.py``), the maintenance alerts and the bay board. It never
+reads the store: what it needs to know about earlier events (their digests, for de-duplication)
+is handed to ``receive`` by the caller, who looked them up. ``cycle.py`` is the shell that writes
+the effects and acts on them once they are committed; ``recovery.py`` builds a core from a store.
+
+Live, events arrive backdated: the rules' clock runs ``alert_delay_ms`` behind ``now``. While the
+broker hands over what it queued for us (``Flow.BACKLOG``), it stands still.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal, Protocol
+
+from kerbside.collector.bayboard import BayBoard
+from kerbside.collector.config import CollectorConfig
+from kerbside.collector.effects import (
+    AlertNote,
+    AlertPoint,
+    AlertWrite,
+    Draft,
+    Effects,
+    GatewayPoint,
+    GatewayRow,
+    RightRow,
+    SensorPoint,
+    SensorRow,
+    SessionStep,
+    SuspensionRow,
+)
+from kerbside.collector.errors import RecordRejected
+from kerbside.collector.gateway_payloads import check_health, check_status, deadletter_payload
+from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
+from kerbside.collector.maintenance import BayInfo, Maintenance
+from kerbside.collector.records import (
+    MAX_PAYLOAD_BYTES,
+    OccupancyEvent,
+    RecordValidator,
+    Right,
+    Suspension,
+    decode_payload,
+    from_journal_dict,
+    to_journal_dict,
+)
+from kerbside.collector.rules import AlertChange
+from kerbside.collector.store import JournalEntry, dumps
+from kerbside.collector.zones import ZoneRules
+from kerbside.core.instants import Instant, format_instant, parse_instant
+from kerbside.core.site import Bay, Site
+
+log = logging.getLogger(__name__)
+
+
+class Flow(Enum):
+    """Whether the rules' clock follows ``now``."""
+
+    LIVE = "live"
+    # the broker is away, or is handing over what it queued while we were down: those records
+    # must come before the alerts, so the clock stands still and bay states wait
+    BACKLOG = "backlog"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    topic_root: str = "kerbside/v1"
+    alert_delay_ms: int = 15_000
+    offline_after_ms: int = 300_000
+    low_battery_mv: int = 3300
+    points: bool = False  # a time-series sink is configured: work out its points
+
+    @classmethod
+    def of(cls, config: CollectorConfig) -> CoreSettings:
+        return cls(
+            topic_root=config.mqtt.topic_root.rstrip("/"),
+            alert_delay_ms=int(config.alert_delay_s * 1000),
+            offline_after_ms=int(config.maintenance.gateway_offline_after_s * 1000),
+            low_battery_mv=config.maintenance.low_battery_mv,
+            points=config.influxdb is not None,
+        )
+
+
+class Received(Protocol):
+    """A received MQTT message, as far as the core is concerned."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """A batch, read once: each event payload decoded, and the event ids to look up."""
+
+    messages: Sequence[Received]
+    decoded: dict[int, dict[str, Any]]  # message index -> its JSON object (events only)
+    event_ids: list[str]
+
+
+def read_batch(messages: Sequence[Received]) -> Intake:
+    """Decode the batch's event payloads; what does not decode is rejected, with its reason, by
+    ``CollectorCore.receive``."""
+    decoded: dict[int, dict[str, Any]] = {}
+    ids: list[str] = []
+    for i, message in enumerate(messages):
+        if not message.topic.endswith("/events") or len(message.payload) > MAX_PAYLOAD_BYTES:
+            continue
+        try:
+            obj = decode_payload(message.payload)
+        except RecordRejected:
+            continue
+        decoded[i] = obj
+        event_id = obj.get("event_id")
+        if isinstance(event_id, str):
+            ids.append(event_id)
+    return Intake(messages, decoded, ids)
+
+
+# -- commands (commands.py validates and looks up; the core acts) -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddRight:
+    right: Right
+
+
+@dataclass(frozen=True, slots=True)
+class AddSuspension:
+    suspension: Suspension
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRight:
+    right_id: str
+    body: dict[str, Any]  # the right as stored (journal shape)
+
+
+@dataclass(frozen=True, slots=True)
+class OfficerAction:
+    alert_id: str
+    action: Literal["ack", "resolve"]
+    officer: str
+    outcome: str | None
+    note: str | None
+    record: dict[str, Any]  # the alert as stored
+
+
+Command = AddRight | AddSuspension | CancelRight | OfficerAction
+
+
+class _BatchSeen:
+    """The validator's memory of accepted event ids: those stored before the batch (looked up
+    by the caller) and those accepted in it."""
+
+    __slots__ = ("known", "pending")
+
+    def __init__(self) -> None:
+        self.known: Mapping[str, str] = {}
+        self.pending: dict[str, str] = {}
+
+    def fingerprint_of(self, event_id: str) -> str | None:
+        return self.pending.get(event_id) or self.known.get(event_id)
+
+    def remember(self, event_id: str, fingerprint: str) -> None:
+        self.pending[event_id] = fingerprint
+
+
+class CollectorCore:
+    def __init__(
+        self,
+        site: Site,
+        settings: CoreSettings,
+        rules: ZoneRules,
+        board: BayBoard,
+        maintenance: Maintenance,
+    ) -> None:
+        self.settings = settings
+        self._rules = rules
+        self._board = board
+        self._maintenance = maintenance
+        self._seen = _BatchSeen()
+        self._use_site(site)
+        root = settings.topic_root
+        self._topic_parts = len(root.split("/")) + 3  # {root}/gw/{id}/{kind}
+        self._alert_topic = root + "/alerts/"
+        self._deadletter_topic = root + "/deadletter"
+
+    def _use_site(self, site: Site) -> None:
+        self.site = site
+        self._validator = RecordValidator(site, self._seen)
+
+    # -- looking inside (for the shell and tests) ---------------------------------------------
+
+    @property
+    def rules(self) -> ZoneRules:
+        return self._rules
+
+    @property
+    def maintenance(self) -> Maintenance:
+        return self._maintenance
+
+    def next_wakeup(self) -> Instant | None:
+        """When ``tick`` next has something to do (``now`` time)."""
+        candidates = []
+        due = self._rules.next_deadline()
+        if due is not None:
+            candidates.append(due + self.settings.alert_delay_ms)
+        due = self._maintenance.next_deadline()
+        if due is not None:
+            candidates.append(due)
+        return min(candidates, default=None)
+
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        """Each zone's rules, to be saved with the unit of work (``saved`` once stored)."""
+        return self._rules.snapshots()
+
+    def saved(self, pos: int) -> None:
+        self._rules.saved(pos)
+
+    # -- the gateways ---------------------------------------------------------------------------
+
+    def receive(
+        self, intake: Intake, known: Mapping[str, str], now: Instant, flow: Flow = Flow.LIVE
+    ) -> Effects:
+        """A batch of messages at ``now``; ``known`` maps the ids of ``intake.event_ids`` already
+        stored to their digests."""
+        draft = Draft()
+        seen = self._seen
+        seen.known, seen.pending = known, {}
+        self._advance(now, draft, flow)
+        decoded = intake.decoded
+        for i, message in enumerate(intake.messages):
+            try:
+                self._handle(message, now, decoded.get(i), draft, flow)
+            except RecordRejected as exc:
+                self._reject(message, exc.reason, draft)
+            except Exception:
+                log.exception("message on %s could not be processed", message.topic)
+                self._reject(message, "internal_error", draft)
+        self._advance(now, draft, flow)
+        seen.known, seen.pending = {}, {}
+        return draft.finish(self._rules.clock)
+
+    def tick(self, now: Instant, flow: Flow = Flow.LIVE) -> Effects:
+        """Time passed: raise and clear what fell due."""
+        draft = Draft()
+        self._advance(now, draft, flow)
+        return draft.finish(self._rules.clock)
+
+    def _advance(self, now: Instant, draft: Draft, flow: Flow) -> None:
+        if flow is Flow.BACKLOG:
+            return
+        self._board.release(draft)
+        target = now - self.settings.alert_delay_ms
+        if target > self._rules.clock:
+            self._alert_changes(self._rules.advance(target), draft)
+        self._maintenance_changes(self._maintenance.advance(now), draft)
+
+    def _reject(self, message: Received, reason: str, draft: Draft) -> None:
+        draft.count("rejected." + reason)
+        text = deadletter_payload(message.topic, reason, message.payload)
+        draft.deadletters.append((self._deadletter_topic, text))
+
+    def _handle(
+        self,
+        message: Received,
+        now: Instant,
+        obj: dict[str, Any] | None,
+        draft: Draft,
+        flow: Flow,
+    ) -> None:
+        draft.count("messages_in")
+        topic = message.topic
+        parts = topic.split("/")
+        if len(parts) != self._topic_parts or parts[-3] != "gw":
+            raise RecordRejected("schema", f"unexpected topic {topic}", "topic")
+        gateway_id, kind = parts[-2], parts[-1]
+        payload = message.payload
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise RecordRejected("too_large", f"{len(payload)} bytes over {MAX_PAYLOAD_BYTES}")
+        if kind == "events":
+            if obj is not None:
+                event = self._validator.check_event_obj(obj, gateway_id, received=now)
+            else:
+                event = self._validator.check_event(payload, gateway_id, received=now)
+            if event is None:
+                draft.count("duplicates")
+                return
+            self._accept_event(event, draft, flow)
+            draft.count("events_in")
+        elif kind == "status":
+            self._gateway_status(gateway_id, check_status(payload, gateway_id), now, draft)
+        elif kind == "health":
+            self._gateway_health(gateway_id, check_health(payload, gateway_id), now, draft)
+        else:
+            raise RecordRejected("schema", f"unexpected topic {topic}", "topic")
+
+    def _accept_event(self, ev: OccupancyEvent, draft: Draft, flow: Flow) -> None:
+        text = dumps(to_journal_dict(ev))
+        digest = self._seen.pending.get(ev.event_id)
+        draft.journal.append(("occupancy", ev.ts, self._rules.clock, text, ev.event_id, digest))
+        self._alert_changes(self._rules.apply(ev), draft)
+        bay = self.site.bays.get(ev.bay_id)
+        if bay is None:
+            return
+        self._maintenance_changes(
+            self._maintenance.sensor_state(
+                # only an unknown state raises an alert that names the bay
+                ev.sensor_id,
+                _bay_info(bay) if ev.state == "unknown" else None,
+                ev.state,
+                ev.reason,
+                ev.ts,
+            ),
+            draft,
+        )
+        self._board.event(ev, bay, draft, defer=flow is Flow.BACKLOG)
+
+    def _gateway_status(
+        self, gateway_id: str, status: dict[str, Any], now: Instant, draft: Draft
+    ) -> None:
+        online = bool(status["online"])
+        draft.gateways.append(GatewayRow(gateway_id, online, now, status, None))
+        self._maintenance_changes(self._maintenance.gateway_heard(gateway_id, now, online), draft)
+        if self.settings.points:
+            ts = parse_instant(status["ts"]) if online else now
+            draft.points.append(GatewayPoint(gateway_id, online, None, ts))
+
+    def _gateway_health(
+        self, gateway_id: str, health: dict[str, Any], now: Instant, draft: Draft
+    ) -> None:
+        draft.gateways.append(GatewayRow(gateway_id, True, now, None, health))
+        self._maintenance_changes(self._maintenance.gateway_heard(gateway_id, now, True), draft)
+        ts = parse_instant(health["ts"])
+        points = self.settings.points
+        for sensor in health.get("sensors", []):
+            sensor_id = sensor["sensor_id"]
+            bay = self.site.bay_of_sensor.get(sensor_id)
+            bay_id = bay.id if bay is not None else sensor.get("bay_id")
+            draft.sensors.append(SensorRow(sensor_id, gateway_id, bay_id, sensor))
+            battery = sensor.get("battery_mv")
+            if isinstance(battery, int):
+                info = _bay_info(bay) if bay is not None else None
+                changes = self._maintenance.battery(sensor_id, info, battery, ts)
+                self._maintenance_changes(changes, draft)
+            if points:
+                draft.points.append(
+                    SensorPoint(
+                        sensor_id,
+                        bay_id,
+                        gateway_id,
+                        ts,
+                        sensor.get("battery_mv"),
+                        sensor.get("temp_c"),
+                        sensor.get("lost_frames"),
+                        sensor.get("rssi"),
+                    )
+                )
+        if points:
+            draft.points.append(GatewayPoint(gateway_id, True, health.get("outbox_depth"), ts))
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def _alert_changes(self, changes: list[AlertChange], draft: Draft) -> None:
+        points = self.settings.points
+        for change in changes:
+            alert = change.alert
+            record = alert.to_record()
+            text = dumps(record)
+            draft.alerts.append(AlertWrite(record, alert.raised_at, text))
+            draft.alert_messages.append((self._alert_topic + alert.zone_id, text, False))
+            if points:
+                draft.points.append(AlertPoint(record))
+                self._board.alert_changed(record)
+            if change.change == "raised":
+                draft.count("alerts." + alert.kind)
+                draft.sessions.append((SessionStep.ALERT, alert.bay_id, alert.session_start, None))
+                draft.raised.append(alert.raised_at)
+
+    def _maintenance_changes(self, records: list[dict[str, Any]], draft: Draft) -> None:
+        for record in records:
+            text = dumps(record)
+            draft.alerts.append(AlertWrite(record, parse_instant(record["raised_at"]), text))
+            draft.alert_messages.append((self._alert_topic + "maintenance", text, False))
+            if self.settings.points:
+                draft.points.append(AlertPoint(record))
+            if record["status"] == "open":
+                draft.count("alerts." + record["kind"])
+
+    # -- providers, the council and officers -------------------------------------------------
+
+    def act(self, commands: Sequence[Command], now: Instant) -> Effects:
+        draft = Draft()
+        rules = self._rules
+        for command in commands:
+            if isinstance(command, AddRight | AddSuspension):
+                record = command.right if isinstance(command, AddRight) else command.suspension
+                body = to_journal_dict(record)
+                if isinstance(record, Right):
+                    draft.rights.append(RightRow(record.right_id, body, False))
+                else:
+                    draft.suspensions.append(SuspensionRow(record.suspension_id, body))
+                draft.journal.append(
+                    (body["type"], record.start, rules.clock, dumps(body), None, None)
+                )
+                self._alert_changes(rules.apply(record), draft)
+            elif isinstance(command, CancelRight):
+                body = {"right_id": command.right_id, "at": now}
+                draft.journal.append(("right_cancel", now, rules.clock, dumps(body), None, None))
+                draft.rights.append(RightRow(command.right_id, command.body, True))
+                self._alert_changes(rules.cancel_right(command.right_id, now), draft)
+            else:
+                self._officer(command, now, draft)
+        return draft.finish(rules.clock)
+
+    def _officer(self, command: OfficerAction, now: Instant, draft: Draft) -> None:
+        entry = {
+            "at": format_instant(now),
+            "action": command.action,
+            "officer": command.officer,
+            "outcome": command.outcome,
+            "note": command.note,
+        }
+        draft.notes.append(AlertNote(command.alert_id, entry))
+        record = command.record
+        if record["kind"] in MAINTENANCE_KINDS:
+            status = "acknowledged" if command.action == "ack" else "resolved"
+            new = {**record, "status": status}
+            if status == "resolved":
+                new.update(cleared_at=format_instant(now), clear_reason="resolved")
+            self._maintenance.update(new)
+            self._maintenance_changes([new], draft)
+            return
+        rules = self._rules
+        body = {"alert_id": command.alert_id, "at": now}
+        draft.journal.append((command.action, now, rules.clock, dumps(body), None, None))
+        if command.action == "ack":
+            self._alert_changes(rules.acknowledge(command.alert_id, now), draft)
+        else:
+            self._alert_changes(rules.resolve(command.alert_id, now), draft)
+
+    def replace_site(self, site: Site) -> Effects:
+        """A reloaded site file, keeping state (SIGHUP)."""
+        draft = Draft()
+        self._use_site(site)
+        self._board.replace_site(site)
+        self._alert_changes(self._rules.replace_site(site), draft)
+        return draft.finish(self._rules.clock)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def reexecute(self, entry: JournalEntry) -> None:
+        """Apply a stored journal record again, under the watermark it first ran under (its
+        effects were stored then; only the rules' state is rebuilt). Raises what an unreadable
+        record makes it raise; recovery skips such a record."""
+        rules = self._rules
+        rules.advance_to(entry.watermark)
+        body = entry.body
+        pos = entry.pos
+        kind = entry.type
+        if kind == "occupancy":
+            rules.apply(from_journal_dict(body), pos)
+        elif kind == "right":
+            rules.apply(self._validator.check_right(body), pos)
+        elif kind == "suspension":
+            rules.apply(self._validator.check_suspension(body), pos)
+        elif kind == "right_cancel":
+            rules.cancel_right(body["right_id"], int(body["at"]), pos)
+        elif kind == "ack":
+            rules.acknowledge(body["alert_id"], int(body["at"]), pos)
+        elif kind == "resolve":
+            rules.resolve(body["alert_id"], int(body["at"]), pos)
+
+
+def _bay_info(bay: Bay) -> BayInfo:
+    location = None if bay.location is None else {"lat": bay.location.lat, "lon": bay.location.lon}
+    return BayInfo(bay.id, bay.zone_id, bay.street, location)

@@ -1,0 +1,255 @@
+"""The unit of work: the thin shell that runs the core and does its I/O, in this order.
+
+1. read the clock (and, for a batch, the digests of its event ids) and ask the core;
+2. write the effects, the rules' snapshots when due and the outbox rows the broker has, in one
+   transaction (``Store.commit``);
+3. only then acknowledge the batch to the broker, publish, feed the alert stream, write the
+   time-series points and set the alarm for the next deadline.
+
+If the commit fails, nothing of step 3 happens, the batch stays unacknowledged and the core is
+rebuilt from the store before the next unit of work (its memory had moved ahead of what was
+stored), so a failed commit leaves the collector exactly as the store is. The caller retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from kerbside.collector.core import CollectorCore, Command, Flow, read_batch
+from kerbside.collector.effects import (
+    AlertPoint,
+    BayStatePoint,
+    Effects,
+    GatewayPoint,
+    Point,
+    SensorPoint,
+    SessionPoint,
+)
+from kerbside.collector.feed import AlertFeed
+from kerbside.collector.link import Message, Transport
+from kerbside.collector.outbox import Outbox
+from kerbside.collector.store import Store, Work, dumps
+from kerbside.collector.telemetry import Telemetry
+from kerbside.core.instants import Instant
+from kerbside.core.site import Bay, Site
+
+log = logging.getLogger(__name__)
+
+# The rules are saved at most this often (wall seconds), and never more often than 50 times
+# what the last save took: a save costs in proportion to the open sessions, and only bounds how
+# much journal a restart re-executes.
+SNAPSHOT_EVERY_S = 5.0
+SNAPSHOT_COST_FACTOR = 50
+
+
+class Sink(Protocol):
+    """The time-series sink (``timeseries.TimeSeriesRecorder``): each call only queues."""
+
+    def bay_state(self, bay: Bay, state: str, ts: Instant, gateway_id: str | None) -> None: ...
+
+    def session_closed(
+        self, bay: Bay, start: Instant, end: Instant, overstay_s: float, alerts: int
+    ) -> None: ...
+
+    def alert(self, record: Mapping[str, Any]) -> None: ...
+
+    def sensor_health(  # noqa: PLR0917 (the point's fields, in order)
+        self,
+        sensor_id: str,
+        bay_id: str | None,
+        gateway_id: str,
+        ts: Instant,
+        battery_mv: int | None,
+        temp_c: float | None,
+        lost_frames: int | None,
+        rssi: int | None,
+    ) -> None: ...
+
+    def gateway(
+        self, gateway_id: str, online: bool, outbox_depth: int | None, ts: Instant
+    ) -> None: ...
+
+    def stats(self) -> Mapping[str, int | bool | str | None]: ...
+
+    def healthy(self) -> bool: ...
+
+
+class Alarm(Protocol):
+    """Wakes the runtime at a ``now`` instant (to ``tick``); None disarms it."""
+
+    def arm(self, due: Instant | None) -> None: ...
+
+
+def write_points(sink: Sink, points: Sequence[Point]) -> None:
+    for point in points:
+        if isinstance(point, BayStatePoint):
+            sink.bay_state(point.bay, point.state, point.ts, point.gateway_id)
+        elif isinstance(point, SessionPoint):
+            sink.session_closed(point.bay, point.start, point.end, point.overstay_s, point.alerts)
+        elif isinstance(point, AlertPoint):
+            sink.alert(point.record)
+        elif isinstance(point, SensorPoint):
+            sink.sensor_health(*point)
+        elif isinstance(point, GatewayPoint):
+            sink.gateway(*point)
+
+
+class CommitCycle:
+    def __init__(
+        self,
+        site: Site,
+        store: Store,
+        rebuild: Callable[[Site], CollectorCore],
+        *,
+        link: Transport,
+        outbox: Outbox,
+        feed: AlertFeed,
+        telemetry: Telemetry,
+        clock: Callable[[], Instant],
+        sink: Sink | None = None,
+        alarm: Alarm | None = None,
+    ) -> None:
+        self._store = store
+        self._rebuild = rebuild  # a core from the store, for a site
+        self._site = site  # the site of the last commit
+        self._core = rebuild(site)
+        self._stale = False  # a commit failed: the core is ahead of the store
+        self._link = link
+        self._outbox = outbox
+        self._feed = feed
+        self._telemetry = telemetry
+        self.clock = clock
+        self._sink = sink
+        self._alarm = alarm
+        self._flow = Flow.LIVE
+        self.failing = False  # the last commit failed
+        # the first save waits like the others: recovery has just rebuilt the rules, and a
+        # backlog drained after a restart should not start with the cost of a save
+        self._next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+
+    @property
+    def core(self) -> CollectorCore:
+        if self._stale:
+            self._core = self._rebuild(self._site)  # raises StoreError while it cannot read
+            self._stale = False
+        return self._core
+
+    @property
+    def site(self) -> Site:
+        return self._site
+
+    # -- the clock's flow -----------------------------------------------------------------------
+
+    @property
+    def flow(self) -> Flow:
+        return self._flow
+
+    def hold(self) -> None:
+        """The broker is away or handing over its backlog: the rules' clock stands still."""
+        self._flow = Flow.BACKLOG
+        if self._alarm is not None:
+            self._alarm.arm(None)  # the runtime ticks when it lets go
+
+    def release(self) -> None:
+        self._flow = Flow.LIVE
+
+    def next_wakeup(self) -> Instant | None:
+        return self.core.next_wakeup()
+
+    # -- units of work --------------------------------------------------------------------------
+
+    def ingest(self, messages: Sequence[Message]) -> None:
+        """A batch from the broker: validated, applied, stored, then acknowledged."""
+        due = self.next_wakeup()
+        if messages and due is not None and due <= self.clock() and self._flow is Flow.LIVE:
+            # alerts are due: raise and publish them before a batch that may take a while
+            self.tick()
+        core = self.core
+        now = self.clock()
+        intake = read_batch(messages)
+        known = self._store.event_digests(intake.event_ids) if intake.event_ids else {}
+        self._commit(self._decide(lambda: core.receive(intake, known, now, self._flow)), now)
+        link = self._link
+        for message in messages:
+            link.ack(message)
+
+    def tick(self) -> None:
+        """The alarm went off (or a wake-up without messages)."""
+        if self._flow is Flow.BACKLOG:
+            return
+        core = self.core
+        now = self.clock()
+        self._commit(self._decide(lambda: core.tick(now, self._flow)), now)
+
+    def act(self, commands: Sequence[Command]) -> Instant:
+        """Commands of the API (or the journal file): stored, then published; returns ``now``."""
+        core = self.core
+        now = self.clock()
+        self._commit(self._decide(lambda: core.act(commands, now)), now)
+        return now
+
+    def replace_site(self, site: Site) -> None:
+        core = self.core
+        now = self.clock()
+        self._commit(self._decide(lambda: core.replace_site(site)), now, save=True)
+        self._site = site
+
+    def store_bays(self, site: Site) -> None:
+        """Note when the site's bays came into being (their occupancy starts there)."""
+        self._store.note_bays(site.bays, self.clock())
+
+    def save(self) -> None:
+        """A clean stop: save the rules so the next start re-executes nothing."""
+        core = self.core
+        self._commit(Effects(watermark=core.rules.clock), self.clock(), save=True)
+
+    def _decide(self, step: Callable[[], Effects]) -> Effects:
+        try:
+            return step()
+        except BaseException:
+            self._stale = True  # the core may have changed before it failed
+            raise
+
+    def _commit(self, effects: Effects, now: Instant, *, save: bool = False) -> None:
+        core = self._core
+        snapshots = None
+        began = time.monotonic()
+        if save or began >= self._next_snapshot:
+            snapshots = {zone: dumps(data) for zone, data in core.snapshots().items()}
+        delivered = self._outbox.take_delivered()
+        try:
+            committed = self._store.commit(Work(effects, snapshots, delivered))
+        except BaseException:
+            self._outbox.give_back_delivered(delivered)
+            self._stale = True
+            self.failing = True
+            raise
+        if self.failing:
+            log.info("the store takes commits again")
+        self.failing = False
+        if snapshots is not None:
+            core.saved(committed.last_pos)
+            took = time.monotonic() - began
+            self._next_snapshot = time.monotonic() + max(
+                SNAPSHOT_EVERY_S, SNAPSHOT_COST_FACTOR * took
+            )
+        self._feed.publish(committed.changes)
+        self._outbox.committed(committed.outbox, effects.deadletters)
+        if self._sink is not None and effects.points:
+            try:
+                write_points(self._sink, effects.points)
+            except Exception:
+                log.exception("time series sink failed")
+        if effects.counters:
+            self._telemetry.committed(effects.counters)
+        if effects.raised:
+            self._telemetry.raised(effects.raised, now, core.settings.alert_delay_ms)
+        if self._alarm is not None and self._flow is Flow.LIVE:
+            self._alarm.arm(core.next_wakeup())
+
+    def oldest_needed(self) -> int:
+        """Journal entries after this position are still needed to rebuild the rules."""
+        return self._core.rules.oldest_position()

@@ -1,0 +1,34 @@
+"""The collector's errors: one root, and a class per way a request or a write can fail.
+
+The API registers a handler per class (404, 409, 422, 503); the ingest path counts a
+``RecordRejected`` by its ``reason`` and dead-letters the message.
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """The root of every error the collector raises on purpose."""
+
+
+class RecordRejected(CollectorError):  # noqa: N818 (a verdict on a record, not a failure)
+    """A record the collector refuses. ``reason`` is a counter key (``records.REJECT_REASONS``),
+    ``field`` the offending key when there is one."""
+
+    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        self.detail = f"{field}: {detail}" if field else detail
+        super().__init__(f"{reason}: {self.detail}")
+
+
+class NotFound(CollectorError):  # noqa: N818 (the API maps it to 404)
+    """No such alert, right or bay."""
+
+
+class AlertClosed(CollectorError):  # noqa: N818 (the API maps it to 409)
+    """An officer acted on an alert that is cleared or resolved already (the API's 409)."""
+
+
+class StoreError(CollectorError):
+    """The store cannot be opened, read or written (disk full, locked, unreadable file)."""

@@ -1,0 +1,91 @@
+"""What the collector publishes, through the store's durable outbox.
+
+Alert changes and retained bay states are written to the outbox in the same transaction as the
+changes that caused them (they are effects of the core), handed to the link after the commit,
+and removed, with the next commit, once the broker has acknowledged them (QoS 1). After a crash,
+what was committed but not acknowledged is sent again on the next connection, so no alert change
+is lost (a consumer may see one twice and can de-duplicate on ``(alert_id, status)``). Dead
+letters are QoS 0 and not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from kerbside.collector.effects import DeadLetter
+from kerbside.collector.link import Transport
+from kerbside.collector.store import OutboxMessage
+
+# Publications handed to the link and not yet acknowledged by the broker, at most.
+WINDOW = 200
+
+
+class Outbox:
+    def __init__(self, waiting: Iterable[OutboxMessage], link: Transport) -> None:
+        self._link = link
+        self._unacked: dict[int, OutboxMessage] = {}  # link's token -> message
+        # committed, not yet handed to the link: alert changes go before bay states, and at most
+        # WINDOW are with the link at once, so an alert never queues behind the thousands of
+        # bay states released at the end of a backlog
+        self._waiting_alerts: dict[int, OutboxMessage] = {}
+        self._waiting_bays: dict[int, OutboxMessage] = {}
+        self._delivered: list[int] = []
+        for message in waiting:
+            self._wait(message)
+
+    def _wait(self, message: OutboxMessage) -> None:
+        queue = self._waiting_bays if message.retain else self._waiting_alerts
+        queue[message.id] = message
+
+    def committed(
+        self, messages: Sequence[OutboxMessage], deadletters: Sequence[DeadLetter]
+    ) -> None:
+        """A unit of work committed these publications: send what the window allows."""
+        for message in messages:
+            self._wait(message)
+        link = self._link
+        for topic, text in deadletters:
+            link.publish(topic, text, 0)
+        self.send()
+
+    def send(self) -> None:
+        link = self._link
+        if not link.connected:
+            return
+        for queue in (self._waiting_alerts, self._waiting_bays):
+            while queue and len(self._unacked) < WINDOW:
+                message = queue.pop(next(iter(queue)))
+                token = link.publish(message.topic, message.payload, message.qos, message.retain)
+                self._unacked[token] = message
+
+    def published(self, token: int) -> None:
+        """The broker acknowledged a message: forget it, and hand the link the next."""
+        message = self._unacked.pop(token, None)
+        if message is not None:
+            self._delivered.append(message.id)
+            if self._waiting_alerts or self._waiting_bays:
+                self.send()
+
+    def take_delivered(self) -> list[int]:
+        """Outbox rows the broker has: the next unit of work deletes them."""
+        ids, self._delivered = self._delivered, []
+        return ids
+
+    def give_back_delivered(self, ids: Sequence[int]) -> None:
+        """That unit of work failed: they go with the next one."""
+        self._delivered[:0] = ids
+
+    def reconnected(self) -> None:
+        """Send again what the broker had not acknowledged before the connection dropped
+        (in the order first sent)."""
+        queues = (self._unacked, self._waiting_alerts, self._waiting_bays)
+        everything = sorted((m for queue in queues for m in queue.values()), key=lambda m: m.id)
+        for queue in queues:
+            queue.clear()
+        for message in everything:
+            self._wait(message)
+        self.send()
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting_alerts) + len(self._waiting_bays) + len(self._unacked)

@@ -1,0 +1,261 @@
+"""The API's read side: bays, sessions, alerts, occupancy history, health and metrics, from the
+store (and the site), never from the core's memory, so any collector sharing the store can
+answer them.
+
+Records are the documented dict shapes (bay dicts, the alert record of docs/rules.md); instants
+inside them are ISO strings, instants passed as arguments epoch milliseconds. A page is
+``(items, next cursor)``; a cursor this side did not hand out raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from kerbside.collector.cycle import Sink
+from kerbside.collector.errors import NotFound
+from kerbside.collector.link import Transport
+from kerbside.collector.store import Store
+from kerbside.collector.telemetry import Telemetry
+from kerbside.core.instants import Instant, format_instant, parse_instant
+from kerbside.core.site import Bay, Site
+
+Page = tuple[list[dict[str, Any]], str | None]
+
+
+class CommitState(Protocol):
+    @property
+    def failing(self) -> bool: ...
+
+
+class Backlog(Protocol):
+    @property
+    def pending(self) -> int: ...
+
+
+class Health:
+    """The parts ``/healthz`` reports: the broker link, the store's commits, the sink."""
+
+    def __init__(self, link: Transport, commits: CommitState, sink: Sink | None = None) -> None:
+        self._link = link
+        self._commits = commits
+        self._sink = sink
+
+    def parts(self) -> dict[str, str]:
+        sink = "disabled"
+        if self._sink is not None:
+            sink = "ok" if self._sink.healthy() else "down"
+        return {
+            "broker": "ok" if self._link.connected else "down",
+            "store": "failing" if self._commits.failing else "ok",
+            "sink": sink,
+        }
+
+
+def _offset(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    if not cursor.isdigit():
+        raise ValueError("expected a number")
+    return int(cursor)
+
+
+class Queries:
+    def __init__(
+        self,
+        store: Store,
+        site: Callable[[], Site],
+        *,
+        clock: Callable[[], Instant],
+        health: Health,
+        telemetry: Telemetry,
+        outbox: Backlog,
+        sink: Sink | None = None,
+    ) -> None:
+        self._store = store
+        self._site = site
+        self._clock = clock
+        self._origins: tuple[Site, dict[str, Instant]] | None = None
+        self._health = health
+        self._telemetry = telemetry
+        self._outbox = outbox
+        self._sink = sink
+
+    @property
+    def site(self) -> Site:
+        return self._site()
+
+    def now(self) -> Instant:
+        """The collector's clock (the wall's, or the test clock it runs on)."""
+        return self._clock()
+
+    def bay_origins(self) -> dict[str, Instant]:
+        """When each bay of the site came into being (read again after a site reload)."""
+        site = self._site()
+        if self._origins is None or self._origins[0] is not site:
+            self._origins = (site, self._store.bay_origins(site.bays))
+        return self._origins[1]
+
+    # -- bays -----------------------------------------------------------------------------------
+
+    def bays(self, zone_id: str | None = None, limit: int = 100, cursor: str | None = None) -> Page:
+        site = self._site()
+        bays = site.bays_of_zone(zone_id) if zone_id else tuple(site.bays.values())
+        start = _offset(cursor)
+        page = bays[start : start + limit]
+        more = str(start + limit) if start + limit < len(bays) else None
+        states = self._store.bay_states([b.id for b in page])
+        return [_bay_dict(b, states.get(b.id)) for b in page], more
+
+    def bay(self, bay_id: str) -> dict[str, Any] | None:
+        bay = self._site().bays.get(bay_id)
+        if bay is None:
+            return None
+        return _bay_dict(bay, self._store.bay_states([bay_id]).get(bay_id))
+
+    def sessions(
+        self,
+        bay_id: str,
+        start: Instant | None = None,
+        end: Instant | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        bay = self._site().bays.get(bay_id)
+        if bay is None:
+            raise NotFound(f"no bay {bay_id}")
+        after = None
+        if cursor is not None:
+            if not cursor.lstrip("-").isdigit():
+                raise ValueError("expected a session start")
+            after = int(cursor)
+        rows = self._store.sessions(bay_id, start, end, limit + 1, after)
+        out = [
+            {
+                "bay_id": bay_id,
+                "zone_id": bay.zone_id,
+                "start": format_instant(s),
+                "end": None if e is None else format_instant(e),
+                "alerts": n,
+            }
+            for s, e, n in rows[:limit]
+        ]
+        return out, (str(rows[limit - 1][0]) if len(rows) > limit else None)
+
+    def state_changes(
+        self, zone_id: str | None, start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        site = self._site()
+        bay_ids = [b.id for b in site.bays_of_zone(zone_id)] if zone_id else None
+        return self._store.state_changes(bay_ids, start, end)
+
+    def suspended_bays(self, now: Instant) -> set[str]:
+        """Bays a suspension covers at ``now``."""
+        out: set[str] = set()
+        for body in self._store.suspensions():
+            if parse_instant(body["start"]) <= now < parse_instant(body["end"]):
+                out.update(body["bay_ids"])
+        return out
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def alerts(
+        self,
+        status: str | None = None,
+        zone: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        after = None
+        if cursor is not None:
+            raised, sep, alert_id = cursor.partition("|")
+            if not sep or not raised.lstrip("-").isdigit():
+                raise ValueError("expected raised|alert_id")
+            after = (int(raised), alert_id)
+        rows = self._store.alerts(
+            status=status, zone_id=zone, kind=kind, limit=limit + 1, after=after
+        )
+        page = rows[:limit]
+        more = None
+        if len(rows) > limit:
+            last = page[-1]
+            more = f"{parse_instant(last['raised_at'])}|{last['alert_id']}"
+        return page, more
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        found = self._store.alert_with_history(alert_id)
+        if found is None:
+            return None
+        record, history = found
+        return {**record, "history": history}
+
+    # -- gateways, health, metrics --------------------------------------------------------------
+
+    def gateways(self) -> list[dict[str, Any]]:
+        """Per-gateway delivery figures (GET /api/v1/gateways). A scan of the journal on a
+        connection of its own: the API runs it in a worker thread, off the loop."""
+        return self._store.gateway_summaries()
+
+    def healthz(self) -> dict[str, Any]:
+        report: dict[str, Any] = self._health.parts()
+        watermark = self._store.watermark()
+        report["clock"] = None if watermark is None else format_instant(watermark)
+        return report
+
+    def metrics(self) -> dict[str, Any]:
+        counters = self._store.counters()
+        rejected = {k[9:]: float(v) for k, v in counters.items() if k.startswith("rejected.")}
+        alerts = {k[7:]: float(v) for k, v in counters.items() if k.startswith("alerts.")}
+        out: dict[str, Any] = {
+            "events_in": float(counters.get("events_in", 0)),
+            "messages_in": float(counters.get("messages_in", 0)),
+            "duplicates": float(counters.get("duplicates", 0)),
+            "rejected": rejected,
+            "alerts": alerts,
+            "rule_latency_s": self._telemetry.latency(),
+            "alerts_open": float(self._store.count_alerts("open")),
+            "publish_pending": float(self._outbox.pending),
+            "journal_skipped": float(self._telemetry.journal_skipped),
+        }
+        if self._sink is not None:
+            for key, value in self._sink.stats().items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out[key] = float(value)
+        return out
+
+
+def _bay_dict(
+    bay: Bay, state: tuple[str, Instant, str | None, Instant | None] | None
+) -> dict[str, Any]:
+    return {
+        "bay_id": bay.id,
+        "zone_id": bay.zone_id,
+        "street": bay.street,
+        "kind": bay.kind,
+        "location": None
+        if bay.location is None
+        else {"lat": bay.location.lat, "lon": bay.location.lon},
+        "state": "unknown" if state is None else state[0],
+        "since": None if state is None else format_instant(state[1]),
+        "gateway_id": bay.gateway if state is None else state[2],
+    }
+
+
+def export_journal(store: Store) -> Iterator[dict[str, Any]]:
+    """The accepted occupancy events, rights and suspensions as a journal (what ``replay``
+    reads); right cancellations become the shortened right."""
+    rights: dict[str, dict[str, Any]] = {}
+    for entry in store.journal(types=("occupancy", "right", "suspension", "right_cancel")):
+        body = entry.body
+        if entry.type == "right":
+            rights[body["right_id"]] = body
+        if entry.type == "right_cancel":
+            right = rights.get(body["right_id"])
+            at = body["at"]
+            if right is None or at <= parse_instant(right["start"]):
+                continue
+            if at < parse_instant(right["end"]):
+                yield {**right, "end": format_instant(at)}
+            continue
+        yield body

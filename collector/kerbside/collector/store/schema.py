@@ -1,0 +1,185 @@
+"""The SQLite store's schema, its version (``PRAGMA user_version``) and the migrations to it.
+
+Version 0 is a file written before the schema had a version (its tables are those of version 1
+but for ``engine_snapshots``, and ``bay_origins`` and the sign-in tables in the oldest: the rules
+were one engine, saved in ``kv`` under ``engine`` and ``engine_pos``). A new file is created at
+the latest version; an older one is migrated in one transaction when the store opens it. A file
+from a newer collector is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from kerbside.collector.errors import StoreError
+
+VERSION = 1
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS journal (
+    pos INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_time ON journal(type, time);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bays (
+    bay_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    gateway_id TEXT,
+    session_start INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bay_origins (
+    bay_id TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_changes (
+    id INTEGER PRIMARY KEY,
+    bay_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes(bay_id, ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    bay_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (bay_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    zone_id TEXT,
+    bay_id TEXT,
+    raised_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status);
+CREATE INDEX IF NOT EXISTS alerts_bay ON alerts(bay_id, raised_at);
+CREATE TABLE IF NOT EXISTS alert_changes (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rights (
+    right_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspensions (
+    suspension_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway_id TEXT PRIMARY KEY,
+    online INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    status TEXT,
+    health TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor_id TEXT PRIMARY KEY,
+    gateway_id TEXT,
+    bay_id TEXT,
+    health TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS officer_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions(name);
+CREATE TABLE IF NOT EXISTS signin_links (
+    code_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS engine_snapshots (
+    zone_id TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _create(db: sqlite3.Connection) -> None:
+    # one statement at a time: executescript would commit the transaction
+    for statement in _TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _to_1(db: sqlite3.Connection) -> None:
+    """Tables a file of before the version may lack (bay origins and sign-ins came late, rules
+    snapshots per zone now); the one engine's snapshot becomes the snapshot that stands for
+    every zone ("*")."""
+    _create(db)
+    db.execute(
+        "INSERT INTO engine_snapshots(zone_id, pos, body) SELECT '*',"
+        " COALESCE((SELECT CAST(value AS INTEGER) FROM kv WHERE key = 'engine_pos'), 0), value"
+        " FROM kv WHERE key = 'engine'"
+    )
+    db.execute("DELETE FROM kv WHERE key IN ('engine', 'engine_pos')")
+
+
+# MIGRATIONS[n] takes a file at version n to version n + 1.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1]
+assert len(MIGRATIONS) == VERSION
+
+
+def prepare(db: sqlite3.Connection, name: str) -> int:
+    """Create or migrate the schema of ``db`` (in autocommit mode); returns the version it was."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > VERSION:
+        raise StoreError(
+            f"{name}: store schema version {found} is newer than this collector's ({VERSION});"
+            " run the collector that wrote it"
+        )
+    if found == VERSION:
+        return found
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        legacy = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
+        ).fetchone()
+        if found == 0 and legacy is None:
+            _create(db)
+        else:
+            for migrate in MIGRATIONS[found:]:
+                migrate(db)
+        db.execute(f"PRAGMA user_version = {VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return found

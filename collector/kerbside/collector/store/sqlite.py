@@ -1,0 +1,614 @@
+"""The store in one SQLite file in WAL mode, the collector's default (``store.path``).
+
+A unit of work is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` of ``executemany`` per table (one
+statement per table instead of one per row: a backlog batch is a thousand events). Journal
+positions, alert change ids and outbox ids are handed out here and never handed out again, even
+for rows retention has deleted (their high-water marks are kept in ``kv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from kerbside.collector.effects import Effects, SessionStep
+from kerbside.collector.errors import StoreError
+from kerbside.collector.gateway_stats import gateway_summaries
+from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
+from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
+from kerbside.collector.signin import OfficerSession, SignInLink
+from kerbside.collector.store import (
+    BayState,
+    Committed,
+    JournalEntry,
+    OutboxMessage,
+    Recovered,
+    Snapshot,
+    Work,
+    dumps,
+)
+from kerbside.collector.store.schema import prepare
+from kerbside.core.instants import Instant
+
+_SESSION_SQL = {
+    SessionStep.OPEN: "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
+    SessionStep.CLOSE: "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?",
+    SessionStep.ALERT: "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?",
+}
+_UPSERT_BAY = (
+    "INSERT INTO bays(bay_id, state, since, gateway_id, session_start) VALUES (?,?,?,?,?)"
+    " ON CONFLICT(bay_id) DO UPDATE SET state=excluded.state, since=excluded.since,"
+    " gateway_id=excluded.gateway_id, session_start=excluded.session_start"
+)
+_UPSERT_ALERT = (
+    "INSERT INTO alerts(alert_id, kind, status, zone_id, bay_id, raised_at, record)"
+    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET status=excluded.status,"
+    " record=excluded.record"
+)
+_UPSERT_GATEWAY = (
+    "INSERT INTO gateways(gateway_id, online, last_seen, status, health) VALUES (?,?,?,?,?)"
+    " ON CONFLICT(gateway_id) DO UPDATE SET online=excluded.online,"
+    " last_seen=excluded.last_seen, status=COALESCE(excluded.status, gateways.status),"
+    " health=COALESCE(excluded.health, gateways.health)"
+)
+_UPSERT_SENSOR = (
+    "INSERT INTO sensors(sensor_id, gateway_id, bay_id, health) VALUES (?,?,?,?)"
+    " ON CONFLICT(sensor_id) DO UPDATE SET gateway_id=excluded.gateway_id,"
+    " bay_id=excluded.bay_id, health=excluded.health"
+)
+_UPSERT_KV = (
+    "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+)
+
+
+class SqliteStore:
+    """The store port over one SQLite database (``":memory:"`` for tests)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a batch is acknowledged to the broker only after its commit is on disk.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self.migrated_from = prepare(self._db, str(path))
+            self._reset_counters()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: {exc}") from exc
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._db.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def _reset_counters(self) -> None:
+        hw_pos = self._one("SELECT value FROM kv WHERE key = 'journal_pos_hw'")
+        hw_change = self._one("SELECT value FROM kv WHERE key = 'change_id_hw'")
+        # never hand out an id again, even one whose row retention has deleted
+        self._next_pos = max(self._one("SELECT MAX(pos) FROM journal") or 0, int(hw_pos or 0)) + 1
+        self._next_change = (
+            max(self._one("SELECT MAX(id) FROM alert_changes") or 0, int(hw_change or 0)) + 1
+        )
+        self._next_outbox = (self._one("SELECT MAX(id) FROM outbox") or 0) + 1
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """A few statements written together (not a unit of work: see ``commit``)."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: {exc}") from exc
+            raise
+
+    # -- the unit of work ------------------------------------------------------------------
+
+    def commit(self, work: Work) -> Committed:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            committed = self._write(work)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            # Ids handed out to the failed transaction are not handed out again: nothing saw
+            # them, and a gap is harmless.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+            raise
+        return committed
+
+    def _write(self, work: Work) -> Committed:
+        db = self._db
+        effects = work.effects
+        if effects.journal:
+            first = self._next_pos
+            self._next_pos += len(effects.journal)
+            db.executemany(
+                "INSERT INTO journal(pos, type, time, watermark, body) VALUES (?,?,?,?,?)",
+                [
+                    (first + i, row[0], row[1], row[2], row[3])
+                    for i, row in enumerate(effects.journal)
+                ],
+            )
+            events = [
+                (row[4], first + i, row[5])
+                for i, row in enumerate(effects.journal)
+                if row[4] is not None
+            ]
+            if events:
+                db.executemany("INSERT INTO events(event_id, pos, digest) VALUES (?,?,?)", events)
+            db.execute(_UPSERT_KV, ("journal_pos_hw", str(self._next_pos - 1)))
+        if effects.state_changes:
+            db.executemany(
+                "INSERT INTO state_changes(bay_id, ts, state) VALUES (?,?,?)", effects.state_changes
+            )
+        if effects.bays:
+            db.executemany(_UPSERT_BAY, effects.bays)
+        self._write_sessions(effects)
+        changes = self._write_alerts(effects)
+        for right in effects.rights:
+            db.execute(
+                "INSERT INTO rights(right_id, body, deleted) VALUES (?, ?, ?) ON CONFLICT(right_id)"
+                " DO UPDATE SET body=excluded.body, deleted=excluded.deleted",
+                (right.right_id, dumps(right.body), int(right.deleted)),
+            )
+        for suspension in effects.suspensions:
+            db.execute(
+                "INSERT INTO suspensions(suspension_id, body) VALUES (?, ?)"
+                " ON CONFLICT(suspension_id) DO UPDATE SET body=excluded.body",
+                (suspension.suspension_id, dumps(suspension.body)),
+            )
+        if effects.gateways:
+            db.executemany(
+                _UPSERT_GATEWAY,
+                [
+                    (
+                        g.gateway_id,
+                        int(g.online),
+                        g.last_seen,
+                        None if g.status is None else dumps(g.status),
+                        None if g.health is None else dumps(g.health),
+                    )
+                    for g in effects.gateways
+                ],
+            )
+        if effects.sensors:
+            db.executemany(
+                _UPSERT_SENSOR,
+                [(s.sensor_id, s.gateway_id, s.bay_id, dumps(s.health)) for s in effects.sensors],
+            )
+        if effects.counters:
+            db.executemany(
+                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name)"
+                " DO UPDATE SET value = value + excluded.value",
+                list(effects.counters.items()),
+            )
+        if effects.watermark is not None:
+            db.execute(_UPSERT_KV, ("watermark", str(effects.watermark)))
+        if work.snapshots:
+            pos = self._next_pos - 1
+            # zones saved no more (the site lost them, or they were saved as one) go
+            db.execute(
+                "DELETE FROM engine_snapshots"
+                " WHERE zone_id NOT IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(work.snapshots)),),
+            )
+            db.executemany(
+                "INSERT INTO engine_snapshots(zone_id, pos, body) VALUES (?, ?, ?)"
+                " ON CONFLICT(zone_id) DO UPDATE SET pos=excluded.pos, body=excluded.body",
+                [(zone, pos, text) for zone, text in work.snapshots.items()],
+            )
+        if work.delivered:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in work.delivered])
+        outbox: list[OutboxMessage] = []
+        if effects.publications:
+            first = self._next_outbox
+            self._next_outbox += len(effects.publications)
+            outbox = [
+                OutboxMessage(first + i, topic, payload, 1, retain)
+                for i, (topic, payload, retain) in enumerate(effects.publications)
+            ]
+            db.executemany(
+                "INSERT INTO outbox(id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
+                [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in outbox],
+            )
+        return Committed(self._next_pos - 1, changes, outbox)
+
+    def _write_sessions(self, effects: Effects) -> None:
+        """Session writes in order; consecutive ones of one kind go in one executemany."""
+        ops = effects.sessions
+        i = 0
+        while i < len(ops):
+            step = ops[i][0]
+            j = i
+            while j < len(ops) and ops[j][0] is step:
+                j += 1
+            if step is SessionStep.CLOSE:
+                params: list[tuple[Any, ...]] = [(op[3], op[1], op[2]) for op in ops[i:j]]
+            else:
+                params = [(op[1], op[2]) for op in ops[i:j]]
+            self._db.executemany(_SESSION_SQL[step], params)
+            i = j
+
+    def _write_alerts(self, effects: Effects) -> list[tuple[int, dict[str, Any]]]:
+        db = self._db
+        if effects.alerts:
+            db.executemany(
+                _UPSERT_ALERT,
+                [
+                    (
+                        a.record["alert_id"],
+                        a.record["kind"],
+                        a.record["status"],
+                        a.record.get("zone_id"),
+                        a.record.get("bay_id"),
+                        a.raised_at,
+                        a.text,
+                    )
+                    for a in effects.alerts
+                ],
+            )
+            first = self._next_change
+            self._next_change += len(effects.alerts)
+            db.executemany(
+                "INSERT INTO alert_changes(id, alert_id, record) VALUES (?,?,?)",
+                [(first + i, a.record["alert_id"], a.text) for i, a in enumerate(effects.alerts)],
+            )
+            db.execute(_UPSERT_KV, ("change_id_hw", str(self._next_change - 1)))
+        for note in effects.notes:
+            db.execute(
+                "UPDATE alerts SET history = json_insert(history, '$[#]', json(?))"
+                " WHERE alert_id = ?",
+                (dumps(note.entry), note.alert_id),
+            )
+        if not effects.alerts:
+            return []
+        first = self._next_change - len(effects.alerts)
+        return [(first + i, a.record) for i, a in enumerate(effects.alerts)]
+
+    # -- recovery and ingest -----------------------------------------------------------------
+
+    def recover(self) -> Recovered:
+        db = self._db
+        bays: dict[str, BayState] = {
+            row[0]: (row[1], row[2], row[3], row[4])
+            for row in db.execute(
+                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
+            )
+        }
+        gateways = {
+            g: (bool(o), int(t))
+            for g, o, t in db.execute("SELECT gateway_id, online, last_seen FROM gateways")
+        }
+        maintenance = [
+            r
+            for status in ("open", "acknowledged")
+            for r in self.alerts(status=status, kinds=MAINTENANCE_KINDS, limit=1 << 62)
+        ]
+        # enforcement alerts of open sessions: those raised since the session began (the
+        # session's start is checked on the record: a bay's earlier sessions end before it)
+        kinds = ",".join(f"'{k}'" for k in ENFORCEMENT_KINDS)
+        session_alerts = [
+            json.loads(record)
+            for (record,) in db.execute(
+                "SELECT a.record FROM bays b JOIN alerts a ON a.bay_id = b.bay_id"  # noqa: S608
+                f" AND a.raised_at >= b.session_start WHERE b.session_start IS NOT NULL"
+                f" AND a.kind IN ({kinds}) ORDER BY a.raised_at, a.alert_id"
+            )
+        ]
+        snapshots = {
+            zone: Snapshot(int(pos), str(body))
+            for zone, pos, body in db.execute("SELECT zone_id, pos, body FROM engine_snapshots")
+        }
+        return Recovered(bays, gateways, maintenance, session_alerts, snapshots, self.watermark())
+
+    def journal(
+        self, after_pos: int = 0, types: Iterable[str] | None = None
+    ) -> Iterator[JournalEntry]:
+        sql = "SELECT pos, type, time, watermark, body FROM journal WHERE pos > ?"
+        params: list[Any] = [after_pos]
+        if types is not None:
+            kinds = list(types)
+            sql += f" AND type IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY pos"
+        # a cursor of its own: the caller may commit while it reads (export, recovery)
+        for pos, type_, time, watermark, body in self._db.execute(sql, params).fetchall():
+            yield JournalEntry(pos, type_, time, watermark, body)
+
+    def event_digests(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """The digests of those of ``event_ids`` already stored (one query per 500 ids)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i : i + 500]
+            sql = f"SELECT event_id, digest FROM events WHERE event_id IN ({','.join('?' * len(chunk))})"  # noqa: S608, E501
+            for event_id, digest in self._db.execute(sql, chunk):
+                out[str(event_id)] = str(digest)
+        return out
+
+    def outbox(self) -> list[OutboxMessage]:
+        return [
+            OutboxMessage(i, t, p, q, bool(r))
+            for i, t, p, q, r in self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id"
+            )
+        ]
+
+    def last_alert_change(self) -> int:
+        return self._next_change - 1
+
+    def last_journal_pos(self) -> int:
+        return self._next_pos - 1
+
+    def prune(self, before: Instant, keep_from_pos: int) -> int:
+        """Delete occupancy records, events, state changes and closed sessions older than
+        ``before``; never journal entries the rules still need (``pos >= keep_from_pos``)."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE"
+                    " type='occupancy' AND time < ? AND pos < ?)",
+                    (before, keep_from_pos),
+                )
+                removed = db.execute(
+                    "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos < ?",
+                    (before, keep_from_pos),
+                ).rowcount
+                db.execute(
+                    "DELETE FROM state_changes WHERE ts < ? AND id NOT IN"
+                    " (SELECT MAX(id) FROM state_changes GROUP BY bay_id)",
+                    (before,),
+                )
+                db.execute("DELETE FROM sessions WHERE end IS NOT NULL AND end < ?", (before,))
+                db.execute(
+                    "DELETE FROM alert_changes WHERE id IN (SELECT c.id FROM alert_changes c JOIN"
+                    " alerts a ON a.alert_id = c.alert_id WHERE a.status IN"
+                    " ('cleared','resolved') AND a.raised_at < ?)",
+                    (before,),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: pruning failed: {exc}") from exc
+        return int(removed)
+
+    # -- reads for the API -------------------------------------------------------------------
+
+    def bay_states(self, bay_ids: Sequence[str]) -> dict[str, BayState]:
+        out: dict[str, BayState] = {}
+        for i in range(0, len(bay_ids), 500):
+            chunk = bay_ids[i : i + 500]
+            sql = (
+                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"  # noqa: S608
+                f" WHERE bay_id IN ({','.join('?' * len(chunk))})"
+            )
+            for row in self._db.execute(sql, chunk):
+                out[row[0]] = (row[1], row[2], row[3], row[4])
+        return out
+
+    def state_changes(
+        self, bay_ids: list[str] | None, start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """Each bay's last state before ``start`` (stamped ``start``) then its changes in
+        ``[start, end)``."""
+        out: dict[str, list[tuple[Instant, str]]] = {}
+        where = ""
+        params: list[Any] = []
+        if bay_ids is not None:
+            where = f" AND bay_id IN ({','.join('?' * len(bay_ids))})"
+            params = list(bay_ids)
+        # The SQL text only ever gains "?" placeholders; values are bound.
+        before_sql = (  # noqa: S608
+            "SELECT bay_id, state FROM state_changes s WHERE id = (SELECT id FROM state_changes t"
+            " WHERE t.bay_id = s.bay_id AND t.ts < ? ORDER BY ts DESC, id DESC LIMIT 1)"
+        ) + where
+        for bay_id, state in self._db.execute(before_sql, [start, *params]):
+            out.setdefault(bay_id, []).append((start, state))
+        during_sql = (
+            "SELECT bay_id, ts, state FROM state_changes WHERE ts >= ? AND ts < ?"  # noqa: S608
+            + where
+            + " ORDER BY bay_id, ts, id"
+        )
+        for bay_id, ts, state in self._db.execute(during_sql, [start, end, *params]):
+            out.setdefault(bay_id, []).append((ts, state))
+        return out
+
+    def note_bays(self, bay_ids: Iterable[str], at: Instant) -> int:
+        """Record when each bay not seen before came into being: ``at`` (the collector is
+        running with a site that holds it), or its first stored state change if earlier (a
+        store from before origins were kept). Returns how many were new."""
+        known = {row[0] for row in self._db.execute("SELECT bay_id FROM bay_origins")}
+        new = [b for b in bay_ids if b not in known]
+        if not new:
+            return 0
+        rows = [(b, min(at, self._first_change(b) or at)) for b in new]
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO bay_origins(bay_id, since) VALUES (?, ?)", rows
+            )
+        return len(rows)
+
+    def _first_change(self, bay_id: str) -> int | None:
+        first = self._one("SELECT MIN(ts) FROM state_changes WHERE bay_id = ?", (bay_id,))
+        return None if first is None else int(first)
+
+    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
+        """When each bay came into being (see ``note_bays``). Bays of ``bay_ids`` that were
+        never noted get their first stored state change; a bay with neither is left out."""
+        out = {b: int(t) for b, t in self._db.execute("SELECT bay_id, since FROM bay_origins")}
+        for bay_id in bay_ids or ():
+            if bay_id not in out:
+                first = self._first_change(bay_id)
+                if first is not None:
+                    out[bay_id] = first
+        return out
+
+    def sessions(
+        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
+    ) -> list[tuple[Instant, Instant | None, int]]:
+        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
+        sql = "SELECT start, end, alerts FROM sessions WHERE bay_id = ?"
+        params: list[Any] = [bay_id]
+        if start is not None:
+            sql += " AND (end IS NULL OR end > ?)"
+            params.append(start)
+        if end is not None:
+            sql += " AND start < ?"
+            params.append(end)
+        if after is not None:
+            sql += " AND start > ?"
+            params.append(after)
+        sql += " ORDER BY start LIMIT ?"
+        params.append(limit)
+        return [
+            (int(a), None if b is None else int(b), int(c))
+            for a, b, c in self._db.execute(sql, params)
+        ]
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        text = self._one("SELECT record FROM alerts WHERE alert_id = ?", (alert_id,))
+        return None if text is None else dict(json.loads(text))
+
+    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
+        row = self._db.execute(
+            "SELECT record, history FROM alerts WHERE alert_id = ?", (alert_id,)
+        ).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), list(json.loads(row[1])))
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        zone_id: str | None = None,
+        kind: str | None = None,
+        bay_id: str | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
+        sql = "SELECT record FROM alerts WHERE 1=1"
+        params: list[Any] = []
+        for column, value in (
+            ("status", status),
+            ("zone_id", zone_id),
+            ("kind", kind),
+            ("bay_id", bay_id),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if kinds is not None:
+            names = list(kinds)
+            sql += f" AND kind IN ({','.join('?' * len(names))})"
+            params.extend(names)
+        if after is not None:
+            sql += " AND (raised_at > ? OR (raised_at = ? AND alert_id > ?))"
+            params.extend([after[0], after[0], after[1]])
+        sql += " ORDER BY raised_at, alert_id LIMIT ?"
+        params.append(limit)
+        return [dict(json.loads(r[0])) for r in self._db.execute(sql, params)]
+
+    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (int(i), dict(json.loads(r)))
+            for i, r in self._db.execute(
+                "SELECT id, record FROM alert_changes WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            )
+        ]
+
+    def count_alerts(self, status: str) -> int:
+        return int(self._one("SELECT COUNT(*) FROM alerts WHERE status = ?", (status,)))
+
+    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None:
+        row = self._db.execute(
+            "SELECT body, deleted FROM rights WHERE right_id = ?", (right_id,)
+        ).fetchone()
+        return None if row is None else (dict(json.loads(row[0])), bool(row[1]))
+
+    def suspensions(self) -> list[dict[str, Any]]:
+        return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]
+
+    # -- officers' sign-in (signin.py): single statements, outside the units of work ---------
+
+    def put_officer_session(self, session: OfficerSession) -> None:
+        self._db.execute(
+            "INSERT INTO officer_sessions(id_sha256, name, token_sha256, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (session.id_sha256, session.name, session.token_sha256, session.created,
+             session.expires),
+        )  # fmt: skip
+
+    def officer_session(self, id_sha256: str) -> OfficerSession | None:
+        row = self._db.execute(
+            "SELECT name, token_sha256, created, expires FROM officer_sessions WHERE id_sha256 = ?",
+            (id_sha256,),
+        ).fetchone()
+        return None if row is None else OfficerSession(id_sha256, *row)
+
+    def end_officer_session(self, id_sha256: str) -> None:
+        self._db.execute("DELETE FROM officer_sessions WHERE id_sha256 = ?", (id_sha256,))
+
+    def end_officer_sessions(self, name: str) -> int:
+        with self._transaction():
+            ended = self._db.execute("DELETE FROM officer_sessions WHERE name = ?", (name,))
+            links = self._db.execute("DELETE FROM signin_links WHERE name = ?", (name,))
+        return int(ended.rowcount + links.rowcount)
+
+    def put_signin_link(self, link: SignInLink) -> None:
+        self._db.execute(
+            "INSERT INTO signin_links(code_sha256, name, token_sha256, created, expires)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
+        )
+
+    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
+        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
+        row = self._db.execute(
+            "DELETE FROM signin_links WHERE code_sha256 = ?"
+            " RETURNING name, token_sha256, created, expires",
+            (code_sha256,),
+        ).fetchone()
+        return None if row is None else SignInLink(code_sha256, *row)
+
+    def prune_sign_ins(self, now: Instant) -> int:
+        with self._transaction():
+            ended = self._db.execute("DELETE FROM officer_sessions WHERE expires <= ?", (now,))
+            links = self._db.execute("DELETE FROM signin_links WHERE expires <= ?", (now,))
+        return int(ended.rowcount + links.rowcount)
+
+    def counters(self) -> dict[str, int]:
+        return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters")}
+
+    def count_events(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM events"))
+
+    def watermark(self) -> Instant | None:
+        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
+        return None if value is None else int(value)
+
+    def gateway_summaries(self) -> list[dict[str, Any]]:
+        return gateway_summaries(self.path)
