@@ -1,0 +1,298 @@
+"""The SQLite store's schema version: a file written before the schema had one (by the
+collector of before the rules ran per zone) is migrated when a collector opens it, and the
+collector carries on from it exactly where the old one stopped."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from kerbside.collector.config import load_config
+from kerbside.collector.errors import StoreError
+from kerbside.collector.records import OccupancyEvent, to_journal_dict
+from kerbside.collector.rules import RulesEngine
+from kerbside.collector.runtime import assemble
+from kerbside.collector.store import EVERY_ZONE, dumps
+from kerbside.collector.store.schema import VERSION
+from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
+from tests.collector.test_cycle import ROOT, Clock, FakeLink
+from tests.helpers import write_collector_setup
+
+T0 = parse_instant("2026-11-26T08:00:00Z")
+MIN = 60_000
+
+# The schema of the store as the collector wrote it before the schema had a version, kept here
+# as data (the code that wrote it is gone): a file made with it is what a collector upgraded in
+# place finds.
+SCHEMA_BEFORE_VERSIONS = """
+CREATE TABLE IF NOT EXISTS journal (
+    pos INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    watermark INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_time ON journal(type, time);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    pos INTEGER NOT NULL,
+    digest TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bays (
+    bay_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    gateway_id TEXT,
+    session_start INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bay_origins (
+    bay_id TEXT PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_changes (
+    id INTEGER PRIMARY KEY,
+    bay_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes(bay_id, ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    bay_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (bay_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    zone_id TEXT,
+    bay_id TEXT,
+    raised_at INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    history TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status);
+CREATE INDEX IF NOT EXISTS alerts_bay ON alerts(bay_id, raised_at);
+CREATE TABLE IF NOT EXISTS alert_changes (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rights (
+    right_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspensions (
+    suspension_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway_id TEXT PRIMARY KEY,
+    online INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    status TEXT,
+    health TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor_id TEXT PRIMARY KEY,
+    gateway_id TEXT,
+    bay_id TEXT,
+    health TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS officer_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions(name);
+CREATE TABLE IF NOT EXISTS signin_links (
+    code_sha256 TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+"""
+
+
+def _event(n: int, bay: str, state: str, ts: int) -> OccupancyEvent:
+    return OccupancyEvent(f"gw-1:ep:{n}", "gw-1", n, bay, "S" + bay[1:], state, ts, ts + 10_000)
+
+
+def _old_file(path: Path, site_path: Path, *, schema: str = SCHEMA_BEFORE_VERSIONS) -> str:
+    """A store as the old collector left it: B001 occupied since T0 and its unpaid alert raised
+    (in its saved engine, position 1), then B002's arrival journaled after that save, and an
+    alert change still in the outbox. Returns the unpaid alert's id."""
+    site = load_site(site_path)
+    engine = RulesEngine(site)
+    first, second = _event(1, "B001", "occupied", T0), _event(2, "B002", "occupied", T0 + MIN)
+    engine.apply(first)
+    (raised,) = [c.alert for c in engine.advance(T0 + MIN)]
+    db = sqlite3.connect(path)
+    db.executescript(schema)
+    rows = [
+        (1, "occupancy", first.ts, T0 - 1000, dumps(to_journal_dict(first))),
+        (2, "occupancy", second.ts, T0 + MIN, dumps(to_journal_dict(second))),
+    ]
+    db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?, ?)", rows)
+    db.executemany(
+        "INSERT INTO events VALUES (?, ?, ?)", [("gw-1:ep:1", 1, "d1"), ("gw-1:ep:2", 2, "d2")]
+    )
+    db.executemany(
+        "INSERT INTO bays VALUES (?, ?, ?, ?, ?)",
+        [("B001", "occupied", T0, "gw-1", T0), ("B002", "occupied", T0 + MIN, "gw-1", T0 + MIN)],
+    )
+    record = raised.to_record()
+    db.execute(
+        "INSERT INTO alerts(alert_id, kind, status, zone_id, bay_id, raised_at, record)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (raised.alert_id, "unpaid", "open", "Z1", "B001", raised.raised_at, dumps(record)),
+    )
+    db.execute("INSERT INTO alert_changes VALUES (1, ?, ?)", (raised.alert_id, dumps(record)))
+    db.execute(
+        "INSERT INTO outbox(topic, payload, qos, retain) VALUES (?, ?, 1, 0)",
+        (f"{ROOT}/alerts/Z1", dumps(record)),
+    )
+    db.executemany(
+        "INSERT INTO kv VALUES (?, ?)",
+        [
+            ("engine", dumps(engine.snapshot())),
+            ("engine_pos", "1"),
+            ("watermark", str(T0 + MIN)),
+            ("journal_pos_hw", "2"),
+            ("change_id_hw", "1"),
+        ],
+    )
+    db.execute("INSERT INTO counters VALUES ('events_in', 2)")
+    db.commit()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    db.close()
+    return raised.alert_id
+
+
+def _tables(path: Path) -> set[str]:
+    db = sqlite3.connect(path)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
+def test_a_file_from_before_versions_is_migrated_and_the_collector_carries_on(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+    unpaid = _old_file(config.store.path, config.site)
+
+    store = SqliteStore(config.store.path)
+    assert store.migrated_from == 0
+    db = sqlite3.connect(config.store.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
+    # the one engine's snapshot now stands for every zone; nothing else moved
+    assert db.execute("SELECT zone_id, pos FROM engine_snapshots").fetchall() == [(EVERY_ZONE, 1)]
+    assert db.execute("SELECT key FROM kv WHERE key LIKE 'engine%'").fetchall() == []
+    db.close()
+    assert store.count_events() == 2
+    assert [e.pos for e in store.journal()] == [1, 2]
+    assert store.counters() == {"events_in": 2}
+
+    clock = Clock(T0 + 10 * MIN)
+    link = FakeLink()
+    collector = assemble(config, load_site(config.site), store, link, clock=clock)
+    collector.cycle.tick()
+    # the rules carried on from the saved engine and the journal after it: B001's unpaid alert
+    # is known (not raised again), B002's is raised now, both overstay at 2 minutes past
+    rules = collector.cycle.core.rules
+    assert rules.alert(unpaid) is not None
+    raised = sorted(
+        (a["bay_id"], a["kind"]) for a in link.topics("/alerts/Z1") if a["status"] == "open"
+    )
+    assert raised.count(("B001", "unpaid")) == 1  # the one left in the outbox, sent again
+    assert ("B002", "unpaid") in raised
+    assert collector.queries.bay("B002")["since"] == format_instant(T0 + MIN)
+    assert collector.queries.alert(unpaid)["status"] == "open"
+    # a new journal position follows the old ones, and the next save is per zone
+    collector.cycle.save()
+    db = sqlite3.connect(config.store.path)
+    assert db.execute("SELECT zone_id FROM engine_snapshots").fetchall() == [("Z1",)]
+    db.close()
+    store.close()
+    # opening it again migrates nothing
+    assert SqliteStore(config.store.path).migrated_from == VERSION
+
+
+def test_an_older_file_gains_the_tables_it_lacks(tmp_path: Path) -> None:
+    """Before bay origins and sign-ins were kept, the file had neither table."""
+    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+    oldest = "".join(
+        block + ";"
+        for block in SCHEMA_BEFORE_VERSIONS.split(";")
+        if block.strip()
+        and not any(t in block for t in ("bay_origins", "officer_sessions", "signin_links"))
+    )
+    _old_file(config.store.path, config.site, schema=oldest)
+    assert "bay_origins" not in _tables(config.store.path)
+    store = SqliteStore(config.store.path)
+    assert {"bay_origins", "officer_sessions", "signin_links", "engine_snapshots"} <= _tables(
+        config.store.path
+    )
+    assert store.note_bays(["B001"], T0) == 1
+    assert store.bay_origins() == {"B001": T0}
+
+
+def test_a_new_file_starts_at_the_latest_version(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "new.db")
+    assert store.migrated_from == 0
+    assert SqliteStore(tmp_path / "new.db").migrated_from == VERSION
+    assert "engine_snapshots" in _tables(tmp_path / "new.db")
+
+
+def test_a_file_from_a_newer_collector_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this collector"):
+        SqliteStore(path)
+
+
+def test_a_failed_migration_leaves_the_old_file_as_it_was(tmp_path: Path) -> None:
+    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+    _old_file(config.store.path, config.site)
+    db = sqlite3.connect(config.store.path)
+    db.execute("CREATE TABLE engine_snapshots (x)")  # in the way of the migration
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError):
+        SqliteStore(config.store.path)
+    db = sqlite3.connect(config.store.path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert json.loads(db.execute("SELECT value FROM kv WHERE key = 'engine'").fetchone()[0])
+    db.close()
