@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,8 @@ from kerbside.sim.cli import main
 from kerbside.sim.firmware import firmware_named
 from kerbside.sim.kbs1 import FLAG_BOOT, FLAG_DETECT, FLAG_FAULT
 from kerbside.sim.sensor import MOVE_MG, SentFrame
-from kerbside.sim.street import SimConfig, SimStreet
+from kerbside.sim.serial_server import read_visits
+from kerbside.sim.street import SimConfig, SimStreet, default_layout
 from kerbside.sim.traffic import MIXES
 from kerbside.sim.truth import Truth
 
@@ -161,3 +163,23 @@ def test_bad_firmware_arguments_are_one_line_errors(
     assert "must be 1..60 s" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown firmware"):
         SimStreet(SimConfig(firmware="chatty"))
+
+
+def test_visits_for_a_live_street_are_read_and_checked(tmp_path: Path) -> None:
+    layout = default_layout(2, 0)
+    good = tmp_path / "visits.json"
+    good.write_text(json.dumps({"SIM-BAY-0002": [[70, 90], [20, 45]]}))
+    assert read_visits(good, 1_000_000, layout) == {
+        "SIM-BAY-0002": [(1_020_000, 1_045_000), (1_070_000, 1_090_000)]
+    }
+    for bad, message in [
+        ({"SIM-BAY-0009": [[1, 20]]}, "no such bay"),
+        ({"SIM-BAY-0001": [[30, 20]]}, "must not overlap"),
+        ({"SIM-BAY-0001": [[10, 30], [35, 50]]}, "must not overlap"),
+        ({"SIM-BAY-0001": [10, 30]}, "want"),
+        ([[10, 30]], "must be an object"),
+    ]:
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            read_visits(path, 0, layout)

@@ -205,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one gateway's bays of this site file, with planned drivers (not --sensors)",
     )
     ser.add_argument(
+        "--visits",
+        type=Path,
+        default=None,
+        help="the vehicles' visits instead of random traffic: a JSON object of bay id -> list "
+        'of [arrival, departure] in seconds after the start, e.g. {"SIM-BAY-0001": [[20, 45]]}',
+    )
+    ser.add_argument(
         "--quick",
         action="store_true",
         help="with --site: drivers arrive within a minute and come back soon (for demos)",

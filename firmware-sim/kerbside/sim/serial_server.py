@@ -309,7 +309,9 @@ def _street_layout(
     """The generated street, or (with --site) one gateway's bays of a site with planned
     drivers; the plan (rights to post, true contraventions) goes to --plan-out."""
     if args.site is None:
-        return default_layout(args.sensors, args.ble_sensors), None, args.gateway or DEFAULT_GATEWAY
+        layout = default_layout(args.sensors, args.ble_sensors)
+        visits = None if args.visits is None else read_visits(args.visits, start, layout)
+        return layout, visits, args.gateway or DEFAULT_GATEWAY
     site = load_site(args.site)
     gateways = site_gateways(site)
     gateway = args.gateway or (gateways[0] if len(gateways) == 1 else None)
@@ -329,3 +331,31 @@ def _street_layout(
         _write_atomic(args.plan_out, json.dumps(plan.to_json(), indent=1) + "\n")
     layout = [BaySpec(b.id, b.sensor or "", b.zone_id) for b in bays]
     return layout, visits_by_bay(plan), gateway
+
+
+def read_visits(
+    path: Path, start: Instant, layout: list[BaySpec]
+) -> dict[str, list[tuple[Instant, Instant]]]:
+    """``--visits``: bay id -> [[arrival_s, departure_s], ...] after the start, checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read visits: {exc}") from exc
+    bays = {spec.bay_id for spec in layout}
+    if not isinstance(data, dict):  # a bad file, said in one line like the others:
+        raise ValueError(f"{path}: visits must be an object of bay id -> [[arrival, departure]]")  # noqa: TRY004
+    visits: dict[str, list[tuple[Instant, Instant]]] = {}
+    for bay_id, spans in data.items():
+        if bay_id not in bays:
+            raise ValueError(f"{path}: {bay_id}: no such bay on this street")
+        try:
+            times = sorted((float(a), float(d)) for a, d in spans)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {bay_id}: want [[arrival_s, departure_s], ...]") from exc
+        last = 0.0
+        for arrival, departure in times:
+            if not last <= arrival < departure:
+                raise ValueError(f"{path}: {bay_id}: visits must not overlap or go back in time")
+            last = departure + 10  # room for the car to pull out
+        visits[bay_id] = [(start + round(a * 1000), start + round(d * 1000)) for a, d in times]
+    return visits
