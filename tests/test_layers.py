@@ -27,9 +27,6 @@ ALLOWED = {
         "kerbside.cli",
     },
 }
-# Scoring runs the edge detector over the simulator's captures; until it is split it is the one
-# module of the simulator allowed to reach sideways.
-SIDEWAYS = {"firmware-sim/kerbside/sim/score.py": {"kerbside.edge"}}
 
 
 def _kerbside_imports(path: Path) -> list[tuple[int, str]]:
@@ -59,8 +56,7 @@ def test_imports_only_go_down(root: str) -> None:
         f"{path.relative_to(REPO)}:{line}: imports {module}"
         for path in files
         for line, module in _kerbside_imports(path)
-        if _package_of(module)
-        not in ALLOWED[root] | SIDEWAYS.get(str(path.relative_to(REPO)), set())
+        if _package_of(module) not in ALLOWED[root]
     ]
     assert wrong == []
 

@@ -14,7 +14,7 @@ import yaml
 
 from kerbside.core.instants import Instant, format_instant
 from kerbside.sim.street import SimStreet
-from kerbside.sim.wire import CaptureChunk, PortReader
+from kerbside.sim.wire import BleEmission, CaptureChunk, PortReader, SerialEmission
 
 WINDOW_MS = 600_000
 # A read can complete a little after the window that sent its bytes (line time, a late reader):
@@ -22,6 +22,9 @@ WINDOW_MS = 600_000
 _HOLD_BACK_MS = 1_000
 
 Record = dict[str, Any]
+# Sees what the sensors sent in each window, before the line and the reader (a baseline detector
+# fed the simulator's own frames, say).
+Tap = Callable[[list[SerialEmission], list[BleEmission]], None]
 
 
 def serial_record(chunk: CaptureChunk, src: str) -> Record:
@@ -29,7 +32,10 @@ def serial_record(chunk: CaptureChunk, src: str) -> Record:
 
 
 def capture_records(
-    street: SimStreet, end: Instant, progress: Callable[[Instant], None] | None = None
+    street: SimStreet,
+    end: Instant,
+    progress: Callable[[Instant], None] | None = None,
+    tap: Tap | None = None,
 ) -> Iterator[Record]:
     """Every capture record of the street from its current time to ``end``, in ``t`` order."""
     readers = [
@@ -43,6 +49,8 @@ def capture_records(
     while t < end:
         until = min(end, t + WINDOW_MS)
         serial, ble = street.advance(until)
+        if tap is not None:
+            tap(serial, ble)
         for emission in serial:
             for chunk in readers[emission.port].feed(emission.t, emission.data):
                 heapq.heappush(held, (chunk.t, 0, n, serial_record(chunk, srcs[chunk.port])))
@@ -107,13 +115,14 @@ def write_capture(
     hours: float,
     out_dir: Path,
     progress: Callable[[Instant], None] | None = None,
+    tap: Tap | None = None,
 ) -> tuple[int, Instant]:
     """Write OUT/capture.jsonl, OUT/edge.yaml and OUT/truth.json; the record count and end."""
     out_dir.mkdir(parents=True, exist_ok=True)
     end = street.config.start + round(hours * 3_600_000)
     count = 0
     with (out_dir / "capture.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
-        for record in capture_records(street, end, progress):
+        for record in capture_records(street, end, progress, tap):
             fh.write(json.dumps(record) + "\n")
             count += 1
     config = edge_config(street, (out_dir / "outbox.db").resolve())
