@@ -245,3 +245,40 @@ def test_any_bytes_in_no_crash_out(payload: bytes) -> None:
         except RecordRejected as exc:
             reasons.append(exc.reason)
     assert set(reasons) <= set(REJECT_REASONS)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"ts": "0999-01-01T00:00:00Z"}, "ts"),  # once stored, it kept the collector from starting
+        ({"ts": "2019-12-31T23:59:59.999Z"}, "ts"),
+        ({"confirmed_ts": "1970-01-01T00:00:00Z"}, "confirmed_ts"),
+        ({"ts": "2026-11-26T08:05:15.131Z"}, "ts"),  # 5 minutes and 1 ms ahead of the clock
+        ({"confirmed_ts": "2027-01-01T00:00:00Z"}, "confirmed_ts"),
+    ],
+)
+def test_instants_out_of_range_are_rejected(changes: dict[str, Any], field: str) -> None:
+    received = at("2026-11-26 08:00:15.130")
+    with pytest.raises(RecordRejected) as caught:
+        RecordValidator(SITE).check_event(json.dumps(event(**changes)).encode(), "gw1", received)
+    assert (caught.value.reason, caught.value.field) == ("ts_out_of_range", field)
+
+
+def test_instants_up_to_five_minutes_ahead_and_from_2020_are_accepted() -> None:
+    received = at("2026-11-26 08:00:15.130")
+    ahead = event(ts="2026-11-26T08:05:15.130Z", confirmed_ts="2026-11-26T08:05:15.130Z")
+    assert RecordValidator(SITE).check_event(json.dumps(ahead).encode(), "gw1", received)
+    early = event(ts="2020-01-01T00:00:00Z", confirmed_ts="2020-01-01T00:00:10Z")
+    assert RecordValidator(SITE).check_event(json.dumps(early).encode(), "gw1", received)
+
+
+def test_a_journal_has_no_clock_but_still_no_event_before_2020() -> None:
+    """Replay judges a journal's events by the lower bound alone (it has no receipt time)."""
+    validator = RecordValidator(SITE)
+    late = event(ts="2099-01-01T00:00:00Z", confirmed_ts="2099-01-01T00:00:10Z")
+    future = {"type": "occupancy", **late}
+    assert validator.check_journal_line(json.dumps(future)) is not None
+    with pytest.raises(RecordRejected, match="ts_out_of_range"):
+        validator.check_journal_line(
+            json.dumps({"type": "occupancy", **event(event_id="e:old", ts="1999-01-01T00:00:00Z")})
+        )

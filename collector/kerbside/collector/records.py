@@ -36,7 +36,12 @@ REJECT_REASONS: Final = (
     "wrong_gateway",
     "gateway_mismatch",
     "duplicate_conflict",
+    "ts_out_of_range",
 )
+# An event's ts and confirmed_ts lie between this and a few minutes after the collector's clock
+# when it arrived (docs/protocols.md).
+EARLIEST_TS: Final = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+LATEST_AHEAD_MS: Final = 5 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +278,9 @@ class RecordValidator:
         topic_gateway: str | None = None,
         received: Instant | None = None,
     ) -> OccupancyEvent | None:
-        """An event's JSON object: the event, None for a repeat, or RecordRejected (``received``,
-        the collector's clock when it came, is not used yet)."""
+        """An event's JSON object: the event, None for a repeat, or RecordRejected. With
+        ``received`` (the collector's clock when it came), instants after it by more than a few
+        minutes are out of range; before 2020 they always are (a journal has no receipt)."""
         if "v" not in obj:
             raise RecordRejected("schema", "required", "v")
         version = obj["v"]
@@ -307,6 +313,12 @@ class RecordValidator:
             )
         ts = _instant(obj, "ts")
         confirmed_ts = _instant(obj, "confirmed_ts")
+        latest = None if received is None else received + LATEST_AHEAD_MS
+        for key, value in (("ts", ts), ("confirmed_ts", confirmed_ts)):
+            if value < EARLIEST_TS or (latest is not None and value > latest):
+                raise RecordRejected(
+                    "ts_out_of_range", "before 2020 or more than 5 minutes ahead of ours", key
+                )
         if topic_gateway is not None and gateway_id != topic_gateway:
             raise RecordRejected(
                 "gateway_mismatch",

@@ -54,7 +54,7 @@ HOLD_MAX_S = 10.0
 # full: a commit costs an fsync and a few ms of bookkeeping whatever its size.
 BATCH_GATHER_S = 0.05
 # A batch whose commit failed (disk full) is tried again after this, doubling up to the last.
-RETRY_S = (0.5, 30.0)
+RETRY_S = (0.5, 5.0)
 # Tests and demos run the collector on a faster clock: "START_INSTANT,SPEED,ANCHOR_EPOCH_MS"
 # means now = START + (wall - ANCHOR) * SPEED. Never set in production.
 CLOCK_ENV = "KERBSIDE_COLLECTOR_CLOCK"

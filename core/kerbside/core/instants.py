@@ -77,7 +77,9 @@ def _second_prefix(seconds: int) -> str:
     day, second = divmod(seconds, 86_400)
     date_text = _DAYS.get(day)
     if date_text is None:
-        date_text = datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+        # not strftime: its %Y writes year 999 as "999", which no parser takes back
+        moment = date.fromordinal(day + _EPOCH_ORDINAL)
+        date_text = f"{moment.year:04d}-{_TWO[moment.month]}-{_TWO[moment.day]}"
         if len(_DAYS) < 100_000:
             _DAYS[day] = date_text
     hour, second = divmod(second, 3600)
