@@ -136,7 +136,7 @@ def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
         (msg("events", event(7, "B003", "occupied", T0, gateway_id="gw-2")), "gateway_mismatch"),
         (
             msg("events", event(8, "B003", "occupied", T0, gateway_id="gw-2"), "gw-2"),
-            "wrong_gateway",
+            "unknown_gateway",  # gw-2 has no bay in the site
         ),
         (msg("events", event(1, "B001", "vacant", T0)), "duplicate_conflict"),
         (msg("status", {"v": 1, "gateway_id": "gw-1", "online": "yes", "ts": "x"}), "schema"),

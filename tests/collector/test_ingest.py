@@ -101,7 +101,7 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         (
             f"{topic_root}/gw/gw-2/events",
             event(7, "B003", "occupied", now, gateway_id="gw-2"),
-            "wrong_gateway",
+            "unknown_gateway",  # gw-2 has no bay in the site
         ),
         (events, event(1, "B001", "vacant", now), "duplicate_conflict"),
         (events, event(8, "B003", "occupied", now, v=9), "unknown_version"),

@@ -197,6 +197,8 @@ class CollectorCore:
     def _use_site(self, site: Site) -> None:
         self.site = site
         self._validator = RecordValidator(site, self._seen)
+        # a gateway no longer in the site is not watched: its silence raises nothing
+        self._maintenance.forget_gateways(lambda g: not site.bays_of_gateway(g))
 
     # -- looking inside (for the shell and tests) ---------------------------------------------
 
@@ -287,6 +289,10 @@ class CollectorCore:
         payload = message.payload
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise RecordRejected("too_large", f"{len(payload)} bytes over {MAX_PAYLOAD_BYTES}")
+        if not self.site.bays_of_gateway(gateway_id):
+            # a gateway the site gives no bay (a retained last will of one taken out of service,
+            # a gateway not yet added): nothing it says may raise or clear an alert
+            raise RecordRejected("unknown_gateway", f"no bay of the site is on {gateway_id}")
         if kind == "events":
             if obj is not None:
                 event = self._validator.check_event_obj(obj, gateway_id, received=now)

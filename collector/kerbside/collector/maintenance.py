@@ -9,7 +9,7 @@ the gateway reports.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,12 @@ class Maintenance:
             return self._raise(GATEWAY_OFFLINE, gateway_id, now, {"gateway_id": gateway_id})
         self._watch(gateway_id, now)
         return self._clear(GATEWAY_OFFLINE, gateway_id, now)
+
+    def forget_gateways(self, gone: Callable[[str], bool]) -> None:
+        """Stop watching the gateways ``gone`` says left the site. Their open alerts stay as they
+        are (an officer resolves them): the site says nothing of whether they recovered."""
+        for gateway_id in [g for g in self._last_seen if gone(g)]:
+            del self._last_seen[gateway_id]  # its deadline in the heap is skipped as superseded
 
     def _watch(self, gateway_id: str, last_seen: int) -> None:
         self._last_seen[gateway_id] = last_seen

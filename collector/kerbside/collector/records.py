@@ -33,6 +33,7 @@ REJECT_REASONS: Final = (
     "unknown_version",
     "unknown_bay",
     "unknown_zone",
+    "unknown_gateway",
     "wrong_gateway",
     "gateway_mismatch",
     "duplicate_conflict",
