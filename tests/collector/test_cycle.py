@@ -225,7 +225,8 @@ def test_officer_workflow_and_rights(tmp_path: Path) -> None:
                     "bay_id": "ZZZ",
                     "start": "2026-11-26T08:00:00Z",
                     "end": "2026-11-26T09:00:00Z",
-                }
+                },
+                "prov-1",
             )
         )
     assert err.value.field == "bay_id"
@@ -237,10 +238,10 @@ def test_officer_workflow_and_rights(tmp_path: Path) -> None:
         "start": "2026-11-26T08:00:00Z",
         "end": "2026-11-26T09:00:00Z",
     }
-    asyncio.run(service.commands.post_right(right))
-    asyncio.run(service.commands.delete_right("r1"))
+    asyncio.run(service.commands.post_right(right, "prov-1"))
+    asyncio.run(service.commands.delete_right("r1", "prov-1"))
     with pytest.raises(NotFound):
-        asyncio.run(service.commands.delete_right("r1"))
+        asyncio.run(service.commands.delete_right("r1", "prov-1"))
     exported = list(export_journal(service.store))
     assert [r["type"] for r in exported] == ["occupancy", "right", "right"]
     assert exported[2]["end"] == format_instant(clock.now)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kerbside.collector.effects import AlertNote, Effects
+from kerbside.collector.effects import AlertNote, Effects, RightRow
 from kerbside.collector.errors import StoreError
-from kerbside.collector.store import Work
+from kerbside.collector.store import StoredRight, Work
 from kerbside.collector.store.sqlite import SqliteStore
 from tests.collector.store_rows import (
     alert_write,
@@ -163,3 +163,19 @@ def test_counters_add_up(store: SqliteStore) -> None:
     write(store, counters={"rejected.not_json": 2})
     write(store, counters={"rejected.not_json": 1, "events_in": 5})
     assert store.counters() == {"rejected.not_json": 3, "events_in": 5}
+
+
+def test_a_right_keeps_its_owner_through_replacement_and_cancellation(store: SqliteStore) -> None:
+    body = {"type": "right", "right_id": "r1", "kind": "payment", "bay_id": "B1"}
+    assert store.right("r1") is None
+    write(store, rights=[RightRow("r1", body, False, "prov-a")])
+    assert store.right("r1") == StoredRight(body, cancelled=False, owner="prov-a")
+    longer = {**body, "end": "later"}
+    write(store, rights=[RightRow("r1", longer, False, "prov-a")])
+    write(store, rights=[RightRow("r1", longer, True, "prov-a")])
+    assert store.right("r1") == StoredRight(longer, cancelled=True, owner="prov-a")
+    # the council's rights (a journal file) have no owner
+    write(store, rights=[RightRow("r2", {**body, "right_id": "r2"}, False, None)])
+    found = store.right("r2")
+    assert found is not None
+    assert found.owner is None

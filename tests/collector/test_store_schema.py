@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.config import load_config
+from kerbside.collector.effects import Effects, RightRow
 from kerbside.collector.errors import StoreError
 from kerbside.collector.records import OccupancyEvent, to_journal_dict
 from kerbside.collector.rules import RulesEngine
 from kerbside.collector.runtime import assemble
-from kerbside.collector.store import EVERY_ZONE, dumps
+from kerbside.collector.store import EVERY_ZONE, StoredRight, Work, dumps
 from kerbside.collector.store.schema import VERSION
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
@@ -296,3 +297,21 @@ def test_a_failed_migration_leaves_the_old_file_as_it_was(tmp_path: Path) -> Non
     assert db.execute("PRAGMA user_version").fetchone()[0] == 0
     assert json.loads(db.execute("SELECT value FROM kv WHERE key = 'engine'").fetchone()[0])
     db.close()
+
+
+def test_rights_stored_before_they_had_owners_have_none_after_the_migration(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+    _old_file(config.store.path, config.site)
+    body = {"type": "right", "right_id": "r1", "kind": "payment", "bay_id": "B001"}
+    db = sqlite3.connect(config.store.path)
+    db.execute("INSERT INTO rights(right_id, body, deleted) VALUES ('r1', ?, 0)", (dumps(body),))
+    db.commit()
+    db.close()
+    store = SqliteStore(config.store.path)
+    assert store.right("r1") == StoredRight(body, cancelled=False, owner=None)
+    store.commit(Work(Effects(rights=(RightRow("r2", {**body, "right_id": "r2"}, False, "p"),))))
+    found = store.right("r2")
+    assert found is not None
+    assert found.owner == "p"

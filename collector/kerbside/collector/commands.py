@@ -2,7 +2,8 @@
 and the store, then carried out by the core in one unit of work.
 
 Each command returns what the API answers (the record as accepted, the alert as it now is) or
-raises ``RecordRejected`` (422, naming the field), ``NotFound`` (404) or ``AlertClosed`` (409).
+raises ``RecordRejected`` (422, naming the field), ``NotOwner`` (403), ``NotFound`` (404) or
+``AlertClosed`` (409).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from kerbside.collector.core import (
     OfficerAction,
 )
 from kerbside.collector.cycle import CommitCycle
-from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected
+from kerbside.collector.errors import AlertClosed, NotFound, NotOwner, RecordRejected
 from kerbside.collector.records import RecordValidator, Right, Suspension, to_journal_dict
-from kerbside.collector.store import Store
+from kerbside.collector.store import Store, StoredRight
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,38 @@ class Commands:
     def _validator(self) -> RecordValidator:
         return RecordValidator(self._cycle.site)
 
-    async def post_right(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A payment or permit; one with a known ``right_id`` replaces it."""
+    async def post_right(
+        self, body: dict[str, Any], owner: str, *, any_owner: bool = False
+    ) -> dict[str, Any]:
+        """A payment or permit of the provider ``owner``; one with a known ``right_id`` replaces
+        it, if ``owner`` created it (``any_owner``: an admin, who may replace anyone's and
+        leaves its owner as it was)."""
         right = self._validator().check_right(body)
-        self._cycle.act([AddRight(right)])
+        existing = self._store.right(right.right_id)
+        if existing is not None:
+            self._may_change(right.right_id, existing, owner, any_owner)
+            owner = existing.owner if any_owner and existing.owner is not None else owner
+        self._cycle.act([AddRight(right, owner)])
         return to_journal_dict(right)
 
-    async def delete_right(self, right_id: str) -> dict[str, Any]:
-        """Cancel a right from now on; returns it as it was."""
+    async def delete_right(
+        self, right_id: str, owner: str, *, any_owner: bool = False
+    ) -> dict[str, Any]:
+        """Cancel a right of ``owner`` from now on; returns it as it was."""
         existing = self._store.right(right_id)
-        if existing is None or existing[1]:
+        if existing is None or existing.cancelled:
             raise NotFound(f"no right {right_id}")
-        self._cycle.act([CancelRight(right_id, existing[0])])
-        return existing[0]
+        self._may_change(right_id, existing, owner, any_owner)
+        self._cycle.act([CancelRight(right_id, existing.body, existing.owner)])
+        return existing.body
+
+    @staticmethod
+    def _may_change(right_id: str, existing: StoredRight, owner: str, any_owner: bool) -> None:
+        # A right belongs to the token that created it: another provider may neither shorten
+        # nor cancel it (either would raise a false ``expired``). Rights without an owner (the
+        # council's journal file, or stored before rights had owners) are an admin's.
+        if not any_owner and existing.owner != owner:
+            raise NotOwner(f"right {right_id} belongs to another provider")
 
     async def post_suspension(self, body: dict[str, Any]) -> dict[str, Any]:
         suspension = self._validator().check_suspension(body)
@@ -102,7 +122,7 @@ class Commands:
                 continue
             if isinstance(record, Right):
                 stored = self._store.right(record.right_id)
-                if stored is None or stored[0] != to_journal_dict(record):
+                if stored is None or stored.body != to_journal_dict(record):
                     commands.append(AddRight(record))
             elif isinstance(record, Suspension) and record.suspension_id not in known:
                 commands.append(AddSuspension(record))

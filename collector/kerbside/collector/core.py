@@ -131,6 +131,7 @@ def read_batch(messages: Sequence[Received]) -> Intake:
 @dataclass(frozen=True, slots=True)
 class AddRight:
     right: Right
+    owner: str | None = None  # the provider token's name (None: the council's journal file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class AddSuspension:
 class CancelRight:
     right_id: str
     body: dict[str, Any]  # the right as stored (journal shape)
+    owner: str | None = None  # its owner, kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,11 +411,14 @@ class CollectorCore:
         rules = self._rules
         for command in commands:
             if isinstance(command, AddRight | AddSuspension):
-                record = command.right if isinstance(command, AddRight) else command.suspension
-                body = to_journal_dict(record)
-                if isinstance(record, Right):
-                    draft.rights.append(RightRow(record.right_id, body, False))
+                record: Right | Suspension
+                if isinstance(command, AddRight):
+                    record = command.right
+                    body = to_journal_dict(record)
+                    draft.rights.append(RightRow(record.right_id, body, False, command.owner))
                 else:
+                    record = command.suspension
+                    body = to_journal_dict(record)
                     draft.suspensions.append(SuspensionRow(record.suspension_id, body))
                 draft.journal.append(
                     (body["type"], record.start, rules.clock, dumps(body), None, None)
@@ -422,7 +427,7 @@ class CollectorCore:
             elif isinstance(command, CancelRight):
                 body = {"right_id": command.right_id, "at": now}
                 draft.journal.append(("right_cancel", now, rules.clock, dumps(body), None, None))
-                draft.rights.append(RightRow(command.right_id, command.body, True))
+                draft.rights.append(RightRow(command.right_id, command.body, True, command.owner))
                 self._alert_changes(rules.cancel_right(command.right_id, now), draft)
             else:
                 self._officer(command, now, draft)

@@ -59,6 +59,7 @@ class RightRow(NamedTuple):
     right_id: str
     body: dict[str, Any]  # journal shape
     deleted: bool
+    owner: str | None = None  # the provider token's name that created it (None: the council's)
 
 
 class SuspensionRow(NamedTuple):

@@ -1,6 +1,6 @@
 """The collector's errors: one root, and a class per way a request or a write can fail.
 
-The API registers a handler per class (404, 409, 422, 503); the ingest path counts a
+The API registers a handler per class (403, 404, 409, 422, 503); the ingest path counts a
 ``RecordRejected`` by its ``reason`` and dead-letters the message.
 """
 
@@ -24,6 +24,10 @@ class RecordRejected(CollectorError):  # noqa: N818 (a verdict on a record, not 
 
 class NotFound(CollectorError):  # noqa: N818 (the API maps it to 404)
     """No such alert, right or bay."""
+
+
+class NotOwner(CollectorError):  # noqa: N818 (the API maps it to 403)
+    """A provider acted on a right another provider's token created."""
 
 
 class AlertClosed(CollectorError):  # noqa: N818 (the API maps it to 409)

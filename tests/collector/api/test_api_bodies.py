@@ -59,7 +59,6 @@ SUSPENSION_CASES = [
     ("reason wrong type", {**SUSPENSION, "reason": 5}, "body.reason"),
 ]
 OFFICER_CASES = [
-    ("missing officer", _without(OFFICER, "officer"), "body.officer"),
     ("bad outcome", {**OFFICER, "outcome": "towed"}, "body.outcome"),
     ("officer wrong type", {**OFFICER, "officer": ["x"]}, "body.officer"),
     ("note too long", {**OFFICER, "note": "x" * 5000}, "body.note"),
@@ -107,6 +106,25 @@ def test_bad_officer_action(api: ApiServer, action: str, case: str, body: Any, f
     assert answer["field"] == field
     assert api.call(lambda: api.service.store.alert(alert["alert_id"]))["status"] == "open"
     _nothing_written(api)
+
+
+@pytest.mark.parametrize("action", ["ack", "resolve"])
+def test_the_officer_recorded_is_the_tokens_name_whatever_the_body_says(
+    api: ApiServer, action: str
+) -> None:
+    alert = api.call(lambda: api.service.raise_alert(BAY))
+    path = f"/api/v1/alerts/{alert['alert_id']}/{action}"
+    code, answer = _post(api, "officer", path, {**OFFICER, "officer": "CEO-9999"})
+    assert code == 200, answer
+    assert [entry["officer"] for entry in answer["history"]] == ["officer-1"]
+    stored = api.call(lambda: api.service.store.alert_with_history(alert["alert_id"]))
+    assert [entry["officer"] for entry in stored[1]] == ["officer-1"]
+    # and a body without a name is as good
+    other = api.call(lambda: api.service.raise_alert("CA-G-B00001"))
+    path = f"/api/v1/alerts/{other['alert_id']}/{action}"
+    code, answer = _post(api, "officer", path, _without(OFFICER, "officer"))
+    assert code == 200, answer
+    assert answer["history"][0]["officer"] == "officer-1"
 
 
 def test_resolve_needs_an_outcome_but_ack_does_not(api: ApiServer) -> None:
@@ -160,12 +178,12 @@ def test_good_right_is_normalised_and_replaced_by_id(api: ApiServer) -> None:
     code, answer = _post(api, "provider", "/api/v1/rights", RIGHT)
     assert code == 201
     assert answer["start"] == "2026-11-26T08:00:00.000Z"
-    assert api.call(lambda: api.service.store.right("p1"))[0]["type"] == "right"
+    assert api.call(lambda: api.service.store.right("p1")).body["type"] == "right"
     code, _ = _post(api, "provider", "/api/v1/rights", {**RIGHT, "end": "2026-11-26T12:00:00Z"})
     assert code == 201
-    assert api.call(lambda: api.service.store.right("p1"))[0]["end"] == "2026-11-26T12:00:00.000Z"
+    assert api.call(lambda: api.service.store.right("p1")).body["end"] == "2026-11-26T12:00:00.000Z"
     with api.client("provider") as client:
         assert client.delete("/api/v1/rights/p1").status_code == 200
         gone = client.delete("/api/v1/rights/p1")
     assert gone.status_code == 404
-    assert api.call(lambda: api.service.store.right("p1"))[1] is True  # cancelled
+    assert api.call(lambda: api.service.store.right("p1")).cancelled

@@ -68,7 +68,8 @@ def _fresh_right(api: ApiServer) -> str:
                 "bay_id": BAY,
                 "start": "2026-11-26T08:00:00.000Z",
                 "end": "2026-11-26T09:00:00.000Z",
-            }
+            },
+            "provider-1",  # the provider token's name (live.py): its own right
         )
 
     api.run(add())

@@ -10,7 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected, StoreError
+from kerbside.collector.errors import (
+    AlertClosed,
+    NotFound,
+    NotOwner,
+    RecordRejected,
+    StoreError,
+)
 
 
 class FieldError(Exception):
@@ -76,6 +82,12 @@ def install(app: FastAPI) -> None:
             field_error_body(loc, exc.detail, "rejected"), status.HTTP_422_UNPROCESSABLE_CONTENT
         )
 
+    async def on_not_owner(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            field_error_body(["path", "right_id"], str(exc), "forbidden"),
+            status.HTTP_403_FORBIDDEN,
+        )
+
     async def on_closed(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(
             field_error_body(["alert_id"], str(exc), "rejected"), status.HTTP_409_CONFLICT
@@ -94,5 +106,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(NotFound, on_not_found)
     app.add_exception_handler(RecordRejected, on_rejected)
+    app.add_exception_handler(NotOwner, on_not_owner)
     app.add_exception_handler(AlertClosed, on_closed)
     app.add_exception_handler(StoreError, on_store)

@@ -128,20 +128,29 @@ class SuspensionBody(_Body):
 
 Outcome = Literal["pcn_issued", "no_contravention", "vehicle_gone"]
 _OFFICER_EXAMPLE: dict[str, Any] = {
-    "officer": "CEO-1234",
     "outcome": "pcn_issued",
     "note": "PCN 0051234",
 }
 
 
+# The officer recorded is always the caller's token name; a name in the body (older clients send
+# one) is accepted and ignored, so no one can act under another officer's name.
+_IgnoredOfficer = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        deprecated=True,
+        description="ignored: the officer recorded is the name of the caller's token",
+    ),
+]
+
+
 class AckBody(_Body):
     """An officer takes the alert (on their way, or at the bay)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"officer": "CEO-1234", "note": "on my way"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"note": "on my way"}]})
 
-    officer: Annotated[str, Field(min_length=1, max_length=64)]
+    officer: _IgnoredOfficer = None
     outcome: Outcome | None = None
     note: Annotated[str | None, Field(max_length=1000)] = None
 
@@ -151,7 +160,7 @@ class ResolveBody(_Body):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_OFFICER_EXAMPLE]})
 
-    officer: Annotated[str, Field(min_length=1, max_length=64)]
+    officer: _IgnoredOfficer = None
     outcome: Outcome
     note: Annotated[str | None, Field(max_length=1000)] = None
 

@@ -99,6 +99,17 @@ class Committed:
     outbox: list[OutboxMessage] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRight:
+    """A right as stored: its body (journal shape), whether it was cancelled, and its owner (the
+    name of the provider token that created it; None for the council's, loaded from a journal
+    file, or stored before rights had owners)."""
+
+    body: dict[str, Any]
+    cancelled: bool
+    owner: str | None
+
+
 BayState = tuple[str, Instant, str | None, Instant | None]  # state, since, gateway_id, session
 
 
@@ -177,7 +188,7 @@ class Store(SignInStore, Protocol):
     def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
         """When each bay came into being: occupancy counts no time before it."""
 
-    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None: ...
+    def right(self, right_id: str) -> StoredRight | None: ...
 
     def suspensions(self) -> list[dict[str, Any]]: ...
 

@@ -4,7 +4,7 @@ Version 0 is a file written before the schema had a version (its tables are thos
 but for ``engine_snapshots``, and ``bay_origins`` and the sign-in tables in the oldest: the rules
 were one engine, saved in ``kv`` under ``engine`` and ``engine_pos``). A new file is created at
 the latest version; an older one is migrated in one transaction when the store opens it. A file
-from a newer collector is refused rather than guessed at.
+from a newer collector is refused rather than guessed at. Version 2 gave rights their owner.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from kerbside.collector.errors import StoreError
 
-VERSION = 1
+VERSION = 2
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS alert_changes (
 CREATE TABLE IF NOT EXISTS rights (
     right_id TEXT PRIMARY KEY,
     body TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    owner TEXT
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suspensions (
     suspension_id TEXT PRIMARY KEY,
@@ -152,8 +153,16 @@ def _to_1(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM kv WHERE key IN ('engine', 'engine_pos')")
 
 
+def _to_2(db: sqlite3.Connection) -> None:
+    """Rights gain their owner (the provider token that created them). Those stored before have
+    none: only an admin may replace or cancel them."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rights)")}
+    if "owner" not in columns:  # a version 0 file gained the table at version 2 in ``_to_1``
+        db.execute("ALTER TABLE rights ADD COLUMN owner TEXT")
+
+
 # MIGRATIONS[n] takes a file at version n to version n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2]
 assert len(MIGRATIONS) == VERSION
 
 

@@ -28,6 +28,7 @@ from kerbside.collector.store import (
     OutboxMessage,
     Recovered,
     Snapshot,
+    StoredRight,
     Work,
     dumps,
 )
@@ -166,9 +167,10 @@ class SqliteStore:
         changes = self._write_alerts(effects)
         for right in effects.rights:
             db.execute(
-                "INSERT INTO rights(right_id, body, deleted) VALUES (?, ?, ?) ON CONFLICT(right_id)"
-                " DO UPDATE SET body=excluded.body, deleted=excluded.deleted",
-                (right.right_id, dumps(right.body), int(right.deleted)),
+                "INSERT INTO rights(right_id, body, deleted, owner) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(right_id) DO UPDATE SET body=excluded.body,"
+                " deleted=excluded.deleted, owner=excluded.owner",
+                (right.right_id, dumps(right.body), int(right.deleted), right.owner),
             )
         for suspension in effects.suspensions:
             db.execute(
@@ -543,11 +545,11 @@ class SqliteStore:
     def count_alerts(self, status: str) -> int:
         return int(self._one("SELECT COUNT(*) FROM alerts WHERE status = ?", (status,)))
 
-    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None:
+    def right(self, right_id: str) -> StoredRight | None:
         row = self._db.execute(
-            "SELECT body, deleted FROM rights WHERE right_id = ?", (right_id,)
+            "SELECT body, deleted, owner FROM rights WHERE right_id = ?", (right_id,)
         ).fetchone()
-        return None if row is None else (dict(json.loads(row[0])), bool(row[1]))
+        return None if row is None else StoredRight(dict(json.loads(row[0])), bool(row[1]), row[2])
 
     def suspensions(self) -> list[dict[str, Any]]:
         return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]

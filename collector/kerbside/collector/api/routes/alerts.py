@@ -202,16 +202,17 @@ async def get_alert(
     "/{alert_id}/ack", response_model=Alert, summary="Acknowledge an alert", responses=_CONFLICT
 )
 async def ack_alert(
+    *,
     alert_id: AlertId,
     body: AckBody,
     queries: QueriesDep,
     commands: CommandsDep,
     site: SiteDep,
-    _: Officer,
+    officer: Officer,
 ) -> JsonText:
     if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    record = await commands.ack_alert(alert_id, body.officer, body.outcome, body.note)
+    record = await commands.ack_alert(alert_id, officer.name, body.outcome, body.note)
     return JsonText(with_bay(record, site))
 
 
@@ -222,14 +223,15 @@ async def ack_alert(
     responses=_CONFLICT,
 )
 async def resolve_alert(
+    *,
     alert_id: AlertId,
     body: ResolveBody,
     queries: QueriesDep,
     commands: CommandsDep,
     site: SiteDep,
-    _: Officer,
+    officer: Officer,
 ) -> JsonText:
     if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    record = await commands.resolve_alert(alert_id, body.officer, body.outcome, body.note)
+    record = await commands.resolve_alert(alert_id, officer.name, body.outcome, body.note)
     return JsonText(with_bay(record, site))

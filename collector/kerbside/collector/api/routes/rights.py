@@ -1,4 +1,8 @@
-"""Payments and permits from providers; suspensions from the council (admin)."""
+"""Payments and permits from providers; suspensions from the council (admin).
+
+A right belongs to the provider token that created it: only that token (or an admin) may replace
+or cancel it.
+"""
 
 from __future__ import annotations
 
@@ -16,34 +20,43 @@ RightId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "bad body; `field` names the field"}
 }
+_RIGHT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    403: {"model": ErrorBody, "description": "a right of that id belongs to another provider"},
+}
 
 
 @router.post(
     "/rights",
     response_model=Accepted,
     status_code=status.HTTP_201_CREATED,
-    summary="Post a payment or permit (same right_id replaces it)",
-    responses=_ERRORS,
+    summary="Post a payment or permit (same right_id replaces it, if it is this provider's)",
+    responses=_RIGHT_ERRORS,
 )
 async def post_right(
-    body: RightBody, commands: CommandsDep, site: SiteDep, _: Provider
+    body: RightBody, commands: CommandsDep, site: SiteDep, caller: Provider
 ) -> JsonText:
     if body.bay_id is not None and body.bay_id not in site.bay_zone:
         raise FieldError(["body", "bay_id"], f"unknown bay {body.bay_id}")
     if body.zone_id is not None and body.zone_id not in site.zones:
         raise FieldError(["body", "zone_id"], f"unknown zone {body.zone_id}")
-    result = await commands.post_right(body.journal())
+    result = await commands.post_right(
+        body.journal(), caller.name, any_owner=caller.role == "admin"
+    )
     return JsonText(result or body.journal(), status_code=status.HTTP_201_CREATED)
 
 
 @router.delete(
     "/rights/{right_id}",
     response_model=Accepted,
-    summary="Cancel a right",
-    responses={404: {"model": ErrorBody, "description": "no such right"}},
+    summary="Cancel a right (only its own provider's token may)",
+    responses={
+        403: {"model": ErrorBody, "description": "another provider's right"},
+        404: {"model": ErrorBody, "description": "no such right"},
+    },
 )
-async def delete_right(right_id: RightId, commands: CommandsDep, _: Provider) -> JsonText:
-    result = await commands.delete_right(right_id)
+async def delete_right(right_id: RightId, commands: CommandsDep, caller: Provider) -> JsonText:
+    result = await commands.delete_right(right_id, caller.name, any_owner=caller.role == "admin")
     return JsonText(result or {"right_id": right_id, "cancelled": True})
 
 
