@@ -9,6 +9,7 @@ from kerbside.collector.effects import Effects, Publication
 from kerbside.collector.outbox import WINDOW, Outbox
 from kerbside.collector.store import Store, Work
 from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.collector.telemetry import Latencies
 from tests.collector.test_cycle import FakeLink
 
 
@@ -70,3 +71,24 @@ def test_after_a_reconnection_the_unacknowledged_go_again_in_their_order(tmp_pat
     again = Outbox(store.outbox(), relink)
     again.send()
     assert [a["alert_id"] for a in relink.topics("/alerts/Z1")] == ["A0", "A1", "A2", "A3", "A4"]
+
+
+def test_the_brokers_acknowledgement_of_an_alert_change_is_timed_from_its_commit(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "c.db")
+    link = FakeLink()
+    now = [100.0]
+    latency = Latencies()
+    outbox = Outbox(store.outbox(), link, latency=latency, clock=lambda: now[0])
+    _commit(store, outbox, _alert(1), _bay(1))
+    now[0] = 100.25
+    outbox.published(2)  # the bay state: not an alert change, not timed
+    assert latency.counts().count == 0
+    outbox.published(1)
+    counts = latency.counts()
+    assert (counts.count, counts.sum) == (1, 0.25)
+    assert counts.cumulative[counts.bounds.index(0.25)] == 1
+    assert counts.cumulative[counts.bounds.index(0.1)] == 0
+    outbox.published(1)  # a repeated acknowledgement counts once
+    assert latency.counts().count == 1

@@ -10,19 +10,34 @@ letters are QoS 0 and not kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from kerbside.collector.effects import DeadLetter
 from kerbside.collector.link import Transport
 from kerbside.collector.store import OutboxMessage
+from kerbside.collector.telemetry import Latencies
 
 # Publications handed to the link and not yet acknowledged by the broker, at most.
 WINDOW = 200
 
 
 class Outbox:
-    def __init__(self, waiting: Iterable[OutboxMessage], link: Transport) -> None:
+    def __init__(
+        self,
+        waiting: Iterable[OutboxMessage],
+        link: Transport,
+        *,
+        latency: Latencies | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._link = link
+        # alert changes committed by this process -> when (``clock``): the broker's
+        # acknowledgement of each is observed in ``latency``; those committed before a restart
+        # are not timed (their commit instant is gone)
+        self._latency = latency
+        self._clock = clock
+        self._committed_at: dict[int, float] = {}
         self._unacked: dict[int, OutboxMessage] = {}  # link's token -> message
         # committed, not yet handed to the link: alert changes go before bay states, and at most
         # WINDOW are with the link at once, so an alert never queues behind the thousands of
@@ -41,8 +56,12 @@ class Outbox:
         self, messages: Sequence[OutboxMessage], deadletters: Sequence[DeadLetter]
     ) -> None:
         """A unit of work committed these publications: send what the window allows."""
+        timed = self._latency is not None
+        now = self._clock() if timed else 0.0
         for message in messages:
             self._wait(message)
+            if timed and not message.retain:
+                self._committed_at[message.id] = now
         link = self._link
         for topic, text in deadletters:
             link.publish(topic, text, 0)
@@ -63,6 +82,9 @@ class Outbox:
         message = self._unacked.pop(token, None)
         if message is not None:
             self._delivered.append(message.id)
+            committed_at = self._committed_at.pop(message.id, None)
+            if committed_at is not None and self._latency is not None:
+                self._latency.observe(self._clock() - committed_at)
             if self._waiting_alerts or self._waiting_bays:
                 self.send()
 

@@ -204,25 +204,45 @@ class Queries:
         return report
 
     def metrics(self) -> dict[str, Any]:
+        """The numbers ``/metrics`` exports: stored counters (``events_in``, ``messages_in``,
+        ``duplicates``, ``rejected`` and ``alerts`` by reason and kind), this process's latencies
+        (``telemetry.LatencyCounts``), outstanding alerts and the sink's figures."""
         counters = self._store.counters()
         rejected = {k[9:]: float(v) for k, v in counters.items() if k.startswith("rejected.")}
         alerts = {k[7:]: float(v) for k, v in counters.items() if k.startswith("alerts.")}
+        telemetry = self._telemetry
         out: dict[str, Any] = {
             "events_in": float(counters.get("events_in", 0)),
             "messages_in": float(counters.get("messages_in", 0)),
             "duplicates": float(counters.get("duplicates", 0)),
             "rejected": rejected,
             "alerts": alerts,
-            "rule_latency_s": self._telemetry.latency(),
-            "alerts_open": float(self._store.count_alerts("open")),
+            "rule_latency": telemetry.rule_latency.counts(),
+            "publish_latency": telemetry.publish_latency.counts(),
+            "alerts_outstanding": self.outstanding_alerts(),
             "publish_pending": float(self._outbox.pending),
-            "journal_skipped": float(self._telemetry.journal_skipped),
+            "journal_skipped": float(telemetry.journal_skipped),
         }
         if self._sink is not None:
-            for key, value in self._sink.stats().items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    out[key] = float(value)
+            out["sink"] = dict(self._sink.stats())
         return out
+
+    def outstanding_alerts(self) -> dict[tuple[str, str, str], int]:
+        """Alerts open or acknowledged, counted by (status, kind, zone); zone "" for an alert of
+        no zone (a gateway's)."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for status in ("open", "acknowledged"):
+            after: tuple[int, str] | None = None
+            while True:
+                page = self._store.alerts(status=status, limit=1000, after=after)
+                for record in page:
+                    key = (status, str(record["kind"]), str(record.get("zone_id") or ""))
+                    counts[key] = counts.get(key, 0) + 1
+                if len(page) < 1000:
+                    break
+                last = page[-1]
+                after = (parse_instant(last["raised_at"]), str(last["alert_id"]))
+        return counts
 
 
 def _bay_dict(

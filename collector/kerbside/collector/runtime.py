@@ -116,7 +116,7 @@ def assemble(
         telemetry.journal_skipped = report.skipped
         return core
 
-    outbox = Outbox(store.outbox(), link)
+    outbox = Outbox(store.outbox(), link, latency=telemetry.publish_latency)
     feed = AlertFeed(store)
     cycle = CommitCycle(
         site,

@@ -118,7 +118,16 @@ class StubSink:
         self.points += 1
 
     def stats(self) -> Mapping[str, int | bool | str | None]:
-        return {"spool_depth": 0, "points_written": self.points}
+        return {  # the shape of timeseries.WriterStats.as_dict()
+            "spool_depth": 0,
+            "points_written": self.points,
+            "points_rejected": 0,
+            "points_dropped": 0,
+            "write_errors": 0,
+            "connected": True,
+            "influxdb_up": 1,
+            "last_error": None,
+        }
 
     def healthy(self) -> bool:
         return self.well

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
 from kerbside.collector.api.fastpath import BaysFastPath
+from kerbside.collector.api.metrics import registry_for
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import (
     alerts,
@@ -87,6 +88,9 @@ def create_app(
     app.state.sse_clients = 0
     app.state.page_cache = PageCache(ttl_s=1.0)
     app.state.sse_frames = EventFrames()
+    app.state.metrics_registry = registry_for(
+        lambda: app.state.queries, lambda: app.state.sse_clients
+    )
     errors.install(app)
     for module in (bays, alerts, rights, occupancy, opendata, system, officer, signin, gateways):
         app.include_router(module.router)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 
-from kerbside.collector.api import metrics as prometheus
 from kerbside.collector.api.deps import QueriesDep
+from kerbside.collector.api.metrics import exposition
 
 router = APIRouter(tags=["system"])
 _PARTS = ("broker", "store", "sink")
@@ -42,12 +42,11 @@ async def healthz(queries: QueriesDep) -> JSONResponse:
 @router.get(
     "/metrics",
     summary="Prometheus metrics",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-async def metrics(request: Request, queries: QueriesDep) -> PlainTextResponse:
-    extra = {"kerbside_api_sse_clients": float(request.app.state.sse_clients)}
-    return PlainTextResponse(
-        prometheus.render(queries.metrics(), extra),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
+async def metrics(request: Request) -> Response:
+    body, content_type = exposition(
+        request.app.state.metrics_registry, request.headers.get("accept")
     )
+    return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
