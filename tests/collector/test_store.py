@@ -9,6 +9,7 @@ import pytest
 
 from kerbside.collector.effects import AlertNote, Effects, RightRow
 from kerbside.collector.errors import StoreError
+from kerbside.collector.records import Right, to_journal_dict
 from kerbside.collector.store import StoredRight, Work
 from kerbside.collector.store.sqlite import SqliteStore
 from tests.collector.store_rows import (
@@ -179,3 +180,34 @@ def test_a_right_keeps_its_owner_through_replacement_and_cancellation(store: Sql
     found = store.right("r2")
     assert found is not None
     assert found.owner is None
+
+
+def test_rights_for_a_stay_come_by_bay_and_zone(store: SqliteStore) -> None:
+    def row(right_id: str, start: int, end: int, **place: str) -> RightRow:
+        right = Right(right_id, "payment", place.get("bay_id"), place.get("zone_id"), start, end)
+        return RightRow(right_id, to_journal_dict(right), False, None)
+
+    write(
+        store,
+        rights=[
+            row("own", 100, 200, bay_id="B1"),
+            row("ended-before", 0, 100, bay_id="B1"),  # [start, end): not at 100
+            row("starts-after", 301, 400, bay_id="B1"),
+            row("other-bay", 100, 200, bay_id="B2"),
+            row("blanket", 0, 1000, zone_id="Z1"),
+            row("other-zone", 0, 1000, zone_id="Z2"),
+            row("cancelled", 100, 200, bay_id="B1"),
+        ],
+    )
+    write(store, rights=[RightRow("cancelled", row("x", 100, 200, bay_id="B1").body, True, None)])
+    found = store.rights_for({"B1"}, {"Z1"}, 100, 300)
+    assert sorted(r.right_id for r in found) == ["blanket", "own"]
+    assert store.rights_for({"B1"}, set(), 300, 300) == []
+    assert [r.right_id for r in store.rights_for({"B1"}, set(), 301, 301)] == ["starts-after"]
+    # Found by index, not by reading every right.
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT body FROM rights WHERE json_extract(body, '$.bay_id') IN (?)"
+        " AND json_extract(body, '$.end') > ? AND deleted = 0",
+        ("B1", "x"),
+    ).fetchall()
+    assert any("rights_bay" in str(step) for step in plan), plan

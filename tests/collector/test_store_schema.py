@@ -266,6 +266,24 @@ def test_an_older_file_gains_the_tables_it_lacks(tmp_path: Path) -> None:
     assert store.bay_origins() == {"B001": T0}
 
 
+def test_a_version_2_file_gains_the_rights_indexes(tmp_path: Path) -> None:
+    """Version 3 finds a bay's or a zone's rights by index (the officers' cards show them)."""
+    path = tmp_path / "v2.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX rights_bay")
+    db.execute("DROP INDEX rights_zone")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    assert SqliteStore(path).migrated_from == 2
+    db = sqlite3.connect(path)
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"rights_bay", "rights_zone"} <= indexes
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
+    db.close()
+
+
 def test_a_new_file_starts_at_the_latest_version(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "new.db")
     assert store.migrated_from == 0

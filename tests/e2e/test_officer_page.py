@@ -31,6 +31,7 @@ from playwright.sync_api import (
 )
 
 from kerbside.collector.tokens import TokenHolder, load_tokens, save_tokens
+from kerbside.core.instants import format_instant
 from tests.collector.api.live import LiveCollector, live_token
 from tests.helpers import Mosquitto, topic_root_for
 
@@ -67,7 +68,8 @@ SITE = "\n".join(
             _bay(f"CA-F-PKW-00{i}", "CA-F", "Parkway", "paid", round(51.5378 + i * 1e-4, 4), 240)
             for i in range(1, 5)
         ),
-        _bay("CA-F-ALB-001", "CA-F", "Albert Street", "resident", 51.5384, None),
+        _bay("CA-F-PKW-005", "CA-F", "Parkway", "paid", 51.5383, 240),
+        _bay("CA-F-ALB-001", "CA-F", "Albert Street", "resident", 51.5385, None),
         *(
             _bay(f"CA-G-CHK-00{i}", "CA-G", "Chalk Farm Road", "paid", 51.5420, 120)
             for i in range(1, 5)
@@ -226,11 +228,21 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     assert _axe(again) == []
     other.close()
 
+    # One driver paid until two seconds from now; the others never pay.
+    now = int(time.time() * 1000)
+    paid_until = now + 2000
+    right = {"right_id": "ringgo-1", "kind": "payment", "bay_id": "CA-F-PKW-005",
+             "start": format_instant(now - 60_000), "end": format_instant(paid_until)}  # fmt: skip
+    with live.client("provider") as c:
+        assert c.post("/api/v1/rights", json=right).status_code < 300
     paid = [f"CA-F-PKW-00{i}" for i in range(1, 5)]
-    alerts = _arrive(live, *paid, "CA-F-ALB-001")
+    *alerts, expired = _arrive(live, *paid, "CA-F-ALB-001", "CA-F-PKW-005")
+    assert [a["kind"] for a in alerts] == ["unpaid"] * 5
+    assert expired["kind"] == "expired"
     for alert in alerts:
         expect(_card(page, alert)).to_be_visible(timeout=APPEAR_S * 1000)
-    expect(page.locator("#count")).to_have_text("5 open alerts")
+    expect(_card(page, expired)).to_be_visible(timeout=APPEAR_S * 1000)
+    expect(page.locator("#count")).to_have_text("6 open alerts")
 
     # At least four whole alerts on a 360 x 800 screen, below the one-line toolbar.
     assert _whole_cards_on_screen(page) >= 4
@@ -248,6 +260,15 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     expect(resident.locator(".kind")).to_have_text("No permit")
     expect(first.locator(".bay-kind")).to_have_text("Pay bay, max 4 h")
     expect(resident.locator(".bay-kind")).to_have_text("Resident bay")
+    # The payment held, from the API's right_until, in the phone's time.
+    card = _card(page, expired)
+    expect(card.locator(".kind")).to_have_text("Expired")
+    until = page.evaluate(
+        "(ms) => new Date(ms).toLocaleTimeString([], "
+        "{hour: '2-digit', minute: '2-digit', hourCycle: 'h23'})",
+        paid_until,
+    )
+    expect(card.locator(".right")).to_have_text(f"Paid until {until} (ended)")
     expect(first.locator(".street")).to_have_text("Parkway, CA-F")
     directions = first.get_by_role("link", name="Directions to bay CA-F-PKW-001")
     expect(directions).to_have_attribute(
@@ -264,18 +285,19 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
         == min((a["raised_at"], a["alert_id"]) for a in alerts)[1]
     )
     # They came while the officer watched: new, until the officer touches the page.
-    expect(page).to_have_title("(5 new) Kerbside alerts")
+    expect(page).to_have_title("(6 new) Kerbside alerts")
     expect(first.locator(".new-badge")).to_be_visible()
     page.locator("#count").click()
     expect(page).to_have_title("Kerbside alerts")
     expect(page.locator(".new-badge:visible")).to_have_count(0)
 
-    # Nearest first uses the phone's position (granted here): Albert Street, then Parkway 004.
+    # Nearest first uses the phone's position (granted here): Parkway 005 and 004, then Albert
+    # Street.
     page.get_by_label("Order").select_option("nearest")
     expect(page.locator("#geo")).to_contain_text("Using your location")
-    nearest = [alerts[4]["alert_id"], alerts[3]["alert_id"]]
-    expect(page.locator("li.alert").nth(0)).to_have_attribute("data-alert-id", nearest[0])
-    expect(page.locator("li.alert").nth(1)).to_have_attribute("data-alert-id", nearest[1])
+    nearest = [expired["alert_id"], alerts[3]["alert_id"], alerts[4]["alert_id"]]
+    for i, alert_id in enumerate(nearest):
+        expect(page.locator("li.alert").nth(i)).to_have_attribute("data-alert-id", alert_id)
     expect(first.locator(".distance")).to_have_text(re.compile(r"^\d+ m$"))
     assert _whole_cards_on_screen(page) >= 4
 
@@ -292,10 +314,10 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     page.get_by_role("button", name="Filters").click()
     expect(page.get_by_role("button", name="Filters")).to_have_attribute("aria-expanded", "true")
     page.get_by_label("Kind").select_option("overstay")
-    expect(page.locator("#count")).to_have_text("0 of 5 open alerts")
+    expect(page.locator("#count")).to_have_text("0 of 6 open alerts")
     expect(page.get_by_role("button", name="Filters (1)")).to_be_visible()
     page.get_by_label("Kind").select_option("")
-    expect(page.locator("#count")).to_have_text("5 open alerts")
+    expect(page.locator("#count")).to_have_text("6 open alerts")
     expect(page.locator("#officer-name")).to_have_text("officer-1")
     expect(page.locator(".who")).to_contain_text(re.compile(r"until \d\d:\d\d"))
     assert _axe(page) == []
@@ -323,7 +345,7 @@ def test_phone_shows_four_alerts_with_what_an_officer_needs(
     assert (record["status"], record["clear_reason"]) == ("resolved", "resolved")
     assert record["history"][-1]["outcome"] == "pcn_issued"
     assert record["history"][-1]["note"] == "PCN 0051234"
-    expect(page.locator("#count")).to_have_text("4 open alerts")
+    expect(page.locator("#count")).to_have_text("5 open alerts")
     context.close()
 
 
@@ -382,13 +404,13 @@ def test_desktop_shows_every_alert_in_columns(browser: Browser, live: LiveCollec
     page.get_by_label("Your officer token").fill(live_token("officer"))
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#conn")).to_have_text("Live")
-    expect(page.locator("#count")).to_have_text("6 open alerts")
+    expect(page.locator("#count")).to_have_text("7 open alerts")
     # What was there when the page loaded is not "new".
     assert page.title() == "Kerbside alerts"
     expect(page.locator(".new-badge:visible")).to_have_count(0)
     cards = page.locator("li.alert")
-    expect(cards).to_have_count(6)
-    assert _whole_cards_on_screen(page) == 6
+    expect(cards).to_have_count(7)
+    assert _whole_cards_on_screen(page) == 7
     tops = [cards.nth(i).bounding_box()["y"] for i in range(3)]  # type: ignore[index]
     assert tops[0] == tops[1] == tops[2]  # side by side
     assert _axe(page) == []
@@ -437,7 +459,7 @@ def test_a_collector_restart_is_ridden_out(browser: Browser, live: LiveCollector
     (raised,) = [a for a in listed if a["bay_id"] == "CA-G-CHK-004"]
     expect(_card(page, raised)).to_be_visible(timeout=10_000)
     expect(_card(page, gone)).to_have_count(0, timeout=10_000)
-    expect(page.locator("#count")).to_have_text("7 open alerts")
+    expect(page.locator("#count")).to_have_text("8 open alerts")
     context.close()
 
     # A phone that does not grant its location is told so, and keeps the oldest-first order.

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 from kerbside.collector.cycle import Sink
 from kerbside.collector.errors import NotFound
 from kerbside.collector.link import Transport
+from kerbside.collector.records import Right
+from kerbside.collector.right_held import right_held
 from kerbside.collector.store import Store
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.instants import Instant, format_instant, parse_instant
@@ -190,6 +192,51 @@ class Queries:
         record, history = found
         return {**record, "history": history}
 
+    def alert_items(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The API's alert items: each record as it is, plus for a bay's alert what an officer
+        at the kerb needs and the record does not carry: the bay's ``bay_kind`` and
+        ``max_stay_minutes`` (from the site), and the payment or permit held during the stay
+        (``right_kind``, ``right_until``; null for none; right_held.py says which)."""
+        site = self._site()
+        now = self._clock()
+        bays = [site.bays.get(r.get("bay_id") or "") for r in records]
+        stays = [
+            (parse_instant(r["session_start"]), _stay_end(r, now))
+            if r.get("session_start")
+            else None
+            for r in records
+        ]
+        rights: dict[str, list[Right]] = {}
+        wanted = [(bay, stay) for bay, stay in zip(bays, stays, strict=True) if bay and stay]
+        if wanted:
+            found = self._store.rights_for(
+                {bay.id for bay, _ in wanted},
+                {bay.zone_id for bay, _ in wanted},
+                min(stay[0] for _, stay in wanted),
+                max(stay[1] for _, stay in wanted),
+            )
+            for right in found:
+                rights.setdefault(right.bay_id or "zone:" + (right.zone_id or ""), []).append(right)
+        out = []
+        for record, bay, stay in zip(records, bays, stays, strict=True):
+            if bay is None:
+                out.append(record)
+                continue
+            held = None
+            if stay is not None:
+                own = rights.get(bay.id, []) + rights.get("zone:" + bay.zone_id, [])
+                held = right_held(own, *stay)
+            out.append(
+                {
+                    **record,
+                    "bay_kind": bay.kind,
+                    "max_stay_minutes": bay.max_stay_minutes,
+                    "right_kind": None if held is None else held.kind,
+                    "right_until": None if held is None else format_instant(held.end),
+                }
+            )
+        return out
+
     # -- gateways, health, metrics --------------------------------------------------------------
 
     def gateways(self) -> list[dict[str, Any]]:
@@ -243,6 +290,12 @@ class Queries:
                 last = page[-1]
                 after = (parse_instant(last["raised_at"]), str(last["alert_id"]))
         return counts
+
+
+def _stay_end(record: dict[str, Any], now: Instant) -> Instant:
+    """Up to when the stay counts for the right held: the alert's end, or now."""
+    cleared = record.get("cleared_at")
+    return parse_instant(cleared) if cleared else now
 
 
 def _bay_dict(

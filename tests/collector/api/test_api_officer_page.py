@@ -1,6 +1,7 @@
 """What the officers' page is served with: the web-app manifest and its icons, /favicon.ico,
 every asset the page links; and the alert items it reads carry the bay's kind and maximum stay
-(list, one alert, the officer's actions and the stream), on the API only."""
+(list, one alert, the officer's actions and the stream) and the right held during the stay, on
+the API only."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from typing import Any
 
 import httpx
 
+from kerbside.core.instants import format_instant, parse_instant
 from tests.collector.api.conftest import ApiServer, token_of
 from tests.collector.api.harness import site_data
 from tests.collector.api.test_api_sse import Stream
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HOUR = 3_600_000
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -98,3 +101,41 @@ def test_alert_items_carry_the_bay_kind_and_max_stay(api: ApiServer) -> None:
     assert _bay_facts(acked) == ("paid", None)
     # The record itself (what MQTT carries) is unchanged.
     assert "bay_kind" not in api.call(lambda: api.service.store.alert(record["alert_id"]))
+
+
+def _held(item: dict[str, Any]) -> tuple[Any, Any]:
+    return item["right_kind"], item["right_until"]
+
+
+def test_alert_items_carry_the_right_held_during_the_stay(api: ApiServer) -> None:
+    record = api.call(lambda: api.service.raise_alert("CA-F-B00000", "unpaid"))
+    arrival = parse_instant(record["session_start"])
+
+    def item() -> dict[str, Any]:
+        with api.client("officer") as c:
+            return dict(c.get(f"/api/v1/alerts/{record['alert_id']}").json())
+
+    assert _held(item()) == (None, None)
+
+    def right(right_id: str, kind: str, start: int, end: int, **place: str) -> None:
+        body = {"right_id": right_id, "kind": kind, "start": format_instant(start),
+                "end": format_instant(end), **place}  # fmt: skip
+        with api.client("provider") as c:
+            assert c.post("/api/v1/rights", json=body).status_code < 300, body
+
+    # Neither one that ended as the vehicle came, nor one bought for later, nor another bay's.
+    right("before", "payment", arrival - HOUR, arrival, bay_id="CA-F-B00000")
+    right("later", "payment", arrival + 10 * HOUR, arrival + 11 * HOUR, bay_id="CA-F-B00000")
+    right("next-door", "payment", arrival - HOUR, arrival + HOUR, bay_id="CA-F-B00002")
+    assert _held(item()) == (None, None)
+    # A blanket permit for the bay's zone is held (and clears the unpaid alert).
+    right("zone-permit", "permit", arrival - HOUR, arrival + 3 * HOUR, zone_id="CA-F")
+    cleared = item()
+    assert cleared["clear_reason"] == "right_added"
+    assert _held(cleared) == ("permit", format_instant(arrival + 3 * HOUR))
+    # The same in the list.
+    with api.client("analyst") as c:
+        listed = c.get("/api/v1/alerts", params={"status": "cleared"}).json()["items"]
+    assert [_held(i) for i in listed if i["alert_id"] == record["alert_id"]] == [
+        ("permit", format_instant(arrival + 3 * HOUR))
+    ]

@@ -216,7 +216,7 @@ class AlertAction(BaseModel):
 
 class Alert(BaseModel):
     """The alert record (docs/rules.md) plus, for a bay's alert, the bay's kind and maximum
-    stay; ``history`` only on ``GET /api/v1/alerts/{id}``."""
+    stay and the right held; ``history`` only on ``GET /api/v1/alerts/{id}``."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -237,6 +237,14 @@ class Alert(BaseModel):
     )
     max_stay_minutes: int | None = Field(
         default=None, description="the bay's maximum stay, null for none; API only"
+    )
+    right_kind: Literal["payment", "permit"] | None = Field(
+        default=None,
+        description="the payment or permit held during the stay (the latest-running), null for "
+        "none; API only",
+    )
+    right_until: str | None = Field(
+        default=None, description="when that right ends (or ended); API only"
     )
     history: list[AlertAction] | None = None
 

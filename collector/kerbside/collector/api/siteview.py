@@ -1,31 +1,22 @@
-"""The few facts about the site the API needs: which zones and bays exist (bodies are checked
-against them) and each bay's kind and maximum stay (an officer's alert card shows them)."""
+"""The few facts about the site the API checks bodies against: which zones and bays exist."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kerbside.core.site import Site
-
-
-@dataclass(frozen=True)
-class BayRules:
-    kind: str  # paid, resident, limited, loading, disabled, free
-    max_stay_minutes: int | None
 
 
 @dataclass(frozen=True)
 class SiteView:
     zones: dict[str, str | None]  # zone id -> name
     bay_zone: dict[str, str]  # bay id -> zone id
-    bay_rules: dict[str, BayRules] = field(default_factory=dict)
 
 
 def site_view(site: Site) -> SiteView:
     return SiteView(
         zones={zone.id: zone.name for zone in site.zones.values()},
         bay_zone={bay.id: bay.zone_id for bay in site.bays.values()},
-        bay_rules={bay.id: BayRules(bay.kind, bay.max_stay_minutes) for bay in site.bays.values()},
     )
 
 

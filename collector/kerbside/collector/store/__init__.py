@@ -12,13 +12,14 @@ SQL stays in the adapters: ``sqlite.py`` (one file, WAL) is the default.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from kerbside.collector.effects import Effects
+from kerbside.collector.records import Right
 from kerbside.collector.signin import SignInStore
 from kerbside.core.instants import Instant
 
@@ -189,6 +190,13 @@ class Store(SignInStore, Protocol):
         """When each bay came into being: occupancy counts no time before it."""
 
     def right(self, right_id: str) -> StoredRight | None: ...
+
+    def rights_for(
+        self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
+    ) -> list[Right]:
+        """Rights in force (not cancelled) of any of ``bay_ids`` or of any of ``zone_ids`` (a
+        zone's blanket rights) that cover some instant of ``[start, end]``."""
+        ...
 
     def suspensions(self) -> list[dict[str, Any]]: ...
 

@@ -4,7 +4,8 @@ Version 0 is a file written before the schema had a version (its tables are thos
 but for ``engine_snapshots``, and ``bay_origins`` and the sign-in tables in the oldest: the rules
 were one engine, saved in ``kv`` under ``engine`` and ``engine_pos``). A new file is created at
 the latest version; an older one is migrated in one transaction when the store opens it. A file
-from a newer collector is refused rather than guessed at. Version 2 gave rights their owner.
+from a newer collector is refused rather than guessed at. Version 2 gave rights their owner;
+version 3 finds them by bay and by zone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 
 from kerbside.collector.errors import StoreError
 
-VERSION = 2
+VERSION = 3
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -78,6 +79,10 @@ CREATE TABLE IF NOT EXISTS rights (
     deleted INTEGER NOT NULL DEFAULT 0,
     owner TEXT
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rights_bay
+    ON rights(json_extract(body, '$.bay_id'), json_extract(body, '$.end'));
+CREATE INDEX IF NOT EXISTS rights_zone
+    ON rights(json_extract(body, '$.zone_id'), json_extract(body, '$.end'));
 CREATE TABLE IF NOT EXISTS suspensions (
     suspension_id TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -161,8 +166,15 @@ def _to_2(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE rights ADD COLUMN owner TEXT")
 
 
+def _to_3(db: sqlite3.Connection) -> None:
+    """The rights of a bay or a zone found by index (an alert's card shows the one held)."""
+    for statement in _TABLES.split(";"):
+        if "INDEX IF NOT EXISTS rights_" in statement:
+            db.execute(statement)
+
+
 # MIGRATIONS[n] takes a file at version n to version n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3]
 assert len(MIGRATIONS) == VERSION
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from kerbside.collector.effects import Effects, SessionStep
 from kerbside.collector.errors import StoreError
 from kerbside.collector.gateway_stats import gateway_summaries
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
+from kerbside.collector.records import Right, from_journal_dict
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
 from kerbside.collector.signin import OfficerSession, SignInLink
 from kerbside.collector.store import (
@@ -33,7 +34,7 @@ from kerbside.collector.store import (
     dumps,
 )
 from kerbside.collector.store.schema import prepare
-from kerbside.core.instants import Instant
+from kerbside.core.instants import Instant, format_instant
 
 _SESSION_SQL = {
     SessionStep.OPEN: "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
@@ -551,6 +552,27 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else StoredRight(dict(json.loads(row[0])), bool(row[1]), row[2])
 
+    def rights_for(
+        self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
+    ) -> list[Right]:
+        # Bodies hold canonical instants (format_instant), which sort as text: the index on
+        # (place, end) finds what ends after ``start``; what starts after ``end`` is left here.
+        after = format_instant(start)
+        found: dict[str, Right] = {}
+        for place, ids in (("bay_id", bay_ids), ("zone_id", zone_ids)):
+            for chunk in _chunks(sorted(ids)):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT body FROM rights WHERE json_extract(body, '$.{place}') IN ({marks})"  # noqa: S608 - fixed names
+                    f" AND json_extract(body, '$.end') > ? AND deleted = 0",
+                    (*chunk, after),
+                )
+                for (body,) in rows:
+                    right = from_journal_dict(json.loads(body))
+                    if isinstance(right, Right) and right.start <= end:
+                        found[right.right_id] = right
+        return list(found.values())
+
     def suspensions(self) -> list[dict[str, Any]]:
         return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]
 
@@ -614,3 +636,9 @@ class SqliteStore:
 
     def gateway_summaries(self) -> list[dict[str, Any]]:
         return gateway_summaries(self.path)
+
+
+def _chunks(ids: list[str], size: int = 500) -> Iterator[list[str]]:
+    """At most ``size`` ids a statement (SQLite's limit on parameters)."""
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

@@ -1,15 +1,15 @@
 """Alerts: list, one with its history, the officer workflow, and the live stream (SSE).
 
 Items are the alert record (docs/rules.md) plus, for a bay's alert, what an officer at the kerb
-needs and the record does not carry: the bay's ``bay_kind`` and ``max_stay_minutes`` (from the
-site).
+needs and the record does not carry (``Queries.alert_items``): the bay's kind and maximum stay
+and the payment or permit held.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -22,14 +22,12 @@ from kerbside.collector.api.deps import (
     Officer,
     OfficerOrAnalyst,
     QueriesDep,
-    SiteDep,
     still_allowed,
 )
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import AckBody, Alert, AlertPage, ErrorBody, ResolveBody
 from kerbside.collector.api.routes.bays import paged
 from kerbside.collector.api.routes.common import Cursor, IdQuery, JsonText, Limit, page
-from kerbside.collector.api.siteview import SiteCache, SiteView
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.queries import Queries
 
@@ -46,21 +44,12 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
-def with_bay(record: dict[str, Any], site: SiteView) -> dict[str, Any]:
-    """The API's alert item: the record plus its bay's kind and maximum stay."""
-    rules = site.bay_rules.get(record.get("bay_id") or "")
-    if rules is None:
-        return record
-    return {**record, "bay_kind": rules.kind, "max_stay_minutes": rules.max_stay_minutes}
-
-
 @router.get("", response_model=AlertPage, summary="Alerts, filtered by status, zone and kind")
 async def list_alerts(
     *,
     request: Request,
     queries: QueriesDep,
     feed: FeedDep,
-    site: SiteDep,
     _: OfficerOrAnalyst,
     status: Status | None = None,
     zone: IdQuery = None,
@@ -73,7 +62,7 @@ async def list_alerts(
     items, next_cursor = paged(
         lambda: queries.alerts(status=status, zone=zone, kind=kind, limit=limit, cursor=cursor)
     )
-    response = page([with_bay(item, site) for item in items], next_cursor)
+    response = page(queries.alert_items(items), next_cursor)
     response.headers["X-Last-Event-ID"] = str(last)
     return response
 
@@ -85,21 +74,29 @@ def _matches(record: dict[str, Any], zone: str | None, kind: str | None) -> bool
 
 
 class EventFrames:
-    """Each change serialised once however many clients receive it (fan-out to hundreds)."""
+    """Each change made into an item and serialised once however many clients receive it
+    (fan-out to hundreds)."""
 
     def __init__(self, size: int = 4096) -> None:
         self._cache: OrderedDict[int, str] = OrderedDict()
         self._size = size
 
-    def frame(self, change_id: int, record: dict[str, Any]) -> str:
-        text = self._cache.get(change_id)
-        if text is None:
-            data = orjson.dumps(record).decode("utf-8")
-            text = f"id: {change_id}\nevent: alert\ndata: {data}\n\n"
-            self._cache[change_id] = text
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return text
+    def frames(
+        self,
+        changes: list[tuple[int, dict[str, Any]]],
+        items: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    ) -> list[str]:
+        """The frames of ``changes``; ``items`` makes API items of the records not seen yet."""
+        texts = {cid: self._cache.get(cid) for cid, _ in changes}
+        fresh = [(cid, record) for cid, record in changes if texts[cid] is None]
+        if fresh:
+            made = items([record for _, record in fresh])
+            for (cid, _), item in zip(fresh, made, strict=True):
+                data = orjson.dumps(item).decode("utf-8")
+                texts[cid] = self._cache[cid] = f"id: {cid}\nevent: alert\ndata: {data}\n\n"
+                if len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return [text for text in texts.values() if text is not None]
 
 
 async def _events(  # noqa: PLR0917 (the stream's request, sources and filters)
@@ -112,7 +109,6 @@ async def _events(  # noqa: PLR0917 (the stream's request, sources and filters)
 ) -> AsyncIterator[str]:
     state = request.app.state
     frames: EventFrames = state.sse_frames
-    sites: SiteCache = state.site_cache
     loop = asyncio.get_running_loop()
     state.sse_clients += 1
     try:
@@ -132,12 +128,8 @@ async def _events(  # noqa: PLR0917 (the stream's request, sources and filters)
                 check_at = loop.time() + RECHECK_S
             changes = feed.changes_since(after, limit=BATCH)
             if changes:
-                site = sites.get(queries.site)
-                out = [
-                    frames.frame(cid, with_bay(rec, site))
-                    for cid, rec in changes
-                    if _matches(rec, zone, kind)
-                ]
+                wanted = [(cid, rec) for cid, rec in changes if _matches(rec, zone, kind)]
+                out = frames.frames(wanted, queries.alert_items) if wanted else []
                 after = changes[-1][0]
                 if out:
                     yield "".join(out)
@@ -189,13 +181,11 @@ async def stream(
 
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert with its officer history")
-async def get_alert(
-    alert_id: AlertId, queries: QueriesDep, site: SiteDep, _: OfficerOrAnalyst
-) -> JsonText:
+async def get_alert(alert_id: AlertId, queries: QueriesDep, _: OfficerOrAnalyst) -> JsonText:
     record = queries.alert(alert_id)
     if record is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
-    return JsonText(with_bay(record, site))
+    return JsonText(queries.alert_items([record])[0])
 
 
 @router.post(
@@ -207,13 +197,12 @@ async def ack_alert(
     body: AckBody,
     queries: QueriesDep,
     commands: CommandsDep,
-    site: SiteDep,
     officer: Officer,
 ) -> JsonText:
     if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
     record = await commands.ack_alert(alert_id, officer.name, body.outcome, body.note)
-    return JsonText(with_bay(record, site))
+    return JsonText(queries.alert_items([record])[0])
 
 
 @router.post(
@@ -228,10 +217,9 @@ async def resolve_alert(
     body: ResolveBody,
     queries: QueriesDep,
     commands: CommandsDep,
-    site: SiteDep,
     officer: Officer,
 ) -> JsonText:
     if queries.alert(alert_id) is None:
         raise FieldError(["path", "alert_id"], f"no alert {alert_id}", 404)
     record = await commands.resolve_alert(alert_id, officer.name, body.outcome, body.note)
-    return JsonText(with_bay(record, site))
+    return JsonText(queries.alert_items([record])[0])

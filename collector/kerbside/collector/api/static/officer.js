@@ -344,7 +344,7 @@
 
   function clock(iso) {
     const at = new Date(iso);
-    const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
     if (at.toDateString() === new Date().toDateString()) return time;
     return at.toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" }) + " " + time;
   }
@@ -354,7 +354,7 @@
     const permit = a.bay_kind === "resident" || a.right_kind === "permit";
     switch (a.kind) {
       case "unpaid": return a.bay_kind === "resident" ? "No permit" : "Unpaid";
-      case "expired": return permit ? "Permit expired" : "Payment expired";
+      case "expired": return permit ? "Permit expired" : "Expired";
       case "overstay": return "Overstay";
       case "suspended": return "Suspended bay";
       default: return a.kind;
@@ -367,16 +367,28 @@
     return [kind, stay].filter(Boolean).join(", ");
   }
 
+  // The payment or permit held during the stay, as the API found it; none said where the bay
+  // needs one (an unpaid alert's name says it already).
   function rightHeld(a) {
     if (a.right_until) {
-      const ended = Date.parse(a.right_until) <= Date.now();
       const word = a.right_kind === "permit" ? "Permit" : "Paid";
-      return word + (ended ? " until " : " to ") + clock(a.right_until) + (ended ? " (ended)" : "");
+      return { text: word + " until " + clock(a.right_until), ended: Date.parse(a.right_until) <= Date.now() };
     }
-    if (a.kind === "unpaid" || a.bay_kind === undefined) return "";
-    if (a.bay_kind === "resident") return "No permit";
-    if (a.bay_kind === "paid") return "Not paid";
-    return "";
+    if (a.kind === "unpaid") return { text: "", ended: false };
+    if (a.bay_kind === "resident") return { text: "No permit", ended: false };
+    if (a.bay_kind === "paid") return { text: "No payment", ended: false };
+    return { text: "", ended: false };
+  }
+
+  function showRight(el, held) {
+    el.textContent = held.text;
+    el.classList.toggle("ended", held.ended);
+    if (held.ended) {
+      const said = document.createElement("span");
+      said.className = "visually-hidden";
+      said.textContent = " (ended)";  // the colour says it on screen
+      el.append(said);
+    }
   }
 
   function directions(a) {
@@ -475,8 +487,9 @@
     age.dataset.raised = a.raised_at;
     tickCard(li);
     li.querySelector(".bay-kind").textContent = bayRules(a);
-    li.querySelector(".right").textContent = rightHeld(a);
-    li.querySelector(".rules").hidden = !bayRules(a) && !rightHeld(a);
+    const held = rightHeld(a);
+    showRight(li.querySelector(".right"), held);
+    li.querySelector(".rules").hidden = !bayRules(a) && !held.text;
     li.querySelector(".state").hidden = a.status !== "acknowledged";
     const ack = li.querySelector(".ack");
     ack.hidden = a.status === "acknowledged";
