@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.collector.replay import replay_lines
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
-from tests.helpers import Mosquitto, write_collector_setup
+from tests.helpers import Mosquitto, wait_for_log, write_collector_setup
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +142,9 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
                 gateway.publish(f"{topic_root}/gw/gw-1/events", text, qos=1)
 
     proc = start_collector()
+    # Its first run makes its session at the broker: an event published before that has no
+    # subscriber to be kept for, and a busy machine can take a second to start the link.
+    wait_for_log(tmp_path / "collector.log", "connected to", proc)
     publisher = threading.Thread(target=publish_all, daemon=True)
     publisher.start()
     kills = 0

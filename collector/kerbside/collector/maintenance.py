@@ -61,10 +61,6 @@ class Maintenance:
     def open_alerts(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._open.values()]
 
-    def set_thresholds(self, offline_after_ms: int, low_battery_mv: int) -> None:
-        self.offline_after_ms = offline_after_ms
-        self.low_battery_mv = low_battery_mv
-
     # -- gateways ----------------------------------------------------------------------------
 
     def gateway_heard(self, gateway_id: str, now: int, online: bool = True) -> list[dict[str, Any]]:

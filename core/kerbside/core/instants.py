@@ -92,11 +92,6 @@ def _second_prefix(seconds: int) -> str:
     return prefix
 
 
-def to_datetime(instant: Instant) -> datetime:
-    """An aware UTC datetime for an instant (for zone conversions)."""
-    return datetime.fromtimestamp(instant / 1000, tz=UTC)
-
-
 def from_datetime(moment: datetime) -> Instant:
     """Epoch milliseconds of an aware datetime."""
     if moment.tzinfo is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from kerbside.core.instants import Instant, format_instant
 from kerbside.core.site import Location
@@ -13,16 +13,9 @@ AlertKind = Literal["overstay", "unpaid", "expired", "suspended"]
 AlertStatus = Literal["open", "acknowledged", "cleared", "resolved"]
 ChangeKind = Literal["raised", "acknowledged", "cleared", "resolved"]
 
-KINDS: tuple[AlertKind, ...] = ("overstay", "unpaid", "expired", "suspended")
-# Clear reasons in the order docs/rules.md gives them: at one instant the first one wins.
-CLEAR_REASONS = (
-    "vehicle_left",
-    "sensor_unknown",
-    "restriction_ended",
-    "suspension_ended",
-    "right_added",
-    "resolved",
-)
+# The enforcement kinds, in the order the rules raise them at one instant (the one list of them:
+# the store, the time series and the engine take it from here).
+KINDS: tuple[AlertKind, ...] = get_args(AlertKind)
 ACTIVE = frozenset({"open", "acknowledged"})
 
 
@@ -49,10 +42,6 @@ class Alert:
     raised_at: Instant
     cleared_at: Instant | None = None
     clear_reason: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
 
     def to_record(self) -> dict[str, Any]:
         """The alert record (docs/rules.md) (MQTT payload, API item, replay output line)."""

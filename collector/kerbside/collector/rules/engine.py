@@ -27,6 +27,7 @@ from kerbside.collector.records import (
 )
 from kerbside.collector.rules.alerts import (
     ACTIVE,
+    KINDS,
     Alert,
     AlertChange,
     AlertKind,
@@ -48,7 +49,9 @@ from kerbside.core.site import Bay, Site
 SNAPSHOT_VERSION: Final = 1
 _PERIOD_KINDS: Final = frozenset({"overstay", "unpaid", "expired"})
 _RIGHT_KINDS: Final = frozenset({"unpaid", "expired"})
-_KIND_ORDER: Final = {"overstay": 0, "unpaid": 1, "expired": 2, "suspended": 3}
+_KIND_ORDER: Final = {
+    kind: i for i, kind in enumerate(KINDS)
+}  # raised in this order at one instant
 # Zone rights are shared by many bays and are few: they are forgotten this long after ending.
 _ZONE_RIGHT_KEEP_MS: Final = 60 * 86_400_000
 
@@ -56,8 +59,9 @@ Candidate = tuple[Instant, AlertKind, Instant, Instant]  # (due, kind, key, end 
 
 
 class RulesEngine:
-    """Sessions and enforcement alerts for one site. See ``docs/rules.md`` for the rules and
-    ``/work/notes/rules.md`` for how a live caller drives it."""
+    """Sessions and enforcement alerts for one site (``docs/rules.md``). A live caller applies
+    each record as it comes, advances the engine to ``now - alert_delay`` and wakes when
+    ``next_deadline`` (plus that delay) comes: ``core.py`` and ``zones.py`` do."""
 
     def __init__(self, site: Site) -> None:
         self._bays: dict[str, BayState] = {}

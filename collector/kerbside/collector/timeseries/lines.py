@@ -14,13 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kerbside.collector.rules.alerts import KINDS
 from kerbside.core.instants import Instant, parse_instant
 
 FieldValue = int | float | str | bool
 
 OPEN_STATUSES = frozenset({"open", "acknowledged"})
 CLOSED_STATUSES = frozenset({"cleared", "resolved"})
-ENFORCEMENT_KINDS = frozenset({"overstay", "unpaid", "expired", "suspended"})
+ENFORCEMENT_KINDS = frozenset(KINDS)
 
 
 class BayLike(Protocol):

@@ -24,7 +24,7 @@ from typing import Any
 
 from kerbside.collector.timeseries import lines as lp
 from kerbside.collector.timeseries.occupancy import BayStates
-from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
+from kerbside.collector.timeseries.writer import SpoolWriter
 from kerbside.core.instants import Instant
 
 log = logging.getLogger(__name__)
@@ -80,9 +80,6 @@ class TimeSeriesRecorder:
 
     def stats(self) -> dict[str, int | bool | str | None]:
         return self.writer.stats().as_dict()
-
-    def writer_stats(self) -> WriterStats:
-        return self.writer.stats()
 
     def healthy(self) -> bool:
         """False only when points are being lost (spool unwritable or full); InfluxDB being
