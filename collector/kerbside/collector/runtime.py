@@ -42,6 +42,9 @@ from kerbside.core.site import Site, SiteError
 from kerbside.core.systemd import Notifier
 
 if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
     from kerbside.collector.timeseries import TimeSeriesRecorder
 
 log = logging.getLogger(__name__)
@@ -202,7 +205,7 @@ class _QuietServer:
     """uvicorn's Server without its own signal handlers (the collector owns the signals)."""
 
     @staticmethod
-    def make(app: Any, http: HttpConfig) -> Any:
+    def make(app: FastAPI, http: HttpConfig) -> uvicorn.Server:
         import uvicorn  # noqa: PLC0415 (only when serving HTTP)
 
         from kerbside.collector.api.server import server_config  # noqa: PLC0415
@@ -311,7 +314,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reload_site, config, cycle)
-    server: Any = None
+    server: uvicorn.Server | None = None
     if config.http is not None:
         try:
             from kerbside.collector.api import create_app  # noqa: PLC0415

@@ -21,6 +21,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from kerbside.collector.errors import CollectorError
 from kerbside.collector.tokens import TokenHolder, TokenRegistry
 from kerbside.core.instants import Instant
 
@@ -75,7 +76,7 @@ class SignInStore(Protocol):
         ...
 
 
-class SignInRefused(Exception):  # noqa: N818 (the API maps it to 401/403/404)
+class SignInRefused(CollectorError):  # noqa: N818 (the API maps it to 401/403/404)
     """A sign-in that cannot be given; ``reason`` says why, in words for the officer."""
 
     def __init__(self, reason: str, status: int = 401) -> None:

@@ -1,9 +1,11 @@
-"""Errors of the time-series writers: one root; retryable is a type."""
+"""Errors of the time-series writers: one root (under the collector's); retryable is a type."""
 
 from __future__ import annotations
 
+from kerbside.collector.errors import CollectorError
 
-class TimeSeriesError(Exception):
+
+class TimeSeriesError(CollectorError):
     """Root of every error this package raises."""
 
 
