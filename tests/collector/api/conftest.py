@@ -76,6 +76,7 @@ class ApiServer:
                 "site_cache",
                 "sse_frames",
                 "page_cache",
+                "opendata",
             ):
                 setattr(self.app.state, key, getattr(fresh_app.state, key))
 

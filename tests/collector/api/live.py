@@ -132,9 +132,10 @@ class LiveCollector:
             client.loop_stop()
 
     def wait_for(
-        self, role: str, path: str, pred: Any, timeout: float = 15.0, **params: Any
+        self, role: str | None, path: str, pred: Any, timeout: float = 15.0, **params: Any
     ) -> Any:
-        """Poll ``GET path`` until ``pred(json)`` is truthy; return that json."""
+        """Poll ``GET path`` (as ``role``, or with no token) until ``pred(json)`` is truthy;
+        return that json."""
         deadline = time.monotonic() + timeout
         last: Any = None
         with self.client(role) as c:

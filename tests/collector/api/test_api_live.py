@@ -52,11 +52,16 @@ def test_right_posted_through_the_api_clears_a_live_unpaid_alert(live: LiveColle
     assert cleared["status"] == "cleared", cleared
     assert cleared["clear_reason"] == "right_added"
 
+    # open data is built at most every few seconds, for every client at once
+    live.wait_for(
+        None,
+        "/api/v1/opendata/parking-spots",
+        lambda spots: (
+            ("urn:ngsi-ld:ParkingSpot:B001", "occupied") in [(s["id"], s["status"]) for s in spots]
+        ),
+    )
     with live.client() as c:
-        spots = c.get("/api/v1/opendata/parking-spots").json()
         health = c.get("/healthz")
-    b001 = next(s for s in spots if s["id"] == "urn:ngsi-ld:ParkingSpot:B001")
-    assert b001["status"] == "occupied"
     assert health.status_code == 200, health.text
     assert health.json()["broker"] == "ok"
 
@@ -122,7 +127,12 @@ def test_suspension_all_or_nothing_in_the_real_collector(live: LiveCollector) ->
             "/api/v1/suspensions", json={"suspension_id": "s-ok", "bay_ids": ["B002"], **window}
         )
         assert good.status_code == 201, good.text
-    with live.client() as c:
-        spots = {s["id"]: s["status"] for s in c.get("/api/v1/opendata/parking-spots").json()}
+    published = live.wait_for(  # open data is built at most every few seconds
+        None,
+        "/api/v1/opendata/parking-spots",
+        lambda found: (
+            {s["id"]: s["status"] for s in found}["urn:ngsi-ld:ParkingSpot:B002"] == "closed"
+        ),
+    )
+    spots = {s["id"]: s["status"] for s in published}
     assert spots["urn:ngsi-ld:ParkingSpot:B001"] == "unknown"  # the rejected one wrote nothing
-    assert spots["urn:ngsi-ld:ParkingSpot:B002"] == "closed"

@@ -34,6 +34,8 @@ MATRIX: dict[tuple[str, str], frozenset[str | None]] = {
     ("GET", "/api/v1/occupancy"): frozenset({"analyst"}),
     ("GET", "/api/v1/gateways"): frozenset({"analyst"}),
     ("GET", "/api/v1/opendata/parking-spots"): PUBLIC,
+    ("GET", "/api/v1/opendata/parking-groups"): PUBLIC,
+    ("GET", "/api/v1/opendata/on-street-parking"): PUBLIC,
     ("GET", "/api/v1/opendata/zone-occupancy"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,

@@ -13,6 +13,7 @@ from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
 from kerbside.collector.api.fastpath import BaysFastPath
 from kerbside.collector.api.metrics import registry_for
+from kerbside.collector.api.opendatacache import OpenDataCache
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import (
     alerts,
@@ -87,6 +88,7 @@ def create_app(
     app.state.site_cache = SiteCache()
     app.state.sse_clients = 0
     app.state.page_cache = PageCache(ttl_s=1.0)
+    app.state.opendata = OpenDataCache(unseen_round_ms=opendata.MAX_AGE_S * 1000)
     app.state.sse_frames = EventFrames()
     app.state.metrics_registry = registry_for(
         lambda: app.state.queries, lambda: app.state.sse_clients
