@@ -116,7 +116,7 @@ def read_batch(messages: Sequence[Received]) -> Intake:
             continue
         try:
             obj = decode_payload(message.payload)
-        except RecordRejected:
+        except Exception:  # noqa: BLE001, S112 (rejected, with its reason, when handled)
             continue
         decoded[i] = obj
         event_id = obj.get("event_id")
@@ -296,14 +296,13 @@ class CollectorCore:
             # a gateway not yet added): nothing it says may raise or clear an alert
             raise RecordRejected("unknown_gateway", f"no bay of the site is on {gateway_id}")
         if kind == "events":
-            if obj is not None:
-                event = self._validator.check_event_obj(obj, gateway_id, received=now)
-            else:
-                event = self._validator.check_event(payload, gateway_id, received=now)
-            if event is None:
+            if obj is None:
+                obj = decode_payload(payload)
+            checked = self._validator.examine_event(obj, gateway_id, received=now)
+            if checked is None:
                 draft.count("duplicates")
                 return
-            self._accept_event(event, draft, flow)
+            self._accept_event(*checked, draft, flow)
             draft.count("events_in")
         elif kind == "status":
             self._gateway_status(gateway_id, check_status(payload, gateway_id), now, draft)
@@ -312,26 +311,29 @@ class CollectorCore:
         else:
             raise RecordRejected("schema", f"unexpected topic {topic}", "topic")
 
-    def _accept_event(self, ev: OccupancyEvent, draft: Draft, flow: Flow) -> None:
-        text = dumps(to_journal_dict(ev))
-        digest = self._seen.pending.get(ev.event_id)
-        draft.journal.append(("occupancy", ev.ts, self._rules.clock, text, ev.event_id, digest))
+    def _accept_event(self, ev: OccupancyEvent, digest: str, draft: Draft, flow: Flow) -> None:
+        # Journaled and remembered last: an event whose handling fails half-way is rejected
+        # (internal_error), and only accepted events' ids are remembered, so its corrected (or
+        # same) retry is taken rather than refused as a repeat.
+        watermark = self._rules.clock
         self._alert_changes(self._rules.apply(ev), draft)
         bay = self.site.bays.get(ev.bay_id)
-        if bay is None:
-            return
-        self._maintenance_changes(
-            self._maintenance.sensor_state(
-                # only an unknown state raises an alert that names the bay
-                ev.sensor_id,
-                _bay_info(bay) if ev.state == "unknown" else None,
-                ev.state,
-                ev.reason,
-                ev.ts,
-            ),
-            draft,
-        )
-        self._board.event(ev, bay, draft, defer=flow is Flow.BACKLOG)
+        if bay is not None:
+            self._maintenance_changes(
+                self._maintenance.sensor_state(
+                    # only an unknown state raises an alert that names the bay
+                    ev.sensor_id,
+                    _bay_info(bay) if ev.state == "unknown" else None,
+                    ev.state,
+                    ev.reason,
+                    ev.ts,
+                ),
+                draft,
+            )
+            self._board.event(ev, bay, draft, defer=flow is Flow.BACKLOG)
+        text = dumps(to_journal_dict(ev))
+        draft.journal.append(("occupancy", ev.ts, watermark, text, ev.event_id, digest))
+        self._seen.remember(ev.event_id, digest)
 
     def _gateway_status(
         self, gateway_id: str, status: dict[str, Any], now: Instant, draft: Draft
@@ -350,15 +352,23 @@ class CollectorCore:
         self._maintenance_changes(self._maintenance.gateway_heard(gateway_id, now, True), draft)
         ts = parse_instant(health["ts"])
         points = self.settings.points
+        heard: set[str] = set()
         for sensor in health.get("sensors", []):
             sensor_id = sensor["sensor_id"]
             bay = self.site.bay_of_sensor.get(sensor_id)
-            bay_id = bay.id if bay is not None else sensor.get("bay_id")
+            if bay is None or bay.gateway != gateway_id:
+                # A gateway speaks for its own sensors only: one that reports others' (or
+                # invented ones) must not raise or clear their alerts, nor fill the store.
+                draft.count("foreign_sensor")
+                continue
+            if sensor_id in heard:
+                continue  # the first entry of a sensor counts; repeats would flap its alert
+            heard.add(sensor_id)
+            bay_id = bay.id
             draft.sensors.append(SensorRow(sensor_id, gateway_id, bay_id, sensor))
             battery = sensor.get("battery_mv")
             if isinstance(battery, int):
-                info = _bay_info(bay) if bay is not None else None
-                changes = self._maintenance.battery(sensor_id, info, battery, ts)
+                changes = self._maintenance.battery(sensor_id, _bay_info(bay), battery, ts)
                 self._maintenance_changes(changes, draft)
             if points:
                 draft.points.append(

@@ -16,14 +16,23 @@ from kerbside.collector.records import decode_payload
 from kerbside.core.ids import is_valid_id
 from kerbside.core.instants import InstantError, parse_instant
 
+DEADLETTER_KEEPS = 1024  # bytes of a rejected payload a dead letter carries
+
 
 def deadletter_payload(topic: str, reason: str, payload: bytes) -> str:
-    """A dead letter's payload: the text, or base64 of its first KiB if not UTF-8."""
+    """A dead letter's payload: the first KiB of the text (or base64 of the first KiB when it is
+    not UTF-8) and the whole payload's ``size`` in bytes. Never more: an oversize message echoed
+    whole would cost the broker, every subscriber and the collector its size again."""
+    head = payload[:DEADLETTER_KEEPS]
     try:
-        text = payload.decode("utf-8")
+        payload.decode("utf-8")
     except UnicodeDecodeError:
-        text = base64.b64encode(payload[:1024]).decode("ascii")
-    return json.dumps({"v": 1, "topic": topic, "reason": reason, "payload": text})
+        text = base64.b64encode(head).decode("ascii")
+    else:
+        text = head.decode("utf-8", "ignore")  # a character cut at the end is left out
+    return json.dumps(
+        {"v": 1, "topic": topic, "reason": reason, "payload": text, "size": len(payload)}
+    )
 
 
 def _decode(payload: bytes) -> dict[str, Any]:

@@ -262,6 +262,7 @@ class Queries:
             "events_in": float(counters.get("events_in", 0)),
             "messages_in": float(counters.get("messages_in", 0)),
             "duplicates": float(counters.get("duplicates", 0)),
+            "foreign_sensors": float(counters.get("foreign_sensor", 0)),
             "rejected": rejected,
             "alerts": alerts,
             "rule_latency": telemetry.rule_latency.counts(),

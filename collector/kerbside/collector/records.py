@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -38,7 +39,11 @@ REJECT_REASONS: Final = (
     "gateway_mismatch",
     "duplicate_conflict",
     "ts_out_of_range",
+    "too_deep",
 )
+# JSON nested deeper than this is refused (an event is 1 level, a health message 3): parsing
+# deeper structures recurses, and a 64 KiB payload of "[" exhausts Python's recursion limit.
+MAX_JSON_DEPTH: Final = 8
 # An event's ts and confirmed_ts lie between this and a few minutes after the collector's clock
 # when it arrived (docs/protocols.md).
 EARLIEST_TS: Final = 1_577_836_800_000  # 2020-01-01T00:00:00Z
@@ -200,7 +205,8 @@ class MemorySeenEvents:
 
 
 def decode_payload(payload: bytes | str) -> dict[str, Any]:
-    """Bytes to a JSON object, or RecordRejected (too_large, not_utf8, not_json, schema)."""
+    """Bytes to a JSON object, or RecordRejected (too_large, not_utf8, not_json, too_deep,
+    schema)."""
     if isinstance(payload, bytes) and len(payload) <= MAX_PAYLOAD_BYTES:
         # orjson first (~4x faster); what it refuses goes the long way below, which names the
         # reason (and takes what json takes that orjson does not, like integers over 64 bits)
@@ -209,9 +215,7 @@ def decode_payload(payload: bytes | str) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             pass
         else:
-            if not isinstance(obj, dict):
-                raise RecordRejected("schema", "expected a JSON object")
-            return obj
+            return _object(obj)
     if isinstance(payload, str):
         # A character is at most 4 bytes of UTF-8: only long texts need encoding to measure.
         if len(payload) * 4 > MAX_PAYLOAD_BYTES and len(payload.encode()) > MAX_PAYLOAD_BYTES:
@@ -224,13 +228,61 @@ def decode_payload(payload: bytes | str) -> dict[str, Any]:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RecordRejected("not_utf8", f"not UTF-8 at byte {exc.start}") from exc
+    if _text_depth(text) > MAX_JSON_DEPTH:
+        # before json.loads, which recurses once per level: 64 KiB of "[" would exhaust the
+        # interpreter's recursion limit (orjson, above, stops at 1,024 levels by itself)
+        raise RecordRejected("too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         obj = json.loads(text)
     except ValueError as exc:
         raise RecordRejected("not_json", f"not JSON: {exc}") from exc
+    return _object(obj)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _text_depth(text: str) -> int:
+    """How deeply a JSON text's brackets nest outside its strings (up to one past the limit);
+    for text that is not JSON, a guess that errs high only where json.loads would fail."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def _object(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RecordRejected("schema", "expected a JSON object")
+    if json_depth(obj) > MAX_JSON_DEPTH:
+        raise RecordRejected("too_deep", f"nested deeper than {MAX_JSON_DEPTH} levels")
     return obj
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar 0, ``{}`` or ``[]`` 1), without recursion
+    and stopping once past ``MAX_JSON_DEPTH``."""
+    if not isinstance(value, dict | list):
+        return 0
+    deepest = 1
+    level: list[Any] = [value]
+    while level and deepest <= MAX_JSON_DEPTH:
+        inner: list[Any] = []
+        for container in level:
+            items = container.values() if isinstance(container, dict) else container
+            inner.extend(v for v in items if isinstance(v, dict | list))
+        if inner:
+            deepest += 1
+        level = inner
+    return deepest
 
 
 def _instant(obj: dict[str, Any], key: str) -> Instant:
@@ -279,7 +331,24 @@ class RecordValidator:
         topic_gateway: str | None = None,
         received: Instant | None = None,
     ) -> OccupancyEvent | None:
-        """An event's JSON object: the event, None for a repeat, or RecordRejected. With
+        """An event's JSON object: the event (its id now remembered), None for a repeat, or
+        RecordRejected; see ``examine_event``."""
+        checked = self.examine_event(obj, topic_gateway, received)
+        if checked is None:
+            return None
+        event, body_print = checked
+        self.seen.remember(event.event_id, body_print)
+        return event
+
+    def examine_event(
+        self,
+        obj: dict[str, Any],
+        topic_gateway: str | None = None,
+        received: Instant | None = None,
+    ) -> tuple[OccupancyEvent, str] | None:
+        """An event's JSON object: the event and its body's fingerprint, None for a repeat, or
+        RecordRejected. Nothing is remembered: only an event the caller goes on to accept is
+        (``seen.remember``), so a rejected one's corrected retry is not a conflict. With
         ``received`` (the collector's clock when it came), instants after it by more than a few
         minutes are out of range; before 2020 they always are (a journal has no receipt)."""
         if "v" not in obj:
@@ -349,8 +418,7 @@ class RecordValidator:
             confirmed_ts=confirmed_ts,
             reason=None if reason is None else str(reason),
         )
-        self.seen.remember(event_id, body_print)
-        return event
+        return event, body_print
 
     def check_right(self, obj: dict[str, Any]) -> Right:
         """A right (journal shape, ``type`` optional): known bay or zone, exactly one of

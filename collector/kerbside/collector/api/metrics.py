@@ -29,6 +29,10 @@ _COUNTERS = {
     "messages_in": ("kerbside_messages", "MQTT messages received from gateways, of any kind"),
     "events_in": ("kerbside_events_in", "Occupancy events accepted and journaled"),
     "duplicates": ("kerbside_duplicates", "Occupancy events received again with the same body"),
+    "foreign_sensors": (
+        "kerbside_foreign_sensors",
+        "Health entries ignored: sensors the site does not give the reporting gateway",
+    ),
 }
 # the time-series sink's figures: (metric name without _total, help), counters then gauges
 _SINK_COUNTERS = {

@@ -46,6 +46,7 @@ from kerbside.core.throttle import Throttle
 log = logging.getLogger("kerbside.collector.link.child")  # not __main__ (run with -m)
 
 GATEWAY_KINDS = ("status", "events", "health")
+MAX_PACKET_BYTES = 1024 * 1024  # the largest packet we let the broker send us (MQTT v5)
 _LENGTH = struct.Struct(">I")
 
 # Items, child -> collector
@@ -175,6 +176,9 @@ class BrokerLink:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = config.session_expiry_s
             props.ReceiveMaximum = config.receive_maximum
+            # Nothing over 1 MiB comes to us (the broker drops it for us): a payload over 64 KiB
+            # is only dead-lettered anyway, and reading a huge one costs its size several times.
+            props.MaximumPacketSize = MAX_PACKET_BYTES
             self._client.connect_async(
                 config.host,
                 config.port,
