@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.effects import AlertNote, Effects, RightRow
-from kerbside.collector.errors import StoreError
+from kerbside.collector.errors import DamagedStoreError, StoreError
 from kerbside.collector.records import Right, to_journal_dict
 from kerbside.collector.store import StoredRight, Work
 from kerbside.collector.store.sqlite import SqliteStore
@@ -211,3 +211,47 @@ def test_rights_for_a_stay_come_by_bay_and_zone(store: SqliteStore) -> None:
         ("B1", "x"),
     ).fetchall()
     assert any("rights_bay" in str(step) for step in plan), plan
+
+
+def test_a_file_that_is_not_a_database_is_damaged_not_merely_failing(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    path.write_bytes(b"this is not a database " * 400)
+    with pytest.raises(DamagedStoreError, match=str(path)):
+        SqliteStore(path)
+
+
+def test_damaged_pages_are_reported_as_a_damaged_store(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    store = SqliteStore(path)
+    rows = [journal_row("occupancy", i, {"n": i, "pad": "x" * 200}) for i in range(2000)]
+    write(store, journal=rows)
+    store.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    for offset in range(2 * page, len(data) - page, page):  # every page but the first two
+        data[offset : offset + 64] = b"\xa5" * 64
+    path.write_bytes(bytes(data))
+
+    def open_and_read() -> None:
+        store = SqliteStore(path)
+        store.recover()
+        list(store.journal())
+
+    with pytest.raises(DamagedStoreError, match="restore it from a backup"):
+        open_and_read()
+
+
+def test_a_full_or_locked_store_is_not_called_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    SqliteStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store = SqliteStore(path)
+        store._db.execute("PRAGMA busy_timeout=50")
+        with pytest.raises(StoreError) as failure:
+            write(store, counters={"x": 1})
+        assert not isinstance(failure.value, DamagedStoreError)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from kerbside.collector.errors import DamagedStoreError
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
@@ -186,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 2
     except ConfigError as exc:
+        print(f"kerbside-collector: {exc}", file=sys.stderr)
+        return 2
+    except DamagedStoreError as exc:
+        # one line, and exit 2: systemd does not restart (RestartPreventExitStatus=2), since a
+        # damaged file stays damaged; a full or locked one (StoreError) is worth another try
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -36,3 +36,8 @@ class AlertClosed(CollectorError):  # noqa: N818 (the API maps it to 409)
 
 class StoreError(CollectorError):
     """The store cannot be opened, read or written (disk full, locked, unreadable file)."""
+
+
+class DamagedStoreError(StoreError):
+    """The store's file is not a database, or its pages are damaged: starting again will not
+    help (restore a backup, or move the file aside to start afresh)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kerbside.collector.effects import Effects, SessionStep
-from kerbside.collector.errors import StoreError
+from kerbside.collector.errors import DamagedStoreError, StoreError
 from kerbside.collector.gateway_stats import gateway_summaries
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.records import Right, from_journal_dict
@@ -67,6 +67,21 @@ _UPSERT_KV = (
 )
 
 
+# SQLite's primary result codes for a file that is not a database or whose pages are damaged
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def _failure(path: object, exc: sqlite3.Error, what: str = "") -> StoreError:
+    """The store's error for a SQLite one: ``DamagedStoreError`` when the file itself is bad."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGED:
+        return DamagedStoreError(
+            f"{path}: the store is damaged ({exc}); restore it from a backup, or move it aside"
+            " to start with an empty one"
+        )
+    return StoreError(f"{path}: {what}{exc}")
+
+
 class SqliteStore:
     """The store port over one SQLite database (``":memory:"`` for tests)."""
 
@@ -83,7 +98,7 @@ class SqliteStore:
             self.migrated_from = prepare(self._db, str(path))
             self._reset_counters()
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: {exc}") from exc
+            raise _failure(path, exc) from exc
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self._db.execute(sql, params).fetchone()
@@ -115,7 +130,7 @@ class SqliteStore:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: {exc}") from exc
+                raise _failure(self.path, exc) from exc
             raise
 
     # -- the unit of work ------------------------------------------------------------------
@@ -133,7 +148,7 @@ class SqliteStore:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+                raise _failure(self.path, exc, "commit failed: ") from exc
             raise
         return committed
 
@@ -290,6 +305,12 @@ class SqliteStore:
     # -- recovery and ingest -----------------------------------------------------------------
 
     def recover(self) -> Recovered:
+        try:
+            return self._recover()
+        except sqlite3.Error as exc:
+            raise _failure(self.path, exc, "cannot read it: ") from exc
+
+    def _recover(self) -> Recovered:
         db = self._db
         bays: dict[str, BayState] = {
             row[0]: (row[1], row[2], row[3], row[4])
@@ -334,7 +355,11 @@ class SqliteStore:
             params.extend(kinds)
         sql += " ORDER BY pos"
         # a cursor of its own: the caller may commit while it reads (export, recovery)
-        for pos, type_, time, watermark, body in self._db.execute(sql, params).fetchall():
+        try:
+            rows = self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _failure(self.path, exc, "cannot read the journal: ") from exc
+        for pos, type_, time, watermark, body in rows:
             yield JournalEntry(pos, type_, time, watermark, body)
 
     def event_digests(self, event_ids: Sequence[str]) -> dict[str, str]:
@@ -394,7 +419,7 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: pruning failed: {exc}") from exc
+            raise _failure(self.path, exc, "pruning failed: ") from exc
         return int(removed)
 
     # -- reads for the API -------------------------------------------------------------------
