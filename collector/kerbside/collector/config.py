@@ -90,6 +90,12 @@ class HttpConfig(_Model):
     # How long an officer's sign-in lasts (a shift), and how long a sign-in link waits.
     session_hours: float = Field(default=12, gt=0, le=24 * 31)
     signin_link_minutes: float = Field(default=15, gt=0, le=7 * 24 * 60)
+    # Open connections at most (officers' alert streams included; fewer if the process may not
+    # open that many files), and how long a client has to send a request's head (line and
+    # headers) once it starts one: clients that hold connections without asking cannot lock
+    # the others out (docs/operations.md, security model).
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    header_timeout_s: float = Field(default=10, gt=0, le=600)
 
     @field_validator("trusted_proxies")
     @classmethod

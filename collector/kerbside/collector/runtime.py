@@ -29,6 +29,7 @@ from kerbside.collector.cycle import Alarm, CommitCycle, Sink
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.link.process import ProcessLink
+from kerbside.collector.loop_errors import QuietLoopErrors
 from kerbside.collector.outbox import Outbox
 from kerbside.collector.queries import Health, Queries, export_journal
 from kerbside.collector.recovery import RecoveryReport, recover
@@ -270,6 +271,8 @@ async def serve(
 ) -> None:
     """Run the collector until SIGTERM/SIGINT (or ``stop`` is set)."""
     loop = asyncio.get_running_loop()
+    # A listener out of file descriptors reports every failed accept: said once a minute.
+    loop.set_exception_handler(QuietLoopErrors())
     begun = time.monotonic()
     clock, speed = clock_from_env()
     store = SqliteStore(config.store.path)
