@@ -217,7 +217,7 @@ def write_all(
 def backfill_main(args: argparse.Namespace) -> int:
     from kerbside.collector.config import load_config  # noqa: PLC0415 - CLI-only imports
     from kerbside.collector.runtime import clock_from_env  # noqa: PLC0415
-    from kerbside.collector.store.sqlite import SqliteStore  # noqa: PLC0415
+    from kerbside.collector.store.opening import open_store  # noqa: PLC0415
     from kerbside.core.site import load_site  # noqa: PLC0415
 
     config = load_config(args.config)
@@ -229,10 +229,11 @@ def backfill_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from/--to: {exc}") from exc
     if end <= start:
         raise ConfigError("--to: must be after --from")
-    if str(config.store.path) != ":memory:" and not config.store.path.exists():
+    no_file = config.store.url is None and not config.store.path.exists()
+    if no_file and str(config.store.path) != ":memory:":
         raise ConfigError(f"store.path: {config.store.path} does not exist")
     site = load_site(config.site)
-    store = SqliteStore(config.store.path)
+    store = open_store(config.store)
     sink = open_sink(config.influxdb)
     clock, _ = clock_from_env()
     now = clock()

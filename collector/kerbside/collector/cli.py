@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from kerbside.collector.errors import DamagedStoreError
+from kerbside.collector.errors import DamagedStoreError, StoreRefused
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
@@ -23,6 +23,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "backfill": ("kerbside.collector.backfill", "backfill_main"),
     "token": ("kerbside.collector.tokens", "token_main"),
     "export-journal": ("kerbside.collector.runtime", "export_journal_main"),
+    "migrate": ("kerbside.collector.runtime", "migrate_main"),
 }
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  kerbside-collector check --config /etc/kerbside/collector.yaml\n"
+        "  kerbside-collector migrate --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector run --config /etc/kerbside/collector.yaml\n"
         "  kerbside-collector replay journal.jsonl --site site.yaml --until 2026-11-26T18:00:00Z\n"
         "  kerbside-collector token add pc-1234 --role officer --config collector.yaml\n"
@@ -97,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--config", required=True, help="collector config file (YAML)")
 
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the store's schema (PostgreSQL: before the first run and after"
+        " an upgrade); idempotent",
+        description="Create the store's schema in an empty database, or upgrade an older one,"
+        " in one transaction; run it again and it changes nothing. A schema newer than this"
+        " collector's is refused. Collectors on PostgreSQL refuse to start until it has run"
+        " (a SQLite file is upgraded as the collector opens it).",
+        epilog="example: kerbside-collector migrate --config /etc/kerbside/collector.yaml",
+    )
+    migrate.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"collector config file (default {DEFAULT_CONFIG})"
+    )
+
     token = sub.add_parser(
         "token",
         help="manage API bearer tokens (add prints a new token once; only its hash is kept)",
@@ -156,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_main(args: argparse.Namespace) -> int:
     """``kerbside-collector check``: every problem, one line each; exit 2 on any error."""
     from kerbside.collector.config import check_config  # noqa: PLC0415
+    from kerbside.collector.store.opening import store_name  # noqa: PLC0415
 
     config, problems, site_lines = check_config(args.config)
     for line in ConfigFileError(args.config, problems).lines if problems else []:
@@ -168,7 +185,7 @@ def check_main(args: argparse.Namespace) -> int:
     api = "off" if config.http is None else f"{config.http.host}:{config.http.port}"
     print(
         f"{args.config}: ok: site {config.site}, broker {config.mqtt.host}:{config.mqtt.port}, "
-        f"store {config.store.path}, API {api}"
+        f"store {store_name(config.store)}, API {api}"
     )
     return 0
 
@@ -186,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, StoreRefused) as exc:
+        # a store that will not be used as it is (unreachable at start, its schema to migrate
+        # or newer): one line, named, and no restart
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 2
     except DamagedStoreError as exc:

@@ -7,7 +7,14 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from kerbside.core.checks import (
     ConfigFileError,
@@ -48,9 +55,30 @@ class MqttConfig(_Model):
 
 
 class StoreConfig(_Model):
+    """SQLite in one file (``path``, the default) or PostgreSQL (``url``), never both."""
+
     path: Path = Path("/var/lib/kerbside/collector.db")
+    # postgresql://user@host:port/database; the password, if any, in password_file (a password
+    # written into the URL works too, but the file keeps it out of the config).
+    url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    password_file: Path | None = None
     # Events and closed sessions older than this are pruned (0 keeps everything).
     retention_days: float = Field(default=90, ge=0)
+
+    @model_validator(mode="after")
+    def _one_store(self) -> StoreConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("give either path (SQLite) or url (PostgreSQL), not both")
+        if self.password_file is not None and self.url is None:
+            raise ValueError("password_file is for a PostgreSQL store (url)")
+        return self
+
+
+class ClusterConfig(_Model):
+    """Several collectors on one PostgreSQL store, each zone's rules on one of them."""
+
+    node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # unique per process
+    lease_s: float = Field(default=10, gt=0, le=3600)
 
 
 class InfluxConfig(_Model):
@@ -129,6 +157,19 @@ class CollectorConfig(_Model):
     maintenance: MaintenanceConfig = MaintenanceConfig()
     journal_file: Path | None = None
     ingest: IngestConfig = IngestConfig()
+    cluster: ClusterConfig | None = None
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_on_postgres(
+        cls, cluster: ClusterConfig | None, info: ValidationInfo
+    ) -> ClusterConfig | None:
+        store = info.data.get("store")
+        if cluster is not None and isinstance(store, StoreConfig) and store.url is None:
+            raise ValueError(
+                "needs a PostgreSQL store (store.url): a SQLite file serves one collector"
+            )
+        return cluster
 
 
 # Files the collector reads, and those it creates (their directories included).
@@ -140,6 +181,7 @@ _FILES: tuple[tuple[Loc, Need], ...] = (
     (("influxdb", "password_file"), "read"),
     (("journal_file",), "read"),
     (("store", "path"), "write-dir"),
+    (("store", "password_file"), "read"),
     (("influxdb", "spool_path"), "write-dir"),
 )
 
@@ -188,7 +230,10 @@ def _resolved(config: CollectorConfig, path: str | Path) -> CollectorConfig:
         return p if p.is_absolute() else base / p
 
     updates: dict[str, object] = {"site": rel(config.site)}
-    updates["store"] = config.store.model_copy(update={"path": rel(config.store.path)})
+    store: dict[str, object] = {"path": rel(config.store.path)}
+    if config.store.password_file is not None:
+        store["password_file"] = rel(config.store.password_file)
+    updates["store"] = config.store.model_copy(update=store)
     if config.tokens_file is not None:
         updates["tokens_file"] = rel(config.tokens_file)
     if config.journal_file is not None:

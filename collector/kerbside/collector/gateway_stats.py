@@ -10,6 +10,7 @@ starts a new epoch, so gaps are counted per epoch and summed. The journal is pru
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,14 @@ def gateway_summaries(store_path: str | Path) -> list[dict[str, Any]]:
         rows = db.execute(_PER_EPOCH).fetchall()
     finally:
         db.close()
+    return summarise(heard, rows)
+
+
+def summarise(
+    heard: dict[str, tuple[bool, int]], rows: Sequence[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """The figures from what a store holds: each gateway heard of (online, last seen) and the
+    rows of ``_PER_EPOCH`` (gateway, epoch, events, distinct seqs, first, last, newest pos)."""
     out: dict[str, dict[str, Any]] = {}
     for gw in sorted({*heard, *(r[0] for r in rows if r[0] is not None)}):
         online, seen = heard.get(gw, (False, None))

@@ -35,7 +35,7 @@ from kerbside.collector.queries import Health, Queries, export_journal
 from kerbside.collector.recovery import RecoveryReport, recover
 from kerbside.collector.sitecache import load_site_cached, site_cache_path
 from kerbside.collector.store import Store
-from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.collector.store.opening import migrate_store, open_store, store_name
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.instants import Instant, parse_instant
@@ -167,13 +167,27 @@ def run_main(args: argparse.Namespace) -> int:
 def export_journal_main(args: argparse.Namespace) -> int:
     """Print the store's accepted records as a journal (for replay and audits)."""
     config = load_config(args.config)
-    store = SqliteStore(config.store.path)
+    store = open_store(config.store)
     try:
         out = sys.stdout
         for record in export_journal(store):
             out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
     finally:
         store.close()
+    return 0
+
+
+def migrate_main(args: argparse.Namespace) -> int:
+    """Create or upgrade the store's schema (idempotent); a newer one is refused."""
+    config = load_config(args.config)
+    found, now = migrate_store(config.store)
+    name = store_name(config.store)
+    if found == now:
+        print(f"store {name}: schema version {now}, up to date")
+    elif found == 0:
+        print(f"store {name}: schema version {now} created")
+    else:
+        print(f"store {name}: schema upgraded from version {found} to {now}")
     return 0
 
 
@@ -275,7 +289,8 @@ async def serve(
     loop.set_exception_handler(QuietLoopErrors())
     begun = time.monotonic()
     clock, speed = clock_from_env()
-    store = SqliteStore(config.store.path)
+    node = config.cluster.node_id if config.cluster is not None else ""
+    store = open_store(config.store, node=node)
     stop = stop or asyncio.Event()
     queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
     due = asyncio.Event()
@@ -340,7 +355,7 @@ async def serve(
         time.monotonic() - begun,
         len(site.bays),
         len(site.zones),
-        config.store.path,
+        store_name(config.store),
     )
     try:
         async with asyncio.TaskGroup() as tasks:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kerbside.collector.config import CollectorConfig, load_config
 from kerbside.collector.signin import SignInRefused, SignIns, link_url, qr_svg
-from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.collector.store.opening import open_store
 from kerbside.collector.tokens import TokenRegistry
 from kerbside.core.config import ConfigError
 
@@ -49,7 +49,7 @@ def link_main(args: argparse.Namespace) -> int:
     if not 0 < minutes <= MAX_LINK_MINUTES:
         print(f"kerbside-collector: --minutes: 0 to {MAX_LINK_MINUTES} (a week)", file=sys.stderr)
         return 2
-    store = SqliteStore(config.store.path)
+    store = open_store(config.store)
     try:
         signins = SignIns(store, TokenRegistry(Path(config.tokens_file)))
         code, expires = signins.make_link(args.name, int(time.time() * 1000), minutes)
@@ -85,7 +85,7 @@ def end_sessions(config_path: str, name: str) -> None:
     """After a token is revoked: end its holder's sessions and unused links in the store now
     (a running collector would refuse them anyway, at their next use)."""
     config = load_config(config_path)
-    store = SqliteStore(config.store.path)
+    store = open_store(config.store)
     try:
         ended = store.end_officer_sessions(name)
     finally:

@@ -1,0 +1,229 @@
+"""The PostgreSQL store's schema, its version (the ``schema_version`` table) and the migrations
+to it.
+
+Only ``kerbside-collector migrate`` creates or changes the schema (``migrate``): several
+collectors share one database, and one of a newer release must not change it under the others
+while they run. A collector opening the store checks the version (``check``) and refuses, with a
+one-line hint, a database that is empty, older or newer than it.
+
+Tables mirror the SQLite store's, with two additions for several collectors:
+
+- ``commit_head``: one row holding the last journal position and the last alert change id handed
+  out. A unit of work takes its ids by updating that row as its last step before ``COMMIT``, so
+  the row's lock orders the commits that write journal rows or alert changes: positions are
+  dense and in commit order, and a reader that has seen position N has seen every position
+  below N (``postgres.py`` says why that holds, and what it costs);
+- ``zone_leases``: which collector runs each zone's rules, until when, and under which epoch (a
+  fencing token a commit can check in its own transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+
+from kerbside.collector.errors import StoreError
+
+VERSION = 1
+
+# Advisory lock key for migrations: two `migrate` runs at once take turns.
+_MIGRATION_LOCK = 0x6B657262  # "kerb"
+
+_TABLES_1 = """
+CREATE TABLE IF NOT EXISTS commit_head (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    pos bigint NOT NULL,
+    change_id bigint NOT NULL
+);
+INSERT INTO commit_head (one, pos, change_id) VALUES (true, 0, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS journal (
+    pos bigint PRIMARY KEY,
+    type text NOT NULL,
+    time bigint NOT NULL,
+    watermark bigint NOT NULL,
+    body text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_time ON journal (type, time);
+CREATE TABLE IF NOT EXISTS events (
+    event_id text PRIMARY KEY,
+    pos bigint NOT NULL,
+    digest text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_pos ON events (pos);
+CREATE TABLE IF NOT EXISTS bays (
+    bay_id text PRIMARY KEY,
+    state text NOT NULL,
+    since bigint NOT NULL,
+    gateway_id text,
+    session_start bigint
+);
+CREATE TABLE IF NOT EXISTS bay_origins (
+    bay_id text PRIMARY KEY,
+    since bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state_changes (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    bay_id text NOT NULL,
+    ts bigint NOT NULL,
+    state text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes (bay_id, ts);
+CREATE INDEX IF NOT EXISTS state_changes_ts ON state_changes (ts);
+CREATE TABLE IF NOT EXISTS sessions (
+    bay_id text NOT NULL,
+    start bigint NOT NULL,
+    ended bigint,
+    alerts integer NOT NULL DEFAULT 0,
+    PRIMARY KEY (bay_id, start)
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id text PRIMARY KEY,
+    kind text NOT NULL,
+    status text NOT NULL,
+    zone_id text,
+    bay_id text,
+    raised_at bigint NOT NULL,
+    record text NOT NULL,
+    history text NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status);
+CREATE INDEX IF NOT EXISTS alerts_bay ON alerts (bay_id, raised_at);
+CREATE INDEX IF NOT EXISTS alerts_order ON alerts (raised_at, alert_id);
+CREATE TABLE IF NOT EXISTS alert_changes (
+    id bigint PRIMARY KEY,
+    alert_id text NOT NULL,
+    record text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rights (
+    right_id text PRIMARY KEY,
+    body text NOT NULL,
+    deleted boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS suspensions (
+    suspension_id text PRIMARY KEY,
+    body text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gateways (
+    gateway_id text PRIMARY KEY,
+    online boolean NOT NULL,
+    last_seen bigint NOT NULL,
+    status text,
+    health text
+);
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor_id text PRIMARY KEY,
+    gateway_id text,
+    bay_id text,
+    health text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name text NOT NULL,
+    node text NOT NULL DEFAULT '',
+    value bigint NOT NULL,
+    PRIMARY KEY (name, node)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS officer_sessions (
+    id_sha256 text PRIMARY KEY,
+    name text NOT NULL,
+    token_sha256 text NOT NULL,
+    created bigint NOT NULL,
+    expires bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions (name);
+CREATE TABLE IF NOT EXISTS signin_links (
+    code_sha256 text PRIMARY KEY,
+    name text NOT NULL,
+    token_sha256 text NOT NULL,
+    created bigint NOT NULL,
+    expires bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node text NOT NULL DEFAULT '',
+    topic text NOT NULL,
+    payload text NOT NULL,
+    qos smallint NOT NULL,
+    retain boolean NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_node ON outbox (node, id);
+CREATE TABLE IF NOT EXISTS engine_snapshots (
+    zone_id text PRIMARY KEY,
+    pos bigint NOT NULL,
+    body text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zone_leases (
+    zone_id text PRIMARY KEY,
+    node_id text NOT NULL,
+    epoch bigint NOT NULL,
+    expires timestamptz NOT NULL
+);
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _to_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    for statement in _statements(_TABLES_1):
+        cur.execute(statement.encode())
+
+
+# MIGRATIONS[n] takes a database at version n to version n + 1 (0: an empty database).
+MIGRATIONS: list[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = [_to_1]
+assert len(MIGRATIONS) == VERSION
+
+
+def found_version(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
+    """The schema's version, 0 for a database without one."""
+    cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+    row = cur.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cur.execute("SELECT max(version) FROM schema_version")
+    row = cur.fetchone()
+    return 0 if row is None or row[0] is None else int(str(row[0]))
+
+
+def newer_refusal(name: str, found: int) -> StoreError:
+    return StoreError(
+        f"{name}: store schema version {found} is newer than this collector's ({VERSION});"
+        " run the collector that wrote it"
+    )
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]], name: str) -> int:
+    """Create or upgrade the schema in one transaction (idempotent); returns the version it was.
+    ``conn`` is in autocommit mode."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        found = found_version(cur)
+        if found > VERSION:
+            raise newer_refusal(name, found)
+        if found == VERSION:
+            return found
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        for step in MIGRATIONS[found:]:
+            step(cur)
+        cur.execute("DELETE FROM schema_version")
+        cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (VERSION,))
+    return found
+
+
+def check(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+    """Refuse a database whose schema is not this collector's version."""
+    with conn.cursor() as cur:
+        found = found_version(cur)
+    if found > VERSION:
+        raise newer_refusal(name, found)
+    if found < VERSION:
+        state = "has no Kerbside schema" if found == 0 else f"has schema version {found}"
+        raise StoreError(
+            f"{name}: the database {state}, this collector needs version {VERSION}:"
+            " run `kerbside-collector migrate --config <your config>` first"
+        )

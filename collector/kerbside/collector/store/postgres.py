@@ -1,0 +1,780 @@
+"""The store in PostgreSQL (``store.url``), for collectors that must survive the loss of their
+machine or share the work between several (psycopg 3).
+
+A unit of work is one transaction, pipelined (the statements go out without waiting for each
+other's results): first the rows of its own (state changes, bays, sessions, alerts, rights,
+suspensions, gateways, sensors, the outbox), then, as its last step, the ids: one ``UPDATE`` of
+the one-row ``commit_head`` hands out this commit's journal positions and alert change ids, and
+the journal rows, events, alert changes and rules snapshots that carry them are written after it,
+then ``COMMIT``. ``synchronous_commit`` stays on: a commit returned is on disk, so an event is
+acknowledged to the broker only once it is durable.
+
+Why the head row: positions from a sequence are handed out in the order transactions *ask*, not
+the order they *commit*, so a reader of ``pos > last`` could pass a position whose transaction
+commits later and never see it. The head row's lock is held from that ``UPDATE`` to the end of
+``COMMIT``, so commits that write the journal or alert changes take their ids, and become
+visible, one after another: positions and change ids are dense and in commit order, and a reader
+(a zone's owner tailing the journal, another collector's alert stream) that has seen N has seen
+everything below N. The cost: those commits are serialised from the ``UPDATE`` to the end of
+their WAL flush (the big writes come before it, the rows carrying the ids are few per commit
+when several collectors share the journal), so the database commits at most one journal-writing
+transaction per WAL flush (a batch of up to ``ingest.batch_max`` events each). A rolled-back
+transaction rolls its ``UPDATE`` back too: no position is ever skipped or handed out twice.
+
+Rows are written in key order (bays, alerts, gateways... sorted) so that two collectors writing
+the same rows lock them in the same order and cannot deadlock; the head row is taken after every
+other lock but counters and the watermark, which every transaction takes last, in that order.
+
+A lost connection fails the call in hand with ``StoreError`` (the unit of work is then not
+acknowledged and is tried again); the next call connects again, so the collector carries on by
+itself once the database is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from kerbside.collector.effects import AlertWrite, Effects, SessionStep
+from kerbside.collector.errors import StoreError
+from kerbside.collector.gateway_stats import summarise
+from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
+from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
+from kerbside.collector.signin import OfficerSession, SignInLink
+from kerbside.collector.store import (
+    BayState,
+    Committed,
+    JournalEntry,
+    OutboxMessage,
+    Recovered,
+    Snapshot,
+    Work,
+    dumps,
+    pgschema,
+)
+from kerbside.collector.store.opening import public_url
+from kerbside.core.instants import Instant
+
+log = logging.getLogger(__name__)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+# Channel NOTIFYed (with the last change id) by every commit that writes alert changes: any
+# collector LISTENing learns of every zone's changes as they commit, in commit order.
+ALERT_CHANGES_CHANNEL = "kerbside_alert_changes"
+
+JOURNAL_PAGE = 5000  # journal rows read per query (recovery and export read it all)
+
+_SESSION_SQL = {
+    SessionStep.OPEN: "INSERT INTO sessions (bay_id, start) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+    SessionStep.CLOSE: "UPDATE sessions SET ended = %s WHERE bay_id = %s AND start = %s",
+    SessionStep.ALERT: "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = %s AND start = %s",
+}
+_UPSERT_BAYS = (
+    "INSERT INTO bays (bay_id, state, since, gateway_id, session_start)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+    " ON CONFLICT (bay_id) DO UPDATE SET state = excluded.state, since = excluded.since,"
+    " gateway_id = excluded.gateway_id, session_start = excluded.session_start"
+)
+_INSERT_STATE_CHANGES = (
+    "INSERT INTO state_changes (bay_id, ts, state)"
+    " SELECT b, t, s FROM unnest(%s::text[], %s::bigint[], %s::text[])"
+    " WITH ORDINALITY AS u(b, t, s, o) ORDER BY o"
+)
+_UPSERT_ALERTS = (
+    "INSERT INTO alerts (alert_id, kind, status, zone_id, bay_id, raised_at, record)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+    " %s::bigint[], %s::text[])"
+    " ON CONFLICT (alert_id) DO UPDATE SET status = excluded.status, record = excluded.record"
+)
+# The history is kept as the JSON text it is served as (like the record): an entry is appended
+# to the array's text rather than through jsonb, which would reorder the entry's keys.
+_ADD_NOTE = (
+    "UPDATE alerts SET history = CASE WHEN history = '[]' THEN '[' || %s || ']'"
+    " ELSE left(history, -1) || ',' || %s || ']' END WHERE alert_id = %s"
+)
+_UPSERT_RIGHT = (
+    "INSERT INTO rights (right_id, body, deleted) VALUES (%s, %s, %s)"
+    " ON CONFLICT (right_id) DO UPDATE SET body = excluded.body, deleted = excluded.deleted"
+)
+_UPSERT_SUSPENSION = (
+    "INSERT INTO suspensions (suspension_id, body) VALUES (%s, %s)"
+    " ON CONFLICT (suspension_id) DO UPDATE SET body = excluded.body"
+)
+_UPSERT_GATEWAY = (
+    "INSERT INTO gateways (gateway_id, online, last_seen, status, health)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (gateway_id) DO UPDATE SET"
+    " online = excluded.online, last_seen = excluded.last_seen,"
+    " status = COALESCE(excluded.status, gateways.status),"
+    " health = COALESCE(excluded.health, gateways.health)"
+)
+_UPSERT_SENSOR = (
+    "INSERT INTO sensors (sensor_id, gateway_id, bay_id, health) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (sensor_id) DO UPDATE SET gateway_id = excluded.gateway_id,"
+    " bay_id = excluded.bay_id, health = excluded.health"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox (node, topic, payload, qos, retain)"
+    " SELECT %s, t, p, q, r FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::boolean[])"
+    " WITH ORDINALITY AS u(t, p, q, r, o) ORDER BY o RETURNING id"
+)
+_TAKE_IDS = (
+    "UPDATE commit_head SET pos = pos + %s, change_id = change_id + %s RETURNING pos, change_id"
+)
+_INSERT_JOURNAL = (
+    "INSERT INTO journal (pos, type, time, watermark, body)"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (event_id, pos, digest)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[])"
+)
+_INSERT_CHANGES = (
+    "INSERT INTO alert_changes (id, alert_id, record)"
+    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+)
+_UPSERT_SNAPSHOTS = (
+    "INSERT INTO engine_snapshots (zone_id, pos, body)"
+    " SELECT z, %s, b FROM unnest(%s::text[], %s::text[]) AS u(z, b)"
+    " ON CONFLICT (zone_id) DO UPDATE SET pos = excluded.pos, body = excluded.body"
+)
+_ADD_COUNTERS = (
+    "INSERT INTO counters (name, node, value)"
+    " SELECT n, %s, v FROM unnest(%s::text[], %s::bigint[]) AS u(n, v)"
+    " ON CONFLICT (name, node) DO UPDATE SET value = counters.value + excluded.value"
+)
+_SET_KV = (
+    "INSERT INTO kv (key, value) VALUES (%s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+# One row per (gateway, epoch): event_id is "{gateway_id}:{epoch}:{seq}" (gateway_stats.py).
+_PER_EPOCH = """
+SELECT gw, substr(eid, length(gw) + 2, length(eid) - length(gw) - length(seq::text) - 2) AS epoch,
+       count(*), count(DISTINCT seq), min(seq), max(seq), max(pos)
+FROM (SELECT pos, b->>'gateway_id' AS gw, b->>'event_id' AS eid, (b->>'seq')::bigint AS seq
+      FROM (SELECT pos, body::json AS b FROM journal WHERE type = 'occupancy') AS j) AS e
+GROUP BY gw, epoch
+"""
+
+
+def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: what ``unnest`` takes, one array a column."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _connect(url: str, password: str | None, node: str) -> Conn:
+    options: dict[str, Any] = {
+        "autocommit": True,  # transactions are explicit (conn.transaction())
+        "connect_timeout": 5,
+        "application_name": f"kerbside-collector {node}".strip(),
+        # A database that vanishes without closing the connection (a machine lost, a network
+        # cut) fails the call in hand within about 15 s instead of hanging the event loop.
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 15_000,
+    }
+    if password is not None:
+        options["password"] = password
+    conn: Conn = psycopg.connect(url, **options)
+    return conn
+
+
+def migrate(url: str, *, password: str | None = None) -> int:
+    """``kerbside-collector migrate``: create or upgrade the schema; returns the version found."""
+    name = public_url(url)
+    try:
+        with _connect(url, password, "migrate") as conn:
+            return pgschema.migrate(conn, name)
+    except psycopg.Error as exc:
+        raise StoreError(f"{name}: {_one_line(exc)}") from exc
+
+
+class PostgresStore:
+    """The store port over a PostgreSQL database whose schema ``migrate`` made.
+
+    ``node`` keys what is this collector's own in a shared database: its outbox rows and its
+    share of the counters (summed when read)."""
+
+    def __init__(self, url: str, *, password: str | None = None, node: str = "") -> None:
+        self.name = public_url(url)
+        self._url = url
+        self._password = password
+        self.node = node
+        self._db: Conn | None = None
+        self._lost = False
+        try:
+            with self._errors("cannot open"):
+                pgschema.check(self._connection(), self.name)
+            self._last_pos = self.last_journal_pos()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the connection -------------------------------------------------------------------------
+
+    def _connection(self) -> Conn:
+        db = self._db
+        if db is None or db.closed:
+            db = self._db = _connect(self._url, self._password, self.node)
+            if self._lost:
+                log.info("store %s: connected again", self.name)
+                self._lost = False
+        return db
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """psycopg's errors as ``StoreError`` naming the store (never its password)."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            db = self._db
+            if db is not None and db.closed and not self._lost:
+                self._lost = True
+                log.error("store %s: connection lost: %s", self.name, _one_line(exc))  # noqa: TRY400 (one line)
+            raise StoreError(f"{self.name}: {what}: {_one_line(exc)}") from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._errors("read failed"):
+            return self._connection().execute(sql.encode(), params).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0][0] if rows else None
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement, committed on its own; returns the rows it touched."""
+        with self._errors("write failed"):
+            return self._connection().execute(sql.encode(), params).rowcount
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    # -- the unit of work -------------------------------------------------------------------------
+
+    def commit(self, work: Work) -> Committed:
+        with self._errors("commit failed"):
+            db = self._connection()
+            with db.pipeline(), db.transaction(), db.cursor() as cur:
+                committed = self._write(cur, work)
+        self._last_pos = committed.last_pos
+        return committed
+
+    def _write(self, cur: Cursor, work: Work) -> Committed:
+        effects = work.effects
+        if effects.state_changes:
+            cur.execute(_INSERT_STATE_CHANGES, _columns(effects.state_changes))
+        if effects.bays:
+            bays = sorted(effects.bays, key=lambda row: row[0])
+            cur.execute(_UPSERT_BAYS, _columns(bays))
+        self._write_sessions(cur, effects)
+        self._write_alerts(cur, effects)
+        if effects.rights:
+            cur.executemany(
+                _UPSERT_RIGHT,
+                [
+                    (r.right_id, dumps(r.body), r.deleted)
+                    for r in sorted(effects.rights, key=lambda r: r.right_id)
+                ],
+            )
+        if effects.suspensions:
+            cur.executemany(
+                _UPSERT_SUSPENSION,
+                [
+                    (s.suspension_id, dumps(s.body))
+                    for s in sorted(effects.suspensions, key=lambda s: s.suspension_id)
+                ],
+            )
+        if effects.gateways:
+            cur.executemany(
+                _UPSERT_GATEWAY,
+                [
+                    (
+                        g.gateway_id,
+                        g.online,
+                        g.last_seen,
+                        None if g.status is None else dumps(g.status),
+                        None if g.health is None else dumps(g.health),
+                    )
+                    for g in sorted(effects.gateways, key=lambda g: g.gateway_id)
+                ],
+            )
+        if effects.sensors:
+            cur.executemany(
+                _UPSERT_SENSOR,
+                [
+                    (s.sensor_id, s.gateway_id, s.bay_id, dumps(s.health))
+                    for s in sorted(effects.sensors, key=lambda s: s.sensor_id)
+                ],
+            )
+        if work.delivered:
+            cur.execute(
+                "DELETE FROM outbox WHERE node = %s AND id = ANY(%s::bigint[])",
+                (self.node, list(work.delivered)),
+            )
+        outbox: list[OutboxMessage] = []
+        if effects.publications:
+            topics, payloads, retains = _columns(effects.publications)
+            cur.execute(_INSERT_OUTBOX, (self.node, topics, payloads, [1] * len(topics), retains))
+            ids = [row[0] for row in cur.fetchall()]
+            outbox = [
+                OutboxMessage(i, topic, payload, 1, retain)
+                for i, (topic, payload, retain) in zip(ids, effects.publications, strict=True)
+            ]
+        last_pos, changes = self._write_ordered(cur, work)
+        if effects.counters:
+            names = sorted(effects.counters)
+            cur.execute(_ADD_COUNTERS, (self.node, names, [effects.counters[n] for n in names]))
+        if effects.watermark is not None:
+            cur.execute(_SET_KV, ("watermark", str(effects.watermark)))
+        return Committed(last_pos, changes, outbox)
+
+    def _write_ordered(
+        self, cur: Cursor, work: Work
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+        """The rows that carry commit-ordered ids, after taking the ids (the module says why)."""
+        effects = work.effects
+        journal, alerts = effects.journal, effects.alerts
+        if not journal and not alerts and not work.snapshots:
+            return self._last_pos, []
+        cur.execute(_TAKE_IDS, (len(journal), len(alerts)))
+        row = cur.fetchone()
+        assert row is not None  # the head row is made with the schema
+        last_pos, last_change = int(row[0]), int(row[1])
+        if journal:
+            first = last_pos - len(journal) + 1
+            types, times, watermarks, bodies, event_ids, digests = _columns(journal)
+            positions = list(range(first, last_pos + 1))
+            cur.execute(_INSERT_JOURNAL, (positions, types, times, watermarks, bodies))
+            events = [
+                (event_id, first + i, digest)
+                for i, (event_id, digest) in enumerate(zip(event_ids, digests, strict=True))
+                if event_id is not None
+            ]
+            if events:
+                cur.execute(_INSERT_EVENTS, _columns(events))
+        changes: list[tuple[int, dict[str, Any]]] = []
+        if alerts:
+            first_change = last_change - len(alerts) + 1
+            changes = [(first_change + i, a.record) for i, a in enumerate(alerts)]
+            cur.execute(
+                _INSERT_CHANGES,
+                (
+                    [i for i, _ in changes],
+                    [a.record["alert_id"] for a in alerts],
+                    [a.text for a in alerts],
+                ),
+            )
+            cur.execute("SELECT pg_notify(%s, %s)", (ALERT_CHANGES_CHANNEL, str(last_change)))
+        if work.snapshots:
+            zones = list(work.snapshots)
+            # zones saved no more (the site lost them, or they were saved as one) go
+            cur.execute("DELETE FROM engine_snapshots WHERE zone_id <> ALL(%s::text[])", (zones,))
+            cur.execute(_UPSERT_SNAPSHOTS, (last_pos, zones, [work.snapshots[z] for z in zones]))
+        return last_pos, changes
+
+    def _write_sessions(self, cur: Cursor, effects: Effects) -> None:
+        """Session writes in order; consecutive ones of one kind go in one executemany."""
+        ops = effects.sessions
+        i = 0
+        while i < len(ops):
+            step = ops[i][0]
+            j = i
+            while j < len(ops) and ops[j][0] is step:
+                j += 1
+            if step is SessionStep.CLOSE:
+                params: list[tuple[Any, ...]] = [(op[3], op[1], op[2]) for op in ops[i:j]]
+            else:
+                params = [(op[1], op[2]) for op in ops[i:j]]
+            cur.executemany(_SESSION_SQL[step], params)
+            i = j
+
+    def _write_alerts(self, cur: Cursor, effects: Effects) -> None:
+        if effects.alerts:
+            # one row per alert, its last write (one statement cannot update a row twice)
+            last: dict[str, AlertWrite] = {a.record["alert_id"]: a for a in effects.alerts}
+            rows = [
+                (
+                    alert_id,
+                    a.record["kind"],
+                    a.record["status"],
+                    a.record.get("zone_id"),
+                    a.record.get("bay_id"),
+                    a.raised_at,
+                    a.text,
+                )
+                for alert_id, a in sorted(last.items())
+            ]
+            cur.execute(_UPSERT_ALERTS, _columns(rows))
+        if effects.notes:
+            cur.executemany(
+                _ADD_NOTE,
+                [(dumps(n.entry), dumps(n.entry), n.alert_id) for n in effects.notes],
+            )
+
+    # -- recovery and ingest ---------------------------------------------------------------------
+
+    def recover(self) -> Recovered:
+        with self._errors("recovery read failed"):
+            db = self._connection()
+            # one snapshot of the database for all of it, whoever else writes meanwhile
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return self._recover(cur)
+
+    def _recover(self, cur: Cursor) -> Recovered:
+        cur.execute("SELECT bay_id, state, since, gateway_id, session_start FROM bays")
+        bays: dict[str, BayState] = {r[0]: (r[1], r[2], r[3], r[4]) for r in cur.fetchall()}
+        cur.execute("SELECT gateway_id, online, last_seen FROM gateways")
+        gateways = {g: (bool(o), int(t)) for g, o, t in cur.fetchall()}
+        cur.execute(
+            "SELECT record FROM alerts WHERE status IN ('open', 'acknowledged')"
+            " AND kind = ANY(%s::text[]) ORDER BY status DESC, raised_at, alert_id",
+            (list(MAINTENANCE_KINDS),),
+        )
+        maintenance = [dict(json.loads(r[0])) for r in cur.fetchall()]
+        # enforcement alerts of open sessions: those raised since the session began
+        cur.execute(
+            "SELECT a.record FROM bays b JOIN alerts a ON a.bay_id = b.bay_id"
+            " AND a.raised_at >= b.session_start WHERE b.session_start IS NOT NULL"
+            " AND a.kind = ANY(%s::text[]) ORDER BY a.raised_at, a.alert_id",
+            (list(ENFORCEMENT_KINDS),),
+        )
+        session_alerts = [dict(json.loads(r[0])) for r in cur.fetchall()]
+        cur.execute("SELECT zone_id, pos, body FROM engine_snapshots")
+        snapshots = {z: Snapshot(int(p), str(b)) for z, p, b in cur.fetchall()}
+        cur.execute("SELECT value FROM kv WHERE key = 'watermark'")
+        row = cur.fetchone()
+        watermark = None if row is None else int(row[0])
+        return Recovered(bays, gateways, maintenance, session_alerts, snapshots, watermark)
+
+    def journal(
+        self, after_pos: int = 0, types: Iterable[str] | None = None
+    ) -> Iterator[JournalEntry]:
+        """In pages of ``JOURNAL_PAGE``, each its own query: the caller may commit between."""
+        sql = "SELECT pos, type, time, watermark, body FROM journal WHERE pos > %s"
+        kinds = None if types is None else list(types)
+        if kinds is not None:
+            sql += " AND type = ANY(%s::text[])"
+        sql += f" ORDER BY pos LIMIT {JOURNAL_PAGE}"
+        while True:
+            params: list[Any] = [after_pos] if kinds is None else [after_pos, kinds]
+            rows = self._rows(sql, params)
+            for pos, type_, time, watermark, body in rows:
+                yield JournalEntry(pos, type_, time, watermark, body)
+            if len(rows) < JOURNAL_PAGE:
+                return
+            after_pos = rows[-1][0]
+
+    def event_digests(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """The digests of those of ``event_ids`` already stored."""
+        return {
+            str(e): str(d)
+            for e, d in self._rows(
+                "SELECT event_id, digest FROM events WHERE event_id = ANY(%s::text[])",
+                (list(event_ids),),
+            )
+        }
+
+    def outbox(self) -> list[OutboxMessage]:
+        return [
+            OutboxMessage(int(i), t, p, int(q), bool(r))
+            for i, t, p, q, r in self._rows(
+                "SELECT id, topic, payload, qos, retain FROM outbox WHERE node = %s ORDER BY id",
+                (self.node,),
+            )
+        ]
+
+    def last_alert_change(self) -> int:
+        return int(self._one("SELECT change_id FROM commit_head"))
+
+    def last_journal_pos(self) -> int:
+        return int(self._one("SELECT pos FROM commit_head"))
+
+    def prune(self, before: Instant, keep_from_pos: int) -> int:
+        """Delete occupancy records, events, state changes and closed sessions older than
+        ``before``; never journal entries the rules still need (``pos >= keep_from_pos``)."""
+        with self._errors("pruning failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                cur.execute(
+                    "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE"
+                    " type = 'occupancy' AND time < %s AND pos < %s)",
+                    (before, keep_from_pos),
+                )
+                cur.execute(
+                    "DELETE FROM journal WHERE type = 'occupancy' AND time < %s AND pos < %s",
+                    (before, keep_from_pos),
+                )
+                removed = cur.rowcount
+                cur.execute(
+                    "DELETE FROM state_changes WHERE ts < %s AND id NOT IN"
+                    " (SELECT max(id) FROM state_changes GROUP BY bay_id)",
+                    (before,),
+                )
+                cur.execute(
+                    "DELETE FROM sessions WHERE ended IS NOT NULL AND ended < %s", (before,)
+                )
+                cur.execute(
+                    "DELETE FROM alert_changes c USING alerts a WHERE a.alert_id = c.alert_id"
+                    " AND a.status IN ('cleared', 'resolved') AND a.raised_at < %s",
+                    (before,),
+                )
+        return int(removed)
+
+    # -- reads for the API -----------------------------------------------------------------------
+
+    def bay_states(self, bay_ids: Sequence[str]) -> dict[str, BayState]:
+        return {
+            r[0]: (r[1], r[2], r[3], r[4])
+            for r in self._rows(
+                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
+                " WHERE bay_id = ANY(%s::text[])",
+                (list(bay_ids),),
+            )
+        }
+
+    def state_changes(
+        self, bay_ids: list[str] | None, start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """Each bay's last state before ``start`` (stamped ``start``) then its changes in
+        ``[start, end)``."""
+        bays = None if bay_ids is None else list(bay_ids)
+        out: dict[str, list[tuple[Instant, str]]] = {}
+        before = self._rows(
+            "SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
+            " AND (%s::text[] IS NULL OR bay_id = ANY(%s::text[]))"
+            " ORDER BY bay_id, ts DESC, id DESC",
+            (start, bays, bays),
+        )
+        for bay_id, state in before:
+            out.setdefault(bay_id, []).append((start, state))
+        during = self._rows(
+            "SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
+            " AND (%s::text[] IS NULL OR bay_id = ANY(%s::text[])) ORDER BY bay_id, ts, id",
+            (start, end, bays, bays),
+        )
+        for bay_id, ts, state in during:
+            out.setdefault(bay_id, []).append((int(ts), state))
+        return out
+
+    def note_bays(self, bay_ids: Iterable[str], at: Instant) -> int:
+        """Record when each bay not seen before came into being: ``at``, or its first stored
+        state change if earlier. Returns how many were new."""
+        known = {r[0] for r in self._rows("SELECT bay_id FROM bay_origins")}
+        new = [b for b in bay_ids if b not in known]
+        if not new:
+            return 0
+        first = dict(
+            self._rows(
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%s::text[])"
+                " GROUP BY bay_id",
+                (new,),
+            )
+        )
+        self._execute(
+            "INSERT INTO bay_origins (bay_id, since)"
+            " SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
+            (new, [min(at, int(first.get(b, at))) for b in new]),
+        )
+        return len(new)
+
+    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
+        """When each bay came into being (see ``note_bays``); bays of ``bay_ids`` never noted
+        get their first stored state change; a bay with neither is left out."""
+        out = {b: int(t) for b, t in self._rows("SELECT bay_id, since FROM bay_origins")}
+        missing = [b for b in bay_ids or () if b not in out]
+        if missing:
+            for bay_id, first in self._rows(
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%s::text[])"
+                " GROUP BY bay_id",
+                (missing,),
+            ):
+                out[bay_id] = int(first)
+        return out
+
+    def sessions(
+        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
+    ) -> list[tuple[Instant, Instant | None, int]]:
+        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
+        sql = "SELECT start, ended, alerts FROM sessions WHERE bay_id = %s"
+        params: list[Any] = [bay_id]
+        if start is not None:
+            sql += " AND (ended IS NULL OR ended > %s)"
+            params.append(start)
+        if end is not None:
+            sql += " AND start < %s"
+            params.append(end)
+        if after is not None:
+            sql += " AND start > %s"
+            params.append(after)
+        sql += " ORDER BY start LIMIT %s"
+        params.append(limit)
+        return [
+            (int(a), None if b is None else int(b), int(c)) for a, b, c in self._rows(sql, params)
+        ]
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        text = self._one("SELECT record FROM alerts WHERE alert_id = %s", (alert_id,))
+        return None if text is None else dict(json.loads(text))
+
+    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
+        rows = self._rows("SELECT record, history FROM alerts WHERE alert_id = %s", (alert_id,))
+        if not rows:
+            return None
+        return dict(json.loads(rows[0][0])), list(json.loads(rows[0][1]))
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        zone_id: str | None = None,
+        kind: str | None = None,
+        bay_id: str | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
+        sql = "SELECT record FROM alerts WHERE true"
+        params: list[Any] = []
+        for column, value in (
+            ("status", status),
+            ("zone_id", zone_id),
+            ("kind", kind),
+            ("bay_id", bay_id),
+        ):
+            if value is not None:
+                sql += f" AND {column} = %s"
+                params.append(value)
+        if kinds is not None:
+            sql += " AND kind = ANY(%s::text[])"
+            params.append(list(kinds))
+        if after is not None:
+            sql += " AND (raised_at, alert_id) > (%s, %s)"
+            params.extend(after)
+        sql += " ORDER BY raised_at, alert_id LIMIT %s"
+        params.append(limit)
+        return [dict(json.loads(r[0])) for r in self._rows(sql, params)]
+
+    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (int(i), dict(json.loads(r)))
+            for i, r in self._rows(
+                "SELECT id, record FROM alert_changes WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit),
+            )
+        ]
+
+    def count_alerts(self, status: str) -> int:
+        return int(self._one("SELECT count(*) FROM alerts WHERE status = %s", (status,)))
+
+    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None:
+        rows = self._rows("SELECT body, deleted FROM rights WHERE right_id = %s", (right_id,))
+        return None if not rows else (dict(json.loads(rows[0][0])), bool(rows[0][1]))
+
+    def suspensions(self) -> list[dict[str, Any]]:
+        return [
+            dict(json.loads(r[0]))
+            for r in self._rows("SELECT body FROM suspensions ORDER BY suspension_id")
+        ]
+
+    def counters(self) -> dict[str, int]:
+        """Every collector's counts, added up."""
+        return {
+            n: int(v) for n, v in self._rows("SELECT name, sum(value) FROM counters GROUP BY name")
+        }
+
+    def count_events(self) -> int:
+        return int(self._one("SELECT count(*) FROM events"))
+
+    def watermark(self) -> Instant | None:
+        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
+        return None if value is None else int(value)
+
+    def gateway_summaries(self) -> list[dict[str, Any]]:
+        """On a connection of its own: the API runs it in a worker thread."""
+        try:
+            with _connect(self._url, self._password, self.node) as db:
+                heard = {
+                    g: (bool(o), int(t))
+                    for g, o, t in db.execute(
+                        "SELECT gateway_id, online, last_seen FROM gateways"
+                    ).fetchall()
+                }
+                rows = db.execute(_PER_EPOCH.encode()).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.name}: read failed: {_one_line(exc)}") from exc
+        return summarise(heard, rows)
+
+    # -- officers' sign-in (signin.py): single statements, outside the units of work -----------
+
+    def put_officer_session(self, session: OfficerSession) -> None:
+        self._execute(
+            "INSERT INTO officer_sessions (id_sha256, name, token_sha256, created, expires)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (session.id_sha256, session.name, session.token_sha256, session.created,
+             session.expires),
+        )  # fmt: skip
+
+    def officer_session(self, id_sha256: str) -> OfficerSession | None:
+        rows = self._rows(
+            "SELECT name, token_sha256, created, expires FROM officer_sessions"
+            " WHERE id_sha256 = %s",
+            (id_sha256,),
+        )
+        return None if not rows else OfficerSession(id_sha256, *rows[0])
+
+    def end_officer_session(self, id_sha256: str) -> None:
+        self._execute("DELETE FROM officer_sessions WHERE id_sha256 = %s", (id_sha256,))
+
+    def end_officer_sessions(self, name: str) -> int:
+        with self._errors("write failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("DELETE FROM officer_sessions WHERE name = %s", (name,))
+                ended = cur.rowcount
+                cur.execute("DELETE FROM signin_links WHERE name = %s", (name,))
+                return ended + cur.rowcount
+
+    def put_signin_link(self, link: SignInLink) -> None:
+        self._execute(
+            "INSERT INTO signin_links (code_sha256, name, token_sha256, created, expires)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
+        )
+
+    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
+        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
+        with self._errors("write failed"):
+            row = (
+                self._connection()
+                .execute(
+                    "DELETE FROM signin_links WHERE code_sha256 = %s"
+                    " RETURNING name, token_sha256, created, expires",
+                    (code_sha256,),
+                )
+                .fetchone()
+            )
+        return None if row is None else SignInLink(code_sha256, *row)
+
+    def prune_sign_ins(self, now: Instant) -> int:
+        with self._errors("write failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("DELETE FROM officer_sessions WHERE expires <= %s", (now,))
+                ended = cur.rowcount
+                cur.execute("DELETE FROM signin_links WHERE expires <= %s", (now,))
+                return ended + cur.rowcount
