@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from kerbside.collector.store import Store
+from kerbside.collector.store.postgres import migrate
 from tests.helpers import Mosquitto, topic_root_for
+from tests.pg import KINDS, Stores, create_database, database_name, drop_database, empty
 
 
 @pytest.fixture
@@ -27,3 +30,35 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosq = Mosquitto(tmp_path / "mosquitto").start()
     yield mosq
     mosq.stop()
+
+
+# -- stores: every test that takes ``store`` or ``stores`` runs on SQLite and on PostgreSQL -----
+
+
+@pytest.fixture(scope="module")
+def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of the test module's own on the machine's PostgreSQL, schema migrated."""
+    name = database_name(request.module.__name__)
+    url = create_database(name)
+    migrate(url)
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(params=KINDS)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """Opens stores on an empty database of the test's own: a SQLite file, or the module's
+    PostgreSQL database emptied."""
+    if request.param == "sqlite":
+        made = Stores("sqlite", tmp_path / "collector.db")
+    else:
+        url = request.getfixturevalue("pg_database")
+        empty(url)
+        made = Stores("postgres", tmp_path / "collector.db", url)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def store(stores: Stores) -> Store:
+    return stores.open()

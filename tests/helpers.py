@@ -215,9 +215,11 @@ def write_collector_setup(
     gateway: str = "gw-1",
     alert_delay_s: float = 1.0,
     extra: str = "",
+    store: str = "{path: collector.db}",
 ) -> Path:
     """A site (zone Z1 controlled all the time; paid bays B001.. on ``gateway``; grace 0,
-    observation 1 min, max stay 2 min) and a collector config beside it; returns the config."""
+    observation 1 min, max stay 2 min) and a collector config beside it (``store``: the store's
+    YAML, a SQLite file beside it unless told); returns the config."""
     workdir.mkdir(parents=True, exist_ok=True)
     lines = [
         "site: test",
@@ -238,7 +240,7 @@ def write_collector_setup(
         "site: site.yaml\n"
         f"mqtt: {{host: 127.0.0.1, port: {port}, topic_root: {topic_root},"
         f" client_id: collector-{workdir.name}-{os.getpid()}}}\n"
-        "store: {path: collector.db}\n"
+        f"store: {store}\n"
         "http: null\n"
         f"alert_delay_s: {alert_delay_s}\n" + extra
     )

@@ -17,11 +17,11 @@ from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected
 from kerbside.collector.link import LinkEvents, Message
 from kerbside.collector.queries import export_journal
 from kerbside.collector.runtime import Collector, assemble, reload_site
-from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from tests.helpers import occupancy_event as event
 from tests.helpers import write_collector_setup
+from tests.pg import Stores
 
 ROOT = "t/svc"
 T0 = parse_instant("2026-11-26T08:00:00Z")
@@ -72,16 +72,19 @@ def msg(kind: str, payload: bytes | dict[str, Any], gateway: str = "gw-1") -> Me
     return Message(f"{ROOT}/gw/{gateway}/{kind}", data, 1, next(_mids), 1, 0)
 
 
-def make(tmp_path: Path, clock: Clock) -> tuple[Collector, FakeLink]:
-    config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
+def make(stores: Stores, clock: Clock) -> tuple[Collector, FakeLink]:
+    """A collector on the test's store (opened again: a restart), without a broker."""
+    workdir = stores.path.parent
+    config = load_config(
+        write_collector_setup(workdir, port=1, topic_root=ROOT, store=stores.config)
+    )
     link = FakeLink()
-    store = SqliteStore(config.store.path)
-    return assemble(config, load_site(config.site), store, link, clock=clock), link
+    return assemble(config, load_site(config.site), stores.open(), link, clock=clock), link
 
 
-def test_events_are_stored_once_and_raise_alerts_after_the_delay(tmp_path: Path) -> None:
+def test_events_are_stored_once_and_raise_alerts_after_the_delay(stores: Stores) -> None:
     clock = Clock(T0 + 20_000)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     arrive = event(1, "B001", "occupied", T0)
     batch = [msg("events", arrive), msg("events", arrive)]  # a retransmission
     service.cycle.ingest(batch)
@@ -119,10 +122,10 @@ def test_events_are_stored_once_and_raise_alerts_after_the_delay(tmp_path: Path)
 
 
 def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
-    tmp_path: Path,
+    stores: Stores,
 ) -> None:
     clock = Clock(T0 + MIN)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     good1 = event(1, "B001", "occupied", T0)
     good2 = event(2, "B002", "occupied", T0)
     hostile = [
@@ -161,9 +164,9 @@ def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
     assert service.store.counters()["rejected.schema"] == 4
 
 
-def test_restart_rebuilds_the_engine_without_raising_twice(tmp_path: Path) -> None:
+def test_restart_rebuilds_the_engine_without_raising_twice(stores: Stores) -> None:
     clock = Clock(T0 + 30_000)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     clock.now = T0 + MIN + 2000
     service.cycle.tick()  # unpaid raised
@@ -176,7 +179,7 @@ def test_restart_rebuilds_the_engine_without_raising_twice(tmp_path: Path) -> No
     # "SIGKILL": the store is simply abandoned (no save_state); a new service opens it
     service.store.close()
     clock.now = T0 + 10 * MIN
-    again, link2 = make(tmp_path, clock)
+    again, link2 = make(stores, clock)
     again.cycle.tick()
     after = link2.topics("/alerts/Z1")
     # nothing raised twice: the restored engine knows B001's unpaid; new ones are new
@@ -187,20 +190,20 @@ def test_restart_rebuilds_the_engine_without_raising_twice(tmp_path: Path) -> No
     assert again.queries.bay("B002")["state"] == "occupied"
 
 
-def test_publications_not_acknowledged_by_the_broker_are_sent_again(tmp_path: Path) -> None:
+def test_publications_not_acknowledged_by_the_broker_are_sent_again(stores: Stores) -> None:
     clock = Clock(T0 + 30_000)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     assert len(link.topics("/bays/B001")) == 1
     service.store.close()
-    again, link2 = make(tmp_path, clock)
+    again, link2 = make(stores, clock)
     again.cycle.tick()
     assert link2.topics("/bays/B001") == link.topics("/bays/B001")
 
 
-def test_officer_workflow_and_rights(tmp_path: Path) -> None:
+def test_officer_workflow_and_rights(stores: Stores) -> None:
     clock = Clock(T0 + 30_000)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     service.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
     clock.now = T0 + MIN + 1000
     service.cycle.tick()
@@ -247,9 +250,9 @@ def test_officer_workflow_and_rights(tmp_path: Path) -> None:
     assert exported[2]["end"] == format_instant(clock.now)
 
 
-def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
+def test_maintenance_alerts_raise_and_recover(stores: Stores) -> None:
     clock = Clock(T0)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     ts = format_instant(T0)
     service.cycle.ingest(
         [
@@ -324,9 +327,9 @@ def test_maintenance_alerts_raise_and_recover(tmp_path: Path) -> None:
     assert link.topics("/alerts/maintenance")[-1]["kind"] == "gateway_offline"
 
 
-def test_site_reload_keeps_the_old_site_when_invalid(tmp_path: Path) -> None:
+def test_site_reload_keeps_the_old_site_when_invalid(tmp_path: Path, stores: Stores) -> None:
     clock = Clock(T0)
-    service, _ = make(tmp_path, clock)
+    service, _ = make(stores, clock)
     config = load_config(tmp_path / "collector.yaml")
     site_file = tmp_path / "site.yaml"
     good = site_file.read_text()

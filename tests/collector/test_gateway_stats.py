@@ -1,13 +1,13 @@
-"""GET /api/v1/gateways' figures, from a real store file: events, seq gaps, outbox epochs."""
+"""GET /api/v1/gateways' figures, from a real store (SQLite file and PostgreSQL): events, seq
+gaps, outbox epochs."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from kerbside.collector.effects import GatewayRow
 from kerbside.collector.gateway_stats import gateway_summaries
 from kerbside.collector.store.sqlite import SqliteStore
 from tests.collector.store_rows import journal_row, write
+from tests.pg import Stores
 
 
 def _event(gateway: str, epoch: str, seq: int) -> dict[str, object]:
@@ -27,10 +27,9 @@ def _event(gateway: str, epoch: str, seq: int) -> dict[str, object]:
 
 
 def test_gaps_are_counted_per_epoch_and_the_latest_epoch_gives_first_and_last(
-    tmp_path: Path,
+    stores: Stores,
 ) -> None:
-    path = tmp_path / "collector.db"
-    store = SqliteStore(path)
+    store = stores.open()
     rows = [
         # gw-a: epoch e1 1..3 complete, then its outbox was wiped: epoch e2 with 1, 2, 4, 5, 7.
         journal_row("occupancy", seq, _event("gw-a", epoch, seq))
@@ -48,8 +47,7 @@ def test_gaps_are_counted_per_epoch_and_the_latest_epoch_gives_first_and_last(
             GatewayRow("gw-c", False, 1_800_000_000_000, None, None),  # heard of, no events
         ],
     )
-    store.close()
-    summary = {g["gateway_id"]: g for g in gateway_summaries(path)}
+    summary = {g["gateway_id"]: g for g in store.gateway_summaries()}
     assert summary["gw-a"] == {
         "gateway_id": "gw-a",
         "online": True,
@@ -68,4 +66,8 @@ def test_gaps_are_counted_per_epoch_and_the_latest_epoch_gives_first_and_last(
     assert summary["gw-c"]["events"] == 0
     assert summary["gw-c"]["first_seq"] is None
     assert list(summary) == ["gw-a", "gw-b", "gw-c"]
+
+
+def test_a_store_in_memory_has_no_figures() -> None:
     assert gateway_summaries(":memory:") == []
+    assert SqliteStore(":memory:").gateway_summaries() == []

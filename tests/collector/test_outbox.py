@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kerbside.collector.effects import Effects, Publication
 from kerbside.collector.outbox import WINDOW, Outbox
 from kerbside.collector.store import Store, Work
-from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.telemetry import Latencies
 from tests.collector.test_cycle import FakeLink
+from tests.pg import Stores
 
 
 def _alert(n: int) -> Publication:
@@ -29,8 +28,7 @@ def _commit(store: Store, outbox: Outbox, *publications: Publication) -> None:
     outbox.committed(committed.outbox, ())
 
 
-def test_an_alert_overtakes_a_backlog_of_bay_states(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "c.db")
+def test_an_alert_overtakes_a_backlog_of_bay_states(store: Store) -> None:
     link = FakeLink()
     outbox = Outbox(store.outbox(), link)
     bays = WINDOW * 3
@@ -54,8 +52,8 @@ def test_an_alert_overtakes_a_backlog_of_bay_states(tmp_path: Path) -> None:
     assert store.outbox() == []
 
 
-def test_after_a_reconnection_the_unacknowledged_go_again_in_their_order(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "c.db")
+def test_after_a_reconnection_the_unacknowledged_go_again_in_their_order(stores: Stores) -> None:
+    store = stores.open()
     link = FakeLink()
     outbox = Outbox(store.outbox(), link)
     _commit(store, outbox, *(_alert(n) for n in range(5)))
@@ -68,15 +66,14 @@ def test_after_a_reconnection_the_unacknowledged_go_again_in_their_order(tmp_pat
     # a restart before the next commit: the outbox still holds all five (a consumer may see an
     # alert change twice, never none)
     relink = FakeLink()
-    again = Outbox(store.outbox(), relink)
+    again = Outbox(stores.open().outbox(), relink)
     again.send()
     assert [a["alert_id"] for a in relink.topics("/alerts/Z1")] == ["A0", "A1", "A2", "A3", "A4"]
 
 
 def test_the_brokers_acknowledgement_of_an_alert_change_is_timed_from_its_commit(
-    tmp_path: Path,
+    store: Store,
 ) -> None:
-    store = SqliteStore(tmp_path / "c.db")
     link = FakeLink()
     now = [100.0]
     latency = Latencies()

@@ -1,6 +1,6 @@
-"""Officers' sign-in (signin.py) over a real SQLite store, with ``now`` passed in: a link works
-once and until its expiry, a session until its own, and neither outlives the token it was made
-for; only officers; what is expired is forgotten."""
+"""Officers' sign-in (signin.py) over a real store (SQLite and PostgreSQL), with ``now`` passed
+in: a link works once and until its expiry, a session until its own, and neither outlives the
+token it was made for; only officers; what is expired is forgotten."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.signin import SignInRefused, SignIns, digest
-from kerbside.collector.store.sqlite import SqliteStore as Store
+from kerbside.collector.store import Store
 from kerbside.collector.tokens import TokenHolder, TokenRegistry, hash_token, save_tokens
 
 T0 = 1_800_000_000_000
@@ -30,10 +30,8 @@ def tokens(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def signins(tmp_path: Path, tokens: Path) -> SignIns:
-    return SignIns(
-        Store(tmp_path / "store.db"), TokenRegistry(tokens), session_minutes=60, link_minutes=15
-    )
+def signins(store: Store, tokens: Path) -> SignIns:
+    return SignIns(store, TokenRegistry(tokens), session_minutes=60, link_minutes=15)
 
 
 def test_a_link_opens_one_session_until_it_expires(signins: SignIns) -> None:

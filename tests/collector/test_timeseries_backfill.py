@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.cli import main
+from kerbside.collector.store import Store
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
 from tests.collector.store_rows import alert_write, closed, counted, opened, write
 from tests.helpers import Influxd
+from tests.pg import Stores
 
 SITE = """
 site: backfill-test
@@ -63,9 +65,8 @@ def alert(
     }
 
 
-def fill_store(path: Path, origins: dict[str, int] | None = None) -> None:
+def fill_store(store: Store, origins: dict[str, int] | None = None) -> None:
     """The store a collector running with SITE since 07:00 (or ``origins``) would have."""
-    store = SqliteStore(path)
     for bay, since in (origins or dict.fromkeys(("B1", "B2", "B3"), T0 - 60 * MIN)).items():
         store.note_bays([bay], since)
     b1 = T0 + 10 * MIN + 30_000
@@ -96,12 +97,12 @@ def fill_store(path: Path, origins: dict[str, int] | None = None) -> None:
 
 
 def test_backfill_rewrites_the_period(
-    tmp_path: Path, influx: Influxd, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, influx: Influxd, capsys: pytest.CaptureFixture[str], stores: Stores
 ) -> None:
     (tmp_path / "site.yaml").write_text(SITE)
-    fill_store(tmp_path / "collector.db")
+    fill_store(stores.open())
     (tmp_path / "collector.yaml").write_text(
-        "site: site.yaml\nstore: {path: collector.db}\n"
+        f"site: site.yaml\nstore: {stores.config}\n"
         f"influxdb: {{url: '{influx.url}', api: v1, database: k, batch_size: 50}}\n"
     )
     args = [
@@ -172,7 +173,7 @@ def test_backfill_writes_no_minute_that_is_not_over(
     """At 08:22:10 (a stopped clock), a backfill to 09:00 writes zone_occupancy to 08:21 only:
     08:21 + alert_delay_s (15 s) has passed, 08:22 + 15 s has not."""
     (tmp_path / "site.yaml").write_text(SITE)
-    fill_store(tmp_path / "collector.db")
+    fill_store(SqliteStore(tmp_path / "collector.db"))
     monkeypatch.setenv("KERBSIDE_COLLECTOR_CLOCK", f"{format_instant(T0 + 22 * MIN + 10_000)},0,0")
     backfill(tmp_path, influx, T0, T0 + 60 * MIN)
     out = capsys.readouterr().out
@@ -191,7 +192,7 @@ def test_backfill_writes_no_minute_before_the_bays_existed(
     """Z1's bays came into being at 07:00, Z2's bay (B3) at 08:30 (a site reload added it)."""
     (tmp_path / "site.yaml").write_text(SITE)
     origins = {"B1": T0 - 60 * MIN, "B2": T0 - 60 * MIN, "B3": T0 + 30 * MIN}
-    fill_store(tmp_path / "collector.db", origins)
+    fill_store(SqliteStore(tmp_path / "collector.db"), origins)
     monkeypatch.setenv("KERBSIDE_COLLECTOR_CLOCK", f"{format_instant(T0 + 24 * 60 * MIN)},0,0")
     backfill(tmp_path, influx, T0 - 3 * 60 * MIN, T0 + 60 * MIN)
     assert occupancy_minutes(influx, "Z1") == [T0 + k * MIN for k in range(-60, 60)]
@@ -199,9 +200,8 @@ def test_backfill_writes_no_minute_before_the_bays_existed(
 
 
 def test_a_store_without_origins_counts_each_bay_from_its_first_state_change(
-    tmp_path: Path,
+    store: Store,
 ) -> None:
-    store = SqliteStore(tmp_path / "collector.db")
     write(store, state_changes=[("B1", T0 + 5 * MIN, "vacant"), ("B1", T0 + 9 * MIN, "occupied")])
     assert store.bay_origins(["B1", "B2"]) == {"B1": T0 + 5 * MIN}  # B2: no trace, no origin
     # Noting the site later keeps the earlier evidence; a bay first met now starts now.
