@@ -266,13 +266,17 @@ def occupancy_event(n: int, bay: str, state: str, at: int, /, **over: Any) -> di
     return body
 
 
-def start_collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``kerbside-collector run`` as its own process, its output in ``log``."""
-    with log.open("wb") as out:
+def start_collector(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``kerbside-collector run`` as its own process, its output appended to ``log``; ``env``
+    adds to the environment."""
+    with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=None if env is None else {**os.environ, **env},
         )
 
 

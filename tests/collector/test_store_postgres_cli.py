@@ -5,6 +5,7 @@ migrated, and ``cluster`` with a SQLite store."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from tests.pg import create_database, database_name, drop_database
 
 
 def _collector(*args: str) -> subprocess.CompletedProcess[str]:
+    config = Path(args[-1])  # every command here ends with --config FILE
     return subprocess.run(
         [sys.executable, "-m", "kerbside.collector.cli", *args],
+        env={**os.environ, "STATE_DIRECTORY": str(config.parent)},  # the site cache there
         capture_output=True,
         text=True,
         timeout=60,
@@ -126,3 +129,22 @@ def test_a_store_is_a_file_or_a_database_not_both(tmp_path: Path) -> None:
     result = _collector("check", "--config", str(config))
     assert result.returncode == 2
     assert "give either path (SQLite) or url (PostgreSQL), not both" in result.stderr
+
+
+def test_a_postgresql_collector_keeps_its_site_cache_in_its_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kerbside.collector.config import load_config  # noqa: PLC0415
+    from kerbside.collector.sitecache import site_cache_path  # noqa: PLC0415
+
+    on_file = load_config(write_collector_setup(tmp_path / "a", port=1, topic_root="t"))
+    assert site_cache_path(on_file) == tmp_path / "a" / "collector.db.site-cache.json"
+    on_db = load_config(
+        write_collector_setup(
+            tmp_path / "b", port=1, topic_root="t", store="{url: 'postgresql://db/k'}"
+        )
+    )
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert site_cache_path(on_db) == tmp_path / "state" / "site-cache.json"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    assert site_cache_path(on_db) == Path("/var/lib/kerbside/site-cache.json")

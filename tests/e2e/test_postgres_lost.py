@@ -76,7 +76,8 @@ def test_a_lost_database_stops_acknowledgements_and_nothing_is_lost_when_it_retu
         config.read_text().replace("http: null", f"http: {{host: 127.0.0.1, port: {http}}}")
     )
     log = tmp_path / "collector.log"
-    proc = start_collector(config, log)
+    state = {"STATE_DIRECTORY": str(tmp_path)}  # its site cache here, not in /var/lib
+    proc = start_collector(config, log, state)
     gateway = MqttRecorder(broker.port, f"gw-{topic_root}"[:60])
     published: list[str] = []
     start = int(time.time() * 1000) - 60_000
@@ -120,7 +121,7 @@ def test_a_lost_database_stops_acknowledgements_and_nothing_is_lost_when_it_retu
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         database.start()
-        proc = start_collector(config, log)
+        proc = start_collector(config, log, state)
         wait_until(lambda: len(stored(database.url)) >= 2 * HALF, timeout=60, every=0.2)
     finally:
         stop_process(proc, signal.SIGTERM, timeout=20)

@@ -54,10 +54,13 @@ class MqttConfig(_Model):
     protocol: Literal["5", "3.1.1"] = "5"
 
 
+DEFAULT_STORE_PATH = Path("/var/lib/kerbside/collector.db")
+
+
 class StoreConfig(_Model):
     """SQLite in one file (``path``, the default) or PostgreSQL (``url``), never both."""
 
-    path: Path = Path("/var/lib/kerbside/collector.db")
+    path: Path = DEFAULT_STORE_PATH
     # postgresql://user@host:port/database; the password, if any, in password_file (a password
     # written into the URL works too, but the file keeps it out of the config).
     url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")

@@ -9,15 +9,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
 
-from kerbside.collector.config import CollectorConfig
+from kerbside.collector.config import DEFAULT_STORE_PATH, CollectorConfig
 from kerbside.core.site import Site, load_site, parse_site
 
 
 def site_cache_path(config: CollectorConfig) -> Path:
+    """Beside the SQLite store; with a PostgreSQL store, in the collector's state directory
+    (systemd's ``StateDirectory=``, else the directory SQLite's default file would be in)."""
+    if config.store.url is not None:
+        state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(state or DEFAULT_STORE_PATH.parent) / "site-cache.json"
     return config.store.path.with_name(config.store.path.name + ".site-cache.json")
 
 

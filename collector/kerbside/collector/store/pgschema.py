@@ -6,7 +6,9 @@ collectors share one database, and one of a newer release must not change it und
 while they run. A collector opening the store checks the version (``check``) and refuses, with a
 one-line hint, a database that is empty, older or newer than it.
 
-Tables mirror the SQLite store's, with two additions for several collectors:
+Tables mirror the SQLite store's; text compares byte by byte (``COLLATE "C"``), as SQLite's
+does, whatever the database's locale (alerts page by id, instants in bodies sort as text). Two
+additions serve several collectors:
 
 - ``commit_head``: one row holding the last journal position and the last alert change id handed
   out. A unit of work takes its ids by updating that row as its last step before ``COMMIT``, so
@@ -39,126 +41,132 @@ CREATE TABLE IF NOT EXISTS commit_head (
 INSERT INTO commit_head (one, pos, change_id) VALUES (true, 0, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS journal (
     pos bigint PRIMARY KEY,
-    type text NOT NULL,
+    type text COLLATE "C" NOT NULL,
     time bigint NOT NULL,
     watermark bigint NOT NULL,
-    body text NOT NULL
+    body text COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_time ON journal (type, time);
 CREATE TABLE IF NOT EXISTS events (
-    event_id text PRIMARY KEY,
+    event_id text COLLATE "C" PRIMARY KEY,
     pos bigint NOT NULL,
-    digest text NOT NULL
+    digest text COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_pos ON events (pos);
 CREATE TABLE IF NOT EXISTS bays (
-    bay_id text PRIMARY KEY,
-    state text NOT NULL,
+    bay_id text COLLATE "C" PRIMARY KEY,
+    state text COLLATE "C" NOT NULL,
     since bigint NOT NULL,
-    gateway_id text,
+    gateway_id text COLLATE "C",
     session_start bigint
 );
 CREATE TABLE IF NOT EXISTS bay_origins (
-    bay_id text PRIMARY KEY,
+    bay_id text COLLATE "C" PRIMARY KEY,
     since bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state_changes (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    bay_id text NOT NULL,
+    bay_id text COLLATE "C" NOT NULL,
     ts bigint NOT NULL,
-    state text NOT NULL
+    state text COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes (bay_id, ts);
 CREATE INDEX IF NOT EXISTS state_changes_ts ON state_changes (ts);
 CREATE TABLE IF NOT EXISTS sessions (
-    bay_id text NOT NULL,
+    bay_id text COLLATE "C" NOT NULL,
     start bigint NOT NULL,
     ended bigint,
     alerts integer NOT NULL DEFAULT 0,
     PRIMARY KEY (bay_id, start)
 );
 CREATE TABLE IF NOT EXISTS alerts (
-    alert_id text PRIMARY KEY,
-    kind text NOT NULL,
-    status text NOT NULL,
-    zone_id text,
-    bay_id text,
+    alert_id text COLLATE "C" PRIMARY KEY,
+    kind text COLLATE "C" NOT NULL,
+    status text COLLATE "C" NOT NULL,
+    zone_id text COLLATE "C",
+    bay_id text COLLATE "C",
     raised_at bigint NOT NULL,
-    record text NOT NULL,
-    history text NOT NULL DEFAULT '[]'
+    record text COLLATE "C" NOT NULL,
+    history text COLLATE "C" NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts (status);
 CREATE INDEX IF NOT EXISTS alerts_bay ON alerts (bay_id, raised_at);
 CREATE INDEX IF NOT EXISTS alerts_order ON alerts (raised_at, alert_id);
 CREATE TABLE IF NOT EXISTS alert_changes (
     id bigint PRIMARY KEY,
-    alert_id text NOT NULL,
-    record text NOT NULL
+    alert_id text COLLATE "C" NOT NULL,
+    record text COLLATE "C" NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rights (
-    right_id text PRIMARY KEY,
-    body text NOT NULL,
-    deleted boolean NOT NULL DEFAULT false
+    right_id text COLLATE "C" PRIMARY KEY,
+    body text COLLATE "C" NOT NULL,
+    deleted boolean NOT NULL DEFAULT false,
+    owner text COLLATE "C",
+    bay_id text COLLATE "C" GENERATED ALWAYS AS (body::jsonb ->> 'bay_id') STORED,
+    zone_id text COLLATE "C" GENERATED ALWAYS AS (body::jsonb ->> 'zone_id') STORED,
+    ends text COLLATE "C" GENERATED ALWAYS AS (body::jsonb ->> 'end') STORED
 );
+CREATE INDEX IF NOT EXISTS rights_bay ON rights (bay_id, ends);
+CREATE INDEX IF NOT EXISTS rights_zone ON rights (zone_id, ends);
 CREATE TABLE IF NOT EXISTS suspensions (
-    suspension_id text PRIMARY KEY,
-    body text NOT NULL
+    suspension_id text COLLATE "C" PRIMARY KEY,
+    body text COLLATE "C" NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gateways (
-    gateway_id text PRIMARY KEY,
+    gateway_id text COLLATE "C" PRIMARY KEY,
     online boolean NOT NULL,
     last_seen bigint NOT NULL,
-    status text,
-    health text
+    status text COLLATE "C",
+    health text COLLATE "C"
 );
 CREATE TABLE IF NOT EXISTS sensors (
-    sensor_id text PRIMARY KEY,
-    gateway_id text,
-    bay_id text,
-    health text NOT NULL
+    sensor_id text COLLATE "C" PRIMARY KEY,
+    gateway_id text COLLATE "C",
+    bay_id text COLLATE "C",
+    health text COLLATE "C" NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
-    name text NOT NULL,
-    node text NOT NULL DEFAULT '',
+    name text COLLATE "C" NOT NULL,
+    node text COLLATE "C" NOT NULL DEFAULT '',
     value bigint NOT NULL,
     PRIMARY KEY (name, node)
 );
 CREATE TABLE IF NOT EXISTS kv (
-    key text PRIMARY KEY,
-    value text NOT NULL
+    key text COLLATE "C" PRIMARY KEY,
+    value text COLLATE "C" NOT NULL
 );
 CREATE TABLE IF NOT EXISTS officer_sessions (
-    id_sha256 text PRIMARY KEY,
-    name text NOT NULL,
-    token_sha256 text NOT NULL,
+    id_sha256 text COLLATE "C" PRIMARY KEY,
+    name text COLLATE "C" NOT NULL,
+    token_sha256 text COLLATE "C" NOT NULL,
     created bigint NOT NULL,
     expires bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions (name);
 CREATE TABLE IF NOT EXISTS signin_links (
-    code_sha256 text PRIMARY KEY,
-    name text NOT NULL,
-    token_sha256 text NOT NULL,
+    code_sha256 text COLLATE "C" PRIMARY KEY,
+    name text COLLATE "C" NOT NULL,
+    token_sha256 text COLLATE "C" NOT NULL,
     created bigint NOT NULL,
     expires bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    node text NOT NULL DEFAULT '',
-    topic text NOT NULL,
-    payload text NOT NULL,
+    node text COLLATE "C" NOT NULL DEFAULT '',
+    topic text COLLATE "C" NOT NULL,
+    payload text COLLATE "C" NOT NULL,
     qos smallint NOT NULL,
     retain boolean NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_node ON outbox (node, id);
 CREATE TABLE IF NOT EXISTS engine_snapshots (
-    zone_id text PRIMARY KEY,
+    zone_id text COLLATE "C" PRIMARY KEY,
     pos bigint NOT NULL,
-    body text NOT NULL
+    body text COLLATE "C" NOT NULL
 );
 CREATE TABLE IF NOT EXISTS zone_leases (
-    zone_id text PRIMARY KEY,
-    node_id text NOT NULL,
+    zone_id text COLLATE "C" PRIMARY KEY,
+    node_id text COLLATE "C" NOT NULL,
     epoch bigint NOT NULL,
     expires timestamptz NOT NULL
 );

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -44,6 +44,7 @@ from kerbside.collector.effects import AlertWrite, Effects, SessionStep
 from kerbside.collector.errors import StoreError
 from kerbside.collector.gateway_stats import summarise
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
+from kerbside.collector.records import Right, from_journal_dict
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
 from kerbside.collector.signin import OfficerSession, SignInLink
 from kerbside.collector.store import (
@@ -53,12 +54,13 @@ from kerbside.collector.store import (
     OutboxMessage,
     Recovered,
     Snapshot,
+    StoredRight,
     Work,
     dumps,
     pgschema,
 )
 from kerbside.collector.store.opening import public_url
-from kerbside.core.instants import Instant
+from kerbside.core.instants import Instant, format_instant
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,9 @@ _ADD_NOTE = (
     " ELSE left(history, -1) || ',' || %s || ']' END WHERE alert_id = %s"
 )
 _UPSERT_RIGHT = (
-    "INSERT INTO rights (right_id, body, deleted) VALUES (%s, %s, %s)"
-    " ON CONFLICT (right_id) DO UPDATE SET body = excluded.body, deleted = excluded.deleted"
+    "INSERT INTO rights (right_id, body, deleted, owner) VALUES (%s, %s, %s, %s)"
+    " ON CONFLICT (right_id) DO UPDATE SET body = excluded.body, deleted = excluded.deleted,"
+    " owner = excluded.owner"
 )
 _UPSERT_SUSPENSION = (
     "INSERT INTO suspensions (suspension_id, body) VALUES (%s, %s)"
@@ -285,7 +288,7 @@ class PostgresStore:
             cur.executemany(
                 _UPSERT_RIGHT,
                 [
-                    (r.right_id, dumps(r.body), r.deleted)
+                    (r.right_id, dumps(r.body), r.deleted, r.owner)
                     for r in sorted(effects.rights, key=lambda r: r.right_id)
                 ],
             )
@@ -681,9 +684,30 @@ class PostgresStore:
     def count_alerts(self, status: str) -> int:
         return int(self._one("SELECT count(*) FROM alerts WHERE status = %s", (status,)))
 
-    def right(self, right_id: str) -> tuple[dict[str, Any], bool] | None:
-        rows = self._rows("SELECT body, deleted FROM rights WHERE right_id = %s", (right_id,))
-        return None if not rows else (dict(json.loads(rows[0][0])), bool(rows[0][1]))
+    def right(self, right_id: str) -> StoredRight | None:
+        rows = self._rows(
+            "SELECT body, deleted, owner FROM rights WHERE right_id = %s", (right_id,)
+        )
+        if not rows:
+            return None
+        body, deleted, owner = rows[0]
+        return StoredRight(dict(json.loads(body)), bool(deleted), owner)
+
+    def rights_for(
+        self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
+    ) -> list[Right]:
+        # Bodies hold canonical instants (format_instant), which sort as text: the indexes on
+        # (place, end) find what ends after ``start``; what starts after ``end`` is left here.
+        found: list[Right] = []
+        for (body,) in self._rows(
+            "SELECT body FROM rights WHERE (bay_id = ANY(%s::text[]) OR zone_id = ANY(%s::text[]))"
+            " AND ends > %s AND NOT deleted",
+            (sorted(bay_ids), sorted(zone_ids), format_instant(start)),
+        ):
+            right = from_journal_dict(json.loads(body))
+            if isinstance(right, Right) and right.start <= end:
+                found.append(right)
+        return found
 
     def suspensions(self) -> list[dict[str, Any]]:
         return [
