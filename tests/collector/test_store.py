@@ -435,6 +435,62 @@ def test_rights_for_a_stay_come_by_bay_and_zone(store: Store) -> None:
         assert any("rights_bay" in str(step) for step in plan), plan
 
 
+def test_one_commit_of_every_kind_of_row_at_batch_size(store: Store) -> None:
+    """A backlog batch: a thousand of each row in one unit of work, all stored, every id
+    handed back (a pipelined commit must not mix up its statements' results)."""
+    n = 1000
+    committed = write(
+        store,
+        journal=[
+            journal_row("occupancy", i, {"i": i}, event_id=f"e{i}", digest="d") for i in range(n)
+        ],
+        bays=[(f"B{i}", "occupied", i, "gw", i) for i in range(n)],
+        state_changes=[(f"B{i}", i, "occupied") for i in range(n)],
+        sessions=[opened(f"B{i}", i) for i in range(n)] + [counted("B1", 1), closed("B2", 2, 9)],
+        alerts=[alert_write(_alert(f"a{i}", bay=f"B{i}"), i) for i in range(n)],
+        notes=[AlertNote("a1", {"action": "ack"})],
+        rights=[RightRow(f"r{i}", {"right_id": f"r{i}"}, False) for i in range(3)],
+        suspensions=[SuspensionRow("s1", {"suspension_id": "s1", "bay_ids": []})],
+        gateways=[GatewayRow("gw", True, 5, None, None)],
+        sensors=[SensorRow("S1", "gw", "B1", {})],
+        counters={"events_in": n},
+        publications=[(f"t/{i}", "{}", True) for i in range(n)],
+        watermark=n,
+    )
+    assert [e.pos for e in store.journal()] == list(
+        range(committed.last_pos - n + 1, committed.last_pos + 1)
+    )
+    assert len(store.event_digests([f"e{i}" for i in range(n)])) == n
+    assert len(store.bay_states([f"B{i}" for i in range(n)])) == n
+    assert sorted(m.id for m in committed.outbox) == [m.id for m in committed.outbox]
+    assert len({m.id for m in committed.outbox}) == n
+    assert store.outbox() == committed.outbox
+    assert [i for i, _ in committed.changes] == [i for i, _ in store.alert_changes_since(0, 2 * n)]
+    assert store.sessions("B1", None, None, 10, None) == [(1, None, 1)]
+    assert store.sessions("B2", None, None, 10, None) == [(2, 9, 0)]
+    assert store.counters() == {"events_in": n}
+    assert store.watermark() == n
+
+
+def test_session_steps_in_any_order_as_one_by_one(store: Store) -> None:
+    """Steps for a session before its opening (never from the core) count as if written one by
+    one: on a session not there yet they change nothing."""
+    write(store, sessions=[opened("B1", 1)])
+    write(
+        store,
+        sessions=[
+            closed("B2", 5, 6),  # not open yet: nothing
+            counted("B2", 5),
+            opened("B2", 5),
+            counted("B1", 1),
+            closed("B1", 1, 3),
+            counted("B2", 5),
+        ],
+    )
+    assert store.sessions("B1", None, None, 10, None) == [(1, 3, 1)]
+    assert store.sessions("B2", None, None, 10, None) == [(5, None, 1)]
+
+
 # -- a SQLite file's own faults -------------------------------------------------------------
 
 

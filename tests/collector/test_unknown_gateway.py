@@ -14,6 +14,7 @@ from kerbside.collector.runtime import reload_site
 from kerbside.core.instants import format_instant, parse_instant
 from tests.collector.test_cycle import Clock, FakeLink, make, msg
 from tests.helpers import occupancy_event as event
+from tests.pg import Stores
 
 T0 = parse_instant("2026-11-26T08:00:00Z")
 OFFLINE_AFTER_MS = 300_000  # the config's default gateway_offline_after_s
@@ -48,9 +49,9 @@ def maintenance_alerts(link: FakeLink) -> list[dict[str, Any]]:
     return link.topics("/alerts/maintenance")
 
 
-def test_an_unknown_gateways_status_health_and_events_are_dead_lettered(tmp_path: Path) -> None:
+def test_an_unknown_gateways_status_health_and_events_are_dead_lettered(stores: Stores) -> None:
     clock = Clock(T0)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     stranger = [
         msg("status", status("gw-9", False, T0 - 3_600_000), "gw-9"),  # a retained last will
         msg("status", status("gw-9", True, T0), "gw-9"),
@@ -75,9 +76,9 @@ def test_an_unknown_gateways_status_health_and_events_are_dead_lettered(tmp_path
     assert service.store.count_alerts("open") == 0
 
 
-def test_a_known_gateways_last_will_still_raises_gateway_offline(tmp_path: Path) -> None:
+def test_a_known_gateways_last_will_still_raises_gateway_offline(stores: Stores) -> None:
     clock = Clock(T0)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     service.cycle.ingest([msg("status", status("gw-1", False, T0))])
     alerts = maintenance_alerts(link)
     assert [(a["kind"], a["gateway_id"], a["status"]) for a in alerts] == [
@@ -97,9 +98,11 @@ def two_gateway_site(tmp_path: Path) -> Path:
     return site_file
 
 
-def test_a_gateway_removed_by_a_site_reload_is_no_longer_watched(tmp_path: Path) -> None:
+def test_a_gateway_removed_by_a_site_reload_is_no_longer_watched(
+    tmp_path: Path, stores: Stores
+) -> None:
     clock = Clock(T0)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     site_file = two_gateway_site(tmp_path)
     config = load_config(tmp_path / "collector.yaml")
     assert reload_site(config, service.cycle) is True
@@ -140,9 +143,11 @@ def test_a_gateway_removed_by_a_site_reload_is_no_longer_watched(tmp_path: Path)
     assert service.store.count_alerts("open") == 2
 
 
-def test_a_restart_does_not_watch_a_gateway_the_site_dropped(tmp_path: Path) -> None:
+def test_a_restart_does_not_watch_a_gateway_the_site_dropped(
+    tmp_path: Path, stores: Stores
+) -> None:
     clock = Clock(T0)
-    service, link = make(tmp_path, clock)
+    service, link = make(stores, clock)
     two_gateway_site(tmp_path)
     config = load_config(tmp_path / "collector.yaml")
     assert reload_site(config, service.cycle) is True
@@ -150,7 +155,7 @@ def test_a_restart_does_not_watch_a_gateway_the_site_dropped(tmp_path: Path) -> 
     service.store.close()
     clock.now = T0 + 10 * OFFLINE_AFTER_MS
     # the same store, which remembers gw-2 as online, and the one-gateway site again
-    again, link = make(tmp_path, clock)
+    again, link = make(stores, clock)
     assert "gw-2" not in {b.gateway for b in again.cycle.site.bays.values()}
     assert again.cycle.core.maintenance.next_deadline() is None
     again.cycle.tick()

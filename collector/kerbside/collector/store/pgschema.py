@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS bays (
     since bigint NOT NULL,
     gateway_id text COLLATE "C",
     session_start bigint
-);
+) WITH (fillfactor = 70);
 CREATE TABLE IF NOT EXISTS bay_origins (
     bay_id text COLLATE "C" PRIMARY KEY,
     since bigint NOT NULL
@@ -71,14 +71,13 @@ CREATE TABLE IF NOT EXISTS state_changes (
     state text COLLATE "C" NOT NULL
 );
 CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes (bay_id, ts);
-CREATE INDEX IF NOT EXISTS state_changes_ts ON state_changes (ts);
 CREATE TABLE IF NOT EXISTS sessions (
     bay_id text COLLATE "C" NOT NULL,
     start bigint NOT NULL,
     ended bigint,
     alerts integer NOT NULL DEFAULT 0,
     PRIMARY KEY (bay_id, start)
-);
+) WITH (fillfactor = 70);
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id text COLLATE "C" PRIMARY KEY,
     kind text COLLATE "C" NOT NULL,

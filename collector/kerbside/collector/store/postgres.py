@@ -78,21 +78,34 @@ _SESSION_SQL = {
     SessionStep.CLOSE: "UPDATE sessions SET ended = %s WHERE bay_id = %s AND start = %s",
     SessionStep.ALERT: "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = %s AND start = %s",
 }
+_OPEN_SESSIONS = (
+    "INSERT INTO sessions (bay_id, start) SELECT * FROM unnest(%b::text[], %b::bigint[])"
+    " ON CONFLICT DO NOTHING"
+)
+_CLOSE_SESSIONS = (
+    "UPDATE sessions s SET ended = u.e FROM unnest(%b::text[], %b::bigint[], %b::bigint[])"
+    " AS u(b, t, e) WHERE s.bay_id = u.b AND s.start = u.t"
+)
+_COUNT_ALERTS = (
+    "UPDATE sessions s SET alerts = s.alerts + u.n"
+    " FROM unnest(%b::text[], %b::bigint[], %b::bigint[]) AS u(b, t, n)"
+    " WHERE s.bay_id = u.b AND s.start = u.t"
+)
 _UPSERT_BAYS = (
     "INSERT INTO bays (bay_id, state, since, gateway_id, session_start)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::bigint[])"
     " ON CONFLICT (bay_id) DO UPDATE SET state = excluded.state, since = excluded.since,"
     " gateway_id = excluded.gateway_id, session_start = excluded.session_start"
 )
 _INSERT_STATE_CHANGES = (
     "INSERT INTO state_changes (bay_id, ts, state)"
-    " SELECT b, t, s FROM unnest(%s::text[], %s::bigint[], %s::text[])"
+    " SELECT b, t, s FROM unnest(%b::text[], %b::bigint[], %b::text[])"
     " WITH ORDINALITY AS u(b, t, s, o) ORDER BY o"
 )
 _UPSERT_ALERTS = (
     "INSERT INTO alerts (alert_id, kind, status, zone_id, bay_id, raised_at, record)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-    " %s::bigint[], %s::text[])"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+    " %b::bigint[], %b::text[])"
     " ON CONFLICT (alert_id) DO UPDATE SET status = excluded.status, record = excluded.record"
 )
 # The history is kept as the JSON text it is served as (like the record): an entry is appended
@@ -124,7 +137,7 @@ _UPSERT_SENSOR = (
 )
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (node, topic, payload, qos, retain)"
-    " SELECT %s, t, p, q, r FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::boolean[])"
+    " SELECT %s, t, p, q, r FROM unnest(%b::text[], %b::text[], %b::smallint[], %b::boolean[])"
     " WITH ORDINALITY AS u(t, p, q, r, o) ORDER BY o RETURNING id"
 )
 _TAKE_IDS = (
@@ -132,24 +145,24 @@ _TAKE_IDS = (
 )
 _INSERT_JOURNAL = (
     "INSERT INTO journal (pos, type, time, watermark, body)"
-    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::bigint[], %s::text[])"
+    " SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[], %b::bigint[], %b::text[])"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (event_id, pos, digest)"
-    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[])"
+    " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[])"
 )
 _INSERT_CHANGES = (
     "INSERT INTO alert_changes (id, alert_id, record)"
-    " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+    " SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[])"
 )
 _UPSERT_SNAPSHOTS = (
     "INSERT INTO engine_snapshots (zone_id, pos, body)"
-    " SELECT z, %s, b FROM unnest(%s::text[], %s::text[]) AS u(z, b)"
+    " SELECT z, %s, b FROM unnest(%b::text[], %b::text[]) AS u(z, b)"
     " ON CONFLICT (zone_id) DO UPDATE SET pos = excluded.pos, body = excluded.body"
 )
 _ADD_COUNTERS = (
     "INSERT INTO counters (name, node, value)"
-    " SELECT n, %s, v FROM unnest(%s::text[], %s::bigint[]) AS u(n, v)"
+    " SELECT n, %s, v FROM unnest(%b::text[], %b::bigint[]) AS u(n, v)"
     " ON CONFLICT (name, node) DO UPDATE SET value = counters.value + excluded.value"
 )
 _SET_KV = (
@@ -324,14 +337,18 @@ class PostgresStore:
             )
         if work.delivered:
             cur.execute(
-                "DELETE FROM outbox WHERE node = %s AND id = ANY(%s::bigint[])",
+                "DELETE FROM outbox WHERE node = %s AND id = ANY(%b::bigint[])",
                 (self.node, list(work.delivered)),
             )
         outbox: list[OutboxMessage] = []
         if effects.publications:
             topics, payloads, retains = _columns(effects.publications)
-            cur.execute(_INSERT_OUTBOX, (self.node, topics, payloads, [1] * len(topics), retains))
-            ids = [row[0] for row in cur.fetchall()]
+            ids = [
+                row[0]
+                for row in self._fetch(
+                    cur, _INSERT_OUTBOX, (self.node, topics, payloads, [1] * len(topics), retains)
+                )
+            ]
             outbox = [
                 OutboxMessage(i, topic, payload, 1, retain)
                 for i, (topic, payload, retain) in zip(ids, effects.publications, strict=True)
@@ -344,6 +361,14 @@ class PostgresStore:
             cur.execute(_SET_KV, ("watermark", str(effects.watermark)))
         return Committed(last_pos, changes, outbox)
 
+    @staticmethod
+    def _fetch(cur: Cursor, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """One statement's rows, inside the pipeline: on a cursor of its own, because a cursor
+        that ran ``executemany`` in a pipeline may hand back another statement's result."""
+        with cur.connection.cursor() as own:
+            own.execute(sql.encode(), params)
+            return own.fetchall()
+
     def _write_ordered(
         self, cur: Cursor, work: Work
     ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
@@ -352,10 +377,7 @@ class PostgresStore:
         journal, alerts = effects.journal, effects.alerts
         if not journal and not alerts and not work.snapshots:
             return self._last_pos, []
-        cur.execute(_TAKE_IDS, (len(journal), len(alerts)))
-        row = cur.fetchone()
-        assert row is not None  # the head row is made with the schema
-        last_pos, last_change = int(row[0]), int(row[1])
+        [(last_pos, last_change)] = self._fetch(cur, _TAKE_IDS, (len(journal), len(alerts)))
         if journal:
             first = last_pos - len(journal) + 1
             types, times, watermarks, bodies, event_ids, digests = _columns(journal)
@@ -384,11 +406,40 @@ class PostgresStore:
         if work.snapshots:
             zones = list(work.snapshots)
             # zones saved no more (the site lost them, or they were saved as one) go
-            cur.execute("DELETE FROM engine_snapshots WHERE zone_id <> ALL(%s::text[])", (zones,))
+            cur.execute("DELETE FROM engine_snapshots WHERE zone_id <> ALL(%b::text[])", (zones,))
             cur.execute(_UPSERT_SNAPSHOTS, (last_pos, zones, [work.snapshots[z] for z in zones]))
         return last_pos, changes
 
     def _write_sessions(self, cur: Cursor, effects: Effects) -> None:
+        """Three statements whatever the number of steps: the sessions opened, then the ends of
+        those closed (the last end of each), then each one's alerts added up. The same as the
+        steps one by one, since a session's steps come open first; steps that do not (never
+        from the core) go one by one."""
+        ops = effects.sessions
+        if not ops:
+            return
+        opened: dict[tuple[str, int], None] = {}
+        ends: dict[tuple[str, int], int | None] = {}
+        alerts: dict[tuple[str, int], int] = {}
+        for step, bay_id, start, end in ops:
+            key = (bay_id, start)
+            if step is SessionStep.OPEN:
+                if key in ends or key in alerts:
+                    self._write_steps(cur, effects)  # a step before its session's opening
+                    return
+                opened[key] = None
+            elif step is SessionStep.CLOSE:
+                ends[key] = end
+            else:
+                alerts[key] = alerts.get(key, 0) + 1
+        if opened:
+            cur.execute(_OPEN_SESSIONS, _columns(sorted(opened)))
+        if ends:
+            cur.execute(_CLOSE_SESSIONS, _columns((b, t, e) for (b, t), e in sorted(ends.items())))
+        if alerts:
+            cur.execute(_COUNT_ALERTS, _columns((b, t, n) for (b, t), n in sorted(alerts.items())))
+
+    def _write_steps(self, cur: Cursor, effects: Effects) -> None:
         """Session writes in order; consecutive ones of one kind go in one executemany."""
         ops = effects.sessions
         i = 0
@@ -444,7 +495,7 @@ class PostgresStore:
         gateways = {g: (bool(o), int(t)) for g, o, t in cur.fetchall()}
         cur.execute(
             "SELECT record FROM alerts WHERE status IN ('open', 'acknowledged')"
-            " AND kind = ANY(%s::text[]) ORDER BY status DESC, raised_at, alert_id",
+            " AND kind = ANY(%b::text[]) ORDER BY status DESC, raised_at, alert_id",
             (list(MAINTENANCE_KINDS),),
         )
         maintenance = [dict(json.loads(r[0])) for r in cur.fetchall()]
@@ -452,7 +503,7 @@ class PostgresStore:
         cur.execute(
             "SELECT a.record FROM bays b JOIN alerts a ON a.bay_id = b.bay_id"
             " AND a.raised_at >= b.session_start WHERE b.session_start IS NOT NULL"
-            " AND a.kind = ANY(%s::text[]) ORDER BY a.raised_at, a.alert_id",
+            " AND a.kind = ANY(%b::text[]) ORDER BY a.raised_at, a.alert_id",
             (list(ENFORCEMENT_KINDS),),
         )
         session_alerts = [dict(json.loads(r[0])) for r in cur.fetchall()]
@@ -470,7 +521,7 @@ class PostgresStore:
         sql = "SELECT pos, type, time, watermark, body FROM journal WHERE pos > %s"
         kinds = None if types is None else list(types)
         if kinds is not None:
-            sql += " AND type = ANY(%s::text[])"
+            sql += " AND type = ANY(%b::text[])"
         sql += f" ORDER BY pos LIMIT {JOURNAL_PAGE}"
         while True:
             params: list[Any] = [after_pos] if kinds is None else [after_pos, kinds]
@@ -486,7 +537,7 @@ class PostgresStore:
         return {
             str(e): str(d)
             for e, d in self._rows(
-                "SELECT event_id, digest FROM events WHERE event_id = ANY(%s::text[])",
+                "SELECT event_id, digest FROM events WHERE event_id = ANY(%b::text[])",
                 (list(event_ids),),
             )
         }
@@ -544,7 +595,7 @@ class PostgresStore:
             r[0]: (r[1], r[2], r[3], r[4])
             for r in self._rows(
                 "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
-                " WHERE bay_id = ANY(%s::text[])",
+                " WHERE bay_id = ANY(%b::text[])",
                 (list(bay_ids),),
             )
         }
@@ -558,7 +609,7 @@ class PostgresStore:
         out: dict[str, list[tuple[Instant, str]]] = {}
         before = self._rows(
             "SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
-            " AND (%s::text[] IS NULL OR bay_id = ANY(%s::text[]))"
+            " AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[]))"
             " ORDER BY bay_id, ts DESC, id DESC",
             (start, bays, bays),
         )
@@ -566,7 +617,7 @@ class PostgresStore:
             out.setdefault(bay_id, []).append((start, state))
         during = self._rows(
             "SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
-            " AND (%s::text[] IS NULL OR bay_id = ANY(%s::text[])) ORDER BY bay_id, ts, id",
+            " AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[])) ORDER BY bay_id, ts, id",
             (start, end, bays, bays),
         )
         for bay_id, ts, state in during:
@@ -582,14 +633,14 @@ class PostgresStore:
             return 0
         first = dict(
             self._rows(
-                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%s::text[])"
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
                 " GROUP BY bay_id",
                 (new,),
             )
         )
         self._execute(
             "INSERT INTO bay_origins (bay_id, since)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
+            " SELECT * FROM unnest(%b::text[], %b::bigint[]) ON CONFLICT DO NOTHING",
             (new, [min(at, int(first.get(b, at))) for b in new]),
         )
         return len(new)
@@ -601,7 +652,7 @@ class PostgresStore:
         missing = [b for b in bay_ids or () if b not in out]
         if missing:
             for bay_id, first in self._rows(
-                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%s::text[])"
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
                 " GROUP BY bay_id",
                 (missing,),
             ):
@@ -663,7 +714,7 @@ class PostgresStore:
                 sql += f" AND {column} = %s"
                 params.append(value)
         if kinds is not None:
-            sql += " AND kind = ANY(%s::text[])"
+            sql += " AND kind = ANY(%b::text[])"
             params.append(list(kinds))
         if after is not None:
             sql += " AND (raised_at, alert_id) > (%s, %s)"
@@ -700,7 +751,7 @@ class PostgresStore:
         # (place, end) find what ends after ``start``; what starts after ``end`` is left here.
         found: list[Right] = []
         for (body,) in self._rows(
-            "SELECT body FROM rights WHERE (bay_id = ANY(%s::text[]) OR zone_id = ANY(%s::text[]))"
+            "SELECT body FROM rights WHERE (bay_id = ANY(%b::text[]) OR zone_id = ANY(%b::text[]))"
             " AND ends > %s AND NOT deleted",
             (sorted(bay_ids), sorted(zone_ids), format_instant(start)),
         ):
