@@ -38,6 +38,12 @@ class StoreError(CollectorError):
     """The store cannot be opened, read or written (disk full, locked, unreadable file)."""
 
 
+class StoreRefused(StoreError):  # noqa: N818 (a verdict on the store, like DamagedStoreError)
+    """The store will not be used as it is: its database cannot be reached at start, or its
+    schema is not this collector's (to migrate, or from a newer collector). Restarting will not
+    help until someone acts."""
+
+
 class DamagedStoreError(StoreError):
     """The store's file is not a database, or its pages are damaged: starting again will not
     help (restore a backup, or move the file aside to start afresh)."""

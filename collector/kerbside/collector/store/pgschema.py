@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from kerbside.collector.errors import StoreError
+from kerbside.collector.errors import StoreRefused
 
 VERSION = 1
 
@@ -197,8 +197,8 @@ def found_version(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
     return 0 if row is None or row[0] is None else int(str(row[0]))
 
 
-def newer_refusal(name: str, found: int) -> StoreError:
-    return StoreError(
+def newer_refusal(name: str, found: int) -> StoreRefused:
+    return StoreRefused(
         f"{name}: store schema version {found} is newer than this collector's ({VERSION});"
         " run the collector that wrote it"
     )
@@ -230,7 +230,7 @@ def check(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
         raise newer_refusal(name, found)
     if found < VERSION:
         state = "has no Kerbside schema" if found == 0 else f"has schema version {found}"
-        raise StoreError(
+        raise StoreRefused(
             f"{name}: the database {state}, this collector needs version {VERSION}:"
             " run `kerbside-collector migrate --config <your config>` first"
         )

@@ -41,7 +41,7 @@ from typing import Any
 import psycopg
 
 from kerbside.collector.effects import AlertWrite, Effects, SessionStep
-from kerbside.collector.errors import StoreError
+from kerbside.collector.errors import StoreError, StoreRefused
 from kerbside.collector.gateway_stats import summarise
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.records import Right, from_journal_dict
@@ -214,7 +214,7 @@ def migrate(url: str, *, password: str | None = None) -> int:
         with _connect(url, password, "migrate") as conn:
             return pgschema.migrate(conn, name)
     except psycopg.Error as exc:
-        raise StoreError(f"{name}: {_one_line(exc)}") from exc
+        raise StoreRefused(f"{name}: {_one_line(exc)}") from exc
 
 
 class PostgresStore:
@@ -231,9 +231,12 @@ class PostgresStore:
         self._db: Conn | None = None
         self._lost = False
         try:
-            with self._errors("cannot open"):
-                pgschema.check(self._connection(), self.name)
+            pgschema.check(self._connection(), self.name)
             self._last_pos = self.last_journal_pos()
+        except psycopg.Error as exc:
+            self.close()
+            # at start, a database out of reach is for someone to see to: one line, exit 2
+            raise StoreRefused(f"{self.name}: cannot open: {_one_line(exc)}") from exc
         except BaseException:
             self.close()
             raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from kerbside.collector.errors import StoreError
+from kerbside.collector.errors import StoreRefused
 
 VERSION = 3
 
@@ -182,7 +182,7 @@ def prepare(db: sqlite3.Connection, name: str) -> int:
     """Create or migrate the schema of ``db`` (in autocommit mode); returns the version it was."""
     found = int(db.execute("PRAGMA user_version").fetchone()[0])
     if found > VERSION:
-        raise StoreError(
+        raise StoreRefused(
             f"{name}: store schema version {found} is newer than this collector's ({VERSION});"
             " run the collector that wrote it"
         )
