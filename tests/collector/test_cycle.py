@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from kerbside.collector.config import load_config
-from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected
+from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected, StoreError
 from kerbside.collector.link import LinkEvents, Message
 from kerbside.collector.queries import export_journal
 from kerbside.collector.runtime import Collector, assemble, reload_site
+from kerbside.collector.store import Committed, Store, Work
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from tests.helpers import occupancy_event as event
@@ -340,3 +341,52 @@ def test_site_reload_keeps_the_old_site_when_invalid(tmp_path: Path, stores: Sto
     assert reload_site(config, service.cycle) is True
     assert "B009" in service.cycle.site.bays
     assert "B004" not in service.cycle.site.bays
+
+
+class ReplyLost:
+    """A store whose next commit is written, and then reported failed: a database that
+    committed and lost the connection before its reply."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.lose_next = False
+
+    def commit(self, work: Work) -> Committed:
+        committed = self._store.commit(work)
+        if self.lose_next:
+            self.lose_next = False
+            raise StoreError("commit failed: server closed the connection unexpectedly")
+        return committed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_commit_whose_reply_was_lost_publishes_what_it_committed_once(stores: Stores) -> None:
+    clock = Clock(T0 + 20_000)
+    workdir = stores.path.parent
+    config = load_config(
+        write_collector_setup(workdir, port=1, topic_root=ROOT, store=stores.config)
+    )
+    store = ReplyLost(stores.open())
+    link = FakeLink()
+    service = assemble(config, load_site(config.site), store, link, clock=clock)  # type: ignore[arg-type]
+    batch = [msg("events", event(1, "B001", "occupied", T0))]
+    store.lose_next = True
+    with pytest.raises(StoreError):
+        service.cycle.ingest(batch)
+    assert link.acked == []  # not acknowledged: the broker sends it again
+    service.cycle.ingest(batch)  # again: it was stored after all
+    assert link.acked == [batch[0].mid]
+    assert service.store.count_events() == 1
+    assert [p["state"] for p in link.topics("/bays/B001")] == ["occupied"]  # from the store
+    clock.now = T0 + MIN + 1000
+    store.lose_next = True
+    with pytest.raises(StoreError):
+        service.cycle.tick()  # the unpaid alert raised and committed; the reply lost
+    service.cycle.tick()
+    alerts = link.topics("/alerts/Z1")
+    assert [(a["kind"], a["status"]) for a in alerts] == [("unpaid", "open")]
+    changes = service.feed.changes_since(0)  # the officers' stream has it, with its id
+    assert [r["alert_id"] for _, r in changes] == [alerts[0]["alert_id"]]
+    assert [i for i, _ in changes] == [service.store.last_alert_change()]

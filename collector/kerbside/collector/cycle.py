@@ -9,6 +9,9 @@
 If the commit fails, nothing of step 3 happens, the batch stays unacknowledged and the core is
 rebuilt from the store before the next unit of work (its memory had moved ahead of what was
 stored), so a failed commit leaves the collector exactly as the store is. The caller retries.
+A commit that failed on the way back (a database that committed, then lost the connection before
+its reply) is found that way too: the rebuilt core is the store's, and the publications and
+alert changes that commit made are taken from the store's outbox and alert changes.
 """
 
 from __future__ import annotations
@@ -134,6 +137,11 @@ class CommitCycle:
     def core(self) -> CollectorCore:
         if self._stale:
             self._core = self._rebuild(self._site)  # raises StoreError while it cannot read
+            # A failed commit may have committed all the same (a database whose reply was lost
+            # on the way): what it published and the alert changes it made are sent from the
+            # store, not lost.
+            self._outbox.adopt(self._store.outbox())
+            self._feed.catch_up()
             self._stale = False
         return self._core
 

@@ -43,6 +43,15 @@ class AlertFeed:
         if self._changed is not None:
             self._changed.set()
 
+    def catch_up(self) -> None:
+        """Take in changes committed that this feed never heard of (a commit whose outcome was
+        not known: the database's reply lost), so that the stream has no gap."""
+        while True:
+            missed = self._log.alert_changes_since(self._last, 1000)
+            if not missed:
+                return
+            self.publish(missed)
+
     def changes_since(self, after: int, limit: int = 100) -> list[Change]:
         ring = self._ring
         if ring and ring[0][0] <= after + 1:

@@ -97,6 +97,20 @@ class Outbox:
         """That unit of work failed: they go with the next one."""
         self._delivered[:0] = ids
 
+    def adopt(self, stored: Iterable[OutboxMessage]) -> None:
+        """The store's outbox read again after a commit whose outcome was not known (the
+        database's reply lost): publications it committed that this outbox never heard of are
+        sent like any other."""
+        known = {m.id for m in self._unacked.values()}
+        known.update(self._waiting_alerts, self._waiting_bays, self._delivered)
+        found = False
+        for message in stored:
+            if message.id not in known:
+                self._wait(message)
+                found = True
+        if found:
+            self.send()
+
     def reconnected(self) -> None:
         """Send again what the broker had not acknowledged before the connection dropped
         (in the order first sent)."""
