@@ -54,12 +54,25 @@ class Health:
         }
 
 
+# A cursor's number fits the store's integers (SQLite's and PostgreSQL's bigint); a longer one is
+# not one this side handed out.
+_CURSOR_DIGITS = 18
+
+
+def _cursor_number(text: str, what: str) -> int:
+    digits = text.removeprefix("-")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > _CURSOR_DIGITS:
+        raise ValueError(f"expected {what}")
+    return int(text)
+
+
 def _offset(cursor: str | None) -> int:
     if cursor is None:
         return 0
-    if not cursor.isdigit():
+    offset = _cursor_number(cursor, "a number")
+    if offset < 0:
         raise ValueError("expected a number")
-    return int(cursor)
+    return offset
 
 
 class Queries:
@@ -128,9 +141,7 @@ class Queries:
             raise NotFound(f"no bay {bay_id}")
         after = None
         if cursor is not None:
-            if not cursor.lstrip("-").isdigit():
-                raise ValueError("expected a session start")
-            after = int(cursor)
+            after = _cursor_number(cursor, "a session start")
         rows = self._store.sessions(bay_id, start, end, limit + 1, after)
         out = [
             {
@@ -144,12 +155,17 @@ class Queries:
         ]
         return out, (str(rows[limit - 1][0]) if len(rows) > limit else None)
 
-    def state_changes(
-        self, zone_id: str | None, start: Instant, end: Instant
-    ) -> dict[str, list[tuple[Instant, str]]]:
+    def bay_ids(self, zone_id: str | None = None) -> list[str]:
+        """The site's bays (of ``zone_id``, if given)."""
         site = self._site()
-        bay_ids = [b.id for b in site.bays_of_zone(zone_id)] if zone_id else None
-        return self._store.state_changes(bay_ids, start, end)
+        return [b.id for b in site.bays_of_zone(zone_id)] if zone_id else list(site.bays)
+
+    def timelines(
+        self, bay_ids: list[str], start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """Each bay's state at ``start`` and its changes until ``end``, read on a connection of
+        the store's own: the API runs it in a worker thread, off the collector's loop."""
+        return self._store.timelines(bay_ids, start, end)
 
     def suspended_bays(self, now: Instant) -> set[str]:
         """Bays a suspension covers at ``now``."""
@@ -172,9 +188,9 @@ class Queries:
         after = None
         if cursor is not None:
             raised, sep, alert_id = cursor.partition("|")
-            if not sep or not raised.lstrip("-").isdigit():
+            if not sep:
                 raise ValueError("expected raised|alert_id")
-            after = (int(raised), alert_id)
+            after = (_cursor_number(raised, "raised|alert_id"), alert_id)
         rows = self._store.alerts(
             status=status, zone_id=zone, kind=kind, limit=limit + 1, after=after
         )

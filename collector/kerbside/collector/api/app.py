@@ -3,6 +3,7 @@ collector's loop."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from kerbside.collector.api import errors
 from kerbside.collector.api.bodylimit import BodyLimit
 from kerbside.collector.api.fastpath import BaysFastPath
 from kerbside.collector.api.metrics import registry_for
+from kerbside.collector.api.occupancy import HEAVY_READS_AT_ONCE
 from kerbside.collector.api.opendatacache import OpenDataCache
 from kerbside.collector.api.pagecache import PageCache
 from kerbside.collector.api.routes import (
@@ -86,6 +88,7 @@ def create_app(
         link_minutes=http.signin_link_minutes,
     )
     app.state.site_cache = SiteCache()
+    app.state.heavy_reads = asyncio.Semaphore(HEAVY_READS_AT_ONCE)
     app.state.sse_clients = 0
     app.state.page_cache = PageCache(ttl_s=1.0)
     app.state.opendata = OpenDataCache(unseen_round_ms=opendata.MAX_AGE_S * 1000)

@@ -101,6 +101,15 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # a fault of ours, not of the request: JSON like every other answer (the traceback goes
+        # to the log, at most once a minute for a recurring one)
+        return JSONResponse(
+            {"field": None, "detail": "internal error; it has been logged"},
+            status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    app.add_exception_handler(Exception, on_bug)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(FieldError, on_field)
     app.add_exception_handler(StarletteHTTPException, on_http)

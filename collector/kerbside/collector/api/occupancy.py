@@ -20,6 +20,13 @@ _INTERVAL_RE = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MIN_INTERVAL_MS = 60_000
 MAX_BUCKETS = 10_000
+DAY_MS = 86_400_000
+# The most history one request may read: bays x days up to the collector's now (a busy bay
+# changes state a few dozen times a day; 100,000 bay-days is about two million changes and a few
+# seconds in a worker thread). Longer views come from InfluxDB's zone_occupancy.
+MAX_BAY_DAYS = 100_000
+# Occupancy requests read and counted at once; others wait their turn.
+HEAVY_READS_AT_ONCE = 2
 
 
 class IntervalError(ValueError):

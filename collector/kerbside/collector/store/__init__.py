@@ -128,8 +128,8 @@ class Recovered:
 
 class Store(SignInStore, Protocol):
     """The port (with the officers' sign-ins). Not thread-safe: the collector's event loop owns
-    it (``gateway_summaries`` excepted, which reads on a connection of its own so the API can run
-    it in a thread)."""
+    it (``gateway_summaries`` and ``timelines`` excepted, which read on a connection of their own
+    so the API can run them in a thread)."""
 
     def commit(self, work: Work) -> Committed: ...
 
@@ -158,6 +158,12 @@ class Store(SignInStore, Protocol):
     def state_changes(
         self, bay_ids: list[str] | None, start: Instant, end: Instant
     ) -> dict[str, list[tuple[Instant, str]]]: ...
+
+    def timelines(
+        self, bay_ids: Sequence[str], start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """``state_changes`` of ``bay_ids``, read apart from the loop's connection: safe to call
+        from a worker thread while the collector commits (the API's occupancy reads)."""
 
     def sessions(
         self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import orjson
 from fastapi import Query
@@ -22,13 +22,22 @@ InstantQuery = Annotated[
 ]
 
 
+# Instants a query may name: from the Unix epoch to the last day of year 9999 (an instant in
+# year 0 or 10000 cannot be written back in ISO 8601).
+EARLIEST_QUERY: Final = 0
+LATEST_QUERY: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def query_instant(name: str, value: str | None) -> Instant | None:
     if value is None:
         return None
     try:
-        return parse_instant(value)
+        instant = parse_instant(value)
     except InstantError as exc:
         raise FieldError(["query", name], "expected an ISO 8601 UTC instant") from exc
+    if not EARLIEST_QUERY <= instant <= LATEST_QUERY:
+        raise FieldError(["query", name], "expected an instant from 1970 to 9999-12-31")
+    return instant
 
 
 class JsonText(Response):

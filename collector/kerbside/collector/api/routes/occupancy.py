@@ -1,17 +1,22 @@
 """Time-weighted occupancy per bucket for a zone (or the whole site), from the store, never
-counting time after the collector's now."""
+counting time after the collector's now. At most ``MAX_BAY_DAYS`` bays x days of history per
+request, read and counted in a worker thread."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from kerbside.collector.api.deps import Analyst, Now, QueriesDep, SiteDep
 from kerbside.collector.api.errors import FieldError
 from kerbside.collector.api.models import Occupancy
 from kerbside.collector.api.occupancy import (
+    DAY_MS,
+    MAX_BAY_DAYS,
     MAX_BUCKETS,
+    Bucket,
     IntervalError,
     occupancy_buckets,
     parse_interval,
@@ -25,6 +30,7 @@ router = APIRouter(prefix="/api/v1", tags=["occupancy"])
 @router.get("/occupancy", response_model=Occupancy, summary="Occupancy rate per time bucket")
 async def occupancy(
     *,
+    request: Request,
     queries: QueriesDep,
     site: SiteDep,
     now: Now,
@@ -47,11 +53,28 @@ async def occupancy(
         raise FieldError(["query", "interval"], f"more than {MAX_BUCKETS} buckets; widen it")
     if zone is not None and zone not in site.zones:
         raise FieldError(["query", "zone"], f"unknown zone {zone}", 404)
-    timelines = dict(queries.state_changes(zone, lo, min(hi, now)))
-    for bay_id, bay_zone in site.bay_zone.items():  # bays never heard of: unknown from their origin
-        if zone is None or bay_zone == zone:
+    bay_ids = queries.bay_ids(zone)
+    horizon = max(lo, min(hi, now))
+    bay_days = len(bay_ids) * (horizon - lo) / DAY_MS
+    if bay_days > MAX_BAY_DAYS:
+        raise FieldError(
+            ["query", "start"],
+            f"{len(bay_ids)} bays over {(horizon - lo) / DAY_MS:.1f} days is more than"
+            f" {MAX_BAY_DAYS:,} bay-days: narrow the range or choose a zone (InfluxDB's"
+            " zone_occupancy holds the long view)",
+        )
+    origins = queries.bay_origins()
+
+    def count() -> list[Bucket]:
+        timelines = queries.timelines(bay_ids, lo, horizon)
+        for bay_id in bay_ids:  # bays never heard of: unknown from their origin
             timelines.setdefault(bay_id, [])
-    buckets = occupancy_buckets(timelines, lo, hi, step, now=now, origins=queries.bay_origins())
+        return occupancy_buckets(timelines, lo, hi, step, now=now, origins=origins)
+
+    # Off the loop (which ingests, raises alerts and answers everyone else meanwhile), and a
+    # few at a time: a read of a month of a city's bays takes seconds of CPU.
+    async with request.app.state.heavy_reads:
+        buckets = await asyncio.to_thread(count)
     return JsonText(
         {
             "zone_id": zone,
