@@ -7,6 +7,7 @@ A port method added with a test here is tested on both adapters."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,17 @@ def test_state_changes_give_state_at_start_then_changes(store: Store) -> None:
     # two changes at one instant: the later written is the state after it
     write(store, state_changes=[("B3", 10, "occupied"), ("B3", 10, "vacant")])
     assert store.state_changes(["B3"], 20, 30) == {"B3": [(20, "vacant")]}
+
+
+def test_timelines_read_the_same_from_a_worker_thread_while_the_loop_commits(
+    store: Store,
+) -> None:
+    write(store, state_changes=[("B1", 100, "occupied"), ("B1", 200, "vacant")])
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(store.timelines, ["B1", "B9"], 150, 300)
+        write(store, state_changes=[("B2", 160, "occupied")])  # the loop commits meanwhile
+        assert reading.result(timeout=30) == {"B1": [(150, "occupied"), (200, "vacant")]}
+    assert store.timelines(["B1", "B2"], 0, 1000) == store.state_changes(["B1", "B2"], 0, 1000)
 
 
 def test_sessions_open_close_and_overlap_query(store: Store) -> None:

@@ -608,24 +608,15 @@ class PostgresStore:
     ) -> dict[str, list[tuple[Instant, str]]]:
         """Each bay's last state before ``start`` (stamped ``start``) then its changes in
         ``[start, end)``."""
-        bays = None if bay_ids is None else list(bay_ids)
-        out: dict[str, list[tuple[Instant, str]]] = {}
-        before = self._rows(
-            "SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
-            " AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[]))"
-            " ORDER BY bay_id, ts DESC, id DESC",
-            (start, bays, bays),
-        )
-        for bay_id, state in before:
-            out.setdefault(bay_id, []).append((start, state))
-        during = self._rows(
-            "SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
-            " AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[])) ORDER BY bay_id, ts, id",
-            (start, end, bays, bays),
-        )
-        for bay_id, ts, state in during:
-            out.setdefault(bay_id, []).append((int(ts), state))
-        return out
+        with self._errors("read failed"):
+            return _state_changes(self._connection(), bay_ids, start, end)
+
+    def timelines(
+        self, bay_ids: Sequence[str], start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """``state_changes`` on a connection of its own: the API runs it in a worker thread."""
+        with self._errors("read failed"), _connect(self._url, self._password, self.node) as db:
+            return _state_changes(db, list(bay_ids), start, end)
 
     def note_bays(self, bay_ids: Iterable[str], at: Instant) -> int:
         """Record when each bay not seen before came into being: ``at``, or its first stored
@@ -856,3 +847,26 @@ class PostgresStore:
                 ended = cur.rowcount
                 cur.execute("DELETE FROM signin_links WHERE expires <= %s", (now,))
                 return ended + cur.rowcount
+
+
+def _state_changes(
+    db: Conn, bay_ids: list[str] | None, start: Instant, end: Instant
+) -> dict[str, list[tuple[Instant, str]]]:
+    bays = None if bay_ids is None else list(bay_ids)
+    out: dict[str, list[tuple[Instant, str]]] = {}
+    before = db.execute(
+        b"SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
+        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[]))"
+        b" ORDER BY bay_id, ts DESC, id DESC",
+        (start, bays, bays),
+    ).fetchall()
+    for bay_id, state in before:
+        out.setdefault(bay_id, []).append((start, state))
+    during = db.execute(
+        b"SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
+        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[])) ORDER BY bay_id, ts, id",
+        (start, end, bays, bays),
+    ).fetchall()
+    for bay_id, ts, state in during:
+        out.setdefault(bay_id, []).append((int(ts), state))
+    return out
