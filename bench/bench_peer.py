@@ -38,9 +38,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from bench_collector import _children, _peak_rss_kb, _write_site
 from common import BenchError, Row, attempt, wait_exit, wait_until
@@ -434,8 +433,7 @@ def points(influx: Influxd, database: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-@dataclass(frozen=True)
-class Run:
+class Run(NamedTuple):  # run.py loads benches outside sys.modules, which dataclasses need
     rate: float  # events/s
     cpu_per: float  # CPU seconds per PER events
     rss: float  # MB
