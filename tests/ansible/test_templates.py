@@ -106,7 +106,8 @@ def test_influxdb_settings_render_to_a_valid_collector_config(
     assert str(config.influxdb.url) == "http://127.0.0.1:8086"
     for key, value in expected.items():
         assert getattr(config.influxdb, key) == value, key
-    assert config.influxdb.spool_path == Path("/var/lib/kerbside/influx-spool.db")
+    # the spool is the store's: points go in with the batch they come from
+    assert config.influxdb.spool_path is None
 
 
 def test_without_influxdb_the_collector_config_has_none(tmp_path: Path) -> None:

@@ -19,16 +19,19 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kerbside.collector.config import CollectorConfig, InfluxConfig, StoreConfig
 from kerbside.collector.link import Message
 from kerbside.collector.runtime import Collector, SinkView, assemble
+from kerbside.collector.store import Committed, Work
 from kerbside.collector.store.sqlite import SqliteStore
-from kerbside.collector.timeseries import TimeSeriesRecorder, create_sink
+from kerbside.collector.timeseries import SpoolWriter, TimeSeriesRecorder, create_sink
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from kerbside.edge.capture import CaptureError, CaptureRecord, read_capture
@@ -278,6 +281,7 @@ def drive(
         SinkView(lambda: collector.queries, clock),
         store_path=store_path,
         delay_s=ALERT_DELAY_S,
+        store=store,
     )
     recorder.writer._min_backoff = 0.05
     recorder.writer._max_backoff = 0.3
@@ -370,3 +374,31 @@ def battery_readings(sim_dir: Path) -> dict[str, list[tuple[int, int]]]:
     for values in readings.values():
         values.sort()
     return readings
+
+
+def record_spooled(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[SpoolWriter]]:
+    """Every line the collector spools from now on, with its commits (the store's) or through
+    the writer's buffer; and each writer started."""
+    spooled: list[str] = []
+    writers: list[SpoolWriter] = []
+    original_submit = SpoolWriter.submit
+    original_start = SpoolWriter.start
+    original_commit = SqliteStore.commit
+
+    def recording_submit(self: SpoolWriter, lines: Sequence[str]) -> None:
+        spooled.extend(lines)
+        original_submit(self, lines)
+
+    def recording_start(self: SpoolWriter) -> None:
+        writers.append(self)
+        original_start(self)
+
+    def recording_commit(self: SqliteStore, work: Work) -> Committed:
+        committed = original_commit(self, work)
+        spooled.extend(work.lines)
+        return committed
+
+    monkeypatch.setattr(SpoolWriter, "submit", recording_submit)
+    monkeypatch.setattr(SpoolWriter, "start", recording_start)
+    monkeypatch.setattr(SqliteStore, "commit", recording_commit)
+    return spooled, writers

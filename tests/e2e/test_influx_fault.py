@@ -4,12 +4,10 @@ collector produced arrives, each once; the spool took the outage."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from kerbside.collector.timeseries import SpoolWriter
 from kerbside.core.instants import format_instant
 from tests.e2e.influx_street import (
     ALERT_DELAY_S,
@@ -18,6 +16,7 @@ from tests.e2e.influx_street import (
     drive,
     gateway_messages,
     merged,
+    record_spooled,
 )
 from tests.helpers import Influxd
 
@@ -50,18 +49,7 @@ def test_influxdb_outage_mid_stream_loses_nothing_and_doubles_nothing(
         gateway_messages(tmp_path / "sim", st.start, st.end),
         aux_messages(st.start, st.end, st.aux_offline),
     )
-    # Every line the collector hands its sink, recorded on the way into the writer.
-    submitted: list[str] = []
-    writers: list[SpoolWriter] = []
-    original = SpoolWriter.submit
-
-    def recording_submit(self: SpoolWriter, lines: Sequence[str]) -> None:
-        if not writers:
-            writers.append(self)
-        submitted.extend(lines)
-        original(self, lines)
-
-    monkeypatch.setattr(SpoolWriter, "submit", recording_submit)
+    submitted, writers = record_spooled(monkeypatch)
     depth_seen: list[int] = []
     stop_at, start_at = len(messages) // 3, 2 * len(messages) // 3
 

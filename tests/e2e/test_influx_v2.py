@@ -10,13 +10,11 @@ import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from kerbside.collector.config import InfluxConfig
-from kerbside.collector.timeseries import SpoolWriter
 from kerbside.core.instants import format_instant
 from tests.e2e.influx_street import (
     ALERT_DELAY_S,
@@ -25,6 +23,7 @@ from tests.e2e.influx_street import (
     drive,
     gateway_messages,
     merged,
+    record_spooled,
 )
 from tests.helpers import VictoriaMetrics
 
@@ -82,14 +81,7 @@ def test_v2_write_path_into_victoria_metrics(
         batch_size=300,
         flush_interval_ms=50,
     )
-    submitted: list[str] = []
-    original = SpoolWriter.submit
-
-    def recording_submit(self: SpoolWriter, lines: Sequence[str]) -> None:
-        submitted.extend(lines)
-        original(self, lines)
-
-    monkeypatch.setattr(SpoolWriter, "submit", recording_submit)
+    submitted, _ = record_spooled(monkeypatch)
     try:
         messages = merged(
             gateway_messages(tmp_path / "sim", st.start, st.end),

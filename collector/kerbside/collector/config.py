@@ -95,8 +95,9 @@ class InfluxConfig(_Model):
     username: str | None = None
     password_file: Path | None = None
     batch_size: int = Field(default=5000, ge=1)
-    flush_interval_ms: int = Field(default=1000, ge=10)
-    spool_path: Path | None = None
+    # the longest a point waits for a fuller batch: the last points of a burst should not wait
+    flush_interval_ms: int = Field(default=100, ge=10)
+    spool_path: Path | None = None  # not used by `run` (the store holds the spool); tools only
     spool_max_points: int = Field(default=2_000_000, ge=1000)  # beyond it the oldest are dropped
     timeout_s: float = Field(default=10, gt=0)  # per HTTP write
 

@@ -3,8 +3,10 @@
 1. read the clock (and, for a batch, the digests of its event ids) and ask the core;
 2. write the effects, the rules' snapshots when due and the outbox rows the broker has, in one
    transaction (``Store.commit``);
-3. only then acknowledge the batch to the broker, publish, feed the alert stream, write the
-   time-series points and set the alarm for the next deadline.
+   The time-series lines of the step's points go into the spool in that same transaction, so
+   whatever stops the collector, an acknowledged batch has its points on the way to InfluxDB;
+3. only then acknowledge the batch to the broker, publish, feed the alert stream, tell the
+   time-series writer and set the alarm for the next deadline.
 
 If the commit fails, nothing of step 3 happens, the batch stays unacknowledged and the core is
 rebuilt from the store before the next unit of work (its memory had moved ahead of what was
@@ -19,25 +21,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from kerbside.collector.core import CollectorCore, Command, Flow, read_batch
-from kerbside.collector.effects import (
-    AlertPoint,
-    BayStatePoint,
-    Effects,
-    GatewayPoint,
-    Point,
-    SensorPoint,
-    SessionPoint,
-)
+from kerbside.collector.effects import Effects, Point
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.outbox import Outbox
 from kerbside.collector.store import Store, Work, dumps
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.instants import Instant
-from kerbside.core.site import Bay, Site
+from kerbside.core.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +43,13 @@ SNAPSHOT_COST_FACTOR = 50
 
 
 class Sink(Protocol):
-    """The time-series sink (``timeseries.TimeSeriesRecorder``): each call only queues."""
+    """The time-series sink (``timeseries.TimeSeriesRecorder``): nothing here waits for I/O."""
 
-    def bay_state(self, bay: Bay, state: str, ts: Instant, gateway_id: str | None) -> None: ...
+    def lines(self, points: Sequence[Point]) -> list[str]:
+        """The points as line protocol, for the store to spool with their commit."""
 
-    def session_closed(
-        self, bay: Bay, start: Instant, end: Instant, overstay_s: float, alerts: int
-    ) -> None: ...
-
-    def alert(self, record: Mapping[str, Any]) -> None: ...
-
-    def sensor_health(  # noqa: PLR0917 (the point's fields, in order)
-        self,
-        sensor_id: str,
-        bay_id: str | None,
-        gateway_id: str,
-        ts: Instant,
-        battery_mv: int | None,
-        temp_c: float | None,
-        lost_frames: int | None,
-        rssi: int | None,
-    ) -> None: ...
-
-    def gateway(
-        self, gateway_id: str, online: bool, outbox_depth: int | None, ts: Instant
-    ) -> None: ...
+    def committed(self, points: Sequence[Point], spooled: int) -> None:
+        """Their commit is on disk (with ``spooled`` lines): send them."""
 
     def stats(self) -> Mapping[str, int | bool | str | None]: ...
 
@@ -84,20 +60,6 @@ class Alarm(Protocol):
     """Wakes the runtime at a ``now`` instant (to ``tick``); None disarms it."""
 
     def arm(self, due: Instant | None) -> None: ...
-
-
-def write_points(sink: Sink, points: Sequence[Point]) -> None:
-    for point in points:
-        if isinstance(point, BayStatePoint):
-            sink.bay_state(point.bay, point.state, point.ts, point.gateway_id)
-        elif isinstance(point, SessionPoint):
-            sink.session_closed(point.bay, point.start, point.end, point.overstay_s, point.alerts)
-        elif isinstance(point, AlertPoint):
-            sink.alert(point.record)
-        elif isinstance(point, SensorPoint):
-            sink.sensor_health(*point)
-        elif isinstance(point, GatewayPoint):
-            sink.gateway(*point)
 
 
 class CommitCycle:
@@ -228,8 +190,15 @@ class CommitCycle:
         if save or began >= self._next_snapshot:
             snapshots = {zone: dumps(data) for zone, data in core.snapshots().items()}
         delivered = self._outbox.take_delivered()
+        sink = self._sink
+        lines: list[str] = []
+        if sink is not None and effects.points:
+            try:
+                lines = sink.lines(effects.points)
+            except Exception:
+                log.exception("time series: points of this step not written")
         try:
-            committed = self._store.commit(Work(effects, snapshots, delivered))
+            committed = self._store.commit(Work(effects, snapshots, delivered, lines))
         except BaseException:
             self._outbox.give_back_delivered(delivered)
             self._stale = True
@@ -246,9 +215,9 @@ class CommitCycle:
             )
         self._feed.publish(committed.changes)
         self._outbox.committed(committed.outbox, effects.deadletters)
-        if self._sink is not None and effects.points:
+        if sink is not None and effects.points:
             try:
-                write_points(self._sink, effects.points)
+                sink.committed(effects.points, len(lines))
             except Exception:
                 log.exception("time series sink failed")
         if effects.counters:

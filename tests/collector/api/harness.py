@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kerbside.collector.config import CollectorConfig, StoreConfig
+from kerbside.collector.effects import Point
 from kerbside.collector.link import LinkEvents, Message
 from kerbside.collector.rules import make_alert_id
 from kerbside.collector.runtime import Collector, assemble
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import Instant, format_instant, parse_instant
-from kerbside.core.site import Bay, parse_site
+from kerbside.core.site import parse_site
 
 T0 = parse_instant("2026-11-26T08:00:00Z")
 EPOCH = parse_instant("2025-01-01T00:00:00Z")  # the harness's clock starts here
@@ -90,32 +91,11 @@ class StubSink:
         self.well = True
         self.points = 0
 
-    def bay_state(self, bay: Bay, state: str, ts: Instant, gateway_id: str | None) -> None:
-        self.points += 1
+    def lines(self, points: Sequence[Point]) -> list[str]:
+        return [f"point {i}" for i in range(len(points))]
 
-    def session_closed(
-        self, bay: Bay, start: Instant, end: Instant, overstay_s: float, alerts: int
-    ) -> None:
-        self.points += 1
-
-    def alert(self, record: Mapping[str, Any]) -> None:
-        self.points += 1
-
-    def sensor_health(
-        self,
-        sensor_id: str,
-        bay_id: str | None,
-        gateway_id: str,
-        ts: Instant,
-        battery_mv: int | None,
-        temp_c: float | None,
-        lost_frames: int | None,
-        rssi: int | None,
-    ) -> None:
-        self.points += 1
-
-    def gateway(self, gateway_id: str, online: bool, outbox_depth: int | None, ts: Instant) -> None:
-        self.points += 1
+    def committed(self, points: Sequence[Point], spooled: int) -> None:
+        self.points += len(points)
 
     def stats(self) -> Mapping[str, int | bool | str | None]:
         return {  # the shape of timeseries.WriterStats.as_dict()

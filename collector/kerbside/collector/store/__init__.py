@@ -2,9 +2,11 @@
 
 One write, ``commit(work)``: the effects of a batch, tick or command (journal, events, bays,
 sessions, alerts and their changes, rights, suspensions, gateways, counters, the outbox of
-publications), the rules' snapshots when due and the outbox rows the broker has acknowledged,
-all in one transaction or none of it. The store hands out journal positions, alert change ids
-and outbox ids as it writes them and reports them back in ``Committed``.
+publications, the time-series lines of its points), the rules' snapshots when due and the outbox
+rows the broker has acknowledged, all in one transaction or none of it: a batch acknowledged to
+the broker has its points in the spool, whatever stops the collector after. The store hands out
+journal positions, alert change ids and outbox ids as it writes them and reports them back in
+``Committed``.
 
 Reads serve recovery (``recovery.py``), the API's read side (``queries.py``) and its commands.
 SQL stays in the adapters: ``sqlite.py`` (one file, WAL) is the default.
@@ -89,6 +91,7 @@ class Work:
     effects: Effects
     snapshots: Mapping[str, str] | None = None  # zone -> the zone's rules (JSON), when due
     delivered: Sequence[int] = ()  # outbox rows the broker has acknowledged
+    lines: Sequence[str] = ()  # time-series lines (line protocol) for the spool, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,28 @@ class Recovered:
     watermark: Instant | None  # the rules' clock at the last commit
 
 
+class LineSpool(Protocol):
+    """The time-series spool as its writer thread sees it, on a connection of its own: lines in
+    commit order, read from the head and removed once InfluxDB has them."""
+
+    @property
+    def depth(self) -> int: ...
+
+    def grew(self, lines: int) -> None:
+        """Lines were appended by someone else (the store's commits)."""
+
+    def append(self, lines: Sequence[str]) -> int: ...
+
+    def head(self, limit: int) -> tuple[int, list[str]]: ...
+
+    def remove_through(self, last_id: int) -> None: ...
+
+    def trim(self) -> int:
+        """Drop the oldest lines beyond the bound; returns how many."""
+
+    def close(self) -> None: ...
+
+
 class Store(SignInStore, Protocol):
     """The port (with the officers' sign-ins). Not thread-safe: the collector's event loop owns
     it (``gateway_summaries`` and ``timelines`` excepted, which read on a connection of their own
@@ -134,6 +159,9 @@ class Store(SignInStore, Protocol):
     def commit(self, work: Work) -> Committed: ...
 
     def close(self) -> None: ...
+
+    def open_spool(self, max_lines: int, block: int) -> LineSpool:
+        """The spool that ``commit`` appends ``Work.lines`` to, for another thread to drain."""
 
     # -- recovery and ingest -------------------------------------------------------------
 

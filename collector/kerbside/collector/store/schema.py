@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from kerbside.collector.errors import StoreRefused
 
-VERSION = 3
+VERSION = 4
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -135,6 +135,11 @@ CREATE TABLE IF NOT EXISTS engine_snapshots (
     pos INTEGER NOT NULL,
     body TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timeseries_spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    n INTEGER NOT NULL,
+    lines TEXT NOT NULL
+);
 """
 
 
@@ -173,8 +178,17 @@ def _to_3(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _to_4(db: sqlite3.Connection) -> None:
+    """The time-series spool is written in the same transaction as the batch its lines come
+    from: the store has it whether InfluxDB is configured or not (a file of a collector that
+    wrote to InfluxDB has it already)."""
+    for statement in _TABLES.split(";"):
+        if "timeseries_spool" in statement:
+            db.execute(statement)
+
+
 # MIGRATIONS[n] takes a file at version n to version n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3, _to_4]
 assert len(MIGRATIONS) == VERSION
 
 

@@ -26,6 +26,7 @@ from kerbside.collector.store import (
     BayState,
     Committed,
     JournalEntry,
+    LineSpool,
     OutboxMessage,
     Recovered,
     Snapshot,
@@ -34,6 +35,7 @@ from kerbside.collector.store import (
     dumps,
 )
 from kerbside.collector.store.schema import prepare
+from kerbside.collector.store.spool import SPOOL_BLOCK, Spool
 from kerbside.core.instants import Instant, format_instant
 
 _SESSION_SQL = {
@@ -116,6 +118,9 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def open_spool(self, max_lines: int, block: int) -> LineSpool:
+        return Spool(self.path, max_lines, block=block)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -236,6 +241,17 @@ class SqliteStore:
             )
         if work.delivered:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in work.delivered])
+        if work.lines:
+            lines = work.lines
+            db.executemany(
+                "INSERT INTO timeseries_spool(n, lines) VALUES (?, ?)",
+                [
+                    (len(block), "\n".join(block))
+                    for block in (
+                        lines[k : k + SPOOL_BLOCK] for k in range(0, len(lines), SPOOL_BLOCK)
+                    )
+                ],
+            )
         outbox: list[OutboxMessage] = []
         if effects.publications:
             first = self._next_outbox

@@ -1,15 +1,20 @@
 """Time series in InfluxDB (docs/analysts.md): line builders, sinks, a durable spool, a recorder.
 
-The collector builds one recorder with ``create_sink(config.influxdb, view, ...)`` and hands it
-the points its units of work produce, once committed; see ``recorder.TimeSeriesRecorder``.
+The collector builds one recorder with ``create_sink(config.influxdb, view, ..., store=store)``;
+its units of work ask it for the lines of their points, write them to the store's spool with
+their commit, then tell it; see ``recorder.TimeSeriesRecorder``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kerbside.collector.effects import Effects
+from kerbside.collector.store import LineSpool, Store, Work
+from kerbside.collector.store.spool import Spool
 from kerbside.collector.timeseries.errors import (
     RejectedWriteError,
     RetryableWriteError,
@@ -18,11 +23,12 @@ from kerbside.collector.timeseries.errors import (
 from kerbside.collector.timeseries.lines import BayTags, session_figures
 from kerbside.collector.timeseries.recorder import TimeSeriesRecorder
 from kerbside.collector.timeseries.sinks import InfluxV1Sink, InfluxV2Sink, TimeSeriesSink
-from kerbside.collector.timeseries.spool import Spool
 from kerbside.collector.timeseries.writer import SpoolWriter, WriterStats
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, parse_instant
 from kerbside.core.site import Site
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BayTags",
@@ -111,20 +117,43 @@ def create_sink(
     store_path: str | Path | None = None,
     *,
     delay_s: float = 15.0,
+    store: Store | None = None,
 ) -> TimeSeriesRecorder:
-    """The collector's recorder: spool in the store file (or ``influxdb.spool_path``).
+    """The collector's recorder, with its spool in ``store`` (the store's commits write the
+    lines of their points there); without a store (tests, tools), a spool file of its own at
+    ``influxdb.spool_path`` or ``store_path``.
 
     ``service`` provides ``site`` (its ``bays``: id -> Bay with ``zone_id``), ``bays()`` (pages
     of bay dicts with ``state`` and ``since``, read once at start), ``clock`` (epoch ms) and
     ``bay_origins`` (bay -> when it came into being, optional); all used on the event loop.
     """
     spool_path = config.spool_path or store_path or ":memory:"
+    batch_size = int(config.batch_size)
+    max_lines = int(config.spool_max_points)
+    spool: Callable[[Sequence[str]], None] | None = None
+    open_spool: Callable[[], LineSpool] | None = None
+    if store is not None:
+        if config.spool_path is not None:
+            log.warning(
+                "influxdb.spool_path is not used: points are spooled in the store (%s), in the"
+                " same transaction as the batch they come from",
+                store_path,
+            )
+        live = store
+
+        def spool(lines: Sequence[str]) -> None:
+            live.commit(Work(Effects(), lines=tuple(lines)))
+
+        def open_spool() -> LineSpool:
+            return live.open_spool(max_lines, batch_size)
+
     writer = SpoolWriter(
         open_sink(config),
         str(spool_path),
-        batch_size=int(config.batch_size),
+        batch_size=batch_size,
         flush_interval_s=int(config.flush_interval_ms) / 1000.0,
-        max_lines=int(config.spool_max_points),
+        max_lines=max_lines,
+        open_spool=open_spool,
     )
 
     def zones() -> dict[str, str]:
@@ -140,4 +169,5 @@ def create_sink(
         origins=origins,
         delay_s=delay_s,
         clock=service.clock,
+        spool=spool,
     )

@@ -1,12 +1,18 @@
 """What the collector calls: domain changes in, line protocol into the spool writer.
 
-Every call runs on the collector's event loop and only formats a line and appends it to the
-writer's buffer. ``zone_occupancy`` is a task of its own on the loop: at each minute boundary
-``t`` it waits ``delay`` (the collector's ``alert_delay_s``: events arrive backdated by the
-detector's confirmation time), takes every bay's state at ``t`` from the in-memory history the
+Every call runs on the collector's event loop. For a batch, tick or command the unit of work
+asks ``lines(points)`` before its commit, and the store writes them to the spool in the commit's
+own transaction; ``committed`` then tells the writer and keeps the bay-state history. The
+single-point calls (``bay_state``...) format a line and append it to the writer's buffer.
+
+``zone_occupancy`` is a task of its own on the loop: at each minute boundary ``t`` it waits
+``delay`` (the collector's ``alert_delay_s``: events arrive backdated by the detector's
+confirmation time), takes every bay's state at ``t`` from the in-memory history the
 ``bay_state`` calls keep, and writes one point per zone at ``t``. Backfill computes the same
 from the store's state history, so a minute written live and backfilled agree (except where an
-event arrived more than ``delay`` late, e.g. a silence, detected 15 minutes after it began).
+event arrived more than ``delay`` late, e.g. a silence, detected 15 minutes after it began). Its
+lines go to the store as a commit of their own (``spool``), or, while the store refuses them, to
+the writer's buffer.
 
 No point is ever written for a minute that has not passed (``t + delay <= now``), and a bay
 counts only from its origin (when the collector first ran with a site holding it): a zone's
@@ -19,9 +25,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kerbside.collector.effects import (
+    AlertPoint,
+    BayStatePoint,
+    GatewayPoint,
+    Point,
+    SensorPoint,
+    SessionPoint,
+)
 from kerbside.collector.timeseries import lines as lp
 from kerbside.collector.timeseries.occupancy import BayStates
 from kerbside.collector.timeseries.writer import SpoolWriter
@@ -50,8 +64,10 @@ class TimeSeriesRecorder:
         delay_s: float = 15.0,
         clock: Callable[[], Instant] = wall_clock_ms,
         interval_ms: int = MINUTE_MS,
+        spool: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self.writer = writer
+        self._spool = spool
         self._zones = zones
         self._current = current
         self._origins = origins
@@ -87,6 +103,39 @@ class TimeSeriesRecorder:
         return self.writer.stats().healthy
 
     # -- the collector's calls ----------------------------------------------------------------
+
+    def lines(self, points: Sequence[Point]) -> list[str]:
+        """The line of each point (pure: the store writes them with the points' batch)."""
+        out: list[str] = []
+        for point in points:
+            if isinstance(point, BayStatePoint):
+                out.append(lp.bay_state_line(point.bay, point.state, point.ts, point.gateway_id))
+            elif isinstance(point, SessionPoint):
+                out.append(lp.bay_session_line(*point))
+            elif isinstance(point, AlertPoint):
+                try:
+                    line = lp.alert_line(point.record)
+                except ValueError:
+                    log.warning("alert record without a usable time, no point: %r", point.record)
+                    continue
+                if line is not None:
+                    out.append(line)
+            elif isinstance(point, SensorPoint):
+                health = lp.sensor_health_line(*point)
+                if health is not None:
+                    out.append(health)
+            elif isinstance(point, GatewayPoint):
+                out.append(lp.gateway_line(*point))
+        return out
+
+    def committed(self, points: Sequence[Point], spooled: int) -> None:
+        """A commit wrote ``spooled`` lines of ``points`` to the spool: send them; keep the bays'
+        states for zone occupancy."""
+        observe = self.states.observe
+        for point in points:
+            if isinstance(point, BayStatePoint):
+                observe(point.bay.id, point.state, point.ts)
+        self.writer.spooled(spooled)
 
     def bay_state(self, bay: lp.BayLike, state: str, ts: Instant, gateway_id: str | None) -> None:
         self.states.observe(bay.id, state, ts)
@@ -158,7 +207,16 @@ class TimeSeriesRecorder:
         """Write the zone_occupancy points for instant ``t`` now; returns how many."""
         origins = None if self._origins is None else self._origins()
         counts = lp.count_zones(self._zones(), self.states.at(t), origins, t)
-        self.writer.submit([lp.zone_occupancy_line(z, c, t) for z, c in sorted(counts.items())])
+        lines = [lp.zone_occupancy_line(z, c, t) for z, c in sorted(counts.items())]
+        if self._spool is not None:
+            try:
+                self._spool(lines)
+            except Exception:
+                log.exception("zone_occupancy not spooled in the store; held in memory")
+            else:
+                self.writer.spooled(len(lines))
+                return len(counts)
+        self.writer.submit(lines)
         return len(counts)
 
     # -- internals ----------------------------------------------------------------------------

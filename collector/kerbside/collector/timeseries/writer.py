@@ -1,8 +1,12 @@
-"""The writer thread: buffer -> spool -> InfluxDB, off the collector's event loop.
+"""The writer thread: spool -> InfluxDB, off the collector's event loop.
 
-``submit`` only appends to a list under a lock, so ingest and alerts never wait for SQLite or
-for InfluxDB. The thread moves the buffer into the spool (one transaction), then sends the
-spool's head in batches and removes a batch only once the sink accepted it. A batch InfluxDB
+The collector's commits put the lines of their points into the spool themselves, in the same
+transaction as their batch, and tell the writer how many (``spooled``): nothing acknowledged to
+the broker has its points only in memory. ``submit`` (lines of no batch: zone occupancy when the
+store will not take them) only appends to a list under a lock; the thread moves that buffer into
+the spool. Either way ingest and alerts never wait for InfluxDB. The thread sends the spool's head
+in batches as soon as a batch is full or ``flush_interval_s`` has passed, and removes a batch
+only once the sink accepted it. A batch InfluxDB
 rejects is split in halves until the bad line is alone; that line is logged, counted and
 removed, the others go through. While InfluxDB is unreachable the thread keeps spooling and
 retries with a capped, jittered backoff.
@@ -14,12 +18,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kerbside.collector.store import LineSpool
+from kerbside.collector.store.spool import Spool
 from kerbside.collector.timeseries.errors import RejectedWriteError, RetryableWriteError
 from kerbside.collector.timeseries.sinks import TimeSeriesSink
-from kerbside.collector.timeseries.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +94,13 @@ class SpoolWriter:
         min_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         close_drain_s: float = 5.0,
+        open_spool: Callable[[], LineSpool] | None = None,
     ) -> None:
         self.sink = sink
         self._spool_path = spool_path
+        self._open_spool = open_spool or (
+            lambda: Spool(self._spool_path, self._max_lines, block=self._batch_size)
+        )
         self._batch_size = batch_size
         self._flush_interval = flush_interval_s
         self._max_lines = max_lines
@@ -100,6 +109,7 @@ class SpoolWriter:
         self._close_drain = close_drain_s
         self._lock = threading.Condition(threading.Lock())
         self._buffer: list[str] = []
+        self._appended = 0  # lines the store's commits put in the spool, not yet counted there
         self._stopping = False
         self._flush_requested = False
         self._thread: threading.Thread | None = None
@@ -139,6 +149,15 @@ class SpoolWriter:
             if len(self._buffer) >= self._batch_size:
                 self._lock.notify()
 
+    def spooled(self, lines: int) -> None:
+        """``lines`` more are in the spool (a commit wrote them): never waits for I/O."""
+        if lines <= 0:
+            return
+        with self._lock:
+            self._appended += lines
+            if self._appended + len(self._buffer) >= self._batch_size:
+                self._lock.notify()
+
     def flush_soon(self) -> None:
         """Wake the thread to spool and send what is buffered now (tests, shutdown)."""
         with self._lock:
@@ -148,7 +167,7 @@ class SpoolWriter:
     def stats(self) -> WriterStats:
         with self._lock:
             return WriterStats(
-                spool_depth=self._spool_depth + len(self._buffer),
+                spool_depth=self._spool_depth + self._appended + len(self._buffer),
                 points_written=self._written,
                 points_rejected=self._rejected,
                 points_dropped=self._dropped,
@@ -184,7 +203,7 @@ class SpoolWriter:
 
     def _run(self) -> None:
         try:
-            spool = Spool(self._spool_path, self._max_lines, block=self._batch_size)
+            spool = self._open_spool()
         except BaseException as exc:  # noqa: BLE001 - handed to start()'s caller
             self._start_error = exc
             self._ready.set()
@@ -199,14 +218,15 @@ class SpoolWriter:
         finally:
             spool.close()
 
-    def _loop(self, spool: Spool) -> None:
+    def _loop(self, spool: LineSpool) -> None:
         last_flush = -float("inf")  # a spool left from before is sent at once
         while True:
             with self._lock:
                 while not (self._stopping or self._flush_requested):
                     now = time.monotonic()
                     due = last_flush + self._flush_interval
-                    if len(self._buffer) >= self._batch_size or now >= due:
+                    pending = len(self._buffer) + self._appended
+                    if pending >= self._batch_size or now >= due:
                         break
                     self._lock.wait(timeout=due - now)
                 stopping = self._stopping
@@ -227,9 +247,16 @@ class SpoolWriter:
                 if stopping:
                     return
 
-    def _spool_buffer(self, spool: Spool) -> None:
+    def _spool_buffer(self, spool: LineSpool) -> None:
         with self._lock:
             lines, self._buffer = self._buffer, []
+            appended, self._appended = self._appended, 0
+        if appended:
+            spool.grew(appended)
+            dropped = spool.trim()
+            with self._lock:
+                self._dropped += dropped
+                self._spool_depth = spool.depth
         if not lines:
             return
         try:
@@ -246,11 +273,13 @@ class SpoolWriter:
             self._spool_depth = spool.depth
             self._spool_ok = True
 
-    def _drain(self, spool: Spool, deadline: float | None) -> None:
+    def _drain(self, spool: LineSpool, deadline: float | None) -> None:
         """Send batches until the spool is empty, a write fails, or the deadline passes."""
-        while deadline is None or time.monotonic() < deadline:
+        while (deadline is None or time.monotonic() < deadline) and spool.depth:
             last_id, batch = spool.head(self._batch_size)
             if not batch:
+                with self._lock:
+                    self._spool_depth = spool.depth  # head() met the table's count again
                 return
             try:
                 self._send(batch)
@@ -264,7 +293,10 @@ class SpoolWriter:
                 self._failures = 0
             # New lines keep arriving during a long drain: spool them between batches so the
             # buffer stays small, and send full batches rather than the buffer's dribble.
-            if len(self._buffer) >= self._batch_size or len(batch) < self._batch_size:
+            if (
+                len(self._buffer) + self._appended >= self._batch_size
+                or len(batch) < self._batch_size
+            ):
                 self._spool_buffer(spool)
 
     def _send(self, lines: list[str]) -> None:
@@ -287,7 +319,7 @@ class SpoolWriter:
         else:
             log.debug("InfluxDB still unavailable (%s); next try in %.1fs", exc, backoff)
 
-    def _final_drain(self, spool: Spool) -> None:
+    def _final_drain(self, spool: LineSpool) -> None:
         if spool.depth and self._connected:
             self._drain(spool, deadline=time.monotonic() + self._close_drain)
         if spool.depth:

@@ -1,12 +1,13 @@
 """The durable queue of time-series lines: a table in the collector's SQLite store file.
 
-Only the writer thread touches it, through a connection of its own. Lines wait here, in order,
-until InfluxDB has accepted them (or rejected them for good); an outage or a restart only makes
-the table longer. A row holds a block of lines (up to a batch), not one line: SQLite work per
-row is what costs, and Python's sqlite3 hands the GIL back and forth around every row, which
-the collector's event loop would feel. The table is bounded: past ``max_lines`` the oldest
-blocks are dropped and counted (``kerbside-collector backfill`` rewrites a period from the
-store).
+The store's commits append the lines of a batch's points in the batch's own transaction
+(``SqliteStore.commit``); the writer thread reads and removes them through this class, on a
+connection of its own. Lines wait here, in order, until InfluxDB has accepted them (or rejected
+them for good); an outage, a restart or a crash only makes the table longer. A row holds a block
+of lines (a commit's, up to ``SPOOL_BLOCK``), not one line: SQLite work per row is what costs,
+and Python's sqlite3 hands the GIL back and forth around every row, which the collector's event
+loop would feel. The table is bounded: past ``max_lines`` the oldest blocks are dropped and
+counted (``kerbside-collector backfill`` rewrites a period from the store).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+SPOOL_BLOCK = 5000  # lines in one row at most
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS timeseries_spool (
@@ -30,7 +33,9 @@ CREATE TABLE IF NOT EXISTS timeseries_spool (
 class Spool:
     """FIFO of line blocks with ids; not thread-safe (one owner thread)."""
 
-    def __init__(self, path: str | Path, max_lines: int = 2_000_000, block: int = 5000) -> None:
+    def __init__(
+        self, path: str | Path, max_lines: int = 2_000_000, block: int = SPOOL_BLOCK
+    ) -> None:
         self.path = str(path)
         self.max_lines = max_lines
         self.block = block
@@ -50,18 +55,32 @@ class Spool:
         """Lines waiting."""
         return self._depth
 
+    def grew(self, lines: int) -> None:
+        """``lines`` more were appended by the store's commits (on another connection)."""
+        self._depth += lines
+
     def append(self, lines: Sequence[str]) -> int:
         """Add lines at the tail in one transaction; returns how many old lines were dropped."""
         if not lines:
             return 0
         blocks = [lines[k : k + self.block] for k in range(0, len(lines), self.block)]
-        dropped = 0
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO timeseries_spool(n, lines) VALUES (?, ?)",
                 [(len(b), "\n".join(b)) for b in blocks],
             )
             self._depth += len(lines)
+        return self.trim()
+
+    def trim(self) -> int:
+        """Drop the oldest blocks while more than ``max_lines`` wait; returns how many lines."""
+        if self._depth <= self.max_lines:
+            return 0
+        dropped = 0
+        with self._transaction():
+            # the count again: commits on the store's connection appended what we were told of
+            row = self._db.execute("SELECT coalesce(sum(n), 0) FROM timeseries_spool").fetchone()
+            self._depth = int(row[0])
             while self._depth > self.max_lines:
                 oldest = self._db.execute(
                     "SELECT id, n FROM timeseries_spool ORDER BY id LIMIT 1"
@@ -93,6 +112,10 @@ class Spool:
                 last_id = int(row_id)
         finally:
             cursor.close()
+        if not out:
+            # a commit's lines can be sent before the store's connection has told us of them
+            # (``grew`` comes right after its commit): the count meets the table again here
+            self._depth = 0
         return last_id, out
 
     def remove_through(self, last_id: int) -> None:
