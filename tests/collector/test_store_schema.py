@@ -280,7 +280,29 @@ def test_a_version_2_file_gains_the_rights_indexes(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"rights_bay", "rights_zone"} <= indexes
-    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
+    db.close()
+
+
+def test_a_version_3_file_gains_the_spool_its_commits_write_points_to(tmp_path: Path) -> None:
+    """Version 4 writes a batch's time-series lines in the batch's own transaction."""
+    path = tmp_path / "v3.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE timeseries_spool")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.migrated_from == 3
+    store.commit(Work(Effects(), lines=["bay_state,bay_id=B1 occupied=1i 1000"] * 3))
+    spool = store.open_spool(max_lines=1000, block=100)
+    assert spool.depth == 3
+    assert spool.head(100)[1] == ["bay_state,bay_id=B1 occupied=1i 1000"] * 3
+    spool.close()
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 4
     db.close()
 
 
