@@ -216,6 +216,7 @@ def write_collector_setup(
     alert_delay_s: float = 1.0,
     extra: str = "",
     store: str = "{path: collector.db}",
+    protocol: str = "5",
 ) -> Path:
     """A site (zone Z1 controlled all the time; paid bays B001.. on ``gateway``; grace 0,
     observation 1 min, max stay 2 min) and a collector config beside it (``store``: the store's
@@ -239,7 +240,7 @@ def write_collector_setup(
     config.write_text(
         "site: site.yaml\n"
         f"mqtt: {{host: 127.0.0.1, port: {port}, topic_root: {topic_root},"
-        f" client_id: collector-{workdir.name}-{os.getpid()}}}\n"
+        f" client_id: collector-{workdir.name}-{os.getpid()}, protocol: '{protocol}'}}\n"
         f"store: {store}\n"
         "http: null\n"
         f"alert_delay_s: {alert_delay_s}\n" + extra

@@ -1,4 +1,5 @@
-"""The collector's MQTT link process: its framing, and its life beside the collector."""
+"""The collector's MQTT link process (paho, for MQTT 3.1.1 brokers): its framing, and its life
+beside the collector."""
 
 from __future__ import annotations
 
@@ -83,7 +84,10 @@ def _gone(pid: int) -> bool:
 def test_the_link_process_leaves_the_broker_when_the_collector_is_killed(
     tmp_path: Path, broker: Mosquitto, topic_root: str
 ) -> None:
-    config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root)
+    # paho's process is the link for MQTT 3.1.1 brokers
+    config = write_collector_setup(
+        tmp_path, port=broker.port, topic_root=topic_root, protocol="3.1.1"
+    )
     log = tmp_path / "collector.log"
     proc = start_collector(config, log)
     try:
@@ -102,7 +106,9 @@ def test_the_link_process_leaves_the_broker_when_the_collector_is_killed(
 def test_a_link_process_that_dies_is_replaced_and_nothing_is_lost(
     tmp_path: Path, broker: Mosquitto, topic_root: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = write_collector_setup(tmp_path, port=broker.port, topic_root=topic_root, bays=4)
+    config = write_collector_setup(
+        tmp_path, port=broker.port, topic_root=topic_root, bays=4, protocol="3.1.1"
+    )
     gateway = Client(broker.port)
     events = f"{topic_root}/gw/gw-1/events"
     now = int(time.time() * 1000)

@@ -1,9 +1,10 @@
 """``kerbside-collector run``: the collector wired together, and its asyncio tasks.
 
-``assemble`` builds the parts by constructor (store, core through recovery, unit of work, outbox,
-alert feed, read side, commands); ``serve`` adds the MQTT link (paho in a child process), the
-batcher that feeds the unit of work, the alarm for the rules' deadlines, retention, the HTTP API
-and the time-series sink, under one task group, and owns the signals.
+``assemble`` builds the parts by constructor (store, core through recovery, unit of work,
+outbox, alert feed, read side, commands); ``serve`` adds the MQTT link (MQTT v5 on the event
+loop; paho in a child process for 3.1.1), the batcher that feeds the unit of work, the alarm for
+the rules' deadlines, retention, the HTTP API and the time-series sink, under one task group,
+and owns the signals.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kerbside.collector.cycle import Alarm, CommitCycle, Sink
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.link.process import ProcessLink
+from kerbside.collector.link.v5 import V5Link
 from kerbside.collector.loop_errors import QuietLoopErrors
 from kerbside.collector.outbox import Outbox
 from kerbside.collector.queries import Health, Queries, export_journal
@@ -308,8 +310,12 @@ async def serve(
             SinkView(lambda: collector.queries, clock),
             store_path=config.store.path,
             delay_s=config.alert_delay_s,
+            store=store,
         )
-    link = ProcessLink(config.mqtt, loop)
+    # MQTT v5 on this loop (mqtt5's codec); paho in a process of its own for 3.1.1 brokers
+    link: Transport = (
+        V5Link(config.mqtt) if config.mqtt.protocol == "5" else ProcessLink(config.mqtt, loop)
+    )
     collector = assemble(
         config,
         site,

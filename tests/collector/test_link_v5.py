@@ -1,0 +1,410 @@
+"""The MQTT v5 link on the event loop (``link.v5``): its reading of the byte stream, and its
+session, acks, publications, keep-alive, reconnection and shared subscriptions against a real
+Mosquitto of the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import mqtt5
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kerbside.collector.config import MqttConfig
+from kerbside.collector.link import Message
+from kerbside.collector.link.v5 import Phase, V5Link, gateway_filters
+from kerbside.core.backoff import Backoff
+from tests.helpers import Mosquitto, topic_root_for
+
+
+class Events:
+    """``LinkEvents``, recorded."""
+
+    def __init__(self) -> None:
+        self.received: list[Message] = []
+        self.batches = 0
+        self.tokens: list[int] = []  # publications the broker acknowledged
+        self.connections: list[bool] = []
+
+    def messages(self, batch: list[Message]) -> None:
+        self.batches += 1
+        self.received.extend(batch)
+
+    def published(self, token: int) -> None:
+        self.tokens.append(token)
+
+    def connection(self, up: bool) -> None:
+        self.connections.append(up)
+
+
+def recorder() -> Events:
+    return Events()
+
+
+# -- the byte stream, without a broker -----------------------------------------------------------
+
+
+def _stream() -> list[bytes]:
+    packets = [mqtt5.ConnAckPacket(session_present=True).write()]
+    packets += [
+        mqtt5.PublishPacket(
+            f"root/gw/gw-{i}/events",
+            b"x" * (i * 37 % 300),
+            qos=mqtt5.QoS.AT_LEAST_ONCE,
+            packet_id=i + 1,
+        ).write()
+        for i in range(12)
+    ]
+    packets.append(mqtt5.PingRespPacket().write())
+    packets.append(mqtt5.PublishPacket("root/gw/gw-x/status", b"{}").write())
+    return packets
+
+
+def _fed(chunks: list[bytes]) -> tuple[V5Link, Events]:
+    """A link just connected (CONNECT sent) fed ``chunks`` as they came off the socket."""
+    link = V5Link(MqttConfig(topic_root="root"))
+    events = recorder()
+
+    async def feed() -> None:
+        link._events = events
+        link._connack = asyncio.get_running_loop().create_future()
+        link.phase = Phase.CONNECTING
+        link._write = lambda data: None  # type: ignore[method-assign]
+        for chunk in chunks:
+            link._received(chunk)
+
+    asyncio.run(feed())
+    return link, events
+
+
+EXPECTED = [(f"root/gw/gw-{i}/events", b"x" * (i * 37 % 300), 1, i + 1) for i in range(12)] + [
+    ("root/gw/gw-x/status", b"{}", 0, 0)
+]
+
+
+def test_every_prefix_is_incomplete_and_the_rest_completes_it() -> None:
+    stream = b"".join(_stream())
+    for cut in range(0, len(stream), 7):
+        link, events = _fed([stream[:cut], stream[cut:]])
+        got = [(m.topic, m.payload, m.qos, m.mid) for m in events.received]
+        assert got == EXPECTED
+        assert link._buffer == b""
+        assert events.connections == [True]
+        assert {m.generation for m in events.received} == {1}
+
+
+@given(st.lists(st.integers(min_value=1, max_value=400), max_size=30))
+def test_any_chunking_gives_the_same_messages(cuts: list[int]) -> None:
+    stream = b"".join(_stream())
+    chunks = []
+    pos = 0
+    for size in cuts:
+        chunks.append(stream[pos : pos + size])
+        pos += size
+    chunks.append(stream[pos:])
+    _, events = _fed(chunks)
+    assert [(m.topic, m.payload, m.qos, m.mid) for m in events.received] == EXPECTED
+
+
+def test_garbage_from_the_broker_drops_the_connection_not_the_collector(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        _, events = _fed([_stream()[0], b"\xff\x00\x00\x00", _stream()[1]])
+    assert "not MQTT v5" in caplog.text
+    assert events.received == []
+
+
+def test_shared_subscriptions_are_filters_of_a_group() -> None:
+    config = MqttConfig(topic_root="kerbside/v1")
+    assert gateway_filters(config, "collectors") == [
+        "$share/collectors/kerbside/v1/gw/+/status",
+        "$share/collectors/kerbside/v1/gw/+/events",
+        "$share/collectors/kerbside/v1/gw/+/health",
+    ]
+
+
+# -- against Mosquitto ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield mosquitto
+    finally:
+        mosquitto.stop()
+
+
+def _config(
+    broker: Mosquitto, root: str, client_id: str = "collector", **over: object
+) -> MqttConfig:
+    return MqttConfig(
+        host="127.0.0.1", port=broker.port, topic_root=root, client_id=client_id, **over
+    )
+
+
+async def _until(what: str, condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def _gateway(port: int, root: str, count: int, start: int = 0) -> None:
+    """A gateway's QoS 1 events, ``start`` .. ``start + count - 1``, all acknowledged."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{time.time_ns()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [
+        client.publish(f"{root}/gw/gw-1/events", f"event {i}".encode(), qos=1)
+        for i in range(start, start + count)
+    ]
+    for info in infos:
+        info.wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 60))
+
+
+async def _session(broker: Mosquitto, root: str) -> None:
+    """Create the collector's session (subscribed) and leave."""
+    link = V5Link(_config(broker, root))
+    events = recorder()
+    link.start(events)
+    await _until("the first connection", lambda: link.connected)
+    await asyncio.sleep(0.3)  # its SUBACK
+    link.stop()
+
+
+def test_acked_messages_are_not_sent_again_and_the_others_are(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+
+    async def body() -> None:
+        await _session(broker, root)
+        await asyncio.to_thread(_gateway, broker.port, root, 300)  # queued while we are away
+        link = V5Link(_config(broker, root))
+        events = recorder()
+        link.start(events)
+        await _until("300 messages", lambda: len(events.received) == 300)
+        assert [m.payload for m in events.received] == [f"event {i}".encode() for i in range(300)]
+        assert events.batches < 300  # a chunk of the stream is one batch
+        for message in events.received[:200]:  # "committed"
+            link.ack(message)
+        await asyncio.sleep(0.3)
+        link.stop()
+        again = V5Link(_config(broker, root))
+        redelivered = recorder()
+        again.start(redelivered)
+        await _until("the 100 not acknowledged", lambda: len(redelivered.received) == 100)
+        assert [m.payload for m in redelivered.received] == [
+            f"event {i}".encode() for i in range(200, 300)
+        ]
+        await asyncio.sleep(0.5)
+        assert len(redelivered.received) == 100
+        again.stop()
+
+    run(body)
+
+
+def test_an_ack_after_a_reconnection_is_not_sent_and_the_broker_redelivers(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+
+    async def body() -> None:
+        link = V5Link(_config(broker, root), backoff=Backoff(0.1, 0.5))
+        events = recorder()
+        link.start(events)
+        await _until("connected", lambda: link.connected)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(_gateway, broker.port, root, 10)
+        await _until("10 messages", lambda: len(events.received) == 10)
+        first = list(events.received)
+        await asyncio.to_thread(broker.restart)  # persistence: the session and its queue stay
+        await _until("reconnected", lambda: events.connections == [True, False, True], 20)
+        for message in first:
+            link.ack(message)  # from the connection before: not valid on this one
+        await _until("the 10 again", lambda: len(events.received) == 20, 20)
+        assert [m.payload for m in events.received[10:]] == [m.payload for m in first]
+        assert {m.generation for m in events.received[10:]} == {first[0].generation + 1}
+        link.stop()
+
+    run(body)
+
+
+def test_publications_come_back_as_their_tokens_once_the_broker_has_them(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+    seen: list[tuple[str, bytes, bool]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watcher")
+    subscribed = threading.Event()
+    watcher.on_subscribe = lambda *a: subscribed.set()
+    watcher.on_message = lambda c, u, m: seen.append((m.topic, m.payload, bool(m.retain)))
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe(f"{root}/alerts/#", 1)
+    watcher.loop_start()
+    assert subscribed.wait(10)
+
+    async def body() -> None:
+        link = V5Link(_config(broker, root))
+        events = recorder()
+        link.start(events)
+        await _until("connected", lambda: link.connected)
+        tokens = [link.publish(f"{root}/alerts/A{i}", f"alert {i}", 1) for i in range(500)]
+        tokens.append(link.publish(f"{root}/bays/B1", b"occupied", 1, retain=True))
+        link.publish(f"{root}/alerts/dead", "qos 0", 0)
+        await _until("every token", lambda: sorted(events.tokens) == sorted(tokens))
+        link.stop()
+
+    try:
+        run(body)
+        deadline = time.monotonic() + 10
+        while len(seen) < 501 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [s[1] for s in seen[:500]] == [f"alert {i}".encode() for i in range(500)]
+        assert (f"{root}/alerts/dead", b"qos 0", False) in seen
+    finally:
+        watcher.loop_stop()
+        watcher.disconnect()
+    retained: list[bytes] = []
+    reader = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="reader")
+    reader.on_message = lambda c, u, m: retained.append(m.payload)
+    reader.connect("127.0.0.1", broker.port)
+    reader.subscribe(f"{root}/bays/#", 1)
+    reader.loop_start()
+    deadline = time.monotonic() + 10
+    while not retained and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reader.loop_stop()
+    reader.disconnect()
+    assert retained == [b"occupied"]
+
+
+def test_a_broker_down_then_back_is_reconnected_with_backoff_and_said_once(
+    tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = topic_root_for(request.node.name)
+    broker = Mosquitto(tmp_path / "mosquitto")  # not started yet: the port is closed
+
+    async def body() -> None:
+        link = V5Link(_config(broker, root), backoff=Backoff(0.05, 0.2))
+        events = recorder()
+        link.start(events)
+        await asyncio.sleep(1.0)  # several attempts
+        assert link.phase is Phase.WAITING
+        assert events.connections == []
+        await asyncio.to_thread(broker.start)
+        await _until("connected", lambda: link.connected)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(_gateway, broker.port, root, 5)
+        await _until("5 messages", lambda: len(events.received) == 5)
+        link.stop()
+        assert link.phase is Phase.STOPPED
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="kerbside.collector.link.v5"):
+            run(body)
+    finally:
+        broker.stop()
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1  # said at once, then at most once a minute
+    assert "Connection refused" in unreachable[0].getMessage()
+
+
+def test_a_frozen_broker_is_found_dead_by_keepalive_and_an_idle_link_stays_up(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+
+    async def body() -> None:
+        link = V5Link(_config(broker, root, keepalive_s=5), backoff=Backoff(0.1, 0.5))
+        events = recorder()
+        link.start(events)
+        await _until("connected", lambda: link.connected)
+        # idle for longer than 1.5 keep-alives: our PINGREQs keep the broker from dropping us
+        await asyncio.sleep(8.5)
+        assert events.connections == [True]
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGSTOP)  # TCP stays open; nothing answers
+        try:
+            await _until("the frozen broker found", lambda: not link.connected, 12)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        await _until("connected again", lambda: link.connected, 15)
+        assert events.connections == [True, False, True]
+        link.stop()
+
+    run(body)
+
+
+def test_a_refused_login_is_said_with_the_brokers_reason(
+    tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = topic_root_for(request.node.name)
+    passwords = tmp_path / "passwd"
+    passwords.write_text("")
+    broker = Mosquitto(
+        tmp_path / "mosquitto", f"allow_anonymous false\npassword_file {passwords}\n"
+    ).start()
+
+    async def body() -> None:
+        link = V5Link(_config(broker, root, username="nobody"), backoff=Backoff(0.2, 1.0))
+        events = recorder()
+        link.start(events)
+        await asyncio.sleep(1.0)
+        assert not link.connected
+        assert events.connections == []
+        link.stop()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="kerbside.collector.link.v5"):
+            run(body)
+    finally:
+        broker.stop()
+    assert "refused the connection: NOT_AUTHORIZED" in caplog.text
+
+
+def test_collectors_sharing_a_subscription_get_each_message_once_between_them(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+
+    async def body() -> None:
+        links = [
+            V5Link(
+                _config(broker, root, client_id=f"collector-{n}"),
+                subscriptions=gateway_filters(_config(broker, root), "collectors"),
+            )
+            for n in range(2)
+        ]
+        events = [recorder() for _ in links]
+        for link, recorded in zip(links, events, strict=True):
+            link.start(recorded)
+        await _until("both connected", lambda: all(link.connected for link in links))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(_gateway, broker.port, root, 200)
+        await _until("200 between them", lambda: sum(len(e.received) for e in events) == 200)
+        await asyncio.sleep(0.3)
+        payloads = [m.payload for e in events for m in e.received]
+        assert sorted(payloads) == sorted(f"event {i}".encode() for i in range(200))
+        assert all(e.received for e in events)  # the broker shared them
+        for link in links:
+            link.stop()
+
+    run(body)
