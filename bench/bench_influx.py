@@ -6,7 +6,7 @@
    delete on success) against a plain ``/write`` of the same lines in 5,000-line batches, in the
    same run, on the same private ``influxd`` (separate databases, alternating rounds, best of
    each). Target >= 0.5.
-2. The whole collector's backlog-drain rate (``runtime.serve`` in-process: paho link, batcher,
+2. The whole collector's backlog-drain rate (``runtime.serve`` in-process: MQTT link, batcher,
    rules, SQLite store; events queued at a private Mosquitto while it was down) with the
    InfluxDB sink on against off, median of back-to-back pairs. Target >= 0.9.
 3. Alert latency p99 ((due + alert_delay_s) to the alert on MQTT) of the live collector while
@@ -133,7 +133,7 @@ def bench_spool(influx: Influxd, workdir: Path, quick: bool) -> Row:
 
 
 class LiveCollector:
-    """``kerbside.collector.runtime.serve`` (the whole collector: paho link, batcher, rules,
+    """``kerbside.collector.runtime.serve`` (the whole collector: MQTT link, batcher, rules,
     store, sink) on its own thread and event loop, stopped on request."""
 
     def __init__(self, config_path: Path) -> None:
