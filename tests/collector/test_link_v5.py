@@ -408,3 +408,35 @@ def test_collectors_sharing_a_subscription_get_each_message_once_between_them(
             link.stop()
 
     run(body)
+
+
+def test_the_broker_drops_a_packet_over_the_maximum_we_announced(
+    broker: Mosquitto, request: pytest.FixtureRequest
+) -> None:
+    root = topic_root_for(request.node.name)
+
+    async def body() -> None:
+        await _session(broker, root)
+        big = V5Link(_config(broker, root))
+        events = recorder()
+
+        def publish_two() -> None:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="big-gw")
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            client.publish(
+                f"{root}/gw/gw-1/events", b"x" * (1024 * 1024 + 1), qos=1
+            ).wait_for_publish(10)
+            client.publish(f"{root}/gw/gw-1/events", b"small", qos=1).wait_for_publish(10)
+            client.loop_stop()
+            client.disconnect()
+
+        await asyncio.to_thread(publish_two)
+        big.start(events)
+        await _until("the small one", lambda: len(events.received) >= 1)
+        await asyncio.sleep(0.3)
+        assert [m.payload for m in events.received] == [b"small"]
+        assert big.connected
+        big.stop()
+
+    run(body)

@@ -43,6 +43,9 @@ GATEWAY_KINDS = ("status", "events", "health")
 CONNECT_TIMEOUT_S = 10.0
 _SUBSCRIBE_ID = 1  # the packet id of our one SUBSCRIBE per connection
 _PUBLISH_IDS = 65535
+# The largest packet we let the broker send us: bigger payloads are refused by the collector
+# anyway, and one must not fill our memory (the broker drops it instead).
+MAX_PACKET_BYTES = 1024 * 1024
 
 
 def gateway_filters(config: MqttConfig, share_group: str | None = None) -> list[str]:
@@ -214,6 +217,7 @@ class V5Link:
                 keep_alive=config.keepalive_s,
                 session_expiry_interval=config.session_expiry_s,
                 receive_max=config.receive_maximum,
+                max_packet_size=MAX_PACKET_BYTES,
             ).write()
         )
         self._flush()
