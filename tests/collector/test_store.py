@@ -548,3 +548,51 @@ def test_a_full_or_locked_store_is_not_called_damaged(tmp_path: Path) -> None:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_commits_lines_reach_the_spool_with_it_and_only_with_it(store: Store) -> None:
+    """Time-series lines are written in the transaction of the batch they come from; the writer
+    thread reads them from the head on a connection of its own and removes what it sent."""
+    store.commit(Work(Effects(), lines=[f"m,t=a f=1i {i}" for i in range(3)]))
+    with pytest.raises(StoreError):  # the same event id twice: the whole commit fails
+        store.commit(
+            Work(
+                Effects(journal=(journal_row("occupancy", 1, {}, event_id="e", digest="x"),) * 2),
+                lines=["m,t=lost f=1i 9"],
+            )
+        )
+    store.commit(Work(Effects(), lines=["m,t=b f=1i 7"]))
+    spool = store.open_spool(max_lines=1000, block=100)
+    try:
+        assert spool.depth == 4
+        last, lines = spool.head(3)
+        assert lines == [f"m,t=a f=1i {i}" for i in range(3)]  # whole commits, oldest first
+        spool.remove_through(last)
+        assert spool.depth == 1
+        last, lines = spool.head(100)
+        assert lines == ["m,t=b f=1i 7"]
+        spool.remove_through(last)
+        assert spool.head(100) == (0, [])
+        assert spool.depth == 0
+        # a commit the spool was not yet told of is read all the same, and counted once told
+        store.commit(Work(Effects(), lines=["m,t=c f=1i 8"]))
+        last, lines = spool.head(100)
+        assert lines == ["m,t=c f=1i 8"]
+        spool.remove_through(last)
+        spool.grew(1)
+        assert spool.head(100) == (0, [])
+        assert spool.depth == 0
+    finally:
+        spool.close()
+
+
+def test_the_spool_drops_its_oldest_lines_beyond_its_bound(store: Store) -> None:
+    for k in range(5):
+        store.commit(Work(Effects(), lines=[f"m,k={k} f=1i {i}" for i in range(10)]))
+    spool = store.open_spool(max_lines=25, block=100)
+    try:
+        assert spool.trim() == 30
+        assert spool.depth == 20
+        assert spool.head(100)[1][0] == "m,k=3 f=1i 0"
+    finally:
+        spool.close()

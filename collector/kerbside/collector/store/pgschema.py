@@ -27,7 +27,7 @@ import psycopg
 
 from kerbside.collector.errors import StoreRefused
 
-VERSION = 1
+VERSION = 2
 
 # Advisory lock key for migrations: two `migrate` runs at once take turns.
 _MIGRATION_LOCK = 0x6B657262  # "kerb"
@@ -181,8 +181,24 @@ def _to_1(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
         cur.execute(statement.encode())
 
 
+# The time-series spool: each commit appends the lines of its points here (one row a commit), in
+# its own transaction; the writer threads read from the head and delete the rows InfluxDB has.
+_TABLES_2 = """
+CREATE TABLE IF NOT EXISTS timeseries_spool (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    n integer NOT NULL,
+    lines text COLLATE "C" NOT NULL
+);
+"""
+
+
+def _to_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    for statement in _statements(_TABLES_2):
+        cur.execute(statement.encode())
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (0: an empty database).
-MIGRATIONS: list[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = [_to_1]
+MIGRATIONS: list[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = [_to_1, _to_2]
 assert len(MIGRATIONS) == VERSION
 
 

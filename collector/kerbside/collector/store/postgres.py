@@ -51,6 +51,7 @@ from kerbside.collector.store import (
     BayState,
     Committed,
     JournalEntry,
+    LineSpool,
     OutboxMessage,
     Recovered,
     Snapshot,
@@ -60,6 +61,7 @@ from kerbside.collector.store import (
     pgschema,
 )
 from kerbside.collector.store.opening import public_url
+from kerbside.collector.store.spool import SPOOL_BLOCK
 from kerbside.core.instants import Instant, format_instant
 
 log = logging.getLogger(__name__)
@@ -281,6 +283,13 @@ class PostgresStore:
         if self._db is not None:
             self._db.close()
 
+    def open_spool(self, max_lines: int, block: int) -> LineSpool:
+        from kerbside.collector.store.pgspool import PostgresSpool  # noqa: PLC0415
+
+        return PostgresSpool(
+            lambda: _connect(self._url, self._password, self.node), self.name, max_lines
+        )
+
     # -- the unit of work -------------------------------------------------------------------------
 
     def commit(self, work: Work) -> Committed:
@@ -342,6 +351,14 @@ class PostgresStore:
             cur.execute(
                 "DELETE FROM outbox WHERE node = %s AND id = ANY(%b::bigint[])",
                 (self.node, list(work.delivered)),
+            )
+        if work.lines:
+            lines = work.lines
+            blocks = [lines[k : k + SPOOL_BLOCK] for k in range(0, len(lines), SPOOL_BLOCK)]
+            cur.execute(
+                "INSERT INTO timeseries_spool (n, lines)"
+                " SELECT * FROM unnest(%b::integer[], %b::text[])",
+                ([len(b) for b in blocks], ["\n".join(b) for b in blocks]),
             )
         outbox: list[OutboxMessage] = []
         if effects.publications:
