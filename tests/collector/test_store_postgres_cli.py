@@ -148,3 +148,19 @@ def test_a_postgresql_collector_keeps_its_site_cache_in_its_state_directory(
     assert site_cache_path(on_db) == tmp_path / "state" / "site-cache.json"
     monkeypatch.delenv("STATE_DIRECTORY")
     assert site_cache_path(on_db) == Path("/var/lib/kerbside/site-cache.json")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://kerbside:url-secret@127.0.0.1:notaport/kerbside",
+        "postgresql://kerbside:url-secret@[::1/kerbside",
+        "postgresql://kerbside:url-secret@127.0.0.1/kerbside?nosuchoption=1",
+    ],
+)
+def test_a_url_libpq_cannot_read_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t", store=f"{{url: '{url}'}}")
+    result = _collector("migrate", "--config", str(config))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "secret" not in result.stderr + result.stdout

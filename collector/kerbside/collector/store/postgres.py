@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import urllib.parse
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -186,8 +187,17 @@ def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(exc: BaseException, url: str, password: str | None) -> str:
+    """The error on one line, without the password: libpq quotes a URL it cannot parse."""
+    text = (" ".join(str(exc).split()) or type(exc).__name__).replace(url, public_url(url))
+    try:
+        in_url = urllib.parse.urlsplit(url).password
+    except ValueError:
+        in_url = None
+    for secret in (password, in_url, in_url and urllib.parse.unquote(in_url)):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _connect(url: str, password: str | None, node: str) -> Conn:
@@ -216,7 +226,7 @@ def migrate(url: str, *, password: str | None = None) -> int:
         with _connect(url, password, "migrate") as conn:
             return pgschema.migrate(conn, name)
     except psycopg.Error as exc:
-        raise StoreRefused(f"{name}: {_one_line(exc)}") from exc
+        raise StoreRefused(f"{name}: {_one_line(exc, url, password)}") from exc
 
 
 class PostgresStore:
@@ -238,12 +248,15 @@ class PostgresStore:
         except psycopg.Error as exc:
             self.close()
             # at start, a database out of reach is for someone to see to: one line, exit 2
-            raise StoreRefused(f"{self.name}: cannot open: {_one_line(exc)}") from exc
+            raise StoreRefused(f"{self.name}: cannot open: {self._described(exc)}") from exc
         except BaseException:
             self.close()
             raise
 
     # -- the connection -------------------------------------------------------------------------
+
+    def _described(self, exc: BaseException) -> str:
+        return _one_line(exc, self._url, self._password)
 
     def _connection(self) -> Conn:
         db = self._db
@@ -263,8 +276,8 @@ class PostgresStore:
             db = self._db
             if db is not None and db.closed and not self._lost:
                 self._lost = True
-                log.error("store %s: connection lost: %s", self.name, _one_line(exc))  # noqa: TRY400 (one line)
-            raise StoreError(f"{self.name}: {what}: {_one_line(exc)}") from exc
+                log.error("store %s: connection lost: %s", self.name, self._described(exc))  # noqa: TRY400 (one line)
+            raise StoreError(f"{self.name}: {what}: {self._described(exc)}") from exc
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._errors("read failed"):
@@ -802,7 +815,7 @@ class PostgresStore:
                 }
                 rows = db.execute(_PER_EPOCH.encode()).fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: read failed: {_one_line(exc)}") from exc
+            raise StoreError(f"{self.name}: read failed: {self._described(exc)}") from exc
         return summarise(heard, rows)
 
     # -- officers' sign-in (signin.py): single statements, outside the units of work -----------
