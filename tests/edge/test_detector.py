@@ -252,6 +252,41 @@ def test_seq_gaps_count_lost_frames_across_the_wrap() -> None:
     assert stats.rssi is None
 
 
+def test_a_restart_whose_boot_frame_was_lost_is_no_gap() -> None:
+    """seq 40000, then 2 a minute later: no sensor sends 25,538 frames in a minute (one a second
+    at most), but one that rebooted has sent 0 and 1 since: those two were lost."""
+    detector, sensor = new()
+    sensor.send(0, BASE, seq=39999)
+    sensor.send(60, BASE, seq=40000)
+    sensor.send(120, BASE, seq=2)
+    sensor.send(180, BASE, seq=3)
+    assert detector.stats["S-1"].lost_frames == 2
+
+
+def test_a_seq_gap_the_time_allows_is_counted_however_big() -> None:
+    detector, sensor = new(silence=10**6)
+    sensor.send(0, BASE, seq=40000)
+    sensor.send(3600, BASE, seq=43000)  # an hour out of range: 2,999 frames lost
+    sensor.send(3660, BASE, seq=9)  # then a reboot, its first nine frames lost
+    sensor.send(3720, BASE, seq=30000)  # a seq that neither follows nor restarts
+    sensor.send(3780, BASE, seq=30001)
+    assert detector.stats["S-1"].lost_frames == 2999 + 9
+
+
+def test_a_restart_without_boot_proves_nothing_of_the_reading_before() -> None:
+    """After a restart the previous reading's time is unknown: a small step then is not proven
+    by the frame after it, as a frame whose seq follows would prove it."""
+    detector, sensor = new()
+    sensor.seq = 49990
+    settle_vacant(sensor)  # seq 49991..49993
+    out = sensor.send(300, add(BASE, CAR, 0.4))  # 49994: a small step
+    out += sensor.send(330, BASE, seq=1)  # a reboot since, its BOOT frame lost
+    out += hold(sensor, 390, 600, BASE)
+    out += detector.tick(600 * S)
+    assert out == []  # a passing car whose going was lost, as far as anyone can tell
+    assert detector.stats["S-1"].lost_frames == 1
+
+
 def test_unknown_sensors_are_counted_and_ignored() -> None:
     detector, _ = new()
     stranger = Sensor(detector, "S-99")

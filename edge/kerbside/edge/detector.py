@@ -67,6 +67,7 @@ __all__ = [
 _CANDIDATE = 0
 _SILENCE = 1
 _SEQ_MOD = 0x10000
+_SEQ_SLACK = 30  # frames a line or a slow read may bunch up (at one frame a second: 30 s)
 
 
 class Detector:
@@ -178,16 +179,25 @@ class Detector:
         """Count a valid frame in the sensor's health and arm its silence; None for a duplicate,
         else whether its seq follows the previous frame's (no frame lost, no reboot between)."""
         stats = track.stats
-        seq, last_seq = frame.seq, track.last_seq
+        seq, last_seq, last_t = frame.seq, track.last_seq, track.last_valid
         if seq == last_seq:
             stats.duplicates += 1
             return None
         chained = False
-        if last_seq is not None and not frame.flags & FLAG_BOOT:
+        if last_seq is not None and last_t is not None and not frame.flags & FLAG_BOOT:
+            # A sensor samples once a second and sends at most one frame per sample, so no more
+            # than this many frames can have been sent since the previous one (with slack for
+            # frames the line or the read delayed, then delivered together).
+            sent = (now - last_t) // 1000 + _SEQ_SLACK
             gap = (seq - last_seq) % _SEQ_MOD
-            if gap < _SEQ_MOD // 2:  # further "back" is a restart whose BOOT frame was lost
+            if gap <= sent and gap < _SEQ_MOD // 2:
                 stats.lost_frames += gap - 1
                 chained = gap == 1
+            elif seq <= sent:
+                # A restart whose BOOT frame was lost: a seq counting up from 0 again, too far
+                # on to be a wrap in the time gone by. Its frames before this one were lost.
+                stats.lost_frames += seq
+            # (else a seq that neither follows nor restarts: no gap that can be counted)
         track.last_seq = seq
         stats.frames += 1
         stats.last_seen = now
