@@ -4,15 +4,16 @@ settings, a real Mosquitto. Drop-offs of 20-35 s (shorter than a keep-alive) are
 dated within seconds of the truth, and confirmed within the collector's alert delay.
 
 Real time because the stays are what is tested: the simulator runs at wall speed, so its ground
-truth is in the agent's own clock. About two minutes, most of it waiting for the first
-keep-alives (up to a minute after the start), which teach the agent each bay's empty level.
+truth is in the agent's own clock. The street starts when the agent opens its port (the sensors
+power up then, as on a street being commissioned, and each sends its first frame at once), so the
+agent knows every bay's empty level within the confirmation time; the stays follow. About 80
+seconds.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,18 +28,22 @@ from tests.helpers import Mosquitto, stop_process
 
 pytestmark = pytest.mark.slow
 
-# bay -> stays, in seconds after the simulator starts, each shorter than a keep-alive; one bay
-# twice, one never. They begin once the agent knows every bay's empty level: a sensor's first
-# frame may come before the agent reads the port, and then its first keep-alive, within 60 s.
+# bay -> stays, in seconds after the street starts, each shorter than a keep-alive; one bay
+# twice, one never. They begin once the agent has confirmed every bay's empty level (each
+# sensor's first frame comes within a second of the start; its level is confirmed 10 s later).
 VISITS = {
-    "SIM-BAY-0001": [[72, 92]],
-    "SIM-BAY-0002": [[73, 97]],
-    "SIM-BAY-0003": [[74, 102]],
-    "SIM-BAY-0004": [[75, 107]],
-    "SIM-BAY-0005": [[76, 111]],
-    "SIM-BAY-0006": [[72, 94], [108, 130]],
+    "SIM-BAY-0001": [[13, 33]],
+    "SIM-BAY-0002": [[14, 39]],
+    "SIM-BAY-0003": [[15, 45]],
+    "SIM-BAY-0004": [[16, 51]],
+    "SIM-BAY-0005": [[17, 48]],
+    "SIM-BAY-0006": [[13, 33], [44, 64]],
 }
 SENSORS = 7  # SIM-BAY-0007 stays empty
+# The line still loses, corrupts and truncates frames, as seeded: with this seed every sensor's
+# first frame gets through (with seed 1 one is lost, and the agent hears that sensor first at
+# its keep-alive, a minute later, after its stay has begun).
+SEED = 3
 TOLERANCE_MS = 3_000
 ALERT_DELAY_MS = 15_000
 
@@ -66,10 +71,13 @@ def test_short_stays_from_basic_firmware_are_each_published_on_time(
         [
             str(BIN / "kerbside-sim"),
             "serial",
+            "--wait-for-reader",
             "--firmware",
             "basic",
             "--scenario",
             "noisy",
+            "--seed",
+            str(SEED),
             "--sensors",
             str(SENSORS),
             "--visits",
@@ -87,7 +95,6 @@ def test_short_stays_from_basic_firmware_are_each_published_on_time(
     processes.append(sim)
     assert sim.stdout is not None
     assert sim.stdout.readline().strip(), "kerbside-sim serial printed no tty"
-    started_ms = time.time_ns() // 1_000_000  # the street's start, give or take a tick
     config = yaml.safe_load(sim_config.read_text())
     config["mqtt"] = {"host": "127.0.0.1", "port": broker.port, "topic_root": topic_root}
     config["outbox"] = {"path": str(tmp_path / "outbox.db"), "max_mb": 16}
@@ -97,7 +104,7 @@ def test_short_stays_from_basic_firmware_are_each_published_on_time(
     agent_config.write_text(yaml.safe_dump(config))
     subscriber = Subscriber(broker, topic_root)
     try:
-        _run_and_check(tmp_path, sim, started_ms, agent_config, truth_file, subscriber, processes)
+        _run_and_check(tmp_path, sim, agent_config, truth_file, subscriber, processes)
     finally:
         subscriber.close()
 
@@ -105,7 +112,6 @@ def test_short_stays_from_basic_firmware_are_each_published_on_time(
 def _run_and_check(
     tmp_path: Path,
     sim: subprocess.Popen[bytes],
-    started_ms: int,
     agent_config: Path,
     truth_file: Path,
     subscriber: Subscriber,
@@ -133,14 +139,15 @@ def _run_and_check(
     def first_levels() -> int:
         return len({e["bay_id"] for e in events()})
 
-    wait_until(lambda: first_levels() == SENSORS, 90, "every bay's first level")
-    first_arrival = min(a for v in VISITS.values() for a, _ in v)
+    wait_until(lambda: first_levels() == SENSORS, 60, "every bay's first level")
     learned = max(parse_instant(e["confirmed_ts"]) for e in events())
-    assert learned < started_ms + first_arrival * 1000  # the stays come after
-    wait_until(lambda: departures() >= stays, 120, f"{stays} departures published")
+    last_departure = max(d for v in VISITS.values() for _, d in v)
+    wait_until(lambda: departures() >= stays, last_departure + 30, f"{stays} departures published")
     stop_process(sim, 15, timeout=20)  # writes the ground truth
 
     truth = load_truth(truth_file)
+    first_arrival = min(s.arrival for s in truth.sessions)
+    assert learned < first_arrival  # every empty level was known before the stays
     by_bay: dict[str, list[dict[str, Any]]] = {}
     for event in events():
         by_bay.setdefault(event["bay_id"], []).append(event)

@@ -121,3 +121,39 @@ def test_no_reader_never_blocks_the_simulation(tmp_path: Path) -> None:
     assert proc.stdout.decode().split() == [str(tmp_path / "tty0"), str(tmp_path / "tty1")]
     truth = load_truth(truth_out)
     assert truth.end - truth.start == round(0.17 * 3_600_000)
+
+
+def test_wait_for_reader_starts_the_street_when_the_port_is_opened(tmp_path: Path) -> None:
+    """With --wait-for-reader nothing runs until a reader opens the port, however late: then the
+    sensors power up (each sends its first frame at once) and the truth starts there."""
+    truth_out = tmp_path / "truth.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerbside.sim.cli",
+            "serial",
+            "--wait-for-reader",
+            "--sensors",
+            "8",
+            "--dir",
+            str(tmp_path),
+            "--truth-out",
+            str(truth_out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        link = Path(proc.stdout.readline().decode().strip())
+        time.sleep(3)  # longer than an absent reader's lines are kept
+        opened_ms = time.time_ns() // 1_000_000
+        frames = read_frames(link, 4, timeout=3)  # the first keep-alive would be a minute away
+        assert len({f.split(b",")[1] for f in frames}) >= 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    truth = load_truth(truth_out)
+    assert opened_ms - 50 <= truth.start <= opened_ms + 2000

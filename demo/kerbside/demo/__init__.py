@@ -35,7 +35,7 @@ from kerbside.demo.processes import (
     module_argv,
     port_is_free,
 )
-from kerbside.demo.street import Street, start_edge, start_sim, write_site
+from kerbside.demo.street import Street, planned_rights, start_edge, start_sim, write_site
 
 __all__ = ["add_demo_command", "find_mosquitto", "port_is_free", "run_demo"]
 
@@ -180,15 +180,19 @@ def _run(args: argparse.Namespace, workdir: Path, children: Children, stop: Stop
         if stop.signal is not None:
             return 0
         time.sleep(0.1)
-    # The collector is subscribed: the gateways' first events will reach it. Each simulator
-    # starts its drivers' clock when it starts, so its agent follows at once: an agent that
-    # starts over cars already parked cannot tell a parked car from an empty bay at first.
+    # The collector is subscribed: the gateways' first events will reach it. Each simulator's
+    # street (its sensors and its drivers' clock) starts when its agent opens the ports: an
+    # agent that starts over cars already parked cannot tell a parked car from an empty bay.
     sims = [
         start_sim(children, gateway, site, args.seed + index)
         for index, gateway in enumerate(street.gateways)
     ]
-    for sim, gateway in zip(sims, street.gateways, strict=True):
-        street.rights += start_edge(children, sim, gateway, mqtt_port)
+    edges = [
+        start_edge(children, sim, gateway, mqtt_port)
+        for sim, gateway in zip(sims, street.gateways, strict=True)
+    ]
+    for sim, edge, gateway in zip(sims, edges, street.gateways, strict=True):
+        street.rights += planned_rights(children, sim, edge, gateway)
     street.rights.sort(key=lambda r: (r["start"], r["right_id"]))
     streets = sorted({b["street"] for b in yaml.safe_load(site.read_text())["bays"]})
     _print(

@@ -107,19 +107,26 @@ def write_site(workdir: Path, gateways: int, bays_per_gateway: int) -> tuple[Pat
     return path, Street(ids, [], len(site.bays))
 
 
-FIRST_ARRIVAL_S = ("4", "10")  # the drivers' first arrivals, seconds after the start
+# The drivers' first arrivals, seconds after the street starts: once the agent has confirmed
+# each bay's empty level (its sensor's first frame, within a second, held the confirmation time
+# of 10 s), so that each arrival is seen as one, from its start.
+FIRST_ARRIVAL_S = ("11", "16")
 
 
 def start_sim(children: Children, gateway: str, site: Path, seed: int) -> Child:
-    """The firmware simulator serving the gateway's bays on ptys with planned drivers; drivers'
-    times count from its start, so its agent should follow at once (``start_edge``)."""
+    """The firmware simulator serving the gateway's bays on ptys with planned drivers. Its street
+    (the sensors, and the drivers' clock) starts when its agent (``start_edge``) opens the
+    ports, so the agent hears every sensor's first frame over an empty bay, however long it
+    takes to start."""
     gw_dir = children.workdir / gateway
     gw_dir.mkdir(parents=True, exist_ok=True)
+    (gw_dir / "plan.json").unlink(missing_ok=True)  # written anew when the street starts
     return children.start(
         f"sim-{gateway}",
         [
             *module_argv("kerbside.sim.cli"),
             "serial",
+            "--wait-for-reader",
             "--site",
             str(site),
             "--gateway",
@@ -140,11 +147,8 @@ def start_sim(children: Children, gateway: str, site: Path, seed: int) -> Child:
     )
 
 
-def start_edge(
-    children: Children, sim: Child, gateway: str, mqtt_port: int
-) -> list[dict[str, Any]]:
-    """Once the simulator's ptys exist, a real edge agent reading them. Returns the plan's
-    rights (what the drivers will pay)."""
+def start_edge(children: Children, sim: Child, gateway: str, mqtt_port: int) -> Child:
+    """Once the simulator's ptys exist, a real edge agent reading them."""
     gw_dir = children.workdir / gateway
     ready, edge_yaml = gw_dir / "ttys.txt", gw_dir / "edge.yaml"
     deadline = time.monotonic() + 30
@@ -159,8 +163,22 @@ def start_edge(
     config["health_interval_s"] = 15
     config["clock"] = {"require_sync": False}  # a laptop's clock: no NTP check in a demo
     edge_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
-    children.start(
+    return children.start(
         f"edge-{gateway}", [*module_argv("kerbside.edge.cli"), "run", "--config", str(edge_yaml)]
     )
-    plan = json.loads((gw_dir / "plan.json").read_text())
+
+
+def planned_rights(children: Children, sim: Child, edge: Child, gateway: str) -> list[Any]:
+    """The rights the drivers will pay for (the simulator's plan), once its street has started:
+    when the agent has opened its ports."""
+    plan_file = children.workdir / gateway / "plan.json"
+    deadline = time.monotonic() + 60
+    while not plan_file.exists():
+        for child in (sim, edge):
+            if child.proc.poll() is not None:
+                raise DemoError(f"{child.name} exited: {last_line(child.log)} (see {child.log})")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{edge.name} did not open its ports (see {edge.log})")
+        time.sleep(0.05)
+    plan = json.loads(plan_file.read_text())
     return [dict(r) for r in plan["rights"]]

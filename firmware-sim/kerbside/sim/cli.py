@@ -42,6 +42,8 @@ _EPILOG_SERIAL = """example:
   kerbside-sim serial --sensors 20 --speed 10 --dir /tmp/street --config-out /tmp/street/edge.yaml
   (prints /tmp/street/tty0, one line per port; SIGUSR1 makes tty0 vanish for 2 s and return)
   kerbside-sim serial --site site.yaml --gateway gw-parkway-01 --plan-out plan.json
+  kerbside-sim serial --wait-for-reader --visits visits.json --config-out edge.yaml
+  (the sensors power up when an agent opens the ports: it hears each of them at once)
 """
 
 
@@ -235,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="serve BLE adverts as JSON lines on this unix socket",
+    )
+    ser.add_argument(
+        "--wait-for-reader",
+        action="store_true",
+        help="start the street (its sensors, and the times of --visits and --site drivers) only "
+        "once a reader has opened every port (and connected to --ble-socket); --plan-out is "
+        "written then",
     )
     st = sub.add_parser(
         "street",

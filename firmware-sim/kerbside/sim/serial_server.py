@@ -6,6 +6,11 @@ agent opens the symlink, and when a port "vanishes and returns" (SIGUSR1: port 0
 symlink removed, and two seconds later a new pty takes the same symlink name) the agent's reopen
 of the same path finds the new one. The master is non-blocking: when nobody reads, stale input
 is flushed and new bytes are dropped rather than stall the simulation.
+
+``--wait-for-reader`` starts the street only once a reader has opened every port (and, with
+``--ble-socket``, connected to it): its sensors power up, and the visits' times count, from the
+moment the gateway listens, as when a street is commissioned. A reader is seen arriving by the
+pty itself: while nobody holds the slave side open, its master reports a hang-up (Linux).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -59,22 +65,45 @@ class PtyPort:
         self.dropped = 0
         self.written = 0
         self._pending = bytearray()
+        self._tty = ""
         self._unread = 0
         self._drained_at = 0.0
 
-    def open(self) -> None:
+    def open(self, *, await_reader: bool = False) -> None:
+        """Make the pty and its symlink. ``await_reader``: let go of our own hold on its slave
+        side, so that ``has_reader`` can tell when somebody opens it."""
         master, slave = os.openpty()
         tty.setraw(slave)  # no line discipline: \r and \n pass through untouched
         flags = fcntl.fcntl(master, fcntl.F_GETFL)
         fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.master, self.slave = master, slave
+        self._tty = os.ttyname(slave)
         self._unread = 0
         self._drained_at = time.monotonic()
         tmp = self.link.with_name(self.link.name + ".new")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        tmp.symlink_to(os.ttyname(slave))
+        tmp.symlink_to(self._tty)
         tmp.replace(self.link)  # atomic: a reader never sees a half-made link
+        if await_reader:
+            os.close(slave)
+            self.slave = None
+
+    def has_reader(self) -> bool:
+        """Whether somebody has the port open (after ``open(await_reader=True)``): the master
+        stops reporting a hang-up once anyone holds the slave side. Then we hold it too again
+        (to see what the reader leaves unread, and flush it if they go)."""
+        if self.master is None:
+            return False
+        if self.slave is not None:
+            return True
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)  # a hang-up is reported whatever is asked
+        if any(event & select.POLLHUP for _, event in poller.poll(0)):
+            return False
+        self.slave = os.open(self._tty, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        self._drained_at = time.monotonic()
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -156,6 +185,10 @@ class BleFeedServer:
             client.setblocking(False)
             self._clients.append(client)
 
+    @property
+    def has_client(self) -> bool:
+        return bool(self._clients)
+
     def send(self, records: list[dict[str, object]]) -> None:
         if not records:
             return
@@ -203,8 +236,9 @@ def _write_atomic(path: Path, text: str) -> None:
 def serve_main(args: argparse.Namespace) -> int:
     # Live, simulated time starts at the wall clock so truth lines up with what an agent stamps
     # (at --speed X, simulated t maps to wall start + (t - start) / X).
+    wait: bool = args.wait_for_reader
     start: Instant = args.start if args.start is not None else time.time_ns() // 1_000_000
-    layout, visits, gateway = _street_layout(args, start)
+    layout, _, _ = _street_layout(args, start, write_plan=False)
     if not layout:
         raise ValueError("nothing to serve: give --sensors or --ble-sensors above 0, or --site")
     n_serial = sum(1 for spec in layout if not spec.sensor_id.startswith("BLE-"))
@@ -215,23 +249,9 @@ def serve_main(args: argparse.Namespace) -> int:
     directory: Path = args.dir or Path(tempfile.mkdtemp(prefix="kerbside-sim-"))
     directory.mkdir(parents=True, exist_ok=True)
     links = [directory / f"tty{p}" for p in range(n_ports)]
-    street = SimStreet(
-        SimConfig(
-            scenario=args.scenario,
-            seed=args.seed,
-            start=start,
-            hours=args.hours,
-            sensors_per_port=per_port,
-            gateway_id=gateway,
-            port_names=tuple(str(link) for link in links),
-            layout=tuple(layout),
-            visits=visits,
-            incidents=visits is None,
-            firmware=args.firmware,
-            keepalive_s=args.keepalive_s,
-            traffic=args.traffic,
-        )
-    )
+    # Waiting for a reader, this street only names the ports and sensors for --config-out; the
+    # one served starts when the reader has come.
+    street = _build_street(args, start, links, per_port, write_plan=not wait)
     ports = [PtyPort(link) for link in links]
     ble = BleFeedServer(args.ble_socket) if args.ble_socket is not None else None
     stop = False
@@ -248,10 +268,9 @@ def serve_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGUSR1, on_vanish)
-    end = None if args.hours is None else start + round(args.hours * 3_600_000)
     try:
         for port in ports:
-            port.open()
+            port.open(await_reader=wait)
         if args.config_out is not None:
             outbox = (args.config_out.parent / "outbox.db").resolve()
             # The agent's BLE source reaches our socket through the simulated bleak backend;
@@ -263,6 +282,14 @@ def serve_main(args: argparse.Namespace) -> int:
             print(port.link, flush=True)
         if ble is not None:  # last: a BLE-only street has no tty line to wait for
             print(ble.path, flush=True)
+        if wait:
+            while not _readers_came(ports, ble):
+                if stop:
+                    return 0
+                time.sleep(TICK_S)
+            start = args.start if args.start is not None else time.time_ns() // 1_000_000
+            street = _build_street(args, start, links, per_port, write_plan=True)
+        end = None if args.hours is None else start + round(args.hours * 3_600_000)
         wall0 = time.monotonic()
         reopen_at: float | None = None
         last_truth = wall0
@@ -303,11 +330,47 @@ def serve_main(args: argparse.Namespace) -> int:
             _write_atomic(args.truth_out, street.truth(max(street.now, start + 1)).dumps())
 
 
+def _readers_came(ports: list[PtyPort], ble: BleFeedServer | None) -> bool:
+    """Whether every port has a reader, and the BLE socket (if any) a client."""
+    if ble is not None:
+        ble.accept()
+    return all(port.has_reader() for port in ports) and (ble is None or ble.has_client)
+
+
+def _build_street(
+    args: argparse.Namespace,
+    start: Instant,
+    links: list[Path],
+    per_port: int,
+    *,
+    write_plan: bool,
+) -> SimStreet:
+    """The street served from ``start`` (``write_plan``: the drivers' plan to --plan-out)."""
+    layout, visits, gateway = _street_layout(args, start, write_plan=write_plan)
+    return SimStreet(
+        SimConfig(
+            scenario=args.scenario,
+            seed=args.seed,
+            start=start,
+            hours=args.hours,
+            sensors_per_port=per_port,
+            gateway_id=gateway,
+            port_names=tuple(str(link) for link in links),
+            layout=tuple(layout),
+            visits=visits,
+            incidents=visits is None,
+            firmware=args.firmware,
+            keepalive_s=args.keepalive_s,
+            traffic=args.traffic,
+        )
+    )
+
+
 def _street_layout(
-    args: argparse.Namespace, start: Instant
+    args: argparse.Namespace, start: Instant, *, write_plan: bool
 ) -> tuple[list[BaySpec], dict[str, list[tuple[Instant, Instant]]] | None, str]:
     """The generated street, or (with --site) one gateway's bays of a site with planned
-    drivers; the plan (rights to post, true contraventions) goes to --plan-out."""
+    drivers; ``write_plan``: the plan (rights to post, true contraventions) goes to --plan-out."""
     if args.site is None:
         layout = default_layout(args.sensors, args.ble_sensors)
         visits = None if args.visits is None else read_visits(args.visits, start, layout)
@@ -327,7 +390,7 @@ def _street_layout(
         bay_ids=[b.id for b in bays],
         mix=_mix(args),
     )
-    if args.plan_out is not None:
+    if write_plan and args.plan_out is not None:
         _write_atomic(args.plan_out, json.dumps(plan.to_json(), indent=1) + "\n")
     layout = [BaySpec(b.id, b.sensor or "", b.zone_id) for b in bays]
     return layout, visits_by_bay(plan), gateway
