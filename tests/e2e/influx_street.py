@@ -45,6 +45,7 @@ from tests.collector.test_cycle import FakeLink
 MIN = 60_000
 ROOT = "kerbside/v1"
 AUX = "gw-aux-01"
+AUX_BAY = "Z-SOUTH-AUX-001"
 STREETS = ("Parkway", "Delancey Street", "Arlington Road")
 KINDS = {"Parkway": "limited", "Delancey Street": "paid", "Arlington Road": "free"}
 MAX_STAY_MIN = 30
@@ -125,6 +126,11 @@ def write_site(workdir: Path, truth: dict[str, Any]) -> dict[str, dict[str, str]
             f"  - {{id: {sensor['bay_id']}, zone: {zone}, street: {street}, kind: {kind}{extra},"
             f" sensor: {sensor['sensor_id']}, gateway: {truth['gateway_id']}}}"
         )
+    # The second gateway serves a bay whose sensor is not fitted yet: the collector only
+    # believes gateways the site gives bays to. It is no bay of the analysts' figures.
+    lines.append(
+        f"  - {{id: {AUX_BAY}, zone: Z-SOUTH, street: Parkway, kind: free, gateway: {AUX}}}"
+    )
     (workdir / "site.yaml").write_text("\n".join(lines) + "\n")
     return bays
 
