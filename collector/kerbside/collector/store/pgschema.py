@@ -15,8 +15,16 @@ additions serve several collectors:
   the row's lock orders the commits that write journal rows or alert changes: positions are
   dense and in commit order, and a reader that has seen position N has seen every position
   below N (``postgres.py`` says why that holds, and what it costs);
-- ``zone_leases``: which collector runs each zone's rules, until when, and under which epoch (a
-  fencing token a commit can check in its own transaction).
+- ``zone_leases``: which collector runs each zone's rules, until when (the database's clock,
+  so collectors' clocks need not agree), and under which epoch: a fencing token. A collector
+  takes a zone whose lease has run out by raising its epoch (``UPDATE ... SET node_id = me,
+  epoch = epoch + 1, expires = now() + lease WHERE zone_id = z AND expires < now()``), renews
+  it only while node and epoch are still its own, and each commit it makes for the zone checks
+  the same in its own transaction (``SELECT ... WHERE zone_id = z AND node_id = me AND epoch =
+  mine FOR SHARE``, rolling back when it finds nothing): the share lock holds a takeover until
+  that commit ends, and after a takeover an owner that was paused finds a higher epoch and
+  writes nothing. ``outbox`` and ``counters`` rows carry the collector's node, so that each
+  publishes its own outbox and counts without contending with the others.
 """
 
 from __future__ import annotations
