@@ -6,6 +6,7 @@ A port method added with a test here is tested on both adapters."""
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -596,3 +597,19 @@ def test_the_spool_drops_its_oldest_lines_beyond_its_bound(store: Store) -> None
         assert spool.head(100)[1][0] == "m,k=3 f=1i 0"
     finally:
         spool.close()
+
+
+def test_both_adapters_have_every_method_of_the_port_with_its_parameters() -> None:
+    port = {
+        name: inspect.signature(member)
+        for name, member in inspect.getmembers(Store, inspect.isfunction)
+        if not name.startswith("_")
+    }
+    assert "commit" in port
+    for adapter in (SqliteStore, PostgresStore):
+        for name, signature in port.items():
+            method = getattr(adapter, name, None)
+            assert method is not None, f"{adapter.__name__} has no {name}"
+            assert list(inspect.signature(method).parameters) == list(signature.parameters), (
+                f"{adapter.__name__}.{name}"
+            )
