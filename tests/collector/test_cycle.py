@@ -73,8 +73,11 @@ def msg(kind: str, payload: bytes | dict[str, Any], gateway: str = "gw-1") -> Me
     return Message(f"{ROOT}/gw/{gateway}/{kind}", data, 1, next(_mids), 1, 0)
 
 
-def make(stores: Stores, clock: Clock) -> tuple[Collector, FakeLink]:
-    """A collector on the test's store (opened again: a restart), without a broker."""
+def make(stores: Stores | Path, clock: Clock) -> tuple[Collector, FakeLink]:
+    """A collector on the test's store (opened again: a restart), without a broker; given a
+    directory, on a SQLite file in it."""
+    if isinstance(stores, Path):
+        stores = Stores("sqlite", stores / "collector.db")
     workdir = stores.path.parent
     config = load_config(
         write_collector_setup(workdir, port=1, topic_root=ROOT, store=stores.config)
