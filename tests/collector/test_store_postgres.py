@@ -14,7 +14,7 @@ import pytest
 
 from kerbside.collector.effects import Effects
 from kerbside.collector.errors import StoreError
-from kerbside.collector.store import Work
+from kerbside.collector.store import Work, pgschema
 from kerbside.collector.store.pgschema import VERSION
 from kerbside.collector.store.postgres import ALERT_CHANGES_CHANNEL, PostgresStore, migrate
 from tests.collector.store_rows import alert_write, journal_row, write
@@ -155,3 +155,19 @@ def test_a_newer_schema_is_refused_with_both_versions(blank: str) -> None:
         migrate(blank)
     with pytest.raises(StoreError, match=newer):
         PostgresStore(blank)
+
+
+def test_an_older_schema_is_refused_until_migrate_upgrades_it(blank: str) -> None:
+    with psycopg.connect(blank, autocommit=True) as db, db.transaction(), db.cursor() as cur:
+        cur.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        pgschema.MIGRATIONS[0](cur)  # a database made by the first release
+        cur.execute("INSERT INTO schema_version VALUES (1)")
+    with pytest.raises(
+        StoreError, match=f"schema version 1, this collector needs version {VERSION}"
+    ):
+        PostgresStore(blank)
+    assert migrate(blank) == 1
+    assert migrate(blank) == VERSION
+    store = PostgresStore(blank)
+    assert write(store, journal=[journal_row("right", 1, {})]).last_pos == 1
+    store.close()
