@@ -17,6 +17,7 @@ from kerbside.collector.errors import NotFound
 from kerbside.collector.link import Transport
 from kerbside.collector.records import Right
 from kerbside.collector.right_held import right_held
+from kerbside.collector.rules import NEG_INF
 from kerbside.collector.store import Store
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.instants import Instant, format_instant, parse_instant
@@ -263,7 +264,10 @@ class Queries:
     def healthz(self) -> dict[str, Any]:
         report: dict[str, Any] = self._health.parts()
         watermark = self._store.watermark()
-        report["clock"] = None if watermark is None else format_instant(watermark)
+        # before the rules' clock first moves (the broker still handing over its backlog) it
+        # stands at the beginning of time, which no ISO 8601 year can write
+        started = watermark is not None and watermark > NEG_INF
+        report["clock"] = format_instant(watermark) if started else None
         return report
 
     def metrics(self) -> dict[str, Any]:

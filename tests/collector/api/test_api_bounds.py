@@ -141,3 +141,18 @@ def test_a_fault_of_ours_is_answered_in_json(
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"field": None, "detail": "internal error; it has been logged"}
+
+
+def test_healthz_before_the_rules_clock_has_moved(api: ApiServer) -> None:
+    """A batch committed while the broker hands over its backlog (the rules' clock not started)
+    once made /healthz answer 503 "store: down" (the clock's instant could not be written)."""
+    harness = api.service
+
+    def backlog_batch() -> None:
+        harness.collector.cycle.hold()
+        harness.ingest(harness.message(harness.event(BAY, "occupied", harness.clock.now)))
+
+    api.call(backlog_batch)
+    with httpx.Client(base_url=api.url, timeout=5) as client:
+        health = client.get("/healthz").json()
+    assert (health["store"], health["clock"]) == ("ok", None), health
