@@ -23,7 +23,7 @@ from tests.collector.api.test_api_sse import Stream
 from tests.e2e.test_edge_disk_full import fill, small_disk  # noqa: F401 (a fixture)
 from tests.helpers import Mosquitto, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 
 def _now() -> int:

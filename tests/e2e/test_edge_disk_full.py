@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.sim.kbs1 import encode_frame
 from tests.helpers import Mosquitto
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 FAULT = 0x08
 

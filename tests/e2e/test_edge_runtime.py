@@ -302,6 +302,7 @@ def test_broker_events_equal_replay_of_the_agents_capture(
     assert sum(s["frames"] for s in health["sensors"]) > 0
 
 
+@pytest.mark.reliability
 def test_broker_outage_and_agent_sigkill_lose_nothing_and_keep_order(
     tmp_path: Path,
     own_broker: Mosquitto,

@@ -20,7 +20,7 @@ from tests.e2e.influx_street import (
 )
 from tests.helpers import Influxd
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 # One field every point of the measurement carries, to count its points.
 COUNT_FIELD = {
