@@ -267,7 +267,7 @@ class Queries:
         # before the rules' clock first moves (the broker still handing over its backlog) it
         # stands at the beginning of time, which no ISO 8601 year can write
         started = watermark is not None and watermark > NEG_INF
-        report["clock"] = format_instant(watermark) if started else None
+        report["clock"] = None if watermark is None or not started else format_instant(watermark)
         return report
 
     def metrics(self) -> dict[str, Any]:
