@@ -171,3 +171,15 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(blank: str) -> Non
     store = PostgresStore(blank)
     assert write(store, journal=[journal_row("right", 1, {})]).last_pos == 1
     store.close()
+
+
+def test_statements_are_planned_for_their_values(url: str) -> None:
+    """psycopg prepares a statement run often; a generic plan made while a table was empty (a
+    scan of every event id) would stay as the table grows. The store's connections re-plan."""
+    store = PostgresStore(url)
+    for _ in range(8):  # past psycopg's prepare threshold
+        store.event_digests(["e1", "e2"])
+    with store._errors("show"):
+        shown = store._connection().execute("SHOW plan_cache_mode").fetchone()
+    assert shown == ("force_custom_plan",)
+    store.close()

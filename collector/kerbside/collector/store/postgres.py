@@ -146,21 +146,28 @@ _INSERT_OUTBOX = (
 _TAKE_IDS = (
     "UPDATE commit_head SET pos = pos + %s, change_id = change_id + %s RETURNING pos, change_id"
 )
+# The rows that carry the ids read them from the head row this transaction has just updated (its
+# own update is what it sees): sent at once, without waiting for the UPDATE's result.
 _INSERT_JOURNAL = (
     "INSERT INTO journal (pos, type, time, watermark, body)"
-    " SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[], %b::bigint[], %b::text[])"
+    " SELECT h.pos - %s + u.o, u.t, u.ti, u.w, u.b FROM commit_head h,"
+    " unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])"
+    " WITH ORDINALITY AS u(t, ti, w, b, o)"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (event_id, pos, digest)"
-    " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[])"
+    " SELECT u.e, h.pos - %s + u.o, u.d FROM commit_head h,"
+    " unnest(%b::text[], %b::bigint[], %b::text[]) AS u(e, o, d)"
 )
 _INSERT_CHANGES = (
     "INSERT INTO alert_changes (id, alert_id, record)"
-    " SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[])"
+    " SELECT h.change_id - %s + u.o, u.a, u.r FROM commit_head h,"
+    " unnest(%b::text[], %b::text[]) WITH ORDINALITY AS u(a, r, o)"
 )
+_NOTIFY_CHANGES = "SELECT pg_notify(%s, change_id::text) FROM commit_head"
 _UPSERT_SNAPSHOTS = (
     "INSERT INTO engine_snapshots (zone_id, pos, body)"
-    " SELECT z, %s, b FROM unnest(%b::text[], %b::text[]) AS u(z, b)"
+    " SELECT u.z, h.pos, u.b FROM commit_head h, unnest(%b::text[], %b::text[]) AS u(z, b)"
     " ON CONFLICT (zone_id) DO UPDATE SET pos = excluded.pos, body = excluded.body"
 )
 _ADD_COUNTERS = (
@@ -212,6 +219,10 @@ def _connect(url: str, password: str | None, node: str) -> Conn:
         "keepalives_interval": 2,
         "keepalives_count": 3,
         "tcp_user_timeout": 15_000,
+        # Statements are prepared once (psycopg does after a few runs) but planned for their
+        # values each time: a plan made generic while a table was small (a seq scan of an
+        # empty events table) would otherwise stay as the table grows to millions of rows.
+        "options": "-c plan_cache_mode=force_custom_plan",
     }
     if password is not None:
         options["password"] = password
@@ -309,11 +320,39 @@ class PostgresStore:
         with self._errors("commit failed"):
             db = self._connection()
             with db.pipeline(), db.transaction(), db.cursor() as cur:
-                committed = self._write(cur, work)
+                # Everything goes out before anything is waited for: the database works while
+                # the next statement's arrays are made. Results are read after the commit, from
+                # cursors of their own (a pipelined cursor that ran ``executemany`` may hand
+                # back another statement's result).
+                outbox, ids = self._write(cur, work)
+            committed = self._committed(work, outbox, ids)
+            for pending in (outbox, ids):
+                if pending is not None:
+                    pending.close()
         self._last_pos = committed.last_pos
         return committed
 
-    def _write(self, cur: Cursor, work: Work) -> Committed:
+    def _committed(self, work: Work, outbox: Cursor | None, ids: Cursor | None) -> Committed:
+        effects = work.effects
+        published: list[OutboxMessage] = []
+        if outbox is not None:
+            published = [
+                OutboxMessage(row[0], topic, payload, 1, retain)
+                for row, (topic, payload, retain) in zip(
+                    outbox.fetchall(), effects.publications, strict=True
+                )
+            ]
+        if ids is None:
+            return Committed(self._last_pos, [], published)
+        row = ids.fetchone()
+        assert row is not None  # the head row is made with the schema
+        last_pos, last_change = int(row[0]), int(row[1])
+        first = last_change - len(effects.alerts) + 1
+        changes = [(first + i, a.record) for i, a in enumerate(effects.alerts)]
+        return Committed(last_pos, changes, published)
+
+    def _write(self, cur: Cursor, work: Work) -> tuple[Cursor | None, Cursor | None]:
+        """Send the unit of work; returns the cursors of the outbox's ids and of the head's."""
         effects = work.effects
         if effects.state_changes:
             cur.execute(_INSERT_STATE_CHANGES, _columns(effects.state_changes))
@@ -373,75 +412,53 @@ class PostgresStore:
                 " SELECT * FROM unnest(%b::integer[], %b::text[])",
                 ([len(b) for b in blocks], ["\n".join(b) for b in blocks]),
             )
-        outbox: list[OutboxMessage] = []
+        outbox = None
         if effects.publications:
             topics, payloads, retains = _columns(effects.publications)
-            ids = [
-                row[0]
-                for row in self._fetch(
-                    cur, _INSERT_OUTBOX, (self.node, topics, payloads, [1] * len(topics), retains)
-                )
-            ]
-            outbox = [
-                OutboxMessage(i, topic, payload, 1, retain)
-                for i, (topic, payload, retain) in zip(ids, effects.publications, strict=True)
-            ]
-        last_pos, changes = self._write_ordered(cur, work)
+            outbox = cur.connection.cursor()
+            outbox.execute(
+                _INSERT_OUTBOX.encode(), (self.node, topics, payloads, [1] * len(topics), retains)
+            )
+        ids = self._write_ordered(cur, work)
         if effects.counters:
             names = sorted(effects.counters)
             cur.execute(_ADD_COUNTERS, (self.node, names, [effects.counters[n] for n in names]))
         if effects.watermark is not None:
             cur.execute(_SET_KV, ("watermark", str(effects.watermark)))
-        return Committed(last_pos, changes, outbox)
+        return outbox, ids
 
-    @staticmethod
-    def _fetch(cur: Cursor, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """One statement's rows, inside the pipeline: on a cursor of its own, because a cursor
-        that ran ``executemany`` in a pipeline may hand back another statement's result."""
-        with cur.connection.cursor() as own:
-            own.execute(sql.encode(), params)
-            return own.fetchall()
-
-    def _write_ordered(
-        self, cur: Cursor, work: Work
-    ) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-        """The rows that carry commit-ordered ids, after taking the ids (the module says why)."""
+    def _write_ordered(self, cur: Cursor, work: Work) -> Cursor | None:
+        """The rows that carry commit-ordered ids, after taking the ids (the module says why);
+        returns the cursor of the head's UPDATE, or None when nothing needed ids."""
         effects = work.effects
         journal, alerts = effects.journal, effects.alerts
         if not journal and not alerts and not work.snapshots:
-            return self._last_pos, []
-        [(last_pos, last_change)] = self._fetch(cur, _TAKE_IDS, (len(journal), len(alerts)))
+            return None
+        ids = cur.connection.cursor()
+        ids.execute(_TAKE_IDS.encode(), (len(journal), len(alerts)))
+        n = len(journal)
         if journal:
-            first = last_pos - len(journal) + 1
             types, times, watermarks, bodies, event_ids, digests = _columns(journal)
-            positions = list(range(first, last_pos + 1))
-            cur.execute(_INSERT_JOURNAL, (positions, types, times, watermarks, bodies))
+            cur.execute(_INSERT_JOURNAL, (n, types, times, watermarks, bodies))
             events = [
-                (event_id, first + i, digest)
-                for i, (event_id, digest) in enumerate(zip(event_ids, digests, strict=True))
+                (event_id, i, digest)
+                for i, (event_id, digest) in enumerate(zip(event_ids, digests, strict=True), 1)
                 if event_id is not None
             ]
             if events:
-                cur.execute(_INSERT_EVENTS, _columns(events))
-        changes: list[tuple[int, dict[str, Any]]] = []
+                cur.execute(_INSERT_EVENTS, (n, *_columns(events)))
         if alerts:
-            first_change = last_change - len(alerts) + 1
-            changes = [(first_change + i, a.record) for i, a in enumerate(alerts)]
             cur.execute(
                 _INSERT_CHANGES,
-                (
-                    [i for i, _ in changes],
-                    [a.record["alert_id"] for a in alerts],
-                    [a.text for a in alerts],
-                ),
+                (len(alerts), [a.record["alert_id"] for a in alerts], [a.text for a in alerts]),
             )
-            cur.execute("SELECT pg_notify(%s, %s)", (ALERT_CHANGES_CHANNEL, str(last_change)))
+            cur.execute(_NOTIFY_CHANGES, (ALERT_CHANGES_CHANNEL,))
         if work.snapshots:
             zones = list(work.snapshots)
             # zones saved no more (the site lost them, or they were saved as one) go
             cur.execute("DELETE FROM engine_snapshots WHERE zone_id <> ALL(%b::text[])", (zones,))
-            cur.execute(_UPSERT_SNAPSHOTS, (last_pos, zones, [work.snapshots[z] for z in zones]))
-        return last_pos, changes
+            cur.execute(_UPSERT_SNAPSHOTS, (zones, [work.snapshots[z] for z in zones]))
+        return ids
 
     def _write_sessions(self, cur: Cursor, effects: Effects) -> None:
         """Three statements whatever the number of steps: the sessions opened, then the ends of
