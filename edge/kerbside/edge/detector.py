@@ -130,6 +130,9 @@ class Detector:
         field: Vector = (float(frame.mx), float(frame.my), float(frame.mz))
         bay = track.bay
         held = track.held
+        if held and not track.history:  # back from a silence or a fault
+            first_level.resume(track, field)
+            held = track.held
         relevelled = bay.provisional and bay.reaches_target(field)
         last_field, last_t = track.last_field, track.last_t
         if chained and not relevelled and last_field is not None and track.last_class == bay.mode:
@@ -161,7 +164,7 @@ class Detector:
             or track.suspended is not None
             or relevel
             or state != bay.mode
-            or not (held or (published[0] == state and published[1] is None))
+            or not ((held and track.history) or (published[0] == state and published[1] is None))
         ):
             reading = Reading(now, field, detect, chained, state, relevel, last_field, last_t)
             self._step(track, reading, out)
@@ -287,7 +290,8 @@ class Detector:
                 return
         cand = track.cand
         bay = track.bay
-        believed = track.held or track.published == (r.state, None)  # held: nothing published
+        # (held: nothing is published, but the level is believed once its history began)
+        believed = (track.held and bool(track.history)) or track.published == (r.state, None)
         if not r.relevel and r.state == bay.mode and believed:
             if cand is not None:
                 self._interrupt(track, r.t)
@@ -393,6 +397,7 @@ class Detector:
         if bay.mode == "unknown":
             first_level.take_first_level(track, cand, field, held, at, self.street, out)
             return
+        resumed = track.held and not track.history  # back on its level after silence or FAULT
         if state != bay.mode or cand.relevel:
             self.street.note_step(track, cand.detect_level(at))
         if cand.relevel:
@@ -410,6 +415,8 @@ class Detector:
             # The latest reading goes into the new level later, unless it was not taken as it.
             track.last_class = state if field is cand.last_field else "unknown"
         track.publish(state, None, cand.start, at, out)
+        if resumed:
+            first_level.take_back(track, cand.detect_level(at), at, out)
         if track.held:
             first_level.resolve(track, at, self.street, out)
 

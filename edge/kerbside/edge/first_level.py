@@ -16,6 +16,19 @@ judged by the firmware's DETECT bit, which compares with the field stored at ins
 
 If a first level with DETECT off was a car after all, the next car re-levels the sensor as above,
 at the cost of one false session.
+
+What a held sensor cannot tell: a car parked throughout, or one step between two levels with
+DETECT on at both (a car leaving, or one arriving over an empty bay whose field drifted past the
+threshold). The field is the same either way, time reversed; only DETECT compares with the empty
+bay, and where drift has left it on over empty bays it says nothing. Such a bay stays held
+(``unknown``), never guessed.
+
+A silence or a fault publishes ``unknown`` at once, so the history held before it can never be
+published (it was not decided; deciding it then would be a guess). The levels and the belief stay
+(``release``): a sensor that comes back on the level it held takes the belief back (``resume``),
+the level judged by DETECT as a first level is (``take_back``): off, it is the empty bay; on, the
+belief stays held and its history starts again there, so the sensor's next steps decide it. Back
+anywhere else, the bay is judged afresh.
 """
 
 from __future__ import annotations
@@ -24,9 +37,11 @@ from dataclasses import dataclass
 
 from kerbside.core.instants import Instant
 from kerbside.edge.candidate import Candidate
-from kerbside.edge.field import Level, Tuning, Vector
+from kerbside.edge.field import Level, Tuning, Vector, dist
 from kerbside.edge.model import OccupancyChange, State
 from kerbside.edge.track import FirstLevel, SensorTrack
+
+_FLIP: dict[State, State] = {"vacant": "occupied", "occupied": "vacant"}
 
 
 @dataclass(slots=True)
@@ -98,27 +113,31 @@ def take_first_level(  # noqa: PLR0917 - a confirmation's facts, computed once b
 
 
 def resolve_by_detect(track: SensorTrack, at: Instant, out: list[OccupancyChange]) -> None:
-    """DETECT is trusted now: a held first level (DETECT on) was a car. If the one step since
-    was believed its arrival, it was its going."""
+    """DETECT is trusted now: a held first level (DETECT on) was a car, so the belief was upside
+    down (if one step since, its "arrival" was the car leaving)."""
     history = track.history
-    if len(history) > 2 or track.first is FirstLevel.HELD_INVERTED:
-        return  # steps since say more than DETECT does: resolve decides
+    if not history or len(history) > 2 or track.first is FirstLevel.HELD_INVERTED:
+        return  # no level confirmed since a silence or a fault; or steps say more: resolve
+    publish_inverted(track, at, out)
+
+
+def publish_inverted(track: SensorTrack, at: Instant, out: list[OccupancyChange]) -> None:
+    """The held belief was upside down: a level believed empty is the car, one believed a car
+    the empty bay. The history since it was held is published the other way up."""
     track.first = FirstLevel.BELIEVED
     track.drop_candidates()
     bay = track.bay
-    first = history[0][1]
     track.last_class = "unknown"
-    if len(history) == 1:  # still on the first level: it is the car
+    if bay.mode == "vacant":  # on the first level: it is the car
         bay.occ, bay.base = bay.base, None
         bay.arrived_at = at
         bay.mode = "occupied"
-        track.publish("occupied", None, first, at, out)
     else:  # the "arrival" was the car leaving; the bay is empty now
         bay.base, bay.occ = bay.occ, None
         bay.arrival_base = bay.signature = None
         bay.mode = "vacant"
-        track.publish("occupied", None, first, at, out)
-        track.publish("vacant", None, history[1][1], at, out)
+    for state, ts in track.history:
+        track.publish(_FLIP[state], None, ts, at, out)
     track.history = []
 
 
@@ -145,10 +164,9 @@ def resolve(
         # The first level was a car: every state before the re-levelling was the other one.
         track.first = FirstLevel.BELIEVED
         street.first_car += 1
-        flip: dict[State, State] = {"vacant": "occupied", "occupied": "vacant"}
         *before, _, last = history
         for state, ts in before:
-            track.publish(flip[state], None, ts, at, out)
+            track.publish(_FLIP[state], None, ts, at, out)
         track.publish(last[0], None, last[1], at, out)
         track.history = []
     elif track.verified:
@@ -158,13 +176,38 @@ def resolve(
 
 
 def release(track: SensorTrack) -> None:
-    """Silence or a fault: what was held is too old to publish after it, and the belief it was
-    held on was never shown right: the next level is judged afresh, as at start."""
+    """Silence or a fault: ``unknown`` is published now, so what was held before it can never be
+    published (the collector ignores an event older than a bay's latest): it is dropped. The
+    levels and the belief they are held on stay: if the sensor comes back on the level it held,
+    the held belief goes on, its history starting again there (see ``resume``)."""
     if not track.held:
         return
-    track.first = FirstLevel.UNKNOWN
     track.history = []
-    track.bay.forget()
     track.last_class = "unknown"
-    track.level_detect = None
     track.onset = None
+
+
+def take_back(track: SensorTrack, detect: bool, at: Instant, out: list[OccupancyChange]) -> None:
+    """A held sensor's level, confirmed again after a silence or a fault (its history has begun
+    again): judged by DETECT as a first level is. Off, it is the empty bay (if the belief held
+    it for a car, the belief was upside down); on, the held belief goes on."""
+    track.level_detect = detect
+    if detect:
+        return
+    if track.bay.mode == "occupied":
+        publish_inverted(track, at, out)
+    else:
+        resolve_as_believed(track, at, out)
+
+
+def resume(track: SensorTrack, field: Vector) -> None:
+    """A reading of a held sensor back from a silence or a fault, before its level is confirmed
+    again: on the level it held, the held belief goes on; anywhere else the bay changed, or its
+    field moved, while nobody saw, and the level is judged afresh, as at start."""
+    bay = track.bay
+    level = bay.level()
+    if level is not None and dist(field, level.vector) < bay.tuning.on_mg:
+        return
+    track.first = FirstLevel.UNKNOWN
+    bay.forget()
+    track.level_detect = None
