@@ -35,7 +35,7 @@ from tests.helpers import (
 )
 from tests.pg import OwnPostgres, own_postgres
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 HALF = 60  # events published in each outage
 EVERY_S = 0.025  # a gateway's burst: 40 events a second

@@ -29,5 +29,8 @@ Faults:
 - a full disk under the edge agent's outbox (tests/e2e/test_edge_disk_full.py) and under the
   collector's store, with the year-999 event and an unreadable journal record beside it
   (tests/e2e/test_collector_faults.py): each resumes by itself once space returns, nothing
-  acknowledged is lost.
+  acknowledged is lost;
+- a collector's PostgreSQL stopped under load and started again, and the collector killed while
+  it was down: /healthz 503 and the log say so, it resumes by itself, every event stored once
+  (tests/e2e/test_postgres_lost.py).
 """
