@@ -1,13 +1,16 @@
 """The store in PostgreSQL (``store.url``), for collectors that must survive the loss of their
-machine or share the work between several (psycopg 3).
+machine or share the work between several (psycopg 3): the unit of work, recovery and retention
+here; the connection in ``pgconn.py``, the API's reads and the sign-ins in ``pgreads.py``, the
+schema in ``pgschema.py``, the time-series spool in ``pgspool.py``.
 
-A unit of work is one transaction, pipelined (the statements go out without waiting for each
-other's results): first the rows of its own (state changes, bays, sessions, alerts, rights,
-suspensions, gateways, sensors, the outbox), then, as its last step, the ids: one ``UPDATE`` of
-the one-row ``commit_head`` hands out this commit's journal positions and alert change ids, and
-the journal rows, events, alert changes and rules snapshots that carry them are written after it,
-then ``COMMIT``. ``synchronous_commit`` stays on: a commit returned is on disk, so an event is
-acknowledged to the broker only once it is durable.
+A unit of work is one transaction, sent whole in a pipeline and waited for once, at ``COMMIT``:
+first the rows of its own (state changes, bays, sessions, alerts, rights, suspensions, gateways,
+sensors, the outbox, the spool's lines), then the ids: one ``UPDATE`` of the one-row
+``commit_head`` hands out this commit's journal positions and alert change ids, and the journal
+rows, events, alert changes and rules snapshots that carry them are written after it (the server
+reads the ids from the row it has just updated), then the counters and the watermark.
+``synchronous_commit`` stays on: a commit returned is on disk, so an event is acknowledged to the
+broker only once it is durable.
 
 Why the head row: positions from a sequence are handed out in the order transactions *ask*, not
 the order they *commit*, so a reader of ``pos > last`` could pass a position whose transaction
@@ -16,9 +19,9 @@ commits later and never see it. The head row's lock is held from that ``UPDATE``
 visible, one after another: positions and change ids are dense and in commit order, and a reader
 (a zone's owner tailing the journal, another collector's alert stream) that has seen N has seen
 everything below N. The cost: those commits are serialised from the ``UPDATE`` to the end of
-their WAL flush (the big writes come before it, the rows carrying the ids are few per commit
-when several collectors share the journal), so the database commits at most one journal-writing
-transaction per WAL flush (a batch of up to ``ingest.batch_max`` events each). A rolled-back
+their WAL flush (the journal rows and events of a batch, then the flush), so the database makes
+at most one such commit per WAL flush, each with up to ``ingest.batch_max`` events; the rest of
+each unit of work, before the ``UPDATE``, runs side by side with the others'. A rolled-back
 transaction rolls its ``UPDATE`` back too: no position is ever skipped or handed out twice.
 
 Rows are written in key order (bays, alerts, gateways... sorted) so that two collectors writing
@@ -32,22 +35,16 @@ itself once the database is back.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import urllib.parse
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from kerbside.collector.effects import AlertWrite, Effects, SessionStep
-from kerbside.collector.errors import StoreError, StoreRefused
-from kerbside.collector.gateway_stats import summarise
+from kerbside.collector.errors import StoreRefused
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
-from kerbside.collector.records import Right, from_journal_dict
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
-from kerbside.collector.signin import OfficerSession, SignInLink
 from kerbside.collector.store import (
     BayState,
     Committed,
@@ -56,19 +53,15 @@ from kerbside.collector.store import (
     OutboxMessage,
     Recovered,
     Snapshot,
-    StoredRight,
     Work,
     dumps,
     pgschema,
 )
 from kerbside.collector.store.opening import public_url
+from kerbside.collector.store.pgconn import Cursor, columns, connect, one_line
+from kerbside.collector.store.pgreads import PostgresReads
 from kerbside.collector.store.spool import SPOOL_BLOCK
-from kerbside.core.instants import Instant, format_instant
-
-log = logging.getLogger(__name__)
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-Cursor = psycopg.Cursor[tuple[Any, ...]]
+from kerbside.core.instants import Instant
 
 # Channel NOTIFYed (with the last change id) by every commit that writes alert changes: any
 # collector LISTENing learns of every zone's changes as they commit, in commit order.
@@ -179,80 +172,26 @@ _SET_KV = (
     "INSERT INTO kv (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
-# One row per (gateway, epoch): event_id is "{gateway_id}:{epoch}:{seq}" (gateway_stats.py).
-_PER_EPOCH = """
-SELECT gw, substr(eid, length(gw) + 2, length(eid) - length(gw) - length(seq::text) - 2) AS epoch,
-       count(*), count(DISTINCT seq), min(seq), max(seq), max(pos)
-FROM (SELECT pos, b->>'gateway_id' AS gw, b->>'event_id' AS eid, (b->>'seq')::bigint AS seq
-      FROM (SELECT pos, body::json AS b FROM journal WHERE type = 'occupancy') AS j) AS e
-GROUP BY gw, epoch
-"""
-
-
-def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
-    """Rows as one list per column: what ``unnest`` takes, one array a column."""
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
-def _one_line(exc: BaseException, url: str, password: str | None) -> str:
-    """The error on one line, without the password: libpq quotes a URL it cannot parse."""
-    text = (" ".join(str(exc).split()) or type(exc).__name__).replace(url, public_url(url))
-    try:
-        in_url = urllib.parse.urlsplit(url).password
-    except ValueError:
-        in_url = None
-    for secret in (password, in_url, in_url and urllib.parse.unquote(in_url)):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _connect(url: str, password: str | None, node: str) -> Conn:
-    options: dict[str, Any] = {
-        "autocommit": True,  # transactions are explicit (conn.transaction())
-        "connect_timeout": 5,
-        "application_name": f"kerbside-collector {node}".strip(),
-        # A database that vanishes without closing the connection (a machine lost, a network
-        # cut) fails the call in hand within about 15 s instead of hanging the event loop.
-        "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 2,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 15_000,
-        # Statements are prepared once (psycopg does after a few runs) but planned for their
-        # values each time: a plan made generic while a table was small (a seq scan of an
-        # empty events table) would otherwise stay as the table grows to millions of rows.
-        "options": "-c plan_cache_mode=force_custom_plan",
-    }
-    if password is not None:
-        options["password"] = password
-    conn: Conn = psycopg.connect(url, **options)
-    return conn
 
 
 def migrate(url: str, *, password: str | None = None) -> int:
     """``kerbside-collector migrate``: create or upgrade the schema; returns the version found."""
     name = public_url(url)
     try:
-        with _connect(url, password, "migrate") as conn:
+        with connect(url, password, "migrate") as conn:
             return pgschema.migrate(conn, name)
     except psycopg.Error as exc:
-        raise StoreRefused(f"{name}: {_one_line(exc, url, password)}") from exc
+        raise StoreRefused(f"{name}: {one_line(exc, url, password)}") from exc
 
 
-class PostgresStore:
+class PostgresStore(PostgresReads):
     """The store port over a PostgreSQL database whose schema ``migrate`` made.
 
     ``node`` keys what is this collector's own in a shared database: its outbox rows and its
     share of the counters (summed when read)."""
 
     def __init__(self, url: str, *, password: str | None = None, node: str = "") -> None:
-        self.name = public_url(url)
-        self._url = url
-        self._password = password
-        self.node = node
-        self._db: Conn | None = None
-        self._lost = False
+        super().__init__(url, password, node)
         try:
             pgschema.check(self._connection(), self.name)
             self._last_pos = self.last_journal_pos()
@@ -264,54 +203,11 @@ class PostgresStore:
             self.close()
             raise
 
-    # -- the connection -------------------------------------------------------------------------
-
-    def _described(self, exc: BaseException) -> str:
-        return _one_line(exc, self._url, self._password)
-
-    def _connection(self) -> Conn:
-        db = self._db
-        if db is None or db.closed:
-            db = self._db = _connect(self._url, self._password, self.node)
-            if self._lost:
-                log.info("store %s: connected again", self.name)
-                self._lost = False
-        return db
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """psycopg's errors as ``StoreError`` naming the store (never its password)."""
-        try:
-            yield
-        except psycopg.Error as exc:
-            db = self._db
-            if db is not None and db.closed and not self._lost:
-                self._lost = True
-                log.error("store %s: connection lost: %s", self.name, self._described(exc))  # noqa: TRY400 (one line)
-            raise StoreError(f"{self.name}: {what}: {self._described(exc)}") from exc
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._errors("read failed"):
-            return self._connection().execute(sql.encode(), params).fetchall()
-
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = self._rows(sql, params)
-        return rows[0][0] if rows else None
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One statement, committed on its own; returns the rows it touched."""
-        with self._errors("write failed"):
-            return self._connection().execute(sql.encode(), params).rowcount
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
     def open_spool(self, max_lines: int, block: int) -> LineSpool:
         from kerbside.collector.store.pgspool import PostgresSpool  # noqa: PLC0415
 
         return PostgresSpool(
-            lambda: _connect(self._url, self._password, self.node), self.name, max_lines
+            lambda: connect(self._url, self._password, self.node), self.name, max_lines
         )
 
     # -- the unit of work -------------------------------------------------------------------------
@@ -355,10 +251,10 @@ class PostgresStore:
         """Send the unit of work; returns the cursors of the outbox's ids and of the head's."""
         effects = work.effects
         if effects.state_changes:
-            cur.execute(_INSERT_STATE_CHANGES, _columns(effects.state_changes))
+            cur.execute(_INSERT_STATE_CHANGES, columns(effects.state_changes))
         if effects.bays:
             bays = sorted(effects.bays, key=lambda row: row[0])
-            cur.execute(_UPSERT_BAYS, _columns(bays))
+            cur.execute(_UPSERT_BAYS, columns(bays))
         self._write_sessions(cur, effects)
         self._write_alerts(cur, effects)
         if effects.rights:
@@ -414,7 +310,7 @@ class PostgresStore:
             )
         outbox = None
         if effects.publications:
-            topics, payloads, retains = _columns(effects.publications)
+            topics, payloads, retains = columns(effects.publications)
             outbox = cur.connection.cursor()
             outbox.execute(
                 _INSERT_OUTBOX.encode(), (self.node, topics, payloads, [1] * len(topics), retains)
@@ -438,7 +334,7 @@ class PostgresStore:
         ids.execute(_TAKE_IDS.encode(), (len(journal), len(alerts)))
         n = len(journal)
         if journal:
-            types, times, watermarks, bodies, event_ids, digests = _columns(journal)
+            types, times, watermarks, bodies, event_ids, digests = columns(journal)
             cur.execute(_INSERT_JOURNAL, (n, types, times, watermarks, bodies))
             events = [
                 (event_id, i, digest)
@@ -446,7 +342,7 @@ class PostgresStore:
                 if event_id is not None
             ]
             if events:
-                cur.execute(_INSERT_EVENTS, (n, *_columns(events)))
+                cur.execute(_INSERT_EVENTS, (n, *columns(events)))
         if alerts:
             cur.execute(
                 _INSERT_CHANGES,
@@ -483,11 +379,11 @@ class PostgresStore:
             else:
                 alerts[key] = alerts.get(key, 0) + 1
         if opened:
-            cur.execute(_OPEN_SESSIONS, _columns(sorted(opened)))
+            cur.execute(_OPEN_SESSIONS, columns(sorted(opened)))
         if ends:
-            cur.execute(_CLOSE_SESSIONS, _columns((b, t, e) for (b, t), e in sorted(ends.items())))
+            cur.execute(_CLOSE_SESSIONS, columns((b, t, e) for (b, t), e in sorted(ends.items())))
         if alerts:
-            cur.execute(_COUNT_ALERTS, _columns((b, t, n) for (b, t), n in sorted(alerts.items())))
+            cur.execute(_COUNT_ALERTS, columns((b, t, n) for (b, t), n in sorted(alerts.items())))
 
     def _write_steps(self, cur: Cursor, effects: Effects) -> None:
         """Session writes in order; consecutive ones of one kind go in one executemany."""
@@ -521,7 +417,7 @@ class PostgresStore:
                 )
                 for alert_id, a in sorted(last.items())
             ]
-            cur.execute(_UPSERT_ALERTS, _columns(rows))
+            cur.execute(_UPSERT_ALERTS, columns(rows))
         if effects.notes:
             cur.executemany(
                 _ADD_NOTE,
@@ -637,283 +533,3 @@ class PostgresStore:
                     (before,),
                 )
         return int(removed)
-
-    # -- reads for the API -----------------------------------------------------------------------
-
-    def bay_states(self, bay_ids: Sequence[str]) -> dict[str, BayState]:
-        return {
-            r[0]: (r[1], r[2], r[3], r[4])
-            for r in self._rows(
-                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
-                " WHERE bay_id = ANY(%b::text[])",
-                (list(bay_ids),),
-            )
-        }
-
-    def state_changes(
-        self, bay_ids: list[str] | None, start: Instant, end: Instant
-    ) -> dict[str, list[tuple[Instant, str]]]:
-        """Each bay's last state before ``start`` (stamped ``start``) then its changes in
-        ``[start, end)``."""
-        with self._errors("read failed"):
-            return _state_changes(self._connection(), bay_ids, start, end)
-
-    def timelines(
-        self, bay_ids: Sequence[str], start: Instant, end: Instant
-    ) -> dict[str, list[tuple[Instant, str]]]:
-        """``state_changes`` on a connection of its own: the API runs it in a worker thread."""
-        with self._errors("read failed"), _connect(self._url, self._password, self.node) as db:
-            return _state_changes(db, list(bay_ids), start, end)
-
-    def note_bays(self, bay_ids: Iterable[str], at: Instant) -> int:
-        """Record when each bay not seen before came into being: ``at``, or its first stored
-        state change if earlier. Returns how many were new."""
-        known = {r[0] for r in self._rows("SELECT bay_id FROM bay_origins")}
-        new = [b for b in bay_ids if b not in known]
-        if not new:
-            return 0
-        first = dict(
-            self._rows(
-                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
-                " GROUP BY bay_id",
-                (new,),
-            )
-        )
-        self._execute(
-            "INSERT INTO bay_origins (bay_id, since)"
-            " SELECT * FROM unnest(%b::text[], %b::bigint[]) ON CONFLICT DO NOTHING",
-            (new, [min(at, int(first.get(b, at))) for b in new]),
-        )
-        return len(new)
-
-    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
-        """When each bay came into being (see ``note_bays``); bays of ``bay_ids`` never noted
-        get their first stored state change; a bay with neither is left out."""
-        out = {b: int(t) for b, t in self._rows("SELECT bay_id, since FROM bay_origins")}
-        missing = [b for b in bay_ids or () if b not in out]
-        if missing:
-            for bay_id, first in self._rows(
-                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
-                " GROUP BY bay_id",
-                (missing,),
-            ):
-                out[bay_id] = int(first)
-        return out
-
-    def sessions(
-        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
-    ) -> list[tuple[Instant, Instant | None, int]]:
-        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
-        sql = "SELECT start, ended, alerts FROM sessions WHERE bay_id = %s"
-        params: list[Any] = [bay_id]
-        if start is not None:
-            sql += " AND (ended IS NULL OR ended > %s)"
-            params.append(start)
-        if end is not None:
-            sql += " AND start < %s"
-            params.append(end)
-        if after is not None:
-            sql += " AND start > %s"
-            params.append(after)
-        sql += " ORDER BY start LIMIT %s"
-        params.append(limit)
-        return [
-            (int(a), None if b is None else int(b), int(c)) for a, b, c in self._rows(sql, params)
-        ]
-
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
-        text = self._one("SELECT record FROM alerts WHERE alert_id = %s", (alert_id,))
-        return None if text is None else dict(json.loads(text))
-
-    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
-        rows = self._rows("SELECT record, history FROM alerts WHERE alert_id = %s", (alert_id,))
-        if not rows:
-            return None
-        return dict(json.loads(rows[0][0])), list(json.loads(rows[0][1]))
-
-    def alerts(
-        self,
-        *,
-        status: str | None = None,
-        zone_id: str | None = None,
-        kind: str | None = None,
-        bay_id: str | None = None,
-        limit: int = 100,
-        after: tuple[int, str] | None = None,
-        kinds: Iterable[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
-        sql = "SELECT record FROM alerts WHERE true"
-        params: list[Any] = []
-        for column, value in (
-            ("status", status),
-            ("zone_id", zone_id),
-            ("kind", kind),
-            ("bay_id", bay_id),
-        ):
-            if value is not None:
-                sql += f" AND {column} = %s"
-                params.append(value)
-        if kinds is not None:
-            sql += " AND kind = ANY(%b::text[])"
-            params.append(list(kinds))
-        if after is not None:
-            sql += " AND (raised_at, alert_id) > (%s, %s)"
-            params.extend(after)
-        sql += " ORDER BY raised_at, alert_id LIMIT %s"
-        params.append(limit)
-        return [dict(json.loads(r[0])) for r in self._rows(sql, params)]
-
-    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        return [
-            (int(i), dict(json.loads(r)))
-            for i, r in self._rows(
-                "SELECT id, record FROM alert_changes WHERE id > %s ORDER BY id LIMIT %s",
-                (after, limit),
-            )
-        ]
-
-    def count_alerts(self, status: str) -> int:
-        return int(self._one("SELECT count(*) FROM alerts WHERE status = %s", (status,)))
-
-    def right(self, right_id: str) -> StoredRight | None:
-        rows = self._rows(
-            "SELECT body, deleted, owner FROM rights WHERE right_id = %s", (right_id,)
-        )
-        if not rows:
-            return None
-        body, deleted, owner = rows[0]
-        return StoredRight(dict(json.loads(body)), bool(deleted), owner)
-
-    def rights_for(
-        self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
-    ) -> list[Right]:
-        # Bodies hold canonical instants (format_instant), which sort as text: the indexes on
-        # (place, end) find what ends after ``start``; what starts after ``end`` is left here.
-        found: list[Right] = []
-        for (body,) in self._rows(
-            "SELECT body FROM rights WHERE (bay_id = ANY(%b::text[]) OR zone_id = ANY(%b::text[]))"
-            " AND ends > %s AND NOT deleted",
-            (sorted(bay_ids), sorted(zone_ids), format_instant(start)),
-        ):
-            right = from_journal_dict(json.loads(body))
-            if isinstance(right, Right) and right.start <= end:
-                found.append(right)
-        return found
-
-    def suspensions(self) -> list[dict[str, Any]]:
-        return [
-            dict(json.loads(r[0]))
-            for r in self._rows("SELECT body FROM suspensions ORDER BY suspension_id")
-        ]
-
-    def counters(self) -> dict[str, int]:
-        """Every collector's counts, added up."""
-        return {
-            n: int(v) for n, v in self._rows("SELECT name, sum(value) FROM counters GROUP BY name")
-        }
-
-    def count_events(self) -> int:
-        return int(self._one("SELECT count(*) FROM events"))
-
-    def watermark(self) -> Instant | None:
-        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
-        return None if value is None else int(value)
-
-    def gateway_summaries(self) -> list[dict[str, Any]]:
-        """On a connection of its own: the API runs it in a worker thread."""
-        try:
-            with _connect(self._url, self._password, self.node) as db:
-                heard = {
-                    g: (bool(o), int(t))
-                    for g, o, t in db.execute(
-                        "SELECT gateway_id, online, last_seen FROM gateways"
-                    ).fetchall()
-                }
-                rows = db.execute(_PER_EPOCH.encode()).fetchall()
-        except psycopg.Error as exc:
-            raise StoreError(f"{self.name}: read failed: {self._described(exc)}") from exc
-        return summarise(heard, rows)
-
-    # -- officers' sign-in (signin.py): single statements, outside the units of work -----------
-
-    def put_officer_session(self, session: OfficerSession) -> None:
-        self._execute(
-            "INSERT INTO officer_sessions (id_sha256, name, token_sha256, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (session.id_sha256, session.name, session.token_sha256, session.created,
-             session.expires),
-        )  # fmt: skip
-
-    def officer_session(self, id_sha256: str) -> OfficerSession | None:
-        rows = self._rows(
-            "SELECT name, token_sha256, created, expires FROM officer_sessions"
-            " WHERE id_sha256 = %s",
-            (id_sha256,),
-        )
-        return None if not rows else OfficerSession(id_sha256, *rows[0])
-
-    def end_officer_session(self, id_sha256: str) -> None:
-        self._execute("DELETE FROM officer_sessions WHERE id_sha256 = %s", (id_sha256,))
-
-    def end_officer_sessions(self, name: str) -> int:
-        with self._errors("write failed"):
-            db = self._connection()
-            with db.transaction(), db.cursor() as cur:
-                cur.execute("DELETE FROM officer_sessions WHERE name = %s", (name,))
-                ended = cur.rowcount
-                cur.execute("DELETE FROM signin_links WHERE name = %s", (name,))
-                return ended + cur.rowcount
-
-    def put_signin_link(self, link: SignInLink) -> None:
-        self._execute(
-            "INSERT INTO signin_links (code_sha256, name, token_sha256, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
-        )
-
-    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
-        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
-        with self._errors("write failed"):
-            row = (
-                self._connection()
-                .execute(
-                    "DELETE FROM signin_links WHERE code_sha256 = %s"
-                    " RETURNING name, token_sha256, created, expires",
-                    (code_sha256,),
-                )
-                .fetchone()
-            )
-        return None if row is None else SignInLink(code_sha256, *row)
-
-    def prune_sign_ins(self, now: Instant) -> int:
-        with self._errors("write failed"):
-            db = self._connection()
-            with db.transaction(), db.cursor() as cur:
-                cur.execute("DELETE FROM officer_sessions WHERE expires <= %s", (now,))
-                ended = cur.rowcount
-                cur.execute("DELETE FROM signin_links WHERE expires <= %s", (now,))
-                return ended + cur.rowcount
-
-
-def _state_changes(
-    db: Conn, bay_ids: list[str] | None, start: Instant, end: Instant
-) -> dict[str, list[tuple[Instant, str]]]:
-    bays = None if bay_ids is None else list(bay_ids)
-    out: dict[str, list[tuple[Instant, str]]] = {}
-    before = db.execute(
-        b"SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
-        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[]))"
-        b" ORDER BY bay_id, ts DESC, id DESC",
-        (start, bays, bays),
-    ).fetchall()
-    for bay_id, state in before:
-        out.setdefault(bay_id, []).append((start, state))
-    during = db.execute(
-        b"SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
-        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[])) ORDER BY bay_id, ts, id",
-        (start, end, bays, bays),
-    ).fetchall()
-    for bay_id, ts, state in during:
-        out.setdefault(bay_id, []).append((int(ts), state))
-    return out

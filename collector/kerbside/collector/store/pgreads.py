@@ -1,0 +1,312 @@
+"""The PostgreSQL store's read side: what the API asks of the store (bays, occupancy history,
+sessions, alerts, rights, suspensions, counters, gateways' figures) and the officers' sign-ins,
+each a statement or two outside the units of work. Reads the API runs in a worker thread
+(``timelines``, ``gateway_summaries``) open a connection of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+import psycopg
+
+from kerbside.collector.errors import StoreError
+from kerbside.collector.gateway_stats import summarise
+from kerbside.collector.records import Right, from_journal_dict
+from kerbside.collector.signin import OfficerSession, SignInLink
+from kerbside.collector.store import BayState, StoredRight
+from kerbside.collector.store.pgconn import Conn, Database, connect
+from kerbside.core.instants import Instant, format_instant
+
+# One row per (gateway, epoch): event_id is "{gateway_id}:{epoch}:{seq}" (gateway_stats.py).
+_PER_EPOCH = """
+SELECT gw, substr(eid, length(gw) + 2, length(eid) - length(gw) - length(seq::text) - 2) AS epoch,
+       count(*), count(DISTINCT seq), min(seq), max(seq), max(pos)
+FROM (SELECT pos, b->>'gateway_id' AS gw, b->>'event_id' AS eid, (b->>'seq')::bigint AS seq
+      FROM (SELECT pos, body::json AS b FROM journal WHERE type = 'occupancy') AS j) AS e
+GROUP BY gw, epoch
+"""
+
+
+class PostgresReads(Database):
+    """Reads and sign-ins over the store's connection (``PostgresStore`` adds the writes)."""
+
+    def bay_states(self, bay_ids: Sequence[str]) -> dict[str, BayState]:
+        return {
+            r[0]: (r[1], r[2], r[3], r[4])
+            for r in self._rows(
+                "SELECT bay_id, state, since, gateway_id, session_start FROM bays"
+                " WHERE bay_id = ANY(%b::text[])",
+                (list(bay_ids),),
+            )
+        }
+
+    def state_changes(
+        self, bay_ids: list[str] | None, start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """Each bay's last state before ``start`` (stamped ``start``) then its changes in
+        ``[start, end)``."""
+        with self._errors("read failed"):
+            return _state_changes(self._connection(), bay_ids, start, end)
+
+    def timelines(
+        self, bay_ids: Sequence[str], start: Instant, end: Instant
+    ) -> dict[str, list[tuple[Instant, str]]]:
+        """``state_changes`` on a connection of its own: the API runs it in a worker thread."""
+        with self._errors("read failed"), connect(self._url, self._password, self.node) as db:
+            return _state_changes(db, list(bay_ids), start, end)
+
+    def note_bays(self, bay_ids: Iterable[str], at: Instant) -> int:
+        """Record when each bay not seen before came into being: ``at``, or its first stored
+        state change if earlier. Returns how many were new."""
+        known = {r[0] for r in self._rows("SELECT bay_id FROM bay_origins")}
+        new = [b for b in bay_ids if b not in known]
+        if not new:
+            return 0
+        first = dict(
+            self._rows(
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
+                " GROUP BY bay_id",
+                (new,),
+            )
+        )
+        self._execute(
+            "INSERT INTO bay_origins (bay_id, since)"
+            " SELECT * FROM unnest(%b::text[], %b::bigint[]) ON CONFLICT DO NOTHING",
+            (new, [min(at, int(first.get(b, at))) for b in new]),
+        )
+        return len(new)
+
+    def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
+        """When each bay came into being (see ``note_bays``); bays of ``bay_ids`` never noted
+        get their first stored state change; a bay with neither is left out."""
+        out = {b: int(t) for b, t in self._rows("SELECT bay_id, since FROM bay_origins")}
+        missing = [b for b in bay_ids or () if b not in out]
+        if missing:
+            for bay_id, first in self._rows(
+                "SELECT bay_id, min(ts) FROM state_changes WHERE bay_id = ANY(%b::text[])"
+                " GROUP BY bay_id",
+                (missing,),
+            ):
+                out[bay_id] = int(first)
+        return out
+
+    def sessions(
+        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
+    ) -> list[tuple[Instant, Instant | None, int]]:
+        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
+        sql = "SELECT start, ended, alerts FROM sessions WHERE bay_id = %s"
+        params: list[Any] = [bay_id]
+        if start is not None:
+            sql += " AND (ended IS NULL OR ended > %s)"
+            params.append(start)
+        if end is not None:
+            sql += " AND start < %s"
+            params.append(end)
+        if after is not None:
+            sql += " AND start > %s"
+            params.append(after)
+        sql += " ORDER BY start LIMIT %s"
+        params.append(limit)
+        return [
+            (int(a), None if b is None else int(b), int(c)) for a, b, c in self._rows(sql, params)
+        ]
+
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        text = self._one("SELECT record FROM alerts WHERE alert_id = %s", (alert_id,))
+        return None if text is None else dict(json.loads(text))
+
+    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
+        rows = self._rows("SELECT record, history FROM alerts WHERE alert_id = %s", (alert_id,))
+        if not rows:
+            return None
+        return dict(json.loads(rows[0][0])), list(json.loads(rows[0][1]))
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        zone_id: str | None = None,
+        kind: str | None = None,
+        bay_id: str | None = None,
+        limit: int = 100,
+        after: tuple[int, str] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
+        sql = "SELECT record FROM alerts WHERE true"
+        params: list[Any] = []
+        for column, value in (
+            ("status", status),
+            ("zone_id", zone_id),
+            ("kind", kind),
+            ("bay_id", bay_id),
+        ):
+            if value is not None:
+                sql += f" AND {column} = %s"
+                params.append(value)
+        if kinds is not None:
+            sql += " AND kind = ANY(%b::text[])"
+            params.append(list(kinds))
+        if after is not None:
+            sql += " AND (raised_at, alert_id) > (%s, %s)"
+            params.extend(after)
+        sql += " ORDER BY raised_at, alert_id LIMIT %s"
+        params.append(limit)
+        return [dict(json.loads(r[0])) for r in self._rows(sql, params)]
+
+    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (int(i), dict(json.loads(r)))
+            for i, r in self._rows(
+                "SELECT id, record FROM alert_changes WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit),
+            )
+        ]
+
+    def count_alerts(self, status: str) -> int:
+        return int(self._one("SELECT count(*) FROM alerts WHERE status = %s", (status,)))
+
+    def right(self, right_id: str) -> StoredRight | None:
+        rows = self._rows(
+            "SELECT body, deleted, owner FROM rights WHERE right_id = %s", (right_id,)
+        )
+        if not rows:
+            return None
+        body, deleted, owner = rows[0]
+        return StoredRight(dict(json.loads(body)), bool(deleted), owner)
+
+    def rights_for(
+        self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
+    ) -> list[Right]:
+        # Bodies hold canonical instants (format_instant), which sort as text: the indexes on
+        # (place, end) find what ends after ``start``; what starts after ``end`` is left here.
+        found: list[Right] = []
+        for (body,) in self._rows(
+            "SELECT body FROM rights WHERE (bay_id = ANY(%b::text[]) OR zone_id = ANY(%b::text[]))"
+            " AND ends > %s AND NOT deleted",
+            (sorted(bay_ids), sorted(zone_ids), format_instant(start)),
+        ):
+            right = from_journal_dict(json.loads(body))
+            if isinstance(right, Right) and right.start <= end:
+                found.append(right)
+        return found
+
+    def suspensions(self) -> list[dict[str, Any]]:
+        return [
+            dict(json.loads(r[0]))
+            for r in self._rows("SELECT body FROM suspensions ORDER BY suspension_id")
+        ]
+
+    def counters(self) -> dict[str, int]:
+        """Every collector's counts, added up."""
+        return {
+            n: int(v) for n, v in self._rows("SELECT name, sum(value) FROM counters GROUP BY name")
+        }
+
+    def count_events(self) -> int:
+        return int(self._one("SELECT count(*) FROM events"))
+
+    def watermark(self) -> Instant | None:
+        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
+        return None if value is None else int(value)
+
+    def gateway_summaries(self) -> list[dict[str, Any]]:
+        """On a connection of its own: the API runs it in a worker thread."""
+        try:
+            with connect(self._url, self._password, self.node) as db:
+                heard = {
+                    g: (bool(o), int(t))
+                    for g, o, t in db.execute(
+                        "SELECT gateway_id, online, last_seen FROM gateways"
+                    ).fetchall()
+                }
+                rows = db.execute(_PER_EPOCH.encode()).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.name}: read failed: {self._described(exc)}") from exc
+        return summarise(heard, rows)
+
+    # -- officers' sign-in (signin.py): single statements, outside the units of work -----------
+
+    def put_officer_session(self, session: OfficerSession) -> None:
+        self._execute(
+            "INSERT INTO officer_sessions (id_sha256, name, token_sha256, created, expires)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (session.id_sha256, session.name, session.token_sha256, session.created,
+             session.expires),
+        )  # fmt: skip
+
+    def officer_session(self, id_sha256: str) -> OfficerSession | None:
+        rows = self._rows(
+            "SELECT name, token_sha256, created, expires FROM officer_sessions"
+            " WHERE id_sha256 = %s",
+            (id_sha256,),
+        )
+        return None if not rows else OfficerSession(id_sha256, *rows[0])
+
+    def end_officer_session(self, id_sha256: str) -> None:
+        self._execute("DELETE FROM officer_sessions WHERE id_sha256 = %s", (id_sha256,))
+
+    def end_officer_sessions(self, name: str) -> int:
+        with self._errors("write failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("DELETE FROM officer_sessions WHERE name = %s", (name,))
+                ended = cur.rowcount
+                cur.execute("DELETE FROM signin_links WHERE name = %s", (name,))
+                return ended + cur.rowcount
+
+    def put_signin_link(self, link: SignInLink) -> None:
+        self._execute(
+            "INSERT INTO signin_links (code_sha256, name, token_sha256, created, expires)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
+        )
+
+    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
+        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
+        with self._errors("write failed"):
+            row = (
+                self._connection()
+                .execute(
+                    "DELETE FROM signin_links WHERE code_sha256 = %s"
+                    " RETURNING name, token_sha256, created, expires",
+                    (code_sha256,),
+                )
+                .fetchone()
+            )
+        return None if row is None else SignInLink(code_sha256, *row)
+
+    def prune_sign_ins(self, now: Instant) -> int:
+        with self._errors("write failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("DELETE FROM officer_sessions WHERE expires <= %s", (now,))
+                ended = cur.rowcount
+                cur.execute("DELETE FROM signin_links WHERE expires <= %s", (now,))
+                return ended + cur.rowcount
+
+
+def _state_changes(
+    db: Conn, bay_ids: list[str] | None, start: Instant, end: Instant
+) -> dict[str, list[tuple[Instant, str]]]:
+    bays = None if bay_ids is None else list(bay_ids)
+    out: dict[str, list[tuple[Instant, str]]] = {}
+    before = db.execute(
+        b"SELECT DISTINCT ON (bay_id) bay_id, state FROM state_changes WHERE ts < %s"
+        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[]))"
+        b" ORDER BY bay_id, ts DESC, id DESC",
+        (start, bays, bays),
+    ).fetchall()
+    for bay_id, state in before:
+        out.setdefault(bay_id, []).append((start, state))
+    during = db.execute(
+        b"SELECT bay_id, ts, state FROM state_changes WHERE ts >= %s AND ts < %s"
+        b" AND (%b::text[] IS NULL OR bay_id = ANY(%b::text[])) ORDER BY bay_id, ts, id",
+        (start, end, bays, bays),
+    ).fetchall()
+    for bay_id, ts, state in during:
+        out.setdefault(bay_id, []).append((int(ts), state))
+    return out
