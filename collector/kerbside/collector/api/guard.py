@@ -8,7 +8,8 @@ waits holds a connection and its file descriptor for ever, and a thousand of the
 ``/healthz``, the broker link or the store. ``guarded_protocol`` wraps uvicorn's HTTP protocol:
 
 - a connection whose request head (request line and headers) is not in ``header_timeout_s``
-  after it began is closed;
+  after the connection opened, or after the previous response was sent, is closed (uvicorn's
+  ``timeout_keep_alive``, 5 s, closes an idle one sooner);
 - at ``max_connections`` open, a new connection closes the oldest one still sending its head (a
   real client sends its head at once, so it is an idle or hostile one), or, if every connection is
   busy with a request, is itself answered 503 and closed;
@@ -147,6 +148,14 @@ def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
             super().data_received(data)
             if self.cycle is not before:  # uvicorn starts a cycle once the head is in
                 guard.head_in(self)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                # ready for the next request: its head is due from now (a client may have sent
+                # part of it already, while this response was still on its way)
+                guard.wait(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
             guard.lost(self)
