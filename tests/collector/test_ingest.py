@@ -95,7 +95,8 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         (events, b"\xc3\x28\xa0\xa1 invalid utf-8", "not_utf8"),
         (events, event(3, "B003", "occupied", now, seq="3"), "schema"),
         (events, event(4, "B003", "occupied", now, ts=12), "schema"),
-        (events, b"x" * (1024 * 1024), "too_large"),
+        # over 64 KiB (at 1 MiB and more the broker would not even hand it to the collector)
+        (events, b"x" * (200 * 1024), "too_large"),
         (events, event(5, "NOPE", "occupied", now), "unknown_bay"),
         (events, event(6, "B003", "occupied", now, gateway_id="gw-evil"), "gateway_mismatch"),
         (
@@ -124,7 +125,14 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         assert service.store.counters()["duplicates"] == len(hostile)
         dead = watcher.messages("/deadletter")
         assert [d["reason"] for d in dead] == [reason for _, _, reason in hostile]
-        assert dead[0] == {"v": 1, "topic": events, "reason": "not_json", "payload": "{not json"}
+        assert dead[0] == {
+            "v": 1,
+            "topic": events,
+            "reason": "not_json",
+            "payload": "{not json",
+            "size": 9,
+        }
+        assert (dead[4]["size"], dead[4]["payload"]) == (200 * 1024, "x" * 1024)
         assert sum(service.queries.metrics()["rejected"].values()) == len(hostile)
         await until(lambda: len(watcher.messages("/bays/B002")) > 0)
         retained = watcher.messages("/bays/B002")
