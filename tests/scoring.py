@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kerbside.edge.capture import CaptureError, CaptureRecord, read_capture
+from kerbside.edge.capture import BadCaptureLine, CaptureRecord, read_capture
 from kerbside.edge.config import EdgeConfig, load_edge_config
 from kerbside.edge.detector import Detector, Tuning
 from kerbside.edge.replay import replay_changes
@@ -39,8 +39,8 @@ def _confirm_s(config: EdgeConfig) -> float:
     return max(config.detector.confirm_occupied_s, config.detector.confirm_vacant_s)
 
 
-def _records_from(path: Path, start: int) -> list[CaptureRecord | CaptureError]:
-    return [r for r in read_capture(path) if isinstance(r, CaptureError) or r.t >= start]
+def _records_from(path: Path, start: int) -> list[CaptureRecord | BadCaptureLine]:
+    return [r for r in read_capture(path) if isinstance(r, BadCaptureLine) or r.t >= start]
 
 
 def score_capture(directory: Path, *, skip_s: float = 0.0, tuning: Tuning | None = None) -> Score:
@@ -68,12 +68,12 @@ def score_restart(directory: Path, *, skip_s: float, gap_s: float = 60.0) -> Sco
     stopped = start - round(gap_s * 1000)
     before = Detector(config.detector, config.bay_of_sensor)
     records = list(read_capture(directory / "capture.jsonl"))
-    early = (r for r in records if isinstance(r, CaptureError) or r.t < stopped)
+    early = (r for r in records if isinstance(r, BadCaptureLine) or r.t < stopped)
     for _ in replay_changes(early, config, detector=before):
         pass
     detector = Detector(config.detector, config.bay_of_sensor)
     detector.restore(before.snapshot(stopped), start)
-    late = (r for r in records if isinstance(r, CaptureError) or r.t >= start)
+    late = (r for r in records if isinstance(r, BadCaptureLine) or r.t >= start)
     changes = list(replay_changes(late, config, detector=detector))
     return score_sessions(
         changes, window_truth(truth, start), confirm_s=_confirm_s(config), late_start=True

@@ -89,3 +89,54 @@ def test_no_help_and_no_doc_cites_the_contract_file() -> None:
             if word.search(line)
         ]
     assert not offenders, offenders
+
+
+def tracked_text_files() -> list[Path]:
+    """Every file of the repository a person reads (vendored third-party assets aside)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, timeout=60
+    ).stdout.decode()
+    files = []
+    for name in filter(None, listed.split("\0")):
+        path = ROOT / name
+        if "vendor" in path.parts or not path.is_file():
+            continue
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # images and icons
+        files.append(path)
+    return files
+
+
+# Assembled so that this test is not its own offender.
+OUTSIDE = re.compile(
+    "|".join(
+        [
+            "/" + "work/",  # the team's machine
+            r"\bnotes/\S+\." + "md",  # notes kept beside the repository
+            r"\.\./" + "shared",
+            r"\bshared/[A-Z]+\." + "md",  # the steering files
+        ]
+    )
+)
+ISSUE = re.compile(r"\b" + "issue" + r"s?\s*(?:#|no\.?\s*)?\d+", re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    ("what", "pattern"),
+    [("a file outside the repository", OUTSIDE), ("an issue number", ISSUE)],
+)
+def test_nothing_in_the_tree_cites(what: str, pattern: re.Pattern[str]) -> None:
+    """Users have the repository alone: a path to our machines or notes, or an issue number
+    from our tracker, means nothing to them."""
+    files = tracked_text_files()
+    assert ROOT / "README.md" in files
+    assert any(p.suffix == ".py" and "tests" in p.parts for p in files)
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, f"{what} cited in:\n" + "\n".join(offenders)

@@ -34,7 +34,7 @@ from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.timeseries import SpoolWriter, TimeSeriesRecorder, create_sink
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
-from kerbside.edge.capture import CaptureError, CaptureRecord, read_capture
+from kerbside.edge.capture import BadCaptureLine, CaptureRecord, read_capture
 from kerbside.edge.config import load_edge_config
 from kerbside.edge.detector import Detector
 from kerbside.edge.health import health_payloads, status_payload
@@ -151,10 +151,10 @@ def gateway_messages(sim_dir: Path, start: int, end: int) -> Iterator[tuple[int,
     next_health = start + MIN
     now = [start]
 
-    def records() -> Iterator[CaptureRecord | CaptureError]:
+    def records() -> Iterator[CaptureRecord | BadCaptureLine]:
         nonlocal next_health
         for record in read_capture(sim_dir / "capture.jsonl"):
-            if not isinstance(record, CaptureError):
+            if not isinstance(record, BadCaptureLine):
                 while next_health <= record.t and next_health < end:
                     payloads = health_payloads(
                         gw,

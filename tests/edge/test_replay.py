@@ -12,8 +12,8 @@ import pytest
 from kerbside.core.instants import parse_instant
 from kerbside.edge.ble import encode_payload
 from kerbside.edge.capture import (
+    BadCaptureLine,
     BleRecord,
-    CaptureError,
     CaptureWriter,
     SerialRecord,
     read_capture,
@@ -119,7 +119,7 @@ def test_bad_capture_lines_are_errors_with_line_numbers(tmp_path: Path, line: st
     path.write_text(f"{good}\n{line}\n\n{good}\n")
     records = list(read_capture(path))
     assert len(records) == 3
-    assert isinstance(records[1], CaptureError)
+    assert isinstance(records[1], BadCaptureLine)
     assert records[1].line_no == 2
     assert "\n" not in records[1].message
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.demo.broker import find_mosquitto, start_broker
 from kerbside.demo.collector import Api, collector_config, make_tokens
@@ -40,7 +41,7 @@ from kerbside.demo.street import Street, planned_rights, start_edge, start_sim, 
 __all__ = ["add_demo_command", "find_mosquitto", "port_is_free", "run_demo"]
 
 PROGRESS_EVERY_S = 5.0
-ENFORCEMENT_KINDS = frozenset({"overstay", "unpaid", "expired", "suspended"})
+ENFORCEMENT_KINDS = frozenset(ALERT_KINDS)
 
 
 def add_demo_command(subparsers: Any) -> None:

@@ -33,7 +33,7 @@ class BleRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class CaptureError:
+class BadCaptureLine:
     """A capture line that could not be read; replay reports it and goes on."""
 
     line_no: int
@@ -155,8 +155,8 @@ def _ble_record(t: Instant, src: str, obj: dict[str, object]) -> BleRecord:
     return BleRecord(t, src, address, rssi, mfr)
 
 
-def read_capture(path: str | Path) -> Iterator[CaptureRecord | CaptureError]:
-    """Every record of a capture, or a CaptureError for each line that is not one."""
+def read_capture(path: str | Path) -> Iterator[CaptureRecord | BadCaptureLine]:
+    """Every record of a capture, or a BadCaptureLine for each line that is not one."""
     with Path(path).open("r", encoding="utf-8", errors="replace", newline="\n") as file:
         for line_no, line in enumerate(file, start=1):
             text = line.strip()
@@ -165,4 +165,4 @@ def read_capture(path: str | Path) -> Iterator[CaptureRecord | CaptureError]:
             try:
                 yield parse_record(text)
             except BadRecordError as exc:
-                yield CaptureError(line_no, str(exc))
+                yield BadCaptureLine(line_no, str(exc))

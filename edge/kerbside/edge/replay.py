@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kerbside.core.config import ConfigError
 from kerbside.edge.ble import BleDecoder
-from kerbside.edge.capture import BleRecord, CaptureError, CaptureRecord, read_capture
+from kerbside.edge.capture import BadCaptureLine, BleRecord, CaptureRecord, read_capture
 from kerbside.edge.config import EdgeConfig, load_edge_config
 from kerbside.edge.detector import Detector
 from kerbside.edge.kbs1 import Kbs1Parser
@@ -26,9 +26,9 @@ REPLAY_EPOCH = "replay"
 
 
 def replay_changes(
-    records: Iterable[CaptureRecord | CaptureError],
+    records: Iterable[CaptureRecord | BadCaptureLine],
     config: EdgeConfig,
-    on_error: Callable[[CaptureError], None] | None = None,
+    on_error: Callable[[BadCaptureLine], None] | None = None,
     detector: Detector | None = None,
 ) -> Iterator[OccupancyChange]:
     """The detector's changes over ``records``, in order; deadlines up to the last record fire."""
@@ -37,7 +37,7 @@ def replay_changes(
     parsers: dict[str, Kbs1Parser] = {}
     ble = BleDecoder(config.ble.company_id)
     for record in records:
-        if isinstance(record, CaptureError):
+        if isinstance(record, BadCaptureLine):
             if on_error is not None:
                 on_error(record)
             continue
@@ -80,7 +80,7 @@ def replay_main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{capture}: no such capture file")
     epoch = _epoch(config)
 
-    def report(error: CaptureError) -> None:
+    def report(error: BadCaptureLine) -> None:
         print(f"kerbside-edge: {capture}:{error.line_no}: {error.message}", file=sys.stderr)
 
     out = sys.stdout

@@ -1,5 +1,6 @@
 """Ground truth of a simulated run: who was parked where and when, and which sensors were
-silent, faulty or rebooting. ``truth.json`` is its JSON form (format in /work/notes/sim.md)."""
+silent, faulty or rebooting. ``truth.json`` is its JSON form (its format is in
+firmware-sim/README.md)."""
 
 from __future__ import annotations
 
