@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +104,6 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-
-@contextlib.contextmanager
-def running_mosquitto(workdir: Path, extra_conf: str = "") -> Iterator[Mosquitto]:
-    broker = Mosquitto(workdir, extra_conf).start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class Influxd:

@@ -27,7 +27,7 @@ import pytest
 from kerbside.collector.store import Store
 from kerbside.collector.store.postgres import PostgresStore, migrate
 from kerbside.collector.store.sqlite import SqliteStore
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port
 
 ADMIN_URL = os.environ.get("KERBSIDE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 KINDS = ("sqlite", "postgres")
@@ -205,14 +205,3 @@ def own_postgres() -> Iterator[OwnPostgres]:
         yield server.init()
     finally:
         server.remove()
-
-
-def wait_for_postgres(url: str, timeout: float = 30) -> None:
-    def up() -> bool:
-        try:
-            with psycopg.connect(url, connect_timeout=2):
-                return True
-        except psycopg.OperationalError:
-            return False
-
-    wait_until(up, timeout=timeout, every=0.2)

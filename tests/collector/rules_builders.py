@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from kerbside.collector.replay import read_journal, replay_records
-from kerbside.collector.rules import RulesEngine
 from kerbside.core.instants import Instant, format_instant, parse_instant
 from kerbside.core.site import Site, parse_site
 
@@ -179,7 +178,3 @@ def short(text: str | None) -> str | None:
     if clock.endswith(":00"):
         clock = clock[:-3]
     return f"{day}T{clock}"
-
-
-def engine_for(site: Site) -> RulesEngine:
-    return RulesEngine(site)

@@ -18,18 +18,14 @@ class Throttle:
         self.interval_s = interval_s
         self._clock = clock
         self._last: float | None = None
-        self.suppressed = 0  # times ``ready`` said no since it last said yes
 
     def ready(self) -> bool:
         now = self._clock()
         if self._last is not None and now - self._last < self.interval_s:
-            self.suppressed += 1
             return False
         self._last = now
-        self.suppressed = 0
         return True
 
     def reset(self) -> None:
         """The thing waited for came: the next occurrence is said at once."""
         self._last = None
-        self.suppressed = 0

@@ -34,16 +34,8 @@ class Frame:
         return bool(self.flags & FLAG_DETECT)
 
     @property
-    def boot(self) -> bool:
-        return bool(self.flags & FLAG_BOOT)
-
-    @property
     def fault(self) -> bool:
         return bool(self.flags & FLAG_FAULT)
-
-    @property
-    def low_batt(self) -> bool:
-        return bool(self.flags & FLAG_LOW_BATT)
 
 
 @dataclass(frozen=True, slots=True)

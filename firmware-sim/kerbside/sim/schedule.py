@@ -20,9 +20,6 @@ class Interval:
     start: Instant
     end: Instant
 
-    def contains(self, t: Instant) -> bool:
-        return self.start <= t < self.end
-
 
 @dataclass(frozen=True, slots=True)
 class SensorPlan:
