@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
 import os
 import queue
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kerbside.core.backoff import Backoff
 from kerbside.core.instants import format_instant
 
 
@@ -39,12 +42,84 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> None:
-    """Poll ``condition`` until it is true; AssertionError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+# The one limit of every wait (seconds), scaled on a slow or loaded machine by
+# KERBSIDE_TEST_TIMEOUT_SCALE (e.g. 2): a wait that runs out fails, naming what it waited for.
+TIMEOUT_SCALE = float(os.environ.get("KERBSIDE_TEST_TIMEOUT_SCALE", "1"))
+WAIT_S = 10.0
+POLL_S = 0.05
+
+
+def limit(timeout: float | None) -> float:
+    """``timeout`` (or the default wait), scaled for the machine."""
+    return (WAIT_S if timeout is None else timeout) * TIMEOUT_SCALE
+
+
+def describe(condition: Callable[[], object]) -> str:
+    """A condition in words for a failed wait: its source line, or its name."""
+    with contextlib.suppress(OSError, TypeError):
+        source = inspect.getsource(condition).strip()
+        if "\n" not in source:
+            return source
+    return getattr(condition, "__qualname__", repr(condition))
+
+
+def wait_until(
+    condition: Callable[[], object],
+    timeout: float | None = None,
+    every: float = POLL_S,
+    what: str | None = None,
+) -> None:
+    """Poll ``condition`` until it is true; AssertionError naming ``what`` (or the condition's
+    source) after ``timeout`` seconds (the default wait, scaled)."""
+    seconds = limit(timeout)
+    deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"not true after {timeout}s"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {seconds:g} s for: {what or describe(condition)}")
         time.sleep(every)
+
+
+async def wait_until_async(
+    condition: Callable[[], object],
+    timeout: float | None = None,  # noqa: ASYNC109 (wait_until's signature; a poll, not an await)
+    every: float = POLL_S,
+    what: str | None = None,
+) -> None:
+    """``wait_until`` inside an event loop: the loop runs while the condition is polled."""
+    seconds = limit(timeout)
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {seconds:g} s for: {what or describe(condition)}")
+        await asyncio.sleep(every)
+
+
+class RecordingBackoff(Backoff):
+    """Core's Backoff without jitter, noting each delay it hands out and when, so that a test
+    can check a user waits what it was given between two attempts."""
+
+    def __init__(self, first_s: float, cap_s: float) -> None:
+        super().__init__(first_s, cap_s, jitter=0.0)
+        self.given: list[tuple[float, float]] = []  # (time.monotonic() handed out, delay)
+        self.resets = 0
+
+    def next(self) -> float:
+        delay = super().next()
+        self.given.append((time.monotonic(), delay))
+        return delay
+
+    def reset(self) -> None:
+        self.resets += 1
+        super().reset()
+
+    def spaced(self, attempts: list[float]) -> bool:
+        """Whether each attempt (its time.monotonic()) after the first came no sooner than the
+        delay handed out after the one before it."""
+        assert len(self.given) >= len(attempts) - 1, (self.given, attempts)
+        return all(
+            later >= at + delay - 0.01
+            for (at, delay), later in zip(self.given, attempts[1:], strict=False)
+        )
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:

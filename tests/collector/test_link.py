@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kerbside.collector.link.child import FrameReader, encode_frame
+from kerbside.collector.config import MqttConfig
+from kerbside.collector.link.child import BrokerLink, FrameReader, encode_frame
+from kerbside.collector.link.process import ProcessLink
 from kerbside.collector.runtime import Collector
 from tests.collector.test_ingest import Client, run_collector, until
 from tests.helpers import (
     Mosquitto,
+    RecordingBackoff,
+    free_port,
     start_collector,
     stop_process,
     wait_for_log,
+    wait_until,
     write_collector_setup,
 )
 from tests.helpers import occupancy_event as event
@@ -117,11 +123,16 @@ def test_a_link_process_that_dies_is_replaced_and_nothing_is_lost(
         gateway.publish(events, event(1, "B001", "occupied", now - 20_000))
         await until(lambda: service.store.count_events() == 1)
         (child,) = _link_processes(os.getpid())
+        assert isinstance(service.link, ProcessLink)
+        backoff = service.link.backoff = RecordingBackoff(0.3, 0.3)
         os.kill(child, signal.SIGKILL)
         await until(lambda: not service.link.connected, 10)
         # published while no link process is there: the broker keeps it in our session
         gateway.publish(events, event(2, "B002", "occupied", now - 19_000))
         await until(lambda: service.link.connected, 20)
+        # the new process was started after the backoff's delay, which starts over
+        assert [delay for _, delay in backoff.given] == [0.3]
+        assert backoff.failures == 0
         gateway.publish(events, event(3, "B003", "occupied", now - 18_000))
         await until(lambda: service.store.count_events() == 3, 20)
         await asyncio.sleep(0.5)  # nothing more arrives (the first event was acked once)
@@ -134,4 +145,30 @@ def test_a_link_process_that_dies_is_replaced_and_nothing_is_lost(
         run_collector(config, body)
     finally:
         gateway.close()
-    assert any("MQTT link process exited" in r.getMessage() for r in caplog.records)
+    assert any(
+        "MQTT link process exited (code -9): starting another in 0.3 s" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_the_link_process_reconnects_with_its_backoff(tmp_path: Path) -> None:
+    port = free_port()
+    backoff = RecordingBackoff(0.1, 0.4)
+    ours, theirs = socket.socketpair()
+    link = BrokerLink(MqttConfig(port=port, protocol="3.1.1"), theirs, 0, backoff)
+    link.connect()
+    broker: Mosquitto | None = None
+    try:
+        wait_until(lambda: backoff.failures >= 4, what="four refused attempts")
+        assert [delay for _, delay in backoff.given[:3]] == [0.1, 0.2, 0.4]
+        assert backoff.spaced([at for at, _ in backoff.given])
+        broker = Mosquitto(tmp_path, port=port).start()
+        wait_until(lambda: link.connected, what="connected once the broker is up")
+        assert backoff.failures == 0
+    finally:
+        link.close()
+        ours.close()
+        theirs.close()
+        if broker is not None:
+            broker.stop()
+    assert not link.serving

@@ -10,7 +10,7 @@ import pytest
 
 from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter, TimeSeriesSink
 from kerbside.collector.timeseries import lines as lp
-from tests.helpers import Influxd
+from tests.helpers import Influxd, RecordingBackoff, wait_until
 
 T0 = 1_795_680_000_000
 
@@ -85,11 +85,15 @@ def test_outage_spools_then_drains_everything_once(influx: Influxd, tmp_path: Pa
     writer.start()
     writer.submit(gateway_lines(500))
     assert writer.wait_drained(30)
+    backoff = writer.backoff = RecordingBackoff(0.05, 0.3)
     influx.stop()
     writer.submit(gateway_lines(1500, 500))
     writer.flush_soon()
-    # While InfluxDB is away the lines wait in the spool and the writer says it is cut off.
-    assert not writer.wait_drained(1.0)
+    # While InfluxDB is away the lines wait in the spool and the writer says it is cut off,
+    # trying again after each of its backoff's delays.
+    wait_until(lambda: backoff.failures >= 4, what="failed writes")
+    assert [d for _, d in backoff.given[:4]] == [0.05, 0.1, 0.2, 0.3]
+    assert backoff.spaced([at for at, _ in backoff.given])
     stats = writer.stats()
     assert stats.spool_depth == 1500
     assert not stats.connected
@@ -100,6 +104,7 @@ def test_outage_spools_then_drains_everything_once(influx: Influxd, tmp_path: Pa
     writer.close()
     assert count(influx) == 2500
     assert writer.stats().connected
+    assert backoff.failures == 0
 
 
 def test_spool_survives_a_restart_of_the_collector(influx: Influxd, tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def test_json_lines_for_log_shippers(tmp_path: Path) -> None:
 def test_the_collectors_mqtt_child_logs_under_its_own_name_in_the_same_format(
     tmp_path: Path,
 ) -> None:
-    config = write_collector_setup(tmp_path, port=free_port(), topic_root="t")
+    config = write_collector_setup(tmp_path, port=free_port(), topic_root="t", protocol="3.1.1")
     text = run_for_a_moment(
         [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
         tmp_path / "collector.log",

@@ -32,6 +32,7 @@ from kerbside.collector.runtime import Collector, SinkView, assemble
 from kerbside.collector.store import Committed, Work
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.timeseries import SpoolWriter, TimeSeriesRecorder, create_sink
+from kerbside.core.backoff import Backoff
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from kerbside.edge.capture import BadCaptureLine, CaptureRecord, read_capture
@@ -289,8 +290,7 @@ def drive(
         delay_s=ALERT_DELAY_S,
         store=store,
     )
-    recorder.writer._min_backoff = 0.05
-    recorder.writer._max_backoff = 0.3
+    recorder.writer.backoff = Backoff(0.05, 0.3)
     collector = assemble(
         config, load_site(config.site), store, FakeLink(), clock=clock, sink=recorder
     )

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from bleak.exc import BleakError
 
+from kerbside.core.backoff import Backoff
 from kerbside.edge.ble import BleDecoder
 from kerbside.edge.config import BleConfig
 from kerbside.edge.model import Frame
-from kerbside.edge.sources.base import Backoff, BleAdvert
+from kerbside.edge.sources.base import BleAdvert
 from kerbside.edge.sources.ble import BleSource, BleSourceError, load_backend, or_pattern
 from kerbside.sim.ble_backend import SimScannerBackend
 from kerbside.sim.cli import main as sim_main

@@ -13,8 +13,9 @@ import pytest
 
 from kerbside.edge.kbs1 import encode_frame
 from kerbside.edge.model import Frame
-from kerbside.edge.sources import Backoff, Received, SerialChunk
+from kerbside.edge.sources import Received, SerialChunk
 from kerbside.edge.sources.serial import Kbs1Decoder, SerialSource
+from tests.helpers import RecordingBackoff, wait_until_async
 
 
 class Pty:
@@ -56,16 +57,8 @@ def frame_bytes(sensor: str, seq: int) -> bytes:
     return encode_frame(Frame(sensor, seq, 0, 10, 20, 30, 3600, 12.5))
 
 
-async def wait_for(predicate: object, limit_s: float = 5.0) -> None:
-    """Poll ``predicate`` (the sources under test expose state, not events)."""
-    assert callable(predicate)
-    async with asyncio.timeout(limit_s):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-def fast_backoff() -> Backoff:
-    return Backoff(first_s=0.05, cap_s=0.2)
+def fast_backoff() -> RecordingBackoff:
+    return RecordingBackoff(first_s=0.05, cap_s=0.2)
 
 
 def test_chunks_arrive_in_order_stamped_by_the_clock(tmp_path: Path, ptys: list[Pty]) -> None:
@@ -77,11 +70,13 @@ def test_chunks_arrive_in_order_stamped_by_the_clock(tmp_path: Path, ptys: list[
 
     async def main() -> None:
         task = asyncio.create_task(source.run(got.append))
-        await wait_for(lambda: source.connected)
+        await wait_until_async(lambda: source.connected)
         for seq in range(20):
             pty.write(frame_bytes("S-1", seq))
             await asyncio.sleep(0.002)
-        await wait_for(lambda: sum(len(c.data) for c in got if isinstance(c, SerialChunk)) >= 20)
+        await wait_until_async(
+            lambda: sum(len(c.data) for c in got if isinstance(c, SerialChunk)) >= 20
+        )
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -113,21 +108,26 @@ def test_a_port_that_vanishes_is_reopened_and_the_other_port_carries_on(
 
     async def main() -> None:
         tasks = [asyncio.create_task(s.run(got.append)) for s in sources]
-        await wait_for(lambda: all(s.connected for s in sources))
+        await wait_until_async(lambda: all(s.connected for s in sources))
         first.write(b"before\n")
-        await wait_for(lambda: data_from(sources[0]) == b"before\n")
+        await wait_until_async(lambda: data_from(sources[0]) == b"before\n")
 
         first.close()  # unplugged: the reader sees end-of-file or EIO
-        await wait_for(lambda: not sources[0].connected)
+        await wait_until_async(lambda: not sources[0].connected)
         second.write(b"meanwhile\n")  # the other port does not notice
-        await wait_for(lambda: data_from(sources[1]) == b"meanwhile\n")
-        await asyncio.sleep(0.3)  # a few failed reopens while the device is away
+        await wait_until_async(lambda: data_from(sources[1]) == b"meanwhile\n")
+        backoff = sources[0].backoff
+        assert isinstance(backoff, RecordingBackoff)
+        await wait_until_async(lambda: backoff.failures >= 4, what="failed reopens")
         assert not sources[0].connected
+        # each reopen came after the backoff's delay, doubling to its cap
+        assert [d for _, d in backoff.given[:4]] == [0.05, 0.1, 0.2, 0.2]
+        assert backoff.spaced([at for at, _ in backoff.given])
 
         first.open()  # plugged back in under the same name
-        await wait_for(lambda: sources[0].connected)
+        await wait_until_async(lambda: sources[0].connected)
         first.write(b"after\n")
-        await wait_for(lambda: data_from(sources[0]) == b"before\nafter\n")
+        await wait_until_async(lambda: data_from(sources[0]) == b"before\nafter\n")
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -144,13 +144,13 @@ def test_a_port_missing_at_start_is_opened_when_it_appears(tmp_path: Path, ptys:
 
     async def main() -> None:
         task = asyncio.create_task(source.run(got.append))
-        await asyncio.sleep(0.3)
+        await wait_until_async(lambda: source.backoff.failures >= 3, what="failed opens")
         assert not source.connected
         pty = Pty(link).open()
         ptys.append(pty)
-        await wait_for(lambda: source.connected)
+        await wait_until_async(lambda: source.connected)
         pty.write(b"hello")
-        await wait_for(lambda: bool(got))
+        await wait_until_async(lambda: bool(got))
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -158,18 +158,6 @@ def test_a_port_missing_at_start_is_opened_when_it_appears(tmp_path: Path, ptys:
     asyncio.run(main())
     assert isinstance(got[0], SerialChunk)
     assert got[0].data == b"hello"
-
-
-def test_backoff_doubles_up_to_its_cap_with_jitter_and_resets() -> None:
-    backoff = Backoff(first_s=0.5, cap_s=4.0)
-    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    delays = [backoff.next_delay() for _ in ceilings]
-    for delay, ceiling in zip(delays, ceilings, strict=True):
-        assert ceiling / 2 <= delay <= ceiling
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5
-    spread = {round(Backoff(first_s=1, cap_s=1).next_delay(), 6) for _ in range(20)}
-    assert len(spread) > 1, "jittered"
 
 
 def test_the_serial_decoder_counts_bytes_and_bad_frames_per_port() -> None:

@@ -1,8 +1,9 @@
 """MQTT out: a thin paho-mqtt adapter (``MqttLink``) and the outbox drain (``EventForwarder``).
 
-Threads: paho runs its network loop (``loop_forever``, which also reconnects with backoff) on
-one thread of ours, ``mqtt-network``; if that thread ever dies the agent exits (``alive``), so a
-supervisor restarts it rather than it sitting silent with a full outbox. paho's callbacks do
+Threads: paho's network loop runs on one thread of ours, ``mqtt-network``, reconnecting after
+each loss with core's one Backoff (kerbside.core.reconnect; paho's own reconnect policy is not
+used); if that thread ever dies the agent exits (``alive``), so a supervisor restarts it rather
+than it sitting silent with a full outbox. paho's callbacks do
 nothing but hand a fact to the agent's event loop with ``loop.call_soon_threadsafe``
 (connected, disconnected, a batch of PUBACKed message ids); every
 decision and all SQLite access happen on the loop's thread. ``client.publish`` is called from
@@ -25,9 +26,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import random
 import ssl
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +34,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kerbside.core.backoff import Backoff
 from kerbside.core.config import ConfigError
+from kerbside.core.reconnect import serve_connection
 from kerbside.core.throttle import Throttle
 from kerbside.edge.config import EdgeConfig
 from kerbside.edge.outbox import Outbox, OutboxError
@@ -61,8 +62,13 @@ class MqttLink:
         on_disconnected: Callable[[], None],
         on_published: Callable[[list[int]], None],
         on_connect_failed: Callable[[str], None] | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self._loop = loop
+        # 0.5-1 s, then doubling to 30 s, jittered so that gateways cut off together (a broker
+        # restart) do not all come back in the same second
+        self.backoff = backoff or Backoff(1.0, 30.0)
+        self._stop = threading.Event()
         self._on_connect_failed = on_connect_failed
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -88,7 +94,6 @@ class MqttLink:
         # The forwarder's window bounds what is in flight. paho's own limit stays off: with one
         # set, paho rescans every queued message on each PUBACK (quadratic in the window).
         client.max_inflight_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         password = None
         if config.mqtt.password_file is not None:
             try:
@@ -110,7 +115,6 @@ class MqttLink:
             client.tls_insecure_set(tls.insecure)
         client.will_set(self.topic("status"), will, qos=1, retain=True)
         client.on_connect = self._paho_connect
-        client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
         client.on_publish = self._paho_publish
         self._client = client
@@ -126,7 +130,9 @@ class MqttLink:
 
     def _network(self) -> None:
         try:
-            self._client.loop_forever(retry_first_connection=True)
+            serve_connection(
+                self._client, self.backoff, self._stop, unreachable=self._cannot_connect
+            )
         except Exception:
             log.exception("mqtt network thread failed")
 
@@ -146,6 +152,7 @@ class MqttLink:
     def stop(self) -> None:
         """Disconnect cleanly (no last will) and stop paho's thread."""
         self._stopping = True
+        self._stop.set()
         self._client.disconnect()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -160,22 +167,13 @@ class MqttLink:
             return
         self._loop.call_soon_threadsafe(self._connected)
 
-    def _paho_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        # paho calls this inside its ``except OSError``: the exception at hand is the reason.
-        exc = sys.exc_info()[1]
-        reason = "unknown reason"
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc) or type(exc).__name__
+    def _cannot_connect(self, exc: OSError) -> None:
+        reason = exc.strerror or str(exc) or type(exc).__name__
         self._loop.call_soon_threadsafe(self._connect_failed, reason)
 
     def _paho_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        # Jitter the first retry so that gateways cut off together do not return together.
-        client.reconnect_delay_set(
-            min_delay=random.uniform(0.5, 1.5),  # type: ignore[arg-type]
-            max_delay=30,
-        )
         self._loop.call_soon_threadsafe(self._disconnected, str(reason))
 
     def _paho_publish(
@@ -207,7 +205,7 @@ class MqttLink:
 
     def _disconnected(self, reason: str) -> None:
         if self.connected and not self._stopping:
-            log.warning("mqtt connection lost (%s); paho reconnects with backoff", reason)
+            log.warning("mqtt connection lost (%s); reconnecting with backoff", reason)
         self.connected = False
         self._on_disconnected()
 

@@ -11,7 +11,8 @@ the collector's event loop talks to it over a socket pair, in batches:
 
 The child exits when the collector goes away (the socket reads end of file), so a killed
 collector never leaves a second client holding its session. It acks nothing by itself: a message
-whose ack never comes is redelivered by the broker on the next connection.
+whose ack never comes is redelivered by the broker on the next connection. It reconnects by
+itself after a loss, waiting core's one Backoff between attempts (kerbside.core.reconnect).
 
 Frames are a 4-byte big-endian length and a pickled list of items. The socket pair is private
 to the two processes, created by the collector and handed to the child it started.
@@ -39,7 +40,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kerbside.collector.config import MqttConfig
+from kerbside.core.backoff import Backoff
 from kerbside.core.logs import setup_logging
+from kerbside.core.reconnect import serve_connection
 from kerbside.core.throttle import Throttle
 
 # By name: run as ``python -m`` this module is ``__main__``.
@@ -96,8 +99,18 @@ class BrokerLink:
     """The child's side: one paho client, its network thread, and a sender thread that hands
     what paho delivers to the collector in batches."""
 
-    def __init__(self, config: MqttConfig, channel: socket.socket, generation: int) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        channel: socket.socket,
+        generation: int,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.config = config
+        # between connection attempts: 0.5-1 s, doubling to 30 s (core's one backoff)
+        self.backoff = backoff or Backoff(1.0, 30.0)
+        self._stop = threading.Event()
+        self._network: threading.Thread | None = None
         self._channel = channel
         self._generation = generation
         self.connected = False
@@ -109,7 +122,7 @@ class BrokerLink:
         self._tokens: dict[int, int] = {}
         self._tokens_lock = threading.Lock()
         self._closing = False
-        self._unreachable = Throttle(60.0)  # said at once, then at most once a minute
+        self._unreachable_said = Throttle(60.0)  # said at once, then at most once a minute
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -127,7 +140,6 @@ class BrokerLink:
         # bay-state burst at the end of a backlog cheap (the broker is near; 100 is plenty)
         client.max_inflight_messages_set(100)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         if config.username is not None:
             password = None
             if config.password_file is not None:
@@ -136,7 +148,6 @@ class BrokerLink:
         if config.tls is not None:
             client.tls_set(ca_certs=str(config.tls.ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_connect = self._handle_connect
-        client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
@@ -149,7 +160,7 @@ class BrokerLink:
         or goes away."""
         sender = threading.Thread(target=self._send_loop, name="to-collector", daemon=True)
         sender.start()
-        self._connect()
+        self.connect()
         try:
             running = self._execute(pending)
             while running:
@@ -160,15 +171,27 @@ class BrokerLink:
                 running = self._execute(reader.feed(data))
         except OSError as exc:
             log.warning("collector channel failed (%s): leaving the broker", exc)
-        self._closing = True
-        self._client.disconnect()
-        self._client.loop_stop()
+        self.close()
         with self._out_ready:
             self._out_ready.notify()
         sender.join(5)
         return 0
 
-    def _connect(self) -> None:
+    def close(self) -> None:
+        """Leave the broker (DISCONNECT) and end the network thread."""
+        self._closing = True
+        self._stop.set()
+        self._client.disconnect()
+        if self._network is not None:
+            self._network.join(5)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the network thread runs (connected, connecting or waiting to)."""
+        return self._network is not None and self._network.is_alive()
+
+    def connect(self) -> None:
+        """Start the network thread: it connects, and reconnects after each loss."""
         config = self.config
         if config.protocol != "5":
             self._client.connect_async(config.host, config.port, keepalive=config.keepalive_s)
@@ -186,7 +209,11 @@ class BrokerLink:
                 clean_start=False,
                 properties=props,
             )
-        self._client.loop_start()
+        self._network = threading.Thread(target=self._serve, name="mqtt-network", daemon=True)
+        self._network.start()
+
+    def _serve(self) -> None:
+        serve_connection(self._client, self.backoff, self._stop, unreachable=self._unreachable)
 
     def _execute(self, frames: list[Any]) -> bool:
         """Carry out the collector's commands; False on stop."""
@@ -238,7 +265,7 @@ class BrokerLink:
             elif self._closing:
                 return
 
-    # -- paho's thread -------------------------------------------------------------------------
+    # -- the network thread (paho's callbacks) ----------------------------------------------------
 
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -248,7 +275,7 @@ class BrokerLink:
             return
         self._generation += 1
         self.connected = True
-        self._unreachable.reset()
+        self._unreachable_said.reset()
         log.info(
             "connected to %s:%s (session present: %s)",
             self.config.host,
@@ -258,11 +285,9 @@ class BrokerLink:
         client.subscribe(gateway_subscriptions(self.config))
         self._push((CONNECTION, True, self._generation))
 
-    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        # paho calls this inside its ``except OSError``: the exception at hand is the reason.
-        exc = sys.exc_info()[1]
-        if self._unreachable.ready():
-            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "unknown reason"
+    def _unreachable(self, exc: OSError) -> None:
+        if self._unreachable_said.ready():
+            reason = exc.strerror or str(exc) or type(exc).__name__
             log.warning(
                 "broker %s:%s unreachable (%s); retrying with backoff (1 s doubling to 30 s)",
                 self.config.host,

@@ -28,6 +28,7 @@ from kerbside.collector.link.child import (
     FrameReader,
     encode_frame,
 )
+from kerbside.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class ProcessLink:
         self,
         config: MqttConfig,
         loop: asyncio.AbstractEventLoop,
+        backoff: Backoff | None = None,
     ) -> None:
         self.config = config
         self._loop = loop
@@ -56,7 +58,8 @@ class ProcessLink:
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._restart: asyncio.TimerHandle | None = None
-        self._backoff = 1.0  # before starting a child that died; doubles, reset on connection
+        # before starting a child that died; reset when a child is connected
+        self.backoff = backoff or Backoff(1.0, 30.0)
 
     @property
     def connected(self) -> bool:
@@ -201,7 +204,7 @@ class ProcessLink:
                 self._generation = max(self._generation, item[2])
                 self._connected = item[1]
                 if item[1]:
-                    self._backoff = 1.0
+                    self.backoff.reset()
                 events.connection(item[1])
         if messages:
             events.messages(messages)
@@ -220,12 +223,10 @@ class ProcessLink:
         self._pending = []
         if self._stopping:
             return
-        log.error(
-            "MQTT link process exited (code %s): starting another in %s s", code, self._backoff
-        )
+        delay = self.backoff.next()
+        log.error("MQTT link process exited (code %s): starting another in %.1f s", code, delay)
         if self._connected and self._events is not None:
             self._connected = False
             self._events.connection(False)
         self._generation += 1  # nothing received before can be acked on the next connection
-        self._restart = self._loop.call_later(self._backoff, self._spawn)
-        self._backoff = min(self._backoff * 2, 30.0)
+        self._restart = self._loop.call_later(delay, self._spawn)

@@ -15,7 +15,6 @@ retries with a capped, jittered backoff.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from kerbside.collector.store import LineSpool
 from kerbside.collector.store.spool import Spool
 from kerbside.collector.timeseries.errors import RejectedWriteError, RetryableWriteError
 from kerbside.collector.timeseries.sinks import TimeSeriesSink
+from kerbside.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ class SpoolWriter:
         self._batch_size = batch_size
         self._flush_interval = flush_interval_s
         self._max_lines = max_lines
-        self._min_backoff = min_backoff_s
-        self._max_backoff = max_backoff_s
+        self.backoff = Backoff(min_backoff_s, max_backoff_s)  # between failed writes
         self._close_drain = close_drain_s
         self._lock = threading.Condition(threading.Lock())
         self._buffer: list[str] = []
@@ -123,7 +122,6 @@ class SpoolWriter:
         self._connected = True
         self._last_error: str | None = None
         self._spool_ok = True
-        self._failures = 0
         self._retry_at = 0.0
 
     # -- called from any thread -------------------------------------------------------------
@@ -290,7 +288,7 @@ class SpoolWriter:
             with self._lock:
                 self._spool_depth = spool.depth
                 self._connected = True
-                self._failures = 0
+            self.backoff.reset()
             # New lines keep arriving during a long drain: spool them between batches so the
             # buffer stays small, and send full batches rather than the buffer's dribble.
             if (
@@ -306,9 +304,7 @@ class SpoolWriter:
             self._rejected += rejected
 
     def _failed(self, exc: RetryableWriteError) -> None:
-        self._failures += 1
-        backoff = min(self._max_backoff, self._min_backoff * 2 ** (self._failures - 1))
-        backoff *= random.uniform(0.5, 1.0)
+        backoff = self.backoff.next()
         self._retry_at = time.monotonic() + backoff
         with self._lock:
             self._errors += 1

@@ -1,7 +1,7 @@
 """What a source of sensor data is: something that delivers received bytes or adverts, stamped.
 
 A source owns its own I/O and its own recovery: a serial port that vanishes is reopened, a BLE
-adapter that fails is restarted, each with the capped, jittered backoff below, and none of it
+adapter that fails is restarted, each with core's capped, jittered Backoff, and none of it
 is the agent's business. The agent only sees ``Received`` values, stamped with the wall-clock
 receive time, delivered on its event loop's thread; the same values are what a capture records
 (docs/protocols.md), so ``run`` and ``replay`` decode identical inputs.
@@ -10,7 +10,6 @@ receive time, delivered on its event loop's thread; the same values are what a c
 from __future__ import annotations
 
 import abc
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -73,7 +72,7 @@ class Source(abc.ABC):
     async def run(self, emit: Emit) -> None:
         """Deliver what arrives, stamped with its receive time, until cancelled.
 
-        Recovers from I/O errors itself (reopen with ``Backoff``); never returns or raises
+        Recovers from I/O errors itself (reopen after ``Backoff.next()``); never returns or raises
         because a device went away. ``emit`` is called on the running loop's thread.
         """
 
@@ -81,22 +80,3 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def connected(self) -> bool:
         """Whether the device is open right now."""
-
-
-class Backoff:
-    """Capped exponential backoff with jitter: 0.5 s, 1 s, 2 s ... up to ``cap_s``, each delay
-    drawn from [d/2, d] so that gateways (and ports) that failed together retry apart."""
-
-    def __init__(self, first_s: float = 0.5, cap_s: float = 30.0, factor: float = 2.0) -> None:
-        self.first_s = first_s
-        self.cap_s = cap_s
-        self.factor = factor
-        self._next = first_s
-
-    def reset(self) -> None:
-        self._next = self.first_s
-
-    def next_delay(self) -> float:
-        ceiling = min(self._next, self.cap_s)
-        self._next = min(self._next * self.factor, self.cap_s)
-        return random.uniform(ceiling / 2, ceiling)

@@ -32,10 +32,11 @@ from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
+from kerbside.core.backoff import Backoff
 from kerbside.core.instants import Instant
 from kerbside.edge.ble import FORMAT_VERSION, BleDecoder
 from kerbside.edge.config import BleConfig
-from kerbside.edge.sources.base import Backoff, BleAdvert, Emit, Source
+from kerbside.edge.sources.base import BleAdvert, Emit, Source
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class BleSource(Source):
         self._clock = clock
         self._backend = load_backend(config.backend)
         self.watchdog_s = watchdog_s if watchdog_s is not None else config.watchdog_s
-        self._backoff = backoff or Backoff(first_s=1.0, cap_s=60.0)
+        self.backoff = backoff or Backoff(first_s=1.0, cap_s=60.0)
         self._passive = True  # until BlueZ says it cannot
         self._connected = False
         self._last_advert = time.monotonic()
@@ -152,7 +153,7 @@ class BleSource(Source):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(scanner.stop(), timeout=10)
             if self.adverts > heard:
-                self._backoff.reset()  # it worked for a while: this is a new failure
+                self.backoff.reset()  # it worked for a while: this is a new failure
             await self._pause(f"no advert for {self.watchdog_s:g} s: restarting the scan")
 
     async def _watch(self) -> None:
@@ -165,7 +166,7 @@ class BleSource(Source):
 
     async def _pause(self, why: str) -> None:
         self.restarts += 1
-        delay = self._backoff.next_delay()
+        delay = self.backoff.next()
         level = logging.WARNING if self.restarts <= 3 else logging.DEBUG
         log.log(level, "ble: %s; again in %.1fs", why, delay)
         await asyncio.sleep(delay)

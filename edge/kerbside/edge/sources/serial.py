@@ -18,11 +18,12 @@ from collections.abc import Callable
 
 import serial
 
+from kerbside.core.backoff import Backoff
 from kerbside.core.instants import Instant
 from kerbside.core.throttle import Throttle
 from kerbside.edge.kbs1 import Kbs1Parser
 from kerbside.edge.model import Frame, Garbage
-from kerbside.edge.sources.base import Backoff, Emit, Received, SerialChunk, Source
+from kerbside.edge.sources.base import Emit, Received, SerialChunk, Source
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SerialSource(Source):
         self.baudrate = baudrate
         self.src = f"serial:{port}"
         self._clock = clock
-        self._backoff = backoff or Backoff(first_s=0.5, cap_s=30.0)
+        self.backoff = backoff or Backoff(first_s=0.5, cap_s=30.0)
         self._connected = False
         self.opens = 0  # successful opens (the first one and every reopen)
 
@@ -90,7 +91,7 @@ class SerialSource(Source):
             except (serial.SerialException, OSError, ValueError) as exc:
                 now = time.monotonic()
                 missing_since = missing_since if missing_since is not None else now
-                delay = self._backoff.next_delay()
+                delay = self.backoff.next()
                 # At once, then at most once a minute: a missing adapter must not flood the
                 # log, nor be forgotten in it.
                 if said.ready():
@@ -101,13 +102,13 @@ class SerialSource(Source):
                         self.src,
                         since,
                         _reason(exc),
-                        self._backoff.cap_s,
+                        self.backoff.cap_s,
                     )
                 await asyncio.sleep(delay)
                 continue
             missing_since = None
             said.reset()
-            self._backoff.reset()
+            self.backoff.reset()
             self.opens += 1
             self._connected = True
             log.info("%s: open at %d baud", self.src, self.baudrate)
@@ -116,7 +117,7 @@ class SerialSource(Source):
             finally:
                 self._connected = False
                 port.close()
-            delay = self._backoff.next_delay()
+            delay = self.backoff.next()
             log.warning("%s: lost (%s); reopening in %.1fs", self.src, reason, delay)
             await asyncio.sleep(delay)
 
