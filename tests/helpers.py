@@ -66,8 +66,9 @@ def describe(condition: Callable[[], object]) -> str:
 def wait_until(
     condition: Callable[[], object],
     timeout: float | None = None,
-    every: float = POLL_S,
     what: str | None = None,
+    *,
+    every: float = POLL_S,
 ) -> None:
     """Poll ``condition`` until it is true; AssertionError naming ``what`` (or the condition's
     source) after ``timeout`` seconds (the default wait, scaled)."""
@@ -82,8 +83,9 @@ def wait_until(
 async def wait_until_async(
     condition: Callable[[], object],
     timeout: float | None = None,  # noqa: ASYNC109 (wait_until's signature; a poll, not an await)
-    every: float = POLL_S,
     what: str | None = None,
+    *,
+    every: float = POLL_S,
 ) -> None:
     """``wait_until`` inside an event loop: the loop runs while the condition is polled."""
     seconds = limit(timeout)

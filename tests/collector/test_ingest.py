@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.collector.config import load_config
 from kerbside.collector.runtime import Collector, serve
 from kerbside.core.site import load_site
-from tests.helpers import Mosquitto, write_collector_setup
+from tests.helpers import Mosquitto, wait_until_async, write_collector_setup
 from tests.helpers import occupancy_event as event
 
 
@@ -55,13 +55,6 @@ class Client:
         self.client.loop_stop()
 
 
-async def until(check: Callable[[], bool], limit_s: float = 20) -> None:
-    deadline = time.monotonic() + limit_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 def run_collector(config_path: Path, body: Callable[[Collector], Awaitable[None]]) -> None:
     async def main() -> None:
         config = load_config(config_path)
@@ -73,7 +66,7 @@ def run_collector(config_path: Path, body: Callable[[Collector], Awaitable[None]
         await asyncio.wait_for(started.wait(), 10)
         service = out[0]
         try:
-            await until(lambda: service.link.connected)
+            await wait_until_async(lambda: service.link.connected)
             await body(service)
         finally:
             stop.set()
@@ -117,8 +110,8 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
                 events, event(1, "B001", "occupied", now - 12_000)
             )  # same body: ignored
         gateway.publish(events, event(2, "B002", "occupied", now - 11_000))
-        await until(lambda: len(watcher.messages("/deadletter")) >= len(hostile))
-        await until(lambda: service.queries.bay("B002")["state"] == "occupied")
+        await wait_until_async(lambda: len(watcher.messages("/deadletter")) >= len(hostile))
+        await wait_until_async(lambda: service.queries.bay("B002")["state"] == "occupied")
         assert service.queries.bay("B001")["state"] == "occupied"
         assert service.queries.bay("B003")["state"] == "unknown"
         assert service.store.count_events() == 2
@@ -134,7 +127,7 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
         }
         assert (dead[4]["size"], dead[4]["payload"]) == (200 * 1024, "x" * 1024)
         assert sum(service.queries.metrics()["rejected"].values()) == len(hostile)
-        await until(lambda: len(watcher.messages("/bays/B002")) > 0)
+        await wait_until_async(lambda: len(watcher.messages("/bays/B002")) > 0)
         retained = watcher.messages("/bays/B002")
         assert retained[-1]["state"] == "occupied"
         assert retained[-1]["zone_id"] == "Z1"
@@ -168,7 +161,7 @@ def test_events_queued_while_the_collector_was_down_are_processed_in_order(
     gateway.close()
 
     async def drained(service: Collector) -> None:
-        await until(lambda: service.store.count_events() == total)
+        await wait_until_async(lambda: service.store.count_events() == total)
         seqs = [e.body["seq"] for e in service.store.journal(types=["occupancy"])]
         assert seqs == list(range(1, total + 1))
         assert "rejected.internal_error" not in service.store.counters()

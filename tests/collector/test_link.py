@@ -19,7 +19,7 @@ from kerbside.collector.config import MqttConfig
 from kerbside.collector.link.child import BrokerLink, FrameReader, encode_frame
 from kerbside.collector.link.process import ProcessLink
 from kerbside.collector.runtime import Collector
-from tests.collector.test_ingest import Client, run_collector, until
+from tests.collector.test_ingest import Client, run_collector
 from tests.helpers import (
     Mosquitto,
     RecordingBackoff,
@@ -28,6 +28,7 @@ from tests.helpers import (
     stop_process,
     wait_for_log,
     wait_until,
+    wait_until_async,
     write_collector_setup,
 )
 from tests.helpers import occupancy_event as event
@@ -121,20 +122,20 @@ def test_a_link_process_that_dies_is_replaced_and_nothing_is_lost(
 
     async def body(service: Collector) -> None:
         gateway.publish(events, event(1, "B001", "occupied", now - 20_000))
-        await until(lambda: service.store.count_events() == 1)
+        await wait_until_async(lambda: service.store.count_events() == 1)
         (child,) = _link_processes(os.getpid())
         assert isinstance(service.link, ProcessLink)
         backoff = service.link.backoff = RecordingBackoff(0.3, 0.3)
         os.kill(child, signal.SIGKILL)
-        await until(lambda: not service.link.connected, 10)
+        await wait_until_async(lambda: not service.link.connected, 10)
         # published while no link process is there: the broker keeps it in our session
         gateway.publish(events, event(2, "B002", "occupied", now - 19_000))
-        await until(lambda: service.link.connected, 20)
+        await wait_until_async(lambda: service.link.connected, 20)
         # the new process was started after the backoff's delay, which starts over
         assert [delay for _, delay in backoff.given] == [0.3]
         assert backoff.failures == 0
         gateway.publish(events, event(3, "B003", "occupied", now - 18_000))
-        await until(lambda: service.store.count_events() == 3, 20)
+        await wait_until_async(lambda: service.store.count_events() == 3, 20)
         await asyncio.sleep(0.5)  # nothing more arrives (the first event was acked once)
         assert service.store.count_events() == 3
         assert "rejected.internal_error" not in service.store.counters()

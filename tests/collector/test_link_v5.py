@@ -23,7 +23,7 @@ from kerbside.collector.config import MqttConfig
 from kerbside.collector.link import Message
 from kerbside.collector.link.v5 import Phase, V5Link, gateway_filters
 from kerbside.core.backoff import Backoff
-from tests.helpers import Mosquitto, topic_root_for
+from tests.helpers import Mosquitto, topic_root_for, wait_until_async
 
 
 class Events:
@@ -153,13 +153,6 @@ def _config(
     )
 
 
-async def _until(what: str, condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 def _gateway(port: int, root: str, count: int, start: int = 0) -> None:
     """A gateway's QoS 1 events, ``start`` .. ``start + count - 1``, all acknowledged."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"gw-{time.time_ns()}")
@@ -184,7 +177,7 @@ async def _session(broker: Mosquitto, root: str) -> None:
     link = V5Link(_config(broker, root))
     events = recorder()
     link.start(events)
-    await _until("the first connection", lambda: link.connected)
+    await wait_until_async(lambda: link.connected, what="the first connection")
     await asyncio.sleep(0.3)  # its SUBACK
     link.stop()
 
@@ -200,7 +193,7 @@ def test_acked_messages_are_not_sent_again_and_the_others_are(
         link = V5Link(_config(broker, root))
         events = recorder()
         link.start(events)
-        await _until("300 messages", lambda: len(events.received) == 300)
+        await wait_until_async(lambda: len(events.received) == 300, what="300 messages")
         assert [m.payload for m in events.received] == [f"event {i}".encode() for i in range(300)]
         assert events.batches < 300  # a chunk of the stream is one batch
         for message in events.received[:200]:  # "committed"
@@ -210,7 +203,9 @@ def test_acked_messages_are_not_sent_again_and_the_others_are(
         again = V5Link(_config(broker, root))
         redelivered = recorder()
         again.start(redelivered)
-        await _until("the 100 not acknowledged", lambda: len(redelivered.received) == 100)
+        await wait_until_async(
+            lambda: len(redelivered.received) == 100, None, "the 100 not acknowledged"
+        )
         assert [m.payload for m in redelivered.received] == [
             f"event {i}".encode() for i in range(200, 300)
         ]
@@ -230,16 +225,16 @@ def test_an_ack_after_a_reconnection_is_not_sent_and_the_broker_redelivers(
         link = V5Link(_config(broker, root), backoff=Backoff(0.1, 0.5))
         events = recorder()
         link.start(events)
-        await _until("connected", lambda: link.connected)
+        await wait_until_async(lambda: link.connected, what="connected")
         await asyncio.sleep(0.3)
         await asyncio.to_thread(_gateway, broker.port, root, 10)
-        await _until("10 messages", lambda: len(events.received) == 10)
+        await wait_until_async(lambda: len(events.received) == 10, what="10 messages")
         first = list(events.received)
         await asyncio.to_thread(broker.restart)  # persistence: the session and its queue stay
-        await _until("reconnected", lambda: events.connections == [True, False, True], 20)
+        await wait_until_async(lambda: events.connections == [True, False, True], 20, "reconnected")
         for message in first:
             link.ack(message)  # from the connection before: not valid on this one
-        await _until("the 10 again", lambda: len(events.received) == 20, 20)
+        await wait_until_async(lambda: len(events.received) == 20, 20, "the 10 again")
         assert [m.payload for m in events.received[10:]] == [m.payload for m in first]
         assert {m.generation for m in events.received[10:]} == {first[0].generation + 1}
         link.stop()
@@ -265,11 +260,11 @@ def test_publications_come_back_as_their_tokens_once_the_broker_has_them(
         link = V5Link(_config(broker, root))
         events = recorder()
         link.start(events)
-        await _until("connected", lambda: link.connected)
+        await wait_until_async(lambda: link.connected, what="connected")
         tokens = [link.publish(f"{root}/alerts/A{i}", f"alert {i}", 1) for i in range(500)]
         tokens.append(link.publish(f"{root}/bays/B1", b"occupied", 1, retain=True))
         link.publish(f"{root}/alerts/dead", "qos 0", 0)
-        await _until("every token", lambda: sorted(events.tokens) == sorted(tokens))
+        await wait_until_async(lambda: sorted(events.tokens) == sorted(tokens), what="every token")
         link.stop()
 
     try:
@@ -310,10 +305,10 @@ def test_a_broker_down_then_back_is_reconnected_with_backoff_and_said_once(
         assert link.phase is Phase.WAITING
         assert events.connections == []
         await asyncio.to_thread(broker.start)
-        await _until("connected", lambda: link.connected)
+        await wait_until_async(lambda: link.connected, what="connected")
         await asyncio.sleep(0.3)
         await asyncio.to_thread(_gateway, broker.port, root, 5)
-        await _until("5 messages", lambda: len(events.received) == 5)
+        await wait_until_async(lambda: len(events.received) == 5, what="5 messages")
         link.stop()
         assert link.phase is Phase.STOPPED
 
@@ -336,17 +331,17 @@ def test_a_frozen_broker_is_found_dead_by_keepalive_and_an_idle_link_stays_up(
         link = V5Link(_config(broker, root, keepalive_s=5), backoff=Backoff(0.1, 0.5))
         events = recorder()
         link.start(events)
-        await _until("connected", lambda: link.connected)
+        await wait_until_async(lambda: link.connected, what="connected")
         # idle for longer than 1.5 keep-alives: our PINGREQs keep the broker from dropping us
         await asyncio.sleep(8.5)
         assert events.connections == [True]
         assert broker.proc is not None
         broker.proc.send_signal(signal.SIGSTOP)  # TCP stays open; nothing answers
         try:
-            await _until("the frozen broker found", lambda: not link.connected, 12)
+            await wait_until_async(lambda: not link.connected, 12, "the frozen broker found")
         finally:
             broker.proc.send_signal(signal.SIGCONT)
-        await _until("connected again", lambda: link.connected, 15)
+        await wait_until_async(lambda: link.connected, 15, "connected again")
         assert events.connections == [True, False, True]
         link.stop()
 
@@ -396,10 +391,14 @@ def test_collectors_sharing_a_subscription_get_each_message_once_between_them(
         events = [recorder() for _ in links]
         for link, recorded in zip(links, events, strict=True):
             link.start(recorded)
-        await _until("both connected", lambda: all(link.connected for link in links))
+        await wait_until_async(
+            lambda: all(link.connected for link in links), None, "both connected"
+        )
         await asyncio.sleep(0.3)
         await asyncio.to_thread(_gateway, broker.port, root, 200)
-        await _until("200 between them", lambda: sum(len(e.received) for e in events) == 200)
+        await wait_until_async(
+            lambda: sum(len(e.received) for e in events) == 200, None, "200 between them"
+        )
         await asyncio.sleep(0.3)
         payloads = [m.payload for e in events for m in e.received]
         assert sorted(payloads) == sorted(f"event {i}".encode() for i in range(200))
@@ -433,7 +432,7 @@ def test_the_broker_drops_a_packet_over_the_maximum_we_announced(
 
         await asyncio.to_thread(publish_two)
         big.start(events)
-        await _until("the small one", lambda: len(events.received) >= 1)
+        await wait_until_async(lambda: len(events.received) >= 1, what="the small one")
         await asyncio.sleep(0.3)
         assert [m.payload for m in events.received] == [b"small"]
         assert big.connected

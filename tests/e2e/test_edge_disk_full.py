@@ -14,7 +14,7 @@ import threading
 import time
 import tty
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -22,18 +22,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.sim.kbs1 import encode_frame
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 FAULT = 0x08
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -27,20 +27,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.instants import parse_instant
 from kerbside.edge.outbox import read_epoch
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @dataclass

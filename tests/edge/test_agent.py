@@ -30,7 +30,7 @@ from kerbside.edge.outbox import Outbox
 from kerbside.edge.publisher import MqttLink
 from kerbside.edge.sources import Emit, SerialChunk, Source
 from kerbside.edge.sources.serial import Kbs1Decoder
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, describe, wait_until_async
 
 BIN = Path(sys.executable).parent
 
@@ -135,11 +135,13 @@ async def run_until(
     """Run ``agent`` until ``done()``, then stop it as SIGTERM would."""
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
-    async with asyncio.timeout(limit_s):
-        while not done():
-            if steps is not None:
-                steps()
-            await asyncio.sleep(0.02)
+
+    def stepped() -> bool:
+        if steps is not None:
+            steps()
+        return done()
+
+    await wait_until_async(stepped, limit_s, describe(done), every=0.02)
     stop.set()
     await task
 

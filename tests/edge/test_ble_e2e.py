@@ -10,9 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,12 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.instants import parse_instant
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 SIM_BACKEND = "kerbside.sim.ble_backend.SimScannerBackend"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Subscriber:

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kerbside.sim.kbs1 import encode_frame
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 EDGE = [sys.executable, "-m", "kerbside.edge.cli"]
 
@@ -25,13 +25,6 @@ def edge(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*EDGE, *args], check=False, capture_output=True, text=True, timeout=timeout
     )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 FIVE_MISTAKES = """\
