@@ -220,7 +220,7 @@ class Influxd:
         stop_process(self.proc, sig, timeout=20)
         self.proc = None
 
-    def query(self, q: str, db: str | None = None, epoch: str = "ms") -> list[dict[str, object]]:
+    def query(self, q: str, db: str | None = None, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run InfluxQL through ``/query``; returns the ``results`` list (raises on an error)."""
         params = {"q": q, "epoch": epoch}
         if db:
@@ -228,7 +228,7 @@ class Influxd:
         data = urllib.parse.urlencode(params).encode()
         with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=30) as resp:
             body = json.loads(resp.read())
-        results: list[dict[str, object]] = body["results"]
+        results: list[dict[str, Any]] = body["results"]
         for result in results:
             if "error" in result:
                 raise RuntimeError(f"InfluxQL error: {result['error']} in {q}")

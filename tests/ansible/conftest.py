@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ EXAMPLE_INVENTORY = ANSIBLE_DIR / "inventory" / "example"
 GATEWAY = "gw-test-a"
 OTHER_GATEWAY = "gw-test-b"
 
-SITE = {
+SITE: dict[str, Any] = {
     "site": "ansible-test",
     "timezone": "Europe/London",
     "zones": [

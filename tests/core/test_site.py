@@ -164,7 +164,7 @@ def run_site_command(argv: list[str]) -> int:
     return result
 
 
-def test_site_check(tmp_path: Path, capsys) -> None:
+def test_site_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(GOOD))
     assert run_site_command(["site", "check", str(good)]) == 0
@@ -188,7 +188,9 @@ def test_site_check(tmp_path: Path, capsys) -> None:
     assert "not valid YAML" in capsys.readouterr().err
 
 
-def test_site_edge_config_loads_as_an_edge_config(tmp_path: Path, capsys) -> None:
+def test_site_edge_config_loads_as_an_edge_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(GOOD))
     assert run_site_command(["site", "edge-config", str(good), "--gateway", "gw-parkway-01"]) == 0
@@ -203,7 +205,9 @@ def test_site_edge_config_loads_as_an_edge_config(tmp_path: Path, capsys) -> Non
     assert "gw-nope" in capsys.readouterr().err
 
 
-def test_umbrella_command_runs_site_check(tmp_path: Path, capsys) -> None:
+def test_umbrella_command_runs_site_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kerbside.cli import main  # noqa: PLC0415 - the umbrella pulls in every component
 
     good = tmp_path / "good.yaml"

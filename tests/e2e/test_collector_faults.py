@@ -177,7 +177,7 @@ def test_a_full_disk_fails_commits_without_losing_anything_and_ingest_resumes(
         with live.client("officer") as c:
             since = c.get("/api/v1/alerts").headers["x-last-event-id"]
         officer = {"Authorization": f"Bearer {live_token('officer')}"}
-        stream = Stream(live, officer, {"since": since})  # type: ignore[arg-type] (has its url)
+        stream = Stream(live, officer, {"since": since})
         assert stream.code == 200
         taken = _metric(live, "kerbside_events_in_total")
 

@@ -136,7 +136,7 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
                 "reason": None,
             }
             text = json.dumps(body)
-            published[body["event_id"]] = text
+            published[str(body["event_id"])] = text
             gateway.publish(f"{topic_root}/gw/gw-1/events", text, qos=1).wait_for_publish(10)
             if rng.random() < 0.1:  # a retransmission, as after a gateway reconnect
                 gateway.publish(f"{topic_root}/gw/gw-1/events", text, qos=1)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -162,7 +163,7 @@ def test_street_through_edge_agents_into_the_collector(
     # arrivals the street had (confirmed in time) are the collector's occupied events
     cutoff = ended - 25_000  # arrivals after it may not be confirmed and delivered yet
 
-    def same(event: dict, visit: dict) -> bool:
+    def same(event: dict[str, Any], visit: dict[str, Any]) -> bool:
         return event["bay_id"] == visit["bay_id"] and (
             abs(parse_instant(event["ts"]) - parse_instant(visit["arrival"])) <= 5_000
         )

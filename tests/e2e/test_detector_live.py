@@ -23,8 +23,8 @@ import yaml
 
 from kerbside.core.instants import parse_instant
 from kerbside.sim.truth import load_truth
-from tests.e2e.test_edge_runtime import BIN, Subscriber, first_by_id, wait_until
-from tests.helpers import Mosquitto, stop_process
+from tests.e2e.test_edge_runtime import BIN, Subscriber, first_by_id
+from tests.helpers import Mosquitto, stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -76,7 +76,7 @@ def start_street(workdir: Path, sensors: int, per_port: int, speed: float, seed:
         text=True,
     )
     assert proc.stdout is not None
-    ports = []
+    ports: list[Path] = []
     while len(ports) < n_ports:
         line = proc.stdout.readline()
         if not line:
@@ -149,7 +149,7 @@ class Subscriber:
 
     def _message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload, msg.retain))
+            self.messages.append((msg.topic, bytes(msg.payload), msg.retain))
 
     def payloads(self, leaf: str) -> list[dict[str, Any]]:
         with self.lock:

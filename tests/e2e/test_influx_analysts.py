@@ -99,7 +99,7 @@ def period(st: Street) -> str:
 def rows(influx: Influxd, text: str, db: str = "kerbside") -> dict[tuple[Any, ...], Any]:
     """{(tag values..., time): row values} of a query's answer (one value, or a tuple)."""
     out: dict[tuple[Any, ...], Any] = {}
-    for series in influx.query(text, db=db)[0].get("series", []):  # type: ignore[attr-defined]
+    for series in influx.query(text, db=db)[0].get("series", []):
         tags = tuple(v for _, v in sorted((series.get("tags") or {}).items()))
         for row in series["values"]:
             out[(*tags, row[0])] = row[1] if len(row) == 2 else tuple(row[1:])

@@ -64,7 +64,7 @@ def _points(influx: Influxd, measurement: str, field: str) -> set[tuple[str, int
     """(bay_id, time in ms) of every point of ``measurement``."""
     results = influx.query(f"SELECT {field} FROM {measurement} GROUP BY bay_id", db="kerbside")
     found: set[tuple[str, int]] = set()
-    for series in results[0].get("series") or []:  # type: ignore[union-attr]
+    for series in results[0].get("series") or []:
         bay = series["tags"]["bay_id"]
         found.update((bay, int(row[0])) for row in series["values"])
     return found

@@ -23,9 +23,11 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Geolocation,
     Locator,
     Page,
     Route,
+    ViewportSize,
     expect,
     sync_playwright,
 )
@@ -42,9 +44,12 @@ ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "tests" / "collector" / "api" / "vendor" / "axe.min.js"
 SCREENSHOT = ROOT / "docs" / "officer.png"
 APPEAR_S = 2.0  # the bound for an engine-raised alert to show on the page
-PHONE = {"width": 360, "height": 800}
-DESKTOP = {"width": 1280, "height": 800}
-HERE = {"latitude": 51.5383, "longitude": -0.1449}  # the officer, at the top of Parkway
+PHONE: ViewportSize = {"width": 360, "height": 800}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+HERE: Geolocation = {
+    "latitude": 51.5383,
+    "longitude": -0.1449,
+}  # the officer, at the top of Parkway
 
 
 def _bay(bay_id: str, zone: str, street: str, kind: str, lat: float, stay: int | None) -> str:
@@ -112,7 +117,7 @@ AudioContext.prototype.createOscillator = function () {
 """
 
 
-def _context(browser: Browser, live: LiveCollector, viewport: dict[str, int]) -> BrowserContext:
+def _context(browser: Browser, live: LiveCollector, viewport: ViewportSize) -> BrowserContext:
     context = browser.new_context(
         viewport=viewport, geolocation=HERE, permissions=["geolocation"], base_url=live.url
     )

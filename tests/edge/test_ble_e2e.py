@@ -44,7 +44,7 @@ class Subscriber:
 
     def _message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload))
+            self.messages.append((msg.topic, bytes(msg.payload)))
 
     def payloads(self, leaf: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -38,7 +38,8 @@ class Sensor:
         if seq is None:
             self.seq = (self.seq + 1) & 0xFFFF
             seq = self.seq
-        frame = Frame(self.sensor_id, seq, flags, *(round(v) for v in field), 3500, 12.5)  # type: ignore[arg-type]
+        mx, my, mz = (round(v) for v in field)
+        frame = Frame(self.sensor_id, seq, flags, mx, my, mz, 3500, 12.5)
         return self.detector.observe(frame, round(t * S))
 
 

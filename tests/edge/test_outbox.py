@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kerbside.edge.model import OccupancyChange
+from kerbside.edge.model import OccupancyChange, State
 from kerbside.edge.outbox import Outbox, OutboxError, read_epoch
 
 
 def change(i: int) -> OccupancyChange:
-    state = "occupied" if i % 2 else "vacant"
+    state: State = "occupied" if i % 2 else "vacant"
     return OccupancyChange(f"BAY-{i % 7}", f"S-{i % 7}", state, 1_000_000 + i, 1_010_000 + i)
 
 

@@ -178,7 +178,7 @@ def test_a_gateway_offline_for_an_hour_loses_nothing_and_its_alerts_are_as_recei
         # Online: a car at B001, published live; no payment, so unpaid after a minute's
         # observation (raised once alert_delay_s has passed).
         arrival = clock.now()
-        _append(outbox, [OccupancyChange("B001", "S001", "occupied", arrival - 10_000, arrival)])  # type: ignore[arg-type]
+        _append(outbox, [OccupancyChange("B001", "S001", "occupied", arrival - 10_000, arrival)])
         start_agent()
         wait_until(lambda: _count(store, "SELECT COUNT(*) FROM events") == 1, 20)
         clock.wait(arrival + MIN + DELAY_S * 1000 + 30_000)
@@ -191,7 +191,7 @@ def test_a_gateway_offline_for_an_hour_loses_nothing_and_its_alerts_are_as_recei
         agents[-1].wait()
         cut = clock.now()
         left = cut + 5 * MIN
-        hour = [OccupancyChange("B001", "S001", "vacant", left, left + 10_000)]  # type: ignore[arg-type]
+        hour = [OccupancyChange("B001", "S001", "vacant", left, left + 10_000)]
         hour += _hour(cut + 2 * MIN, cut + 62 * MIN, seed=11)
         hour.sort(key=lambda c: c.confirmed_ts)
         _append(outbox, hour)

@@ -19,7 +19,9 @@ from tests.sim.simtools import detect_baseline, session_f1, valid_lines
 HOUR = 3_600_000
 
 
-def run(scenario: str, seed: int, sensors: int, hours: float = 1.0):  # type: ignore[no-untyped-def]
+def run(
+    scenario: str, seed: int, sensors: int, hours: float = 1.0
+) -> tuple[SimStreet, list[SerialEmission], Truth]:
     street = SimStreet(SimConfig(scenario=scenario, seed=seed, sensors=sensors, hours=hours))
     end = street.config.start + round(hours * HOUR)
     serial, _ = street.advance(end)

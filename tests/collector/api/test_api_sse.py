@@ -9,7 +9,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -20,10 +20,17 @@ from tests.collector.api.harness import T0
 BAYS = ["CA-F-B00000", "CA-G-B00001", "CA-F-B00002", "CA-G-B00003", "CA-F-B00004", "CA-G-B00005"]
 
 
+class HasUrl(Protocol):
+    """A collector's API being served: the in-process harness's or a live collector's."""
+
+    @property
+    def url(self) -> str: ...
+
+
 class Stream:
     """An SSE client in a thread: parsed events arrive on ``events``."""
 
-    def __init__(self, api: ApiServer, headers: dict[str, str], params: dict[str, Any]) -> None:
+    def __init__(self, api: HasUrl, headers: dict[str, str], params: dict[str, Any]) -> None:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.status: queue.Queue[int] = queue.Queue()
         self._client = httpx.Client(base_url=api.url, headers=headers, timeout=30)
