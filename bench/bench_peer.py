@@ -429,7 +429,7 @@ def install_node_red(cache: Path) -> Path | None:
 
 def points(influx: Influxd, database: str) -> int:
     results = influx.query("SELECT count(occupied) FROM bay_state", db=database)
-    series: list[dict[str, list[list[int]]]] = results[0].get("series") or []  # type: ignore[assignment]
+    series: list[dict[str, list[list[int]]]] = results[0].get("series") or []
     return int(series[0]["values"][0][1]) if series else 0
 
 

@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kerbside.core.backoff import Backoff
 from kerbside.core.instants import format_instant
@@ -41,6 +41,8 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
+
+T = TypeVar("T")
 
 # The one limit of every wait (seconds), scaled on a slow or loaded machine by
 # KERBSIDE_TEST_TIMEOUT_SCALE (e.g. 2): a wait that runs out fails, naming what it waited for.
@@ -94,6 +96,12 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {seconds:g} s for: {what or describe(condition)}")
         await asyncio.sleep(every)
+
+
+def present(value: T | None) -> T:
+    """``value``, asserting it is there (a bay, an alert, a row the test knows exists)."""
+    assert value is not None
+    return value
 
 
 class RecordingBackoff(Backoff):

@@ -96,7 +96,9 @@ class Journal:
         self.lines.append(json.dumps(record))
         return self
 
-    def park(self, arrive: str | Instant, leave: str | Instant | None = None, bay: str = "B1"):
+    def park(
+        self, arrive: str | Instant, leave: str | Instant | None = None, bay: str = "B1"
+    ) -> Journal:
         self.occ(arrive, "occupied", bay)
         if leave is not None:
             self.occ(leave, "vacant", bay)

@@ -38,5 +38,5 @@ def counted(bay_id: str, start: int) -> tuple[SessionStep, str, int, None]:
 
 def write(store: Store, **effects: Any) -> Committed:
     """Commit one unit of work made of ``effects`` (``Effects`` fields, lists welcome)."""
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in effects.items()}
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in effects.items()}
     return store.commit(Work(Effects(**fields)))

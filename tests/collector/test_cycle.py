@@ -21,7 +21,7 @@ from kerbside.collector.store import Committed, Store, Work
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from tests.helpers import occupancy_event as event
-from tests.helpers import write_collector_setup
+from tests.helpers import present, write_collector_setup
 from tests.pg import Stores
 
 ROOT = "t/svc"
@@ -95,7 +95,7 @@ def test_events_are_stored_once_and_raise_alerts_after_the_delay(stores: Stores)
     assert link.acked == [m.mid for m in batch]
     assert service.store.count_events() == 1
     assert service.store.counters()["duplicates"] == 1
-    assert service.queries.bay("B001")["state"] == "occupied"
+    assert present(service.queries.bay("B001"))["state"] == "occupied"
     assert link.topics("/bays/B001")[-1]["since"] == "2026-11-26T08:00:00.000Z"
     # unpaid falls due at T0 + 1 min, raised once alert_delay_s (1 s) has passed
     assert service.cycle.next_wakeup() == T0 + MIN + 1000
@@ -152,9 +152,9 @@ def test_hostile_messages_are_dead_lettered_and_good_ones_beside_them_processed(
     batch = [msg("events", good1)] + [m for m, _ in hostile] + [msg("events", good2)]
     service.cycle.ingest(batch)
     assert link.acked == [m.mid for m in batch]
-    assert service.queries.bay("B001")["state"] == "occupied"
-    assert service.queries.bay("B002")["state"] == "occupied"
-    assert service.queries.bay("B003")["state"] == "unknown"
+    assert present(service.queries.bay("B001"))["state"] == "occupied"
+    assert present(service.queries.bay("B002"))["state"] == "occupied"
+    assert present(service.queries.bay("B003"))["state"] == "unknown"
     assert service.store.count_events() == 2
     dead = link.topics("/deadletter")
     assert [d["reason"] for d in dead] == [r for _, r in hostile]
@@ -191,7 +191,7 @@ def test_restart_rebuilds_the_engine_without_raising_twice(stores: Stores) -> No
     kinds = sorted((a["bay_id"], a["kind"]) for a in after if a["status"] == "open")
     assert kinds == [("B001", "overstay"), ("B002", "overstay"), ("B002", "unpaid")]
     assert again.cycle.core.rules.alert(raised[0]) is not None
-    assert again.queries.bay("B002")["state"] == "occupied"
+    assert present(again.queries.bay("B002"))["state"] == "occupied"
 
 
 def test_publications_not_acknowledged_by_the_broker_are_sent_again(stores: Stores) -> None:
@@ -273,7 +273,7 @@ def test_maintenance_alerts_raise_and_recover(stores: Stores) -> None:
             )
         ]
     )
-    health = {
+    health: dict[str, Any] = {
         "v": 1,
         "gateway_id": "gw-1",
         "ts": ts,
@@ -373,7 +373,7 @@ def test_a_commit_whose_reply_was_lost_publishes_what_it_committed_once(stores: 
     )
     store = ReplyLost(stores.open())
     link = FakeLink()
-    service = assemble(config, load_site(config.site), store, link, clock=clock)  # type: ignore[arg-type]
+    service = assemble(config, load_site(config.site), store, link, clock=clock)
     batch = [msg("events", event(1, "B001", "occupied", T0))]
     store.lose_next = True
     with pytest.raises(StoreError):

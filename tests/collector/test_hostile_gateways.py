@@ -20,7 +20,7 @@ from kerbside.core.instants import format_instant
 from kerbside.core.site import load_site
 from tests.collector.test_cycle import MIN, ROOT, T0, Clock, FakeLink, make, msg
 from tests.helpers import occupancy_event as event
-from tests.helpers import write_collector_setup
+from tests.helpers import present, write_collector_setup
 
 
 def _dead(link: Any) -> list[dict[str, Any]]:
@@ -129,8 +129,10 @@ def test_health_for_sensors_that_are_not_the_gateways_is_ignored_and_counted(
     assert [(a["kind"], a["sensor_id"], a["status"]) for a in alerts] == [
         ("low_battery", "S001", "open")
     ]
-    assert service.store.alert(raised[0]["alert_id"])["status"] == "open"
-    rows = service.store._db.execute("SELECT sensor_id, gateway_id FROM sensors ORDER BY 1")
+    assert present(service.store.alert(raised[0]["alert_id"]))["status"] == "open"
+    store = service.store
+    assert isinstance(store, SqliteStore)
+    rows = store._db.execute("SELECT sensor_id, gateway_id FROM sensors ORDER BY 1")
     assert rows.fetchall() == [("S001", "gw-1"), ("S003", "gw-2")]
     assert service.queries.metrics()["foreign_sensors"] == 1001
     assert service.store.counters()["foreign_sensor"] == 1001
@@ -157,7 +159,7 @@ def test_a_rejected_events_corrected_retry_is_taken(
     service.cycle.ingest([msg("events", event(2, "B002", "occupied", T0))])  # in the next
     assert [d["reason"] for d in _dead(link)] == [reason, reason, reason]
     assert service.store.count_events() == 2
-    assert service.queries.bay("B002")["state"] == "occupied"
+    assert present(service.queries.bay("B002"))["state"] == "occupied"
 
 
 def test_an_event_whose_handling_failed_is_not_remembered(

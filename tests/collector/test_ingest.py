@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.collector.config import load_config
 from kerbside.collector.runtime import Collector, serve
 from kerbside.core.site import load_site
-from tests.helpers import Mosquitto, wait_until_async, write_collector_setup
+from tests.helpers import Mosquitto, present, wait_until_async, write_collector_setup
 from tests.helpers import occupancy_event as event
 
 
@@ -29,14 +29,19 @@ class Client:
         self._ready = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, r, p: (
-            c.subscribe(subscribe, 1) if subscribe else None,
-            self._ready.set(),
-        )
+        self._subscribe = subscribe
+        self.client.on_connect = self._on_connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self._ready.wait(10)
         time.sleep(0.2)  # let the SUBACK land
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._subscribe:
+            client.subscribe(self._subscribe, 1)
+        self._ready.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -111,9 +116,9 @@ def test_hostile_input_is_dead_lettered_and_good_messages_beside_it_are_processe
             )  # same body: ignored
         gateway.publish(events, event(2, "B002", "occupied", now - 11_000))
         await wait_until_async(lambda: len(watcher.messages("/deadletter")) >= len(hostile))
-        await wait_until_async(lambda: service.queries.bay("B002")["state"] == "occupied")
-        assert service.queries.bay("B001")["state"] == "occupied"
-        assert service.queries.bay("B003")["state"] == "unknown"
+        await wait_until_async(lambda: present(service.queries.bay("B002"))["state"] == "occupied")
+        assert present(service.queries.bay("B001"))["state"] == "occupied"
+        assert present(service.queries.bay("B003"))["state"] == "unknown"
         assert service.store.count_events() == 2
         assert service.store.counters()["duplicates"] == len(hostile)
         dead = watcher.messages("/deadletter")

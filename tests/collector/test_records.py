@@ -103,7 +103,9 @@ REJECTIONS: list[tuple[str, bytes, str | None, str, str | None]] = [
     ("payload", "topic_gateway", "reason", "field"),
     [pytest.param(*r[1:], id=r[0]) for r in REJECTIONS],
 )
-def test_rejections(payload: bytes, topic_gateway: str | None, reason: str, field: str | None):
+def test_rejections(
+    payload: bytes, topic_gateway: str | None, reason: str, field: str | None
+) -> None:
     seen = MemorySeenEvents()
     with pytest.raises(RecordRejected) as caught:
         RecordValidator(SITE, seen).check_event(payload, topic_gateway)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kerbside.collector.cli import main
@@ -63,7 +64,9 @@ def busy_journal() -> Journal:
     )
 
 
-def test_replay_prints_sorted_alert_records(tmp_path: Path, capsys) -> None:
+def test_replay_prints_sorted_alert_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     site, journal = write(tmp_path, busy_journal())
     assert main(["replay", str(journal), "--site", str(site)]) == 0
     out, err = capsys.readouterr()
@@ -101,7 +104,9 @@ def test_replay_is_deterministic_and_order_independent_within_the_file(tmp_path:
     assert once[0][0]["alert_id"] == replay_lines(journal.lines, site)[0][0]["alert_id"]
 
 
-def test_bad_lines_get_one_line_errors_and_the_rest_carries_on(tmp_path: Path, capsys) -> None:
+def test_bad_lines_get_one_line_errors_and_the_rest_carries_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     journal = busy_journal()
     journal.lines.insert(1, "this is not json")
     journal.lines.insert(3, journal.lines[2])  # an exact repeat: ignored silently
@@ -133,7 +138,7 @@ def test_bad_lines_get_one_line_errors_and_the_rest_carries_on(tmp_path: Path, c
     assert len(out.splitlines()) == 3
 
 
-def test_until(tmp_path: Path, capsys) -> None:
+def test_until(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site, journal = write(tmp_path, busy_journal())
     main(["replay", str(journal), "--site", str(site), "--until", "2026-11-26T10:10:00Z"])
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -143,7 +148,9 @@ def test_until(tmp_path: Path, capsys) -> None:
     ]
 
 
-def test_bad_until_and_bad_site_are_one_line_errors(tmp_path: Path, capsys) -> None:
+def test_bad_until_and_bad_site_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A bad --until is one line; a bad site file is one line per mistake, each with the file
     and line (as ``kerbside site check`` prints them), and no traceback."""
     site, journal = write(tmp_path, busy_journal())

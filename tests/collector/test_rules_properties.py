@@ -131,7 +131,7 @@ class NaiveOracle:
         if day in self.holidays:
             return False
         hours = self.bay.controlled_hours
-        if hours in ("any", "none"):
+        if isinstance(hours, str):
             return hours == "any"
         minute = local.hour * 60 + local.minute
         yesterday = (day - timedelta(days=1)).weekday()

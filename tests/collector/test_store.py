@@ -10,6 +10,7 @@ import inspect
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def _alert(
     kind: str = "overstay",
     bay: str = "B1",
     zone: str = "Z1",
-) -> dict:
+) -> dict[str, Any]:
     return {
         "v": 1,
         "alert_id": alert_id,
@@ -223,7 +224,10 @@ def test_alert_filters_and_counts(store: Store) -> None:
             alert_write(_alert("a4", "acknowledged", kind="unpaid", bay="B3", zone="Z2"), 4),
         ],
     )
-    ids = lambda rows: [r["alert_id"] for r in rows]  # noqa: E731
+
+    def ids(rows: list[dict[str, Any]]) -> list[str]:
+        return [r["alert_id"] for r in rows]
+
     assert ids(store.alerts(zone_id="Z1")) == ["a1", "a2"]
     assert ids(store.alerts(kind="unpaid")) == ["a1", "a4"]
     assert ids(store.alerts(bay_id="B2")) == ["a2"]

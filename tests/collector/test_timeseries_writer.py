@@ -31,7 +31,7 @@ def count(influx: Influxd, measurement: str = "gateway", field: str = "outbox_de
     result = influx.query(f'SELECT count("{field}") FROM "{measurement}"', db="k")[0]
     if "series" not in result:
         return 0
-    return int(result["series"][0]["values"][0][1])  # type: ignore[index]
+    return int(result["series"][0]["values"][0][1])
 
 
 def writer_for(influx: Influxd, spool: Path, **kw: float) -> SpoolWriter:

@@ -85,8 +85,8 @@ def operations(draw: st.DrawFn) -> list[tuple[Any, ...]]:
             kind, target = draw(st.sampled_from(TARGETS))
             end = t + draw(st.integers(1, 180)) * MIN
             right_id = draw(st.sampled_from(["p1", "p2", "p3"]))
-            bay, zone = (target, None) if kind == "bay" else (None, target)
-            ops.append(("apply", Right(right_id, "payment", bay, zone, t, end)))
+            on_bay, on_zone = (target, None) if kind == "bay" else (None, target)
+            ops.append(("apply", Right(right_id, "payment", on_bay, on_zone, t, end)))
         elif choice < 12:
             bays = tuple(draw(st.lists(st.sampled_from(BAYS), min_size=1, max_size=3, unique=True)))
             end = t + draw(st.integers(1, 180)) * MIN

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.collector.api.conftest import ApiServer
+from tests.helpers import present
 
 BAY = "CA-F-B00000"
 RIGHT: dict[str, Any] = {
@@ -104,7 +105,7 @@ def test_bad_officer_action(api: ApiServer, action: str, case: str, body: Any, f
     code, answer = _post(api, "officer", f"/api/v1/alerts/{alert['alert_id']}/{action}", body)
     assert code == 422, answer
     assert answer["field"] == field
-    assert api.call(lambda: api.service.store.alert(alert["alert_id"]))["status"] == "open"
+    assert present(api.call(lambda: api.service.store.alert(alert["alert_id"])))["status"] == "open"
     _nothing_written(api)
 
 
@@ -117,7 +118,7 @@ def test_the_officer_recorded_is_the_tokens_name_whatever_the_body_says(
     code, answer = _post(api, "officer", path, {**OFFICER, "officer": "CEO-9999"})
     assert code == 200, answer
     assert [entry["officer"] for entry in answer["history"]] == ["officer-1"]
-    stored = api.call(lambda: api.service.store.alert_with_history(alert["alert_id"]))
+    stored = present(api.call(lambda: api.service.store.alert_with_history(alert["alert_id"])))
     assert [entry["officer"] for entry in stored[1]] == ["officer-1"]
     # and a body without a name is as good
     other = api.call(lambda: api.service.raise_alert("CA-G-B00001"))
@@ -178,12 +179,15 @@ def test_good_right_is_normalised_and_replaced_by_id(api: ApiServer) -> None:
     code, answer = _post(api, "provider", "/api/v1/rights", RIGHT)
     assert code == 201
     assert answer["start"] == "2026-11-26T08:00:00.000Z"
-    assert api.call(lambda: api.service.store.right("p1")).body["type"] == "right"
+    assert present(api.call(lambda: api.service.store.right("p1"))).body["type"] == "right"
     code, _ = _post(api, "provider", "/api/v1/rights", {**RIGHT, "end": "2026-11-26T12:00:00Z"})
     assert code == 201
-    assert api.call(lambda: api.service.store.right("p1")).body["end"] == "2026-11-26T12:00:00.000Z"
+    assert (
+        present(api.call(lambda: api.service.store.right("p1"))).body["end"]
+        == "2026-11-26T12:00:00.000Z"
+    )
     with api.client("provider") as client:
         assert client.delete("/api/v1/rights/p1").status_code == 200
         gone = client.delete("/api/v1/rights/p1")
     assert gone.status_code == 404
-    assert api.call(lambda: api.service.store.right("p1")).cancelled
+    assert present(api.call(lambda: api.service.store.right("p1"))).cancelled

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def live(tmp_path: Path, broker: Mosquitto, topic_root: str) -> Iterator[LiveCol
     collector.stop()
 
 
-def _open_unpaid(page: dict) -> list[dict]:
+def _open_unpaid(page: dict[str, Any]) -> list[dict[str, Any]]:
     return [a for a in page["items"] if a["kind"] == "unpaid" and a["status"] == "open"]
 
 

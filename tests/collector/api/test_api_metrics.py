@@ -5,15 +5,15 @@ and by an officer)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.parser import (
-    text_string_to_metric_families as openmetrics_families,
-)
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from kerbside.core.instants import parse_instant
@@ -49,6 +49,9 @@ TYPES = {
     "python_info": "gauge",
     "python_gc_collections": "counter",
 }
+
+# prometheus_client's OpenMetrics parser is not annotated; typed as its text format parser is.
+openmetrics_families = cast("Callable[[str], Iterator[Metric]]", _openmetrics)
 
 
 def scrape(api: ApiServer) -> dict[str, Metric]:
@@ -124,7 +127,7 @@ def test_counts_move_with_what_the_collector_does(api: ApiServer) -> None:
     # the broker acknowledges everything published so far: the alert change is timed
     published = api.call(lambda: len(harness.link.published))
     for token in range(1, published + 1):
-        api.call(lambda t=token: harness.collector.outbox.published(t))
+        api.call(partial(harness.collector.outbox.published, token))
     acked = scrape(api)
     assert value(acked, "kerbside_alert_publish_latency_seconds_count") == 1
     assert value(acked, "kerbside_alert_publish_latency_seconds_bucket", le="+Inf") == 1

@@ -16,6 +16,7 @@ from kerbside.core.instants import format_instant, parse_instant
 from tests.collector.api.conftest import ApiServer, token_of
 from tests.collector.api.harness import site_data
 from tests.collector.api.test_api_sse import Stream
+from tests.helpers import present
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOUR = 3_600_000
@@ -100,7 +101,7 @@ def test_alert_items_carry_the_bay_kind_and_max_stay(api: ApiServer) -> None:
     assert _bay_facts(one) == ("resident", 240)
     assert _bay_facts(acked) == ("paid", None)
     # The record itself (what MQTT carries) is unchanged.
-    assert "bay_kind" not in api.call(lambda: api.service.store.alert(record["alert_id"]))
+    assert "bay_kind" not in present(api.call(lambda: api.service.store.alert(record["alert_id"])))
 
 
 def _held(item: dict[str, Any]) -> tuple[Any, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -122,7 +123,7 @@ def test_on_street_parking_counts_over_known_bays(api: ApiServer) -> None:
     now = _now()
     svc = api.service
     for bay, state in [("CA-F-B00000", "occupied"), ("CA-F-B00002", "unknown")]:
-        api.call(lambda b=bay, s=state: svc.set_state(b, s, now - 60_000))
+        api.call(partial(svc.set_state, bay, state, now - 60_000))
     api.call(lambda: svc.set_state("CA-G-B00001", "vacant", now - 60_000))
     with httpx.Client(base_url=api.url) as c:
         r = c.get("/api/v1/opendata/on-street-parking")
@@ -284,7 +285,7 @@ def test_zone_occupancy_counts(api: ApiServer) -> None:
         ("CA-F-B00004", "occupied"),
         ("CA-G-B00001", "vacant"),
     ]:
-        api.call(lambda b=bay, s=state: api.service.set_state(b, s, now))
+        api.call(partial(api.service.set_state, bay, state, now))
     with httpx.Client(base_url=api.url) as c:
         r = c.get("/api/v1/opendata/zone-occupancy")
     assert r.status_code == 200

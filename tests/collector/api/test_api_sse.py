@@ -9,6 +9,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -82,7 +83,7 @@ def _raise(api: ApiServer, n: int) -> list[str]:
     """``n`` alerts raised, each at a bay of its own (a bay raises one per session)."""
     raised = api.call(lambda: len(api.service.store.alerts(limit=100)))
     return [
-        api.call(lambda i=i: api.service.raise_alert(BAYS[i % len(BAYS)], "unpaid", at=T0 + i))[
+        api.call(partial(api.service.raise_alert, BAYS[i % len(BAYS)], "unpaid", at=T0 + i))[
             "alert_id"
         ]
         for i in range(raised, raised + n)
