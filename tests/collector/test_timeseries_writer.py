@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kerbside.collector.effects import Effects
+from kerbside.collector.store import Work
+from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter, TimeSeriesSink
 from kerbside.collector.timeseries import lines as lp
 from tests.helpers import Influxd, RecordingBackoff, wait_until
@@ -205,3 +208,32 @@ def test_an_unexpected_error_does_not_end_the_writer(tmp_path: Path) -> None:
     writer.close()
     assert sink.lines == gateway_lines(10)
     assert writer.stats().write_errors == 1
+
+
+def test_lines_a_store_commit_spooled_are_sent_once_the_writer_is_told(
+    influx: Influxd, tmp_path: Path
+) -> None:
+    """The collector's path: the store's commit writes the lines with its batch; the writer,
+    told how many, sends them within its flush interval. Lines committed while the writer was
+    down (a crash) go at its next start."""
+    store = SqliteStore(tmp_path / "store.db")
+    store.commit(Work(Effects(), lines=gateway_lines(300)))  # before the writer: a crash
+    sink = InfluxV1Sink(influx.url, "k", timeout_s=5)
+    writer = SpoolWriter(
+        sink,
+        "",
+        batch_size=500,
+        flush_interval_s=0.05,
+        open_spool=lambda: store.open_spool(1_000_000, 500),
+    )
+    writer.start()
+    assert writer.wait_drained(30)
+    assert count(influx) == 300
+    for chunk in range(1, 4):
+        store.commit(Work(Effects(), lines=gateway_lines(200, chunk * 200 + 100)))
+        writer.spooled(200)
+    assert writer.wait_drained(30)
+    writer.close()
+    store.close()
+    assert count(influx) == 900
+    assert writer.stats().points_written == 900
