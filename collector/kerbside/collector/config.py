@@ -95,7 +95,8 @@ class InfluxConfig(_Model):
     username: str | None = None
     password_file: Path | None = None
     batch_size: int = Field(default=5000, ge=1)
-    # the longest a point waits for a fuller batch: the last points of a burst should not wait
+    # once points stop coming, how long the last of them wait for more (a steady stream is sent
+    # at least every second, a backlog in full batches)
     flush_interval_ms: int = Field(default=100, ge=10)
     spool_path: Path | None = None  # not used by `run` (the store holds the spool); tools only
     spool_max_points: int = Field(default=2_000_000, ge=1000)  # beyond it the oldest are dropped

@@ -4,12 +4,14 @@ The collector's commits put the lines of their points into the spool themselves,
 transaction as their batch, and tell the writer how many (``spooled``): nothing acknowledged to
 the broker has its points only in memory. ``submit`` (lines of no batch: zone occupancy when the
 store will not take them) only appends to a list under a lock; the thread moves that buffer into
-the spool. Either way ingest and alerts never wait for InfluxDB. The thread sends the spool's head
-in batches as soon as a batch is full or ``flush_interval_s`` has passed, and removes a batch
-only once the sink accepted it. A batch InfluxDB
-rejects is split in halves until the bad line is alone; that line is logged, counted and
-removed, the others go through. While InfluxDB is unreachable the thread keeps spooling and
-retries with a capped, jittered backoff.
+the spool. Either way ingest and alerts never wait for InfluxDB. The thread sends the spool's
+head in batches: as soon as a batch is full, or when no line has come for ``flush_interval_s``
+(the end of a burst: its last points do not wait), or ``MAX_WAIT_S`` after the first line of a
+steady stream; and removes a batch only once the sink accepted it. Under a backlog it sends full
+batches, few and large, rather than taking the GIL from the collector for many small ones. A
+batch InfluxDB rejects is split in halves until the bad line is alone; that line is logged,
+counted and removed, the others go through. While InfluxDB is unreachable the thread keeps
+spooling and retries with a capped, jittered backoff.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from kerbside.collector.timeseries.sinks import TimeSeriesSink
 from kerbside.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
+
+# While lines keep coming, the oldest waits at most this long for a fuller batch.
+MAX_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class SpoolWriter:
         self._lock = threading.Condition(threading.Lock())
         self._buffer: list[str] = []
         self._appended = 0  # lines the store's commits put in the spool, not yet counted there
+        self._last_told = 0.0  # when lines last came (monotonic)
+        self._first_pending: float | None = None  # when the oldest line not yet taken came
         self._stopping = False
         self._flush_requested = False
         self._thread: threading.Thread | None = None
@@ -140,6 +147,7 @@ class SpoolWriter:
             return
         with self._lock:
             self._buffer.extend(lines)
+            self._told()
             overflow = len(self._buffer) - self._max_lines
             if overflow > 0:  # the thread is stuck (disk?): keep memory bounded
                 del self._buffer[:overflow]
@@ -153,8 +161,15 @@ class SpoolWriter:
             return
         with self._lock:
             self._appended += lines
-            if self._appended + len(self._buffer) >= self._batch_size:
-                self._lock.notify()
+            self._told()
+
+    def _told(self) -> None:
+        """Lines are pending (the lock held): note when, wake the thread for a full batch."""
+        self._last_told = time.monotonic()
+        if self._first_pending is None:
+            self._first_pending = self._last_told
+        if self._appended + len(self._buffer) >= self._batch_size:
+            self._lock.notify()
 
     def flush_soon(self) -> None:
         """Wake the thread to spool and send what is buffered now (tests, shutdown)."""
@@ -222,9 +237,19 @@ class SpoolWriter:
             with self._lock:
                 while not (self._stopping or self._flush_requested):
                     now = time.monotonic()
-                    due = last_flush + self._flush_interval
                     pending = len(self._buffer) + self._appended
-                    if pending >= self._batch_size or now >= due:
+                    if pending >= self._batch_size:
+                        break
+                    if pending and self._first_pending is not None:
+                        # a burst: a full batch, or its end (no line for flush_interval), or
+                        # MAX_WAIT_S since its first line, whichever comes first
+                        due = min(
+                            self._last_told + self._flush_interval,
+                            self._first_pending + max(MAX_WAIT_S, self._flush_interval),
+                        )
+                    else:  # a look at the spool now and then: lines from before, retries
+                        due = last_flush + max(MAX_WAIT_S, self._flush_interval)
+                    if now >= due:
                         break
                     self._lock.wait(timeout=due - now)
                 stopping = self._stopping
@@ -249,6 +274,7 @@ class SpoolWriter:
         with self._lock:
             lines, self._buffer = self._buffer, []
             appended, self._appended = self._appended, 0
+            self._first_pending = None
         if appended:
             spool.grew(appended)
             dropped = spool.trim()
