@@ -16,8 +16,9 @@ def journal_row(
     watermark: int = 0,
     event_id: str | None = None,
     digest: str | None = None,
+    zone_id: str | None = None,
 ) -> JournalRow:
-    return (type_, time, watermark, dumps(body), event_id, digest)
+    return (type_, time, watermark, dumps(body), event_id, digest, zone_id)
 
 
 def alert_write(record: dict[str, Any], raised_at: int) -> AlertWrite:

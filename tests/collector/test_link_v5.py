@@ -125,12 +125,17 @@ def test_garbage_from_the_broker_drops_the_connection_not_the_collector(
     assert events.received == []
 
 
-def test_shared_subscriptions_are_filters_of_a_group() -> None:
-    config = MqttConfig(topic_root="kerbside/v1")
-    assert gateway_filters(config, "collectors") == [
-        "$share/collectors/kerbside/v1/gw/+/status",
+def test_a_shared_group_shares_the_events_and_every_collector_hears_statuses() -> None:
+    config = MqttConfig(topic_root="kerbside/v1", shared_group="collectors")
+    assert gateway_filters(config) == [
+        "kerbside/v1/gw/+/status",
         "$share/collectors/kerbside/v1/gw/+/events",
-        "$share/collectors/kerbside/v1/gw/+/health",
+        "kerbside/v1/gw/+/health",
+    ]
+    assert gateway_filters(MqttConfig(topic_root="kerbside/v1")) == [
+        "kerbside/v1/gw/+/status",
+        "kerbside/v1/gw/+/events",
+        "kerbside/v1/gw/+/health",
     ]
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from kerbside.collector.core import Flow
-from kerbside.collector.cycle import CommitCycle
+from kerbside.collector.cycle import Cycle
 from kerbside.collector.link import Message
 from kerbside.collector.outbox import Outbox
 from kerbside.core.instants import Instant
@@ -37,7 +37,7 @@ RETRY_S = (0.5, 5.0)
 class Hold:
     """When the rules' clock may move again after a (re)connection."""
 
-    def __init__(self, cycle: CommitCycle) -> None:
+    def __init__(self, cycle: Cycle) -> None:
         self.cycle = cycle
         self.deadline = time.monotonic() + HOLD_MAX_S
         self.connected = False
@@ -111,7 +111,7 @@ class LoopAlarm:
 
 async def gather_batches(
     queue: asyncio.Queue[list[Message] | None],
-    cycle: CommitCycle,
+    cycle: Cycle,
     most: int,
     hold: Hold,
     due: asyncio.Event,

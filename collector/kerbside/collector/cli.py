@@ -183,9 +183,15 @@ def check_main(args: argparse.Namespace) -> int:
         print(f"{args.config}: not usable (errors above)", file=sys.stderr)
         return 2
     api = "off" if config.http is None else f"{config.http.host}:{config.http.port}"
+    cluster = ""
+    if config.cluster is not None:
+        cluster = (
+            f", cluster node {config.cluster.node_id} (lease {config.cluster.lease_s:g} s,"
+            f" shared group {config.mqtt.shared_group})"
+        )
     print(
         f"{args.config}: ok: site {config.site}, broker {config.mqtt.host}:{config.mqtt.port}, "
-        f"store {store_name(config.store)}, API {api}"
+        f"store {store_name(config.store)}, API {api}{cluster}"
     )
     return 0
 

@@ -8,7 +8,9 @@ raises ``RecordRejected`` (422, naming the field), ``NotOwner`` (403), ``NotFoun
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,18 +21,23 @@ from kerbside.collector.core import (
     Command,
     OfficerAction,
 )
-from kerbside.collector.cycle import CommitCycle
+from kerbside.collector.cycle import Cycle
 from kerbside.collector.errors import AlertClosed, NotFound, NotOwner, RecordRejected
 from kerbside.collector.records import RecordValidator, Right, Suspension, to_journal_dict
 from kerbside.collector.store import Store, StoredRight
 
 log = logging.getLogger(__name__)
 
+SETTLE_POLL_S = 0.02
+
 
 class Commands:
-    def __init__(self, cycle: CommitCycle, store: Store) -> None:
+    def __init__(self, cycle: Cycle, store: Store, *, settle_s: float = 0.0) -> None:
         self._cycle = cycle
         self._store = store
+        # With several collectors an officer's action is carried out by the alert's owner as it
+        # follows the journal: the answer waits for it, up to this long.
+        self._settle_s = settle_s
 
     def _validator(self) -> RecordValidator:
         return RecordValidator(self._cycle.site)
@@ -76,14 +83,14 @@ class Commands:
     async def ack_alert(
         self, alert_id: str, officer: str, outcome: str | None = None, note: str | None = None
     ) -> dict[str, Any]:
-        return self._officer("ack", alert_id, officer, outcome, note)
+        return await self._officer("ack", alert_id, officer, outcome, note)
 
     async def resolve_alert(
         self, alert_id: str, officer: str, outcome: str | None = None, note: str | None = None
     ) -> dict[str, Any]:
-        return self._officer("resolve", alert_id, officer, outcome, note)
+        return await self._officer("resolve", alert_id, officer, outcome, note)
 
-    def _officer(
+    async def _officer(
         self,
         action: Literal["ack", "resolve"],
         alert_id: str,
@@ -97,9 +104,20 @@ class Commands:
         if record["status"] in ("cleared", "resolved"):
             raise AlertClosed(f"alert is {record['status']}")
         self._cycle.act([OfficerAction(alert_id, action, officer, outcome, note, record)])
+        if self._settle_s and not (action == "ack" and record["status"] == "acknowledged"):
+            await self._carried_out(alert_id, record["status"])
         found = self._store.alert_with_history(alert_id)
         assert found is not None
         return {**found[0], "history": found[1]}
+
+    async def _carried_out(self, alert_id: str, status: str) -> None:
+        deadline = time.monotonic() + self._settle_s
+        while time.monotonic() < deadline:
+            now = self._store.alert(alert_id)
+            if now is not None and now["status"] != status:
+                return
+            await asyncio.sleep(SETTLE_POLL_S)
+        log.warning("alert %s: its owner has not carried out the officer's action yet", alert_id)
 
     def load_journal_file(self, path: Path) -> None:
         """Rights and suspensions from a journal file (``journal_file``, before the API takes

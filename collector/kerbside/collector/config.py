@@ -52,6 +52,9 @@ class MqttConfig(_Model):
     # "3.1.1" for brokers without MQTT 5 (the demo's embedded amqtt): a persistent session
     # (clean_session False) instead of a session expiry; receive_maximum does not apply.
     protocol: Literal["5", "3.1.1"] = "5"
+    # Several collectors: the gateways' events reach one collector of the group each, through
+    # the broker's shared subscription ``$share/<group>/<topic_root>/gw/+/events``.
+    shared_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
 
 DEFAULT_STORE_PATH = Path("/var/lib/kerbside/collector.db")
@@ -173,6 +176,11 @@ class CollectorConfig(_Model):
         if cluster is not None and isinstance(store, StoreConfig) and store.url is None:
             raise ValueError(
                 "needs a PostgreSQL store (store.url): a SQLite file serves one collector"
+            )
+        mqtt = info.data.get("mqtt")
+        if cluster is not None and isinstance(mqtt, MqttConfig) and mqtt.shared_group is None:
+            raise ValueError(
+                "needs mqtt.shared_group: without it every collector would take every event"
             )
         return cluster
 

@@ -15,7 +15,7 @@ broker hands over what it queued for us (``Flow.BACKLOG``), it stands still.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
@@ -36,7 +36,7 @@ from kerbside.collector.effects import (
     SessionStep,
     SuspensionRow,
 )
-from kerbside.collector.errors import RecordRejected
+from kerbside.collector.errors import CollectorError, RecordRejected
 from kerbside.collector.gateway_payloads import check_health, check_status, deadletter_payload
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.maintenance import BayInfo, Maintenance
@@ -75,6 +75,9 @@ class CoreSettings:
     offline_after_ms: int = 300_000
     low_battery_mv: int = 3300
     points: bool = False  # a time-series sink is configured: work out its points
+    # False with several collectors: this core only journals the events it receives, and each
+    # zone's owner runs the zone's rules on them (``follow``, ``cluster/``)
+    rules_here: bool = True
 
     @classmethod
     def of(cls, config: CollectorConfig) -> CoreSettings:
@@ -316,8 +319,19 @@ class CollectorCore:
         # (internal_error), and only accepted events' ids are remembered, so its corrected (or
         # same) retry is taken rather than refused as a repeat.
         watermark = self._rules.clock
-        self._alert_changes(self._rules.apply(ev), draft)
         bay = self.site.bays.get(ev.bay_id)
+        if self.settings.rules_here:
+            self._take_event(ev, bay, draft, defer=flow is Flow.BACKLOG)
+        text = dumps(to_journal_dict(ev))
+        zone_id = None if bay is None else bay.zone_id
+        draft.journal.append(("occupancy", ev.ts, watermark, text, ev.event_id, digest, zone_id))
+        self._seen.remember(ev.event_id, digest)
+
+    def _take_event(
+        self, ev: OccupancyEvent, bay: Bay | None, draft: Draft, *, defer: bool
+    ) -> None:
+        """An accepted event's effects: the rules, the sensor's maintenance alerts, the board."""
+        self._alert_changes(self._rules.apply(ev), draft)
         if bay is not None:
             self._maintenance_changes(
                 self._maintenance.sensor_state(
@@ -330,10 +344,7 @@ class CollectorCore:
                 ),
                 draft,
             )
-            self._board.event(ev, bay, draft, defer=flow is Flow.BACKLOG)
-        text = dumps(to_journal_dict(ev))
-        draft.journal.append(("occupancy", ev.ts, watermark, text, ev.event_id, digest))
-        self._seen.remember(ev.event_id, digest)
+            self._board.event(ev, bay, draft, defer=defer)
 
     def _gateway_status(
         self, gateway_id: str, status: dict[str, Any], now: Instant, draft: Draft
@@ -417,8 +428,11 @@ class CollectorCore:
     # -- providers, the council and officers -------------------------------------------------
 
     def act(self, commands: Sequence[Command], now: Instant) -> Effects:
+        """Commands, journaled and carried out (with several collectors, only journaled: the
+        zones' owners carry them out as they follow the journal)."""
         draft = Draft()
         rules = self._rules
+        here = self.settings.rules_here
         for command in commands:
             if isinstance(command, AddRight | AddSuspension):
                 record: Right | Suspension
@@ -431,14 +445,18 @@ class CollectorCore:
                     body = to_journal_dict(record)
                     draft.suspensions.append(SuspensionRow(record.suspension_id, body))
                 draft.journal.append(
-                    (body["type"], record.start, rules.clock, dumps(body), None, None)
+                    (body["type"], record.start, rules.clock, dumps(body), None, None, None)
                 )
-                self._alert_changes(rules.apply(record), draft)
+                if here:
+                    self._alert_changes(rules.apply(record), draft)
             elif isinstance(command, CancelRight):
                 body = {"right_id": command.right_id, "at": now}
-                draft.journal.append(("right_cancel", now, rules.clock, dumps(body), None, None))
+                draft.journal.append(
+                    ("right_cancel", now, rules.clock, dumps(body), None, None, None)
+                )
                 draft.rights.append(RightRow(command.right_id, command.body, True, command.owner))
-                self._alert_changes(rules.cancel_right(command.right_id, now), draft)
+                if here:
+                    self._alert_changes(rules.cancel_right(command.right_id, now), draft)
             else:
                 self._officer(command, now, draft)
         return draft.finish(rules.clock)
@@ -453,6 +471,12 @@ class CollectorCore:
         }
         draft.notes.append(AlertNote(command.alert_id, entry))
         record = command.record
+        rules = self._rules
+        body = {"alert_id": command.alert_id, "at": now}
+        if not self.settings.rules_here:
+            # the alert's owner (its zone's, or the maintenance alerts') carries it out
+            draft.journal.append((command.action, now, rules.clock, dumps(body), None, None, None))
+            return
         if record["kind"] in MAINTENANCE_KINDS:
             status = "acknowledged" if command.action == "ack" else "resolved"
             new = {**record, "status": status}
@@ -461,9 +485,7 @@ class CollectorCore:
             self._maintenance.update(new)
             self._maintenance_changes([new], draft)
             return
-        rules = self._rules
-        body = {"alert_id": command.alert_id, "at": now}
-        draft.journal.append((command.action, now, rules.clock, dumps(body), None, None))
+        draft.journal.append((command.action, now, rules.clock, dumps(body), None, None, None))
         if command.action == "ack":
             self._alert_changes(rules.acknowledge(command.alert_id, now), draft)
         else:
@@ -500,6 +522,62 @@ class CollectorCore:
             rules.acknowledge(body["alert_id"], int(body["at"]), pos)
         elif kind == "resolve":
             rules.resolve(body["alert_id"], int(body["at"]), pos)
+
+    # -- several collectors: a zone's owner follows the journal ------------------------------
+
+    def follow(self, entries: Iterable[JournalEntry], quiet_through: int = 0) -> Effects:
+        """Records the collectors stored, in journal order, run live: each moves the rules'
+        clock to the watermark it was stored under (raising what fell due), then takes effect
+        as it did for the collector that received it, with the same effects. Run on every
+        collector's copy of a zone's records, it decides the same (a zone's new owner carries
+        on exactly where the last one stopped). Records at or before ``quiet_through`` are only
+        re-executed (``reexecute``): their effects are stored already. A record that cannot be
+        read is skipped and logged."""
+        draft = Draft()
+        for entry in entries:
+            try:
+                if entry.pos <= quiet_through:
+                    self.reexecute(entry)
+                else:
+                    self._follow(entry, draft)
+            except (CollectorError, KeyError, TypeError, ValueError) as exc:
+                log.error(  # noqa: TRY400 (one line per record, no trace)
+                    "journal record %d (%s) cannot be read, skipped: %s", entry.pos, entry.type, exc
+                )
+        return draft.finish(self._rules.clock)
+
+    def _follow(self, entry: JournalEntry, draft: Draft) -> None:
+        rules = self._rules
+        if entry.watermark > rules.clock:
+            self._alert_changes(rules.advance(entry.watermark), draft)
+        kind = entry.type
+        if kind == "tick":  # the clock alone
+            return
+        body = entry.body
+        if kind == "occupancy":
+            event = from_journal_dict(body)
+            if isinstance(event, OccupancyEvent):
+                self._take_event(event, self.site.bays.get(event.bay_id), draft, defer=False)
+        elif kind == "right":
+            self._alert_changes(rules.apply(self._validator.check_right(body)), draft)
+        elif kind == "suspension":
+            self._alert_changes(rules.apply(self._validator.check_suspension(body)), draft)
+        elif kind == "right_cancel":
+            self._alert_changes(rules.cancel_right(body["right_id"], int(body["at"])), draft)
+        elif kind in ("ack", "resolve"):
+            alert_id, at = str(body["alert_id"]), int(body["at"])
+            record = self._maintenance.alert(alert_id)
+            if record is not None:
+                status = "acknowledged" if kind == "ack" else "resolved"
+                new = {**record, "status": status}
+                if status == "resolved":
+                    new.update(cleared_at=format_instant(at), clear_reason="resolved")
+                self._maintenance.update(new)
+                self._maintenance_changes([new], draft)
+            elif kind == "ack":
+                self._alert_changes(rules.acknowledge(alert_id, at), draft)
+            else:
+                self._alert_changes(rules.resolve(alert_id, at), draft)
 
 
 def _bay_info(bay: Bay) -> BayInfo:

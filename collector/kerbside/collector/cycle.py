@@ -51,6 +51,10 @@ class Sink(Protocol):
     def committed(self, points: Sequence[Point], spooled: int) -> None:
         """Their commit is on disk (with ``spooled`` lines): send them."""
 
+    def bays_seen(self, states: Mapping[str, tuple[str, Instant]]) -> None:
+        """Bays' current (state, since) from the store: a zone this collector now runs, among
+        several, whose changes it did not see while another ran it."""
+
     def stats(self) -> Mapping[str, int | bool | str | None]: ...
 
     def healthy(self) -> bool: ...
@@ -60,6 +64,46 @@ class Alarm(Protocol):
     """Wakes the runtime at a ``now`` instant (to ``tick``); None disarms it."""
 
     def arm(self, due: Instant | None) -> None: ...
+
+
+class Cycle(Protocol):
+    """What the batcher, the API's commands and the runtime drive: ``CommitCycle``, or with
+    several collectors ``cluster.intake.ClusterCycle``."""
+
+    clock: Callable[[], Instant]
+
+    @property
+    def failing(self) -> bool: ...
+
+    @property
+    def flow(self) -> Flow: ...
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def core(self) -> CollectorCore:
+        """The core its units of work run (with several collectors, one that only journals)."""
+
+    def next_wakeup(self) -> Instant | None: ...
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+    def ingest(self, messages: Sequence[Message]) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def act(self, commands: Sequence[Command]) -> Instant: ...
+
+    def replace_site(self, site: Site) -> None: ...
+
+    def store_bays(self, site: Site) -> None: ...
+
+    def save(self) -> None: ...
+
+    def oldest_needed(self) -> int: ...
 
 
 class CommitCycle:

@@ -17,9 +17,11 @@ from typing import Any, NamedTuple
 from kerbside.core.instants import Instant
 from kerbside.core.site import Bay
 
-# (type, time, watermark, body as canonical JSON, event_id, digest): the event id and digest
-# only for occupancy events, which the store also keeps for de-duplication
-JournalRow = tuple[str, Instant, Instant, str, str | None, str | None]
+# (type, time, watermark, body as canonical JSON, event_id, digest, zone_id): the event id and
+# digest only for occupancy events, which the store also keeps for de-duplication; the zone only
+# for records that concern one zone alone (occupancy), so that with several collectors a zone's
+# owner reads its own zones' records and the zone-less ones
+JournalRow = tuple[str, Instant, Instant, str, str | None, str | None, str | None]
 # (bay_id, state, since, gateway_id, session_start)
 BayRow = tuple[str, str, Instant, str | None, Instant | None]
 # (bay_id, ts, state)
@@ -209,3 +211,53 @@ class Draft:
             raised=tuple(self.raised),
             watermark=watermark,
         )
+
+
+def merged(parts: list[Effects]) -> Effects:
+    """The effects of several cores (zones of one collector, with several collectors) as one
+    unit of work: each kind of row in the order of the parts; counters added up."""
+    if len(parts) == 1:
+        return parts[0]
+    counters: dict[str, int] = {}
+    for part in parts:
+        for name, by in part.counters.items():
+            counters[name] = counters.get(name, 0) + by
+    marks = [p.watermark for p in parts if p.watermark is not None]
+    return Effects(
+        journal=tuple(r for p in parts for r in p.journal),
+        bays=tuple(r for p in parts for r in p.bays),
+        state_changes=tuple(r for p in parts for r in p.state_changes),
+        sessions=tuple(r for p in parts for r in p.sessions),
+        alerts=tuple(r for p in parts for r in p.alerts),
+        notes=tuple(r for p in parts for r in p.notes),
+        rights=tuple(r for p in parts for r in p.rights),
+        suspensions=tuple(r for p in parts for r in p.suspensions),
+        gateways=tuple(r for p in parts for r in p.gateways),
+        sensors=tuple(r for p in parts for r in p.sensors),
+        counters=counters,
+        publications=tuple(r for p in parts for r in p.publications),
+        deadletters=tuple(r for p in parts for r in p.deadletters),
+        points=tuple(r for p in parts for r in p.points),
+        raised=tuple(r for p in parts for r in p.raised),
+        watermark=max(marks, default=None),
+    )
+
+
+def empty(effects: Effects) -> bool:
+    """Nothing to write or send."""
+    return not (
+        effects.journal
+        or effects.bays
+        or effects.state_changes
+        or effects.sessions
+        or effects.alerts
+        or effects.notes
+        or effects.rights
+        or effects.suspensions
+        or effects.gateways
+        or effects.sensors
+        or effects.counters
+        or effects.publications
+        or effects.deadletters
+        or effects.points
+    )

@@ -47,3 +47,18 @@ class StoreRefused(StoreError):  # noqa: N818 (a verdict on the store, like Dama
 class DamagedStoreError(StoreError):
     """The store's file is not a database, or its pages are damaged: starting again will not
     help (restore a backup, or move the file aside to start afresh)."""
+
+
+class LeaseLost(StoreError):  # noqa: N818 (a verdict on the unit of work, like StoreRefused)
+    """With several collectors: a unit of work written under a lease that is no longer this
+    collector's (its lease ran out and another collector took the zone); nothing was written."""
+
+    def __init__(self, message: str, leases: frozenset[str]) -> None:
+        super().__init__(message)
+        self.leases = leases
+
+
+class RacedEvent(StoreError):  # noqa: N818
+    """With several collectors: another collector stored one of the batch's events first (the
+    broker delivered it twice, to two of them); nothing was written, and the batch is taken
+    again, that event now a known duplicate."""

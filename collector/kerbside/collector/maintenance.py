@@ -61,6 +61,10 @@ class Maintenance:
     def open_alerts(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._open.values()]
 
+    def alert(self, alert_id: str) -> dict[str, Any] | None:
+        """One of ours, open or acknowledged, by id."""
+        return next((dict(r) for r in self._open.values() if r["alert_id"] == alert_id), None)
+
     # -- gateways ----------------------------------------------------------------------------
 
     def gateway_heard(self, gateway_id: str, now: int, online: bool = True) -> list[dict[str, Any]]:

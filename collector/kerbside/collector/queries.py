@@ -37,22 +37,33 @@ class Backlog(Protocol):
 
 
 class Health:
-    """The parts ``/healthz`` reports: the broker link, the store's commits, the sink."""
+    """The parts ``/healthz`` reports: the broker link, the store's commits, the sink; among
+    several collectors, which zones this one runs (``cluster``)."""
 
-    def __init__(self, link: Transport, commits: CommitState, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        link: Transport,
+        commits: CommitState,
+        sink: Sink | None = None,
+        cluster: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self._link = link
         self._commits = commits
         self._sink = sink
+        self._cluster = cluster
 
-    def parts(self) -> dict[str, str]:
+    def parts(self) -> dict[str, Any]:
         sink = "disabled"
         if self._sink is not None:
             sink = "ok" if self._sink.healthy() else "down"
-        return {
+        parts: dict[str, Any] = {
             "broker": "ok" if self._link.connected else "down",
             "store": "failing" if self._commits.failing else "ok",
             "sink": sink,
         }
+        if self._cluster is not None:
+            parts["cluster"] = self._cluster()
+        return parts
 
 
 # A cursor's number fits the store's integers (SQLite's and PostgreSQL's bigint); a longer one is

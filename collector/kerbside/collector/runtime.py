@@ -26,7 +26,7 @@ from kerbside.collector.batcher import Hold, LoopAlarm, Switchboard, gather_batc
 from kerbside.collector.commands import Commands
 from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
 from kerbside.collector.core import CollectorCore, CoreSettings
-from kerbside.collector.cycle import Alarm, CommitCycle, Sink
+from kerbside.collector.cycle import Alarm, CommitCycle, Cycle, Sink
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.link.process import ProcessLink
@@ -36,9 +36,10 @@ from kerbside.collector.outbox import Outbox
 from kerbside.collector.queries import Health, Queries, export_journal
 from kerbside.collector.recovery import RecoveryReport, recover
 from kerbside.collector.sitecache import load_site_cached, site_cache_path
-from kerbside.collector.store import Store
+from kerbside.collector.store import MAINTENANCE_LEASE, Store
 from kerbside.collector.store.opening import migrate_store, open_store, store_name
 from kerbside.collector.telemetry import Telemetry
+from kerbside.collector.zones import only_zones
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.instants import Instant, parse_instant
 from kerbside.core.site import Site, SiteError
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     import uvicorn
     from fastapi import FastAPI
 
+    from kerbside.collector.cluster.node import ClusterNode
     from kerbside.collector.timeseries import TimeSeriesRecorder
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ class Collector:
 
     store: Store
     link: Transport
-    cycle: CommitCycle
+    cycle: Cycle
     outbox: Outbox
     feed: AlertFeed
     queries: Queries
@@ -93,6 +95,7 @@ class Collector:
     telemetry: Telemetry
     sink: Sink | None = None
     recovery: RecoveryReport = field(default_factory=RecoveryReport)
+    node: ClusterNode | None = None  # one of several collectors (``cluster`` in the config)
 
 
 def assemble(
@@ -116,31 +119,56 @@ def assemble(
 
     outbox = Outbox(store.outbox(), link, latency=telemetry.publish_latency)
     feed = AlertFeed(store)
-    cycle = CommitCycle(
-        site,
-        store,
-        rebuild,
-        link=link,
-        outbox=outbox,
-        feed=feed,
-        telemetry=telemetry,
-        clock=clock,
-        sink=sink,
-        alarm=alarm,
-    )
+    cycle: Cycle
+    node = None
+    settle_s = 0.0
+    if config.cluster is not None:
+        from kerbside.collector.cluster.node import join_cluster  # noqa: PLC0415
+        from kerbside.collector.store.postgres import PostgresStore  # noqa: PLC0415
+
+        assert isinstance(store, PostgresStore)  # the config refuses a cluster on SQLite
+        cycle, node = join_cluster(
+            config.cluster,
+            site,
+            store,
+            settings,
+            link=link,
+            outbox=outbox,
+            feed=feed,
+            telemetry=telemetry,
+            clock=clock,
+            sink=sink,
+            alarm=alarm,
+        )
+        settle_s = config.cluster.lease_s + 5
+    else:
+        cycle = CommitCycle(
+            site,
+            store,
+            rebuild,
+            link=link,
+            outbox=outbox,
+            feed=feed,
+            telemetry=telemetry,
+            clock=clock,
+            sink=sink,
+            alarm=alarm,
+        )
     # When each bay came into being: occupancy counts no time before it (docs/analysts.md).
     cycle.store_bays(site)
     queries = Queries(
         store,
         lambda: cycle.site,
         clock=clock,
-        health=Health(link, cycle, sink),
+        health=Health(link, cycle, sink, None if node is None else node.health),
         telemetry=telemetry,
         outbox=outbox,
         sink=sink,
     )
-    commands = Commands(cycle, store)
-    return Collector(store, link, cycle, outbox, feed, queries, commands, telemetry, sink, report)
+    commands = Commands(cycle, store, settle_s=settle_s)
+    return Collector(
+        store, link, cycle, outbox, feed, queries, commands, telemetry, sink, report, node
+    )
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -205,7 +233,10 @@ async def _watchdog(notifier: Notifier, every_s: float) -> None:
 
 async def _prune(collector: Collector, retention_days: float) -> None:
     while True:
-        if retention_days > 0:
+        node = collector.node
+        if node is not None and not node.beat.acting(MAINTENANCE_LEASE):
+            pass  # among several collectors, the holder of the maintenance lease prunes
+        elif retention_days > 0:
             cutoff = collector.cycle.clock() - int(retention_days * 86_400_000)
             try:
                 removed = collector.store.prune(cutoff, collector.cycle.oldest_needed())
@@ -237,15 +268,24 @@ class _QuietServer:
 
 class SinkView:
     """What the time-series sink reads of the collector (once it runs): the site, the bays'
-    states, the clock."""
+    states, the clock. Among several collectors, the site is the zones this one runs, whose
+    occupancy it writes (each zone's, once, by its owner)."""
 
-    def __init__(self, queries: Callable[[], Queries], clock: Callable[[], Instant]) -> None:
+    def __init__(
+        self,
+        queries: Callable[[], Queries],
+        clock: Callable[[], Instant],
+        node: Callable[[], ClusterNode | None] = lambda: None,
+    ) -> None:
         self._queries = queries
         self.clock = clock
+        self._node = node
 
     @property
     def site(self) -> Site:
-        return self._queries().site
+        site = self._queries().site
+        node = self._node()
+        return site if node is None else only_zones(site, node.beat.zones)
 
     def bays(
         self, zone_id: str | None = None, limit: int = 100, cursor: str | None = None
@@ -257,7 +297,7 @@ class SinkView:
         return self._queries().bay_origins()
 
 
-def reload_site(config: CollectorConfig, cycle: CommitCycle) -> bool:
+def reload_site(config: CollectorConfig, cycle: Cycle) -> bool:
     """SIGHUP: the site file again, keeping state; an invalid one is refused (and logged)."""
     try:
         site = load_site_cached(config.site, site_cache_path(config))
@@ -307,15 +347,17 @@ async def serve(
 
         sink = create_sink(
             config.influxdb,
-            SinkView(lambda: collector.queries, clock),
+            SinkView(lambda: collector.queries, clock, lambda: collector.node),
             store_path=config.store.path,
             delay_s=config.alert_delay_s,
             store=store,
         )
+    mqtt = config.mqtt
+    if config.cluster is not None:
+        # each collector of the group keeps a session of its own at the broker
+        mqtt = mqtt.model_copy(update={"client_id": f"{mqtt.client_id}-{node}"})
     # MQTT v5 on this loop (mqtt5's codec); paho in a process of its own for 3.1.1 brokers
-    link: Transport = (
-        V5Link(config.mqtt) if config.mqtt.protocol == "5" else ProcessLink(config.mqtt, loop)
-    )
+    link: Transport = V5Link(mqtt) if mqtt.protocol == "5" else ProcessLink(mqtt, loop)
     collector = assemble(
         config,
         site,
@@ -369,6 +411,13 @@ async def serve(
                 gather_batches(queue, cycle, config.ingest.batch_max, hold, due), name="batcher"
             )
             pruner = tasks.create_task(_prune(collector, config.store.retention_days), name="prune")
+            cluster = []
+            if collector.node is not None:
+                cluster = [
+                    tasks.create_task(collector.node.keep_leases(), name="leases"),
+                    tasks.create_task(collector.node.patrol(), name="patrol"),
+                    tasks.create_task(collector.node.listen(), name="listen"),
+                ]
             http = None
             if server is not None:
                 http = tasks.create_task(server.serve(), name="http")
@@ -391,11 +440,15 @@ async def serve(
             link.stop()
             batcher.cancel()
             pruner.cancel()
+            for task in cluster:
+                task.cancel()
             if http is not None:
                 await http
     finally:
         try:
             cycle.save()
+            if collector.node is not None:
+                collector.node.leave()  # the others take the zones now, not when leases run out
         except Exception:
             log.exception("rules not saved at stop: the next start re-executes more journal")
         if sink is not None:

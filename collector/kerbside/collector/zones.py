@@ -14,7 +14,7 @@ re-executed only by the zones whose snapshot is older than it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kerbside.collector.records import JournalRecord, OccupancyEvent
@@ -41,6 +41,26 @@ def zone_site(site: Site, zone_id: str) -> Site:
         bays={bay.id: bay for bay in bays},
         bay_of_sensor={bay.sensor: bay for bay in bays if bay.sensor is not None},
         _by_zone={zone_id: bays},
+        _by_gateway={gateway: tuple(of) for gateway, of in by_gateway.items()},
+    )
+
+
+def only_zones(site: Site, zone_ids: Iterable[str]) -> Site:
+    """The part of ``site`` that is these zones and their bays."""
+    wanted = [z for z in zone_ids if z in site.zones]
+    bays = [bay for z in wanted for bay in site.bays_of_zone(z)]
+    by_gateway: dict[str, list[Any]] = {}
+    for bay in bays:
+        if bay.gateway is not None:
+            by_gateway.setdefault(bay.gateway, []).append(bay)
+    return Site(
+        name=site.name,
+        timezone=site.timezone,
+        holidays=site.holidays,
+        zones={z: site.zones[z] for z in wanted},
+        bays={bay.id: bay for bay in bays},
+        bay_of_sensor={bay.sensor: bay for bay in bays if bay.sensor is not None},
+        _by_zone={z: site.bays_of_zone(z) for z in wanted},
         _by_gateway={gateway: tuple(of) for gateway, of in by_gateway.items()},
     )
 

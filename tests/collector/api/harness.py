@@ -97,6 +97,9 @@ class StubSink:
     def committed(self, points: Sequence[Point], spooled: int) -> None:
         self.points += len(points)
 
+    def bays_seen(self, states: Mapping[str, tuple[str, int]]) -> None:
+        pass
+
     def stats(self) -> Mapping[str, int | bool | str | None]:
         return {  # the shape of timeseries.WriterStats.as_dict()
             "spool_depth": 0,

@@ -91,8 +91,19 @@ class FrameReader:
 
 
 def gateway_subscriptions(config: MqttConfig) -> list[tuple[str, int]]:
+    """As ``link.v5.gateway_filters``: with ``mqtt.shared_group`` the events are shared between
+    the group's collectors (Mosquitto shares for MQTT 3.1.1 clients too)."""
     root = config.topic_root.rstrip("/")
-    return [(f"{root}/gw/+/{kind}", 1) for kind in GATEWAY_KINDS]
+    group = config.shared_group
+    return [
+        (
+            f"$share/{group}/{root}/gw/+/{kind}"
+            if group is not None and kind == "events"
+            else f"{root}/gw/+/{kind}",
+            1,
+        )
+        for kind in GATEWAY_KINDS
+    ]
 
 
 class BrokerLink:

@@ -49,13 +49,18 @@ MAX_PACKET_BYTES = 1024 * 1024
 
 
 def gateway_filters(config: MqttConfig, share_group: str | None = None) -> list[str]:
-    """What the collector subscribes to; with ``share_group``, as one of a group of collectors
-    the broker shares the gateways' messages between."""
+    """What the collector subscribes to. With ``share_group`` (``mqtt.shared_group``), as one of
+    a group of collectors the broker shares the gateways' events between (each event reaches one
+    of them); statuses and health reports, small and periodic, reach every collector, and the
+    one that holds the maintenance alerts' lease acts on them."""
     root = config.topic_root.rstrip("/")
-    filters = [f"{root}/gw/+/{kind}" for kind in GATEWAY_KINDS]
-    if share_group is not None:
-        filters = [f"$share/{share_group}/{f}" for f in filters]
-    return filters
+    share_group = share_group or config.shared_group
+    return [
+        f"$share/{share_group}/{root}/gw/+/{kind}"
+        if share_group is not None and kind == "events"
+        else f"{root}/gw/+/{kind}"
+        for kind in GATEWAY_KINDS
+    ]
 
 
 class LinkError(CollectorError):

@@ -84,6 +84,23 @@ class Snapshot:
     text: str
 
 
+# The lease of the maintenance alerts of gateways (offline, low battery) among several
+# collectors: a key no zone id can be.
+MAINTENANCE_LEASE = ":maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """With several collectors: the leases a unit of work is written under. The store writes
+    it only while every one of them is still this collector's, with the epoch it holds (else
+    ``LeaseLost`` and nothing is written), and notes in each lease the journal position that
+    the effects of its zone now reach (``through``; None leaves it)."""
+
+    node: str
+    epochs: Mapping[str, int]  # lease (zone id, or MAINTENANCE_LEASE) -> the epoch held
+    through: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Work:
     """One unit of work: written in one transaction, or not at all."""
@@ -92,6 +109,12 @@ class Work:
     snapshots: Mapping[str, str] | None = None  # zone -> the zone's rules (JSON), when due
     delivered: Sequence[int] = ()  # outbox rows the broker has acknowledged
     lines: Sequence[str] = ()  # time-series lines (line protocol) for the spool, in order
+    # With several collectors (PostgreSQL only): the leases it is written under, the journal
+    # position its snapshots reflect (else: its last position), and the lease each of
+    # ``effects.alerts`` was decided under (kept with the alert change)
+    fence: Fence | None = None
+    snapshot_pos: int | None = None
+    alert_leases: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)

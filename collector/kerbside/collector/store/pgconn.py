@@ -41,6 +41,22 @@ def one_line(exc: BaseException, url: str, password: str | None) -> str:
 
 
 def connect(url: str, password: str | None, node: str) -> Conn:
+    conn: Conn = psycopg.connect(url, **options(password, node))
+    return conn
+
+
+async def connect_async(
+    url: str, password: str | None, node: str
+) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+    """A connection on the event loop (to LISTEN, with several collectors)."""
+    conn: psycopg.AsyncConnection[tuple[Any, ...]] = await psycopg.AsyncConnection.connect(
+        url, **options(password, node)
+    )
+    return conn
+
+
+def options(password: str | None, node: str) -> dict[str, Any]:
+    """The connection's options (libpq's and psycopg's)."""
     options: dict[str, Any] = {
         "autocommit": True,  # transactions are explicit (conn.transaction())
         "connect_timeout": 5,
@@ -59,8 +75,7 @@ def connect(url: str, password: str | None, node: str) -> Conn:
     }
     if password is not None:
         options["password"] = password
-    conn: Conn = psycopg.connect(url, **options)
-    return conn
+    return options
 
 
 class Database:
@@ -111,6 +126,13 @@ class Database:
         """One statement, committed on its own; returns the rows it touched."""
         with self._errors("write failed"):
             return self._connection().execute(sql.encode(), params).rowcount
+
+    async def listener(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        """A connection of its own on the event loop, for LISTEN (several collectors)."""
+        try:
+            return await connect_async(self._url, self._password, self.node)
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.name}: cannot listen: {self._described(exc)}") from exc
 
     def close(self) -> None:
         if self._db is not None:

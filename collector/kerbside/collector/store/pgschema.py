@@ -15,16 +15,15 @@ additions serve several collectors:
   the row's lock orders the commits that write journal rows or alert changes: positions are
   dense and in commit order, and a reader that has seen position N has seen every position
   below N (``postgres.py`` says why that holds, and what it costs);
-- ``zone_leases``: which collector runs each zone's rules, until when (the database's clock,
-  so collectors' clocks need not agree), and under which epoch: a fencing token. A collector
-  takes a zone whose lease has run out by raising its epoch (``UPDATE ... SET node_id = me,
-  epoch = epoch + 1, expires = now() + lease WHERE zone_id = z AND expires < now()``), renews
-  it only while node and epoch are still its own, and each commit it makes for the zone checks
-  the same in its own transaction (``SELECT ... WHERE zone_id = z AND node_id = me AND epoch =
-  mine FOR SHARE``, rolling back when it finds nothing): the share lock holds a takeover until
-  that commit ends, and after a takeover an owner that was paused finds a higher epoch and
-  writes nothing. ``outbox`` and ``counters`` rows carry the collector's node, so that each
-  publishes its own outbox and counts without contending with the others.
+- ``zone_leases``: which collector runs each zone's rules, until when (the database's clock, so
+  collectors' clocks need not agree), and under which epoch: a fencing token. A collector takes
+  a zone whose lease has run out by raising its epoch, renews it only while node and epoch are
+  still its own, and each commit it makes for the zone updates the lease row under the same
+  condition in its own transaction, rolling back when the row is no longer its own: the row's
+  lock holds a takeover until that commit ends, and after a takeover an owner that was paused
+  finds a higher epoch and writes nothing (``store/pgcluster.py``). ``outbox`` and
+  ``counters`` rows carry the collector's node, so that each publishes its own outbox and counts
+  without contending with the others.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import psycopg
 
 from kerbside.collector.errors import StoreRefused
 
-VERSION = 2
+VERSION = 3
 
 # Advisory lock key for migrations: two `migrate` runs at once take turns.
 _MIGRATION_LOCK = 0x6B657262  # "kerb"
@@ -205,8 +204,60 @@ def _to_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
         cur.execute(statement.encode())
 
 
+# Several collectors (``cluster`` in the config): each occupancy record names its bay's zone, so
+# a zone's owner reads only its zones' records (and the zone-less ones: rights, suspensions,
+# officers' actions, the rules clock's ticks); a zone's lease keeps the journal position its
+# owner's committed effects reach (a new owner re-executes up to it without repeating them);
+# each alert change names the collector and lease epoch it was written under; the collectors
+# alive, by heartbeat, share the zones between them.
+_TABLES_3 = """
+ALTER TABLE journal ADD COLUMN IF NOT EXISTS zone_id text COLLATE "C";
+ALTER TABLE zone_leases ADD COLUMN IF NOT EXISTS applied_pos bigint NOT NULL DEFAULT 0;
+ALTER TABLE alert_changes ADD COLUMN IF NOT EXISTS node text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE alert_changes ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS cluster_nodes (
+    node_id text COLLATE "C" PRIMARY KEY,
+    expires timestamptz NOT NULL
+);
+"""
+
+
+# A unit of work written under leases calls this first: it locks and updates the leases' rows
+# (the journal position the zones' effects reach) while they are still the caller's, with the
+# epochs it holds, else refuses the transaction (SQLSTATE KB001, the leases lost in DETAIL).
+_FENCE_3 = """
+CREATE OR REPLACE FUNCTION kerbside_fence(me text, leases text[], epochs bigint[], through bigint)
+RETURNS void LANGUAGE plpgsql AS $fence$
+DECLARE
+    held text[];
+BEGIN
+    WITH done AS (
+        UPDATE zone_leases z
+        SET applied_pos = greatest(z.applied_pos, coalesce(through, z.applied_pos))
+        FROM unnest(leases, epochs) AS u(lease, epoch)
+        WHERE z.zone_id = u.lease AND z.epoch = u.epoch AND z.node_id = me
+        RETURNING z.zone_id
+    )
+    SELECT coalesce(array_agg(zone_id), '{}') INTO held FROM done;
+    IF cardinality(held) < cardinality(leases) THEN
+        RAISE EXCEPTION 'lease no longer this collector''s' USING
+            ERRCODE = 'KB001',
+            DETAIL = array_to_string(
+                ARRAY(SELECT unnest(leases) EXCEPT SELECT unnest(held)), ',');
+    END IF;
+END
+$fence$
+"""
+
+
+def _to_3(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    for statement in _statements(_TABLES_3):
+        cur.execute(statement.encode())
+    cur.execute(_FENCE_3.encode())
+
+
 # MIGRATIONS[n] takes a database at version n to version n + 1 (0: an empty database).
-MIGRATIONS: list[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = [_to_1, _to_2]
+MIGRATIONS: list[Callable[[psycopg.Cursor[tuple[object, ...]]], None]] = [_to_1, _to_2, _to_3]
 assert len(MIGRATIONS) == VERSION
 
 

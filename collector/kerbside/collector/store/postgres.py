@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 
 from kerbside.collector.effects import AlertWrite, Effects, SessionStep
-from kerbside.collector.errors import StoreRefused
+from kerbside.collector.errors import StoreError, StoreRefused
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
 from kerbside.collector.store import (
@@ -55,6 +55,7 @@ from kerbside.collector.store import (
     Snapshot,
     Work,
     dumps,
+    pgcluster,
     pgschema,
 )
 from kerbside.collector.store.opening import public_url
@@ -66,6 +67,9 @@ from kerbside.core.instants import Instant
 # Channel NOTIFYed (with the last change id) by every commit that writes alert changes: any
 # collector LISTENing learns of every zone's changes as they commit, in commit order.
 ALERT_CHANGES_CHANNEL = "kerbside_alert_changes"
+# Channel NOTIFYed (with the last position) by every commit that adds to the journal when
+# several collectors share the store: each zone's owner reads its zones' new records.
+JOURNAL_CHANNEL = "kerbside_journal"
 
 JOURNAL_PAGE = 5000  # journal rows read per query (recovery and export read it all)
 
@@ -142,25 +146,32 @@ _TAKE_IDS = (
 # The rows that carry the ids read them from the head row this transaction has just updated (its
 # own update is what it sees): sent at once, without waiting for the UPDATE's result.
 _INSERT_JOURNAL = (
-    "INSERT INTO journal (pos, type, time, watermark, body)"
-    " SELECT h.pos - %s + u.o, u.t, u.ti, u.w, u.b FROM commit_head h,"
-    " unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[])"
-    " WITH ORDINALITY AS u(t, ti, w, b, o)"
+    "INSERT INTO journal (pos, type, time, watermark, body, zone_id)"
+    " SELECT h.pos - %s + u.o, u.t, u.ti, u.w, u.b, u.z FROM commit_head h,"
+    " unnest(%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[])"
+    " WITH ORDINALITY AS u(t, ti, w, b, z, o)"
 )
+_NOTIFY_JOURNAL = "SELECT pg_notify(%s, pos::text) FROM commit_head"
 _INSERT_EVENTS = (
     "INSERT INTO events (event_id, pos, digest)"
     " SELECT u.e, h.pos - %s + u.o, u.d FROM commit_head h,"
     " unnest(%b::text[], %b::bigint[], %b::text[]) AS u(e, o, d)"
 )
 _INSERT_CHANGES = (
-    "INSERT INTO alert_changes (id, alert_id, record)"
-    " SELECT h.change_id - %s + u.o, u.a, u.r FROM commit_head h,"
-    " unnest(%b::text[], %b::text[]) WITH ORDINALITY AS u(a, r, o)"
+    "INSERT INTO alert_changes (id, alert_id, record, node, epoch)"
+    " SELECT h.change_id - %s + u.o, u.a, u.r, %s, u.e FROM commit_head h,"
+    " unnest(%b::text[], %b::text[], %b::bigint[]) WITH ORDINALITY AS u(a, r, e, o)"
 )
 _NOTIFY_CHANGES = "SELECT pg_notify(%s, change_id::text) FROM commit_head"
 _UPSERT_SNAPSHOTS = (
     "INSERT INTO engine_snapshots (zone_id, pos, body)"
     " SELECT u.z, h.pos, u.b FROM commit_head h, unnest(%b::text[], %b::text[]) AS u(z, b)"
+    " ON CONFLICT (zone_id) DO UPDATE SET pos = excluded.pos, body = excluded.body"
+)
+# A zone's owner (several collectors) saves its zones' rules at the position they reflect.
+_UPSERT_ZONE_SNAPSHOTS = (
+    "INSERT INTO engine_snapshots (zone_id, pos, body)"
+    " SELECT u.z, %s, u.b FROM unnest(%b::text[], %b::text[]) AS u(z, b)"
     " ON CONFLICT (zone_id) DO UPDATE SET pos = excluded.pos, body = excluded.body"
 )
 _ADD_COUNTERS = (
@@ -192,6 +203,8 @@ class PostgresStore(PostgresReads):
 
     def __init__(self, url: str, *, password: str | None = None, node: str = "") -> None:
         super().__init__(url, password, node)
+        # several collectors: leases, heartbeats and the zones' owners' reading of the journal
+        self.cluster = pgcluster.ClusterTables(self._rows, node)
         try:
             pgschema.check(self._connection(), self.name)
             self._last_pos = self.last_journal_pos()
@@ -213,18 +226,21 @@ class PostgresStore(PostgresReads):
     # -- the unit of work -------------------------------------------------------------------------
 
     def commit(self, work: Work) -> Committed:
-        with self._errors("commit failed"):
-            db = self._connection()
-            with db.pipeline(), db.transaction(), db.cursor() as cur:
-                # Everything goes out before anything is waited for: the database works while
-                # the next statement's arrays are made. Results are read after the commit, from
-                # cursors of their own (a pipelined cursor that ran ``executemany`` may hand
-                # back another statement's result).
-                outbox, ids = self._write(cur, work)
-            committed = self._committed(work, outbox, ids)
-            for pending in (outbox, ids):
-                if pending is not None:
-                    pending.close()
+        try:
+            with self._errors("commit failed"):
+                db = self._connection()
+                with db.pipeline(), db.transaction(), db.cursor() as cur:
+                    # Everything goes out before anything is waited for: the database works
+                    # while the next statement's arrays are made. Results are read after the
+                    # commit, from cursors of their own (a pipelined cursor that ran
+                    # ``executemany`` may hand back another statement's result).
+                    outbox, ids = self._write(cur, work)
+                committed = self._committed(work, outbox, ids)
+                for pending in (outbox, ids):
+                    if pending is not None:
+                        pending.close()
+        except StoreError as exc:
+            raise pgcluster.refusal(exc, self.name) from exc.__cause__
         self._last_pos = committed.last_pos
         return committed
 
@@ -250,6 +266,9 @@ class PostgresStore(PostgresReads):
     def _write(self, cur: Cursor, work: Work) -> tuple[Cursor | None, Cursor | None]:
         """Send the unit of work; returns the cursors of the outbox's ids and of the head's."""
         effects = work.effects
+        if work.fence is not None:
+            # first: the lease rows' locks hold a takeover until this commit ends
+            pgcluster.fence(cur, work.fence)
         if effects.state_changes:
             cur.execute(_INSERT_STATE_CHANGES, columns(effects.state_changes))
         if effects.bays:
@@ -334,8 +353,8 @@ class PostgresStore(PostgresReads):
         ids.execute(_TAKE_IDS.encode(), (len(journal), len(alerts)))
         n = len(journal)
         if journal:
-            types, times, watermarks, bodies, event_ids, digests = columns(journal)
-            cur.execute(_INSERT_JOURNAL, (n, types, times, watermarks, bodies))
+            types, times, watermarks, bodies, event_ids, digests, zones = columns(journal)
+            cur.execute(_INSERT_JOURNAL, (n, types, times, watermarks, bodies, zones))
             events = [
                 (event_id, i, digest)
                 for i, (event_id, digest) in enumerate(zip(event_ids, digests, strict=True), 1)
@@ -343,13 +362,28 @@ class PostgresStore(PostgresReads):
             ]
             if events:
                 cur.execute(_INSERT_EVENTS, (n, *columns(events)))
+            if self.node:  # several collectors: the zones' owners read what was added
+                cur.execute(_NOTIFY_JOURNAL, (JOURNAL_CHANNEL,))
         if alerts:
             cur.execute(
                 _INSERT_CHANGES,
-                (len(alerts), [a.record["alert_id"] for a in alerts], [a.text for a in alerts]),
+                (
+                    len(alerts),
+                    self.node,
+                    [a.record["alert_id"] for a in alerts],
+                    [a.text for a in alerts],
+                    pgcluster.change_epochs(work, len(alerts)),
+                ),
             )
             cur.execute(_NOTIFY_CHANGES, (ALERT_CHANGES_CHANNEL,))
-        if work.snapshots:
+        if work.snapshots and work.fence is not None:
+            # a zone's owner saves its own zones' rules, at the position they reflect
+            zones = sorted(work.snapshots)
+            cur.execute(
+                _UPSERT_ZONE_SNAPSHOTS,
+                (work.snapshot_pos or 0, zones, [work.snapshots[z] for z in zones]),
+            )
+        elif work.snapshots:
             zones = list(work.snapshots)
             # zones saved no more (the site lost them, or they were saved as one) go
             cur.execute("DELETE FROM engine_snapshots WHERE zone_id <> ALL(%b::text[])", (zones,))
@@ -519,6 +553,11 @@ class PostgresStore(PostgresReads):
                     (before, keep_from_pos),
                 )
                 removed = cur.rowcount
+                # the rules clock's ticks (several collectors), once no zone needs them
+                cur.execute(
+                    "DELETE FROM journal WHERE type = 'tick' AND time < %s AND pos < %s",
+                    (before, keep_from_pos),
+                )
                 cur.execute(
                     "DELETE FROM state_changes WHERE ts < %s AND id NOT IN"
                     " (SELECT max(id) FROM state_changes GROUP BY bay_id)",

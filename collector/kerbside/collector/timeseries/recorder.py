@@ -137,6 +137,12 @@ class TimeSeriesRecorder:
                 observe(point.bay.id, point.state, point.ts)
         self.writer.spooled(spooled)
 
+    def bays_seen(self, states: Mapping[str, tuple[str, Instant]]) -> None:
+        """Bays' current (state, since) from the store, for zone occupancy: a zone this
+        collector now runs (among several) whose changes another collector wrote."""
+        for bay_id, (state, since) in states.items():
+            self.states.observe(bay_id, state, since)
+
     def bay_state(self, bay: lp.BayLike, state: str, ts: Instant, gateway_id: str | None) -> None:
         self.states.observe(bay.id, state, ts)
         self._put(lp.bay_state_line(bay, state, ts, gateway_id))

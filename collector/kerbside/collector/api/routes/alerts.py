@@ -114,6 +114,8 @@ async def _events(  # noqa: PLR0917 (the stream's request, sources and filters)
     try:
         yield "retry: 2000\n\n"
         if after > feed.last_id:
+            feed.catch_up()  # another collector's changes this one has not heard of yet
+        if after > feed.last_id:
             # An id from before a store was wiped: the client must reload its list.
             after = feed.last_id
             yield f"id: {after}\nevent: reset\ndata: {{}}\n\n"
