@@ -1,0 +1,360 @@
+"""Several collectors on one PostgreSQL store, measured in one run on one broker and one
+PostgreSQL server of the bench's own (``initdb``; ``synchronous_commit`` on):
+
+- ingest, two collectors vs one: one backlog of N occupancy events is queued at a private
+  Mosquitto for two shared groups (``mqtt.shared_group``: one collector alone, two sharing), each
+  on a database of its own; each group is then started alone and drains it through the whole
+  cluster path (events journaled by whichever collector the broker hands them to, then followed
+  by each zone's owner: rules, bay states, sessions, publications). The rate is events per
+  second from the first journaled to the last one's bay state stored. The CPU seconds the
+  collectors and the PostgreSQL server spent meanwhile, per event, are the capacity model's
+  per-event costs (docs/scaling.md);
+- failover: two collectors live, a zone whose unpaid alerts fall due one every 200 ms; the
+  zone's owner is SIGKILLed, and the figure is the time from the kill to the zone's first alert
+  published by the collector that took it over (target ``lease_s`` + 2 s).
+
+    python bench/run.py cluster [--quick]
+
+The machine has 2 cores: two collectors and PostgreSQL share them, so two collectors cannot
+double one's rate here; the ratio says what the second one costs or gives on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import paho.mqtt.client as mqtt
+import psycopg
+from bench_collector import OFFSET_MS, ROOT, _event, _now, _Publisher, _write_site
+from common import BenchError, Row, attempt, wait_exit, wait_until
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kerbside.collector.store.postgres import migrate
+from kerbside.core.instants import format_instant
+from tests.helpers import Mosquitto
+from tests.pg import OwnPostgres
+
+LEASE_S = 5.0
+TICK_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User and system CPU seconds the processes have used so far (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK_HZ
+
+
+def _server_pids(server: OwnPostgres) -> list[int]:
+    """The PostgreSQL server's processes: the postmaster and its children."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == postmaster:
+                    pids.append(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def _server(work: Path) -> Iterator[OwnPostgres]:
+    server = OwnPostgres()
+    try:
+        server.init()
+        yield server
+    finally:
+        server.remove()
+
+
+def _database(server: OwnPostgres, name: str) -> str:
+    with psycopg.connect(server.url.replace("/kerbside", "/postgres"), autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}".encode())
+    url = server.url.replace("/kerbside", f"/{name}")
+    migrate(url)
+    return url
+
+
+class _Node:
+    """One ``kerbside-collector run`` of a cluster."""
+
+    def __init__(self, workdir: Path, name: str, port: int, url: str, group: str, root: str):
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.config = self.workdir / "collector.yaml"
+        self.config.write_text(
+            f"site: {workdir / 'site.yaml'}\n"
+            f"mqtt: {{host: 127.0.0.1, port: {port}, topic_root: {root},"
+            f" client_id: bench-{group}, shared_group: {group}}}\n"
+            f"store: {{url: '{url}'}}\n"
+            "http: null\n"
+            "alert_delay_s: 1\n"
+            f"cluster: {{node_id: {name}, lease_s: {LEASE_S}}}\n"
+        )
+        self.log = self.workdir / "collector.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, behind_ms: int = 0) -> None:
+        env = {**os.environ, "STATE_DIRECTORY": str(self.workdir)}
+        if behind_ms:
+            anchor = _now()
+            env["KERBSIDE_COLLECTOR_CLOCK"] = f"{format_instant(anchor - behind_ms)},1,{anchor}"
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kerbside.collector.cli",
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+
+        def logged() -> bool:
+            with self.log.open("rb") as f:
+                f.seek(mark)
+                return b"connected to" in f.read()
+
+        wait_until(f"collector {self.name} to connect", logged, 120, alive=[proc])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            code = wait_exit(self.proc, f"collector {self.name} to stop", 120)
+            if code != 0:
+                raise BenchError(f"collector {self.name} exited with code {code}: see {self.log}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Drain(NamedTuple):  # (run.py loads benches outside sys.modules: no dataclass)
+    nodes: int
+    rate: float  # events/s, first journaled to last followed
+    collector_ms: float  # collectors' CPU per event
+    postgres_ms: float  # the PostgreSQL server's CPU per event
+
+
+def _drain(
+    nodes: list[_Node], url: str, server: OwnPostgres, total: int, settled_after: int, used: int
+) -> Drain:
+    db = psycopg.connect(url, autocommit=True)
+    first = 0.0
+    journaled = 0
+    followed = 0
+
+    def done() -> bool:
+        nonlocal first, journaled, followed
+        row = db.execute(
+            "SELECT (SELECT pos FROM commit_head), (SELECT count(*) FROM bays WHERE since >= %s)",
+            (settled_after,),
+        ).fetchone()
+        assert row is not None
+        journaled, followed = int(row[0]), int(row[1])
+        if journaled and not first:
+            first = time.monotonic()
+        return journaled >= total and followed >= used
+
+    pg_before = _cpu_s(_server_pids(server))
+    for node in nodes:
+        node.start()
+    collectors = [n.proc.pid for n in nodes if n.proc is not None]
+    cpu_before = _cpu_s(collectors)
+    wait_until(
+        f"{len(nodes)} collector(s) to journal and follow {total} events",
+        done,
+        1800,
+        alive=[n.proc for n in nodes if n.proc is not None],
+        detail=lambda: f"journal at {journaled}, {followed}/{used} bays settled",
+        interval_s=0.05,
+    )
+    took = time.monotonic() - first
+    collector_cpu = _cpu_s(collectors) - cpu_before
+    pg_cpu = _cpu_s(_server_pids(server)) - pg_before
+    for node in nodes:
+        node.stop()
+    db.close()
+    return Drain(len(nodes), total / took, 1000 * collector_cpu / total, 1000 * pg_cpu / total)
+
+
+def _ingest_rows(
+    work: Path, broker: Mosquitto, server: OwnPostgres, bays: int, total: int
+) -> list[Row]:
+    _write_site(work / "site.yaml", bays)
+    url_one, url_two = _database(server, "one"), _database(server, "two")
+    one = [_Node(work, "solo", broker.port, url_one, "one", ROOT)]
+    two = [_Node(work, name, broker.port, url_two, "two", ROOT) for name in ("a", "b")]
+    try:
+        for node in one + two:  # their sessions (and shared groups), on a clock before the backlog
+            node.start(OFFSET_MS)
+        for node in one + two:
+            node.stop()
+        pub = _Publisher(broker.port)
+        t0 = _now() - OFFSET_MS + 60_000
+        step = 3_600_000 // total
+        used = total // 5
+        for k in range(total):
+            state = ("occupied", "vacant")[(k // used) % 2]
+            pub.publish(*_event(k + 1, k % used, state, t0 + k * step))
+        pub.wait(total, limit_s=1800)
+        pub.close()
+        print(f"[bench] {total} events queued for both groups", file=sys.stderr)
+        settled_after = t0 + (total - used) * step
+        solo = _drain(one, url_one, server, total, settled_after, used)
+        print(f"[bench] one collector: {solo}", file=sys.stderr)
+        pair = _drain(two, url_two, server, total, settled_after, used)
+        print(f"[bench] two collectors: {pair}", file=sys.stderr)
+    finally:
+        for node in one + two:
+            node.kill()
+    ratio = pair.rate / solo.rate
+    return [
+        Row(
+            f"ingest, two collectors vs one on PostgreSQL, {total} events, 2 cores "
+            f"({pair.rate:.0f}/s vs {solo.rate:.0f}/s)",
+            f"{ratio:.2f}x",
+            "report",
+            True,
+        ),
+        Row(
+            "CPU per event, one collector: collector ms / PostgreSQL ms",
+            f"{solo.collector_ms:.3f} / {solo.postgres_ms:.3f}",
+            "report",
+            True,
+        ),
+        Row(
+            "CPU per event, two collectors: collectors ms / PostgreSQL ms",
+            f"{pair.collector_ms:.3f} / {pair.postgres_ms:.3f}",
+            "report",
+            True,
+        ),
+    ]
+
+
+def _failover_rows(work: Path, broker: Mosquitto, server: OwnPostgres) -> list[Row]:
+    """Kill a zone's owner while its alerts fall due one every 200 ms; the time to the zone's
+    first alert published by the new owner."""
+    root = "failover/v1"
+    url = _database(server, "failover")
+    site = work / "failover"
+    site.mkdir()
+    _write_site(site / "site.yaml", 1000)  # one zone, Z000; bay 0 of every ten is paid
+    nodes = [_Node(site, name, broker.port, url, "fo", root) for name in ("a", "b")]
+    arrivals: list[tuple[float, dict[str, object]]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2)
+    watcher.on_message = lambda _c, _u, m: arrivals.append((time.time(), json.loads(m.payload)))
+    watcher.connect("127.0.0.1", broker.port)
+    watcher.subscribe(f"{root}/alerts/Z000", 1)
+    watcher.loop_start()
+    gateway = mqtt.Client(CallbackAPIVersion.VERSION2)
+    gateway.connect("127.0.0.1", broker.port)
+    gateway.loop_start()
+    try:
+        for node in nodes:
+            node.start()
+        db = psycopg.connect(url, autocommit=True)
+
+        def owner() -> str | None:
+            row = db.execute(
+                "SELECT node_id FROM zone_leases WHERE zone_id = 'Z000' AND expires > now()"
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        wait_until("a zone owner", lambda: owner() is not None, 60)
+        wait_until(
+            "the collectors to share their leases",
+            lambda: len({r[0] for r in db.execute("SELECT node_id FROM zone_leases")}) == 2,
+            60,
+        )
+        # sixty paid bays (0, 10, ...) occupied a minute ago, 200 ms apart: their unpaid alerts
+        # fall due one every 200 ms from 4 s on
+        start = _now()
+        for k in range(60):
+            at = start - 60_000 + 4_000 + k * 200
+            topic, text = _event(k + 1, k * 10, "occupied", at)
+            body = json.loads(text)
+            body["event_id"] = f"{body['gateway_id']}:failover:{k + 1}"
+            body["ts"] = body["confirmed_ts"] = format_instant(at)
+            published = gateway.publish(topic.replace(ROOT, root), json.dumps(body), qos=1)
+            published.wait_for_publish(10)
+        victim = next(n for n in nodes if n.name == owner())
+        wait_until(
+            "the owner's first alerts",
+            lambda: sum(1 for _, r in arrivals if r.get("status") == "open") >= 3,
+            30,
+        )
+        killed = time.time()
+        victim.kill()
+        wait_until(
+            "the zone's first alert on its new owner",
+            lambda: any(at > killed and r.get("status") == "open" for at, r in arrivals),
+            LEASE_S * 4,
+        )
+        first = min(at for at, r in arrivals if at > killed and r.get("status") == "open")
+        db.close()
+    finally:
+        for node in nodes:
+            node.kill()
+        watcher.loop_stop()
+        gateway.loop_stop()
+    took = first - killed
+    return [
+        Row(
+            f"failover: SIGKILL of a zone's owner to its first alert on the new owner "
+            f"(lease_s {LEASE_S:g})",
+            f"{took:.2f} s",
+            f"<= {LEASE_S + 2:g} s",
+            took <= LEASE_S + 2,
+        )
+    ]
+
+
+def run(quick: bool) -> list[Row]:
+    bays = 2_000 if quick else 10_000
+    total = int(os.environ.get("BENCH_CLUSTER_EVENTS") or (10_000 if quick else 40_000))
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "mosquitto", "autosave_interval 60\n").start()
+        try:
+            with _server(work) as server:
+                rows = attempt(
+                    "ingest, two collectors vs one on PostgreSQL",
+                    lambda: _ingest_rows(work, broker, server, bays, total),
+                )
+                rows += attempt(
+                    "failover to the zone's first alert",
+                    lambda: _failover_rows(work, broker, server),
+                )
+                return rows
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    for row in run("--quick" in sys.argv):
+        print(row)
