@@ -124,6 +124,49 @@ def test_the_tls_proxy_settings_render(tmp_path: Path) -> None:
     assert http.public_url == url
 
 
+def test_several_collectors_on_postgresql_render_and_pass_the_collectors_check(
+    tmp_path: Path,
+) -> None:
+    """A PostgreSQL store with its password file, a node id and lease, the events' shared group:
+    the rendered config passes ``kerbside-collector check`` with the files the role writes."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    write_collector_setup(etc, port=1883, topic_root="t")  # a valid site.yaml
+    for name in ("mqtt.pass", "store.pass"):
+        (etc / name).write_text("secret\n")
+    (etc / "tokens.yaml").write_text("[]\n")
+    url = "postgresql://kerbside@db.internal:5432/kerbside"
+    path = render(
+        tmp_path,
+        {},
+        kerbside_collector_config_dir=str(etc),
+        kerbside_collector_store_url=url,
+        kerbside_collector_store_password="secret",
+        kerbside_collector_node_id="collector-b",
+        kerbside_collector_lease_s=15,
+    )
+    assert "secret" not in path.read_text()
+    checked = subprocess.run(
+        [sys.executable, "-m", "kerbside.collector.cli", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "store postgresql://kerbside@db.internal:5432/kerbside" in checked.stdout
+    assert "cluster node collector-b" in checked.stdout
+    config = load_config(path)
+    assert config.store.url == url
+    assert config.store.password_file == etc / "store.pass"
+    assert config.cluster is not None
+    assert (config.cluster.node_id, config.cluster.lease_s) == ("collector-b", 15)
+    assert config.mqtt.shared_group == "kerbside"
+    # alone (no node id): no cluster, no shared group; SQLite unless a URL is given
+    alone = load_config(render(tmp_path, {}))
+    assert (alone.cluster, alone.mqtt.shared_group, alone.store.url) == (None, None, None)
+
+
 # -- Grafana: the role's own provisioning tasks, run on this machine into a stand-in Grafana ----
 
 
