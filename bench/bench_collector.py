@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
 from tests.helpers import Mosquitto
 
@@ -644,7 +645,7 @@ def street_precision_recall(work: Path, port: int, hours: float) -> tuple[float,
     db = sqlite3.connect(work / "collector.db")
     alerts = [json.loads(r[0]) for r in db.execute("SELECT record FROM alerts")]
     db.close()
-    alerts = [a for a in alerts if a["kind"] in ("overstay", "unpaid", "expired", "suspended")]
+    alerts = [a for a in alerts if a["kind"] in ALERT_KINDS]
     truth = [t for t in truth if parse_instant(t["due_at"]) <= cutoff]
     alerts = [a for a in alerts if parse_instant(a["raised_at"]) <= cutoff]
     unmatched = list(truth)

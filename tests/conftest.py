@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,6 +10,26 @@ from kerbside.collector.store import Store
 from kerbside.collector.store.postgres import migrate
 from tests.helpers import Mosquitto, topic_root_for
 from tests.pg import KINDS, Stores, create_database, database_name, drop_database, empty
+
+# Under pytest-xdist (``-n 2 --dist loadscope``) a module's tests go to one worker together, so
+# its module-scoped fixtures (a collector, a street, a browser) are made once. The modules of
+# these directories share session fixtures (tests/ansible: the debootstrap roots and playbook
+# runs of one deployment): each directory is one unit, so one worker builds them once.
+SHARED_SCOPES = ("tests/ansible/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # noqa: PLC0415 (only under xdist)
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no types
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return next((d for d in SHARED_SCOPES if module.startswith(d)), module)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ import pytest
 
 from kerbside.core.version import VERSION
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROGRAMS = {

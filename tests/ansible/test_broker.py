@@ -28,7 +28,7 @@ QUIET_S = 1.5  # how long "nothing arrives" is watched for
 
 # The first test waits for the session's deployment (debootstrap on a fresh machine, two
 # ansible-playbook runs); the suite-wide 300 s is for single tests.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 @dataclass

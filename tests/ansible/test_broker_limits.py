@@ -26,6 +26,8 @@ from kerbside.edge.outbox import ROW_OVERHEAD
 from tests.ansible.conftest import make_tls, render_role_templates
 from tests.helpers import MqttRecorder, free_port, stop_process, wait_for_port
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 ROOT = "kerbside/v1"
 MIB = 1024 * 1024
 PASSWORDS = {"collector": "collector-pw-test", "gw-a": "a-pw-test", "gw-b": "b-pw-test"}

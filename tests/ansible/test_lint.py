@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.ansible.conftest import ANSIBLE_DIR, ansible_env
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def test_ansible_lint_production_profile_is_clean() -> None:

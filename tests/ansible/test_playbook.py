@@ -17,7 +17,7 @@ from tests.ansible.conftest import GATEWAY, SITE, Deployment
 
 # The first test waits for the session's deployment (debootstrap on a fresh machine, two
 # ansible-playbook runs); the suite-wide 300 s is for single tests.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 def test_site_applies_then_reapplies_with_no_change(deployment: Deployment) -> None:

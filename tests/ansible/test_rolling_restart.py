@@ -26,7 +26,7 @@ from tests.ansible.conftest import GATEWAY, Broker, Deployment
 from tests.ansible.targets import in_root
 from tests.helpers import wait_for_port
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 RUN_S = 10.0  # agent uptime between restarts

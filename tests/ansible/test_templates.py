@@ -26,6 +26,8 @@ from tests import grafana as grafana_dashboard
 from tests.ansible.conftest import ANSIBLE_DIR, ansible_env, render_role_templates
 from tests.helpers import Mosquitto, free_port, stop_process, wait_for_port, write_collector_setup
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 ROLE = ANSIBLE_DIR / "roles" / "kerbside_collector"
 
 

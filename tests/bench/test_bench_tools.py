@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from common import BenchError, Row, WaitTimeoutError, attempt, wait_until
 from spread import RunRows, merge, merge_text
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 def test_wait_until_returns_once_the_condition_holds() -> None:
     ready_at = time.monotonic() + 0.2

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import write_collector_setup
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 COLLECTOR = [sys.executable, "-m", "kerbside.collector.cli"]
 

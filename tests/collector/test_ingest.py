@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.config import load_config
@@ -18,6 +19,8 @@ from kerbside.collector.runtime import Collector, serve
 from kerbside.core.site import load_site
 from tests.helpers import Mosquitto, present, wait_until_async, write_collector_setup
 from tests.helpers import occupancy_event as event
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 class Client:
@@ -31,17 +34,18 @@ class Client:
         self.client.on_message = self._on_message
         self._subscribe = subscribe
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert self._ready.wait(10)
-        time.sleep(0.2)  # let the SUBACK land
+        assert self._ready.wait(10), "no CONNACK, or no SUBACK for " + str(subscribe)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if self._subscribe:
-            client.subscribe(self._subscribe, 1)
-        self._ready.set()
+            client.subscribe(self._subscribe, 1)  # ready once its SUBACK is back
+        else:
+            self._ready.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:

@@ -33,6 +33,8 @@ from tests.helpers import (
 )
 from tests.helpers import occupancy_event as event
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 ITEMS: list[Any] = [
     [("m", ("root/gw/gw-1/events", b'{"v":1}', 1, 7, 1, 1764144005120))],
     [("c", True, 3), ("p", 12)],

@@ -26,6 +26,8 @@ from kerbside.collector.link.v5 import Phase, V5Link, gateway_filters
 from kerbside.core.backoff import Backoff
 from tests.helpers import Mosquitto, topic_root_for, wait_until_async
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 class Events:
     """``LinkEvents``, recorded."""

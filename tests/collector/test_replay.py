@@ -14,6 +14,8 @@ from kerbside.collector.cli import main
 from kerbside.collector.replay import replay_lines
 from tests.collector.rules_builders import Journal, make_site
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 SITE_YAML = {
     "site": "camden-demo",
     "timezone": "Europe/London",

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import Mosquitto, start_collector, wait_for_log, write_collector_setup
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def _run(config: Path) -> subprocess.Popen[str]:

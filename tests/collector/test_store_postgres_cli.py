@@ -18,6 +18,8 @@ from kerbside.collector.store.pgschema import VERSION
 from tests.helpers import free_port, write_collector_setup
 from tests.pg import create_database, database_name, drop_database
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 def _collector(*args: str) -> subprocess.CompletedProcess[str]:
     config = Path(args[-1])  # every command here ends with --config FILE

@@ -15,6 +15,8 @@ from tests.collector.store_rows import alert_write, closed, counted, opened, wri
 from tests.helpers import Influxd
 from tests.pg import Stores
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 SITE = """
 site: backfill-test
 timezone: Europe/London

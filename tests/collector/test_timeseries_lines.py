@@ -11,6 +11,8 @@ from kerbside.collector.timeseries import lines as lp
 from kerbside.core.instants import parse_instant
 from tests.helpers import Influxd
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 BAY = BayTags(id="CA-F-PKW-001", zone_id="CA-F", street="Camden High Street, north", kind="paid")
 T0 = parse_instant("2026-11-26T08:00:05.120Z")
 

@@ -25,6 +25,8 @@ from kerbside.collector.timeseries import (
 from kerbside.core.config import ConfigError
 from tests.helpers import Influxd, VictoriaMetrics, free_port
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 @pytest.fixture(scope="module")
 def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:

@@ -15,6 +15,8 @@ from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter, Time
 from kerbside.collector.timeseries import lines as lp
 from tests.helpers import Influxd, RecordingBackoff, wait_until
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 T0 = 1_795_680_000_000
 
 

@@ -12,7 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import free_port, write_collector_setup
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def run_for_a_moment(argv: list[str], log: Path, until: str, journal: bool = False) -> str:

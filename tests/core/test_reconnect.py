@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.reconnect import serve_connection
 from tests.helpers import Mosquitto, RecordingBackoff, free_port, wait_until
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def test_attempts_wait_the_backoff_and_a_connack_resets_it(tmp_path: Path) -> None:

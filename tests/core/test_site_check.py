@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 SITE = [sys.executable, "-m", "kerbside.cli", "site", "check"]
 
 HEAD = """\

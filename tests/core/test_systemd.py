@@ -18,6 +18,8 @@ import pytest
 from kerbside.core.systemd import Notifier
 from tests.helpers import free_port, write_collector_setup
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 @pytest.fixture
 def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:

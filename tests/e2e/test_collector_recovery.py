@@ -26,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.replay import replay_lines
+from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from tests.helpers import Mosquitto, wait_for_log, write_collector_setup
@@ -36,7 +37,7 @@ START = parse_instant("2026-11-26T09:00:00Z")
 SPEED = 12.0
 BAYS = 8
 CONFIRM_MS = 10_000
-ENFORCEMENT = {"overstay", "unpaid", "expired", "suspended"}
+ENFORCEMENT = set(ALERT_KINDS)
 
 
 def street(seed: int, horizon_ms: int) -> list[tuple[int, str, str]]:

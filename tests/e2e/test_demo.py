@@ -22,11 +22,14 @@ from typing import Any
 
 import pytest
 
+from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.demo import find_mosquitto
 from kerbside.demo.broker import mosquitto_conf
 from tests.helpers import MqttRecorder, free_port, stop_process, wait_for_port
 
-ENFORCEMENT = {"overstay", "unpaid", "expired", "suspended"}
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
+ENFORCEMENT = set(ALERT_KINDS)
 
 
 def kerbside_command() -> list[str]:

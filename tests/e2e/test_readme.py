@@ -24,6 +24,8 @@ import pytest
 from kerbside.demo import port_is_free
 from tests.e2e.test_demo import processes_using
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 ROOT = Path(__file__).resolve().parents[2]
 PROGRESS = re.compile(r"\[\s*\d+s\] bays occupied \d+/15")
 # pip install from a warm cache (~75 s here), then the demo until it reports progress; at most:

@@ -32,6 +32,8 @@ from kerbside.edge.sources import Emit, SerialChunk, Source
 from kerbside.edge.sources.serial import Kbs1Decoder
 from tests.helpers import Mosquitto, describe, wait_until_async
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 BIN = Path(sys.executable).parent
 
 

@@ -18,6 +18,8 @@ import pytest
 from kerbside.sim.kbs1 import encode_frame
 from tests.helpers import free_port, wait_until
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 EDGE = [sys.executable, "-m", "kerbside.edge.cli"]
 
 

@@ -14,6 +14,8 @@ import pytest
 from kerbside.edge.model import OccupancyChange, State
 from kerbside.edge.outbox import Outbox, OutboxError, read_epoch
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 def change(i: int) -> OccupancyChange:
     state: State = "occupied" if i % 2 else "vacant"

@@ -7,9 +7,13 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from kerbside.edge.config import EdgeConfig
 from kerbside.edge.publisher import MqttLink
 from tests.helpers import Mosquitto, RecordingBackoff, free_port, wait_until_async
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def test_the_link_waits_its_backoff_between_attempts(tmp_path: Path) -> None:

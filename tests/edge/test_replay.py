@@ -22,6 +22,8 @@ from kerbside.edge.cli import main
 from kerbside.edge.kbs1 import encode_frame
 from kerbside.edge.model import Frame
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 T0 = parse_instant("2026-11-26T08:00:00Z")
 BASE = (120, -300, 380)
 PARKED = (30, -160, 440)

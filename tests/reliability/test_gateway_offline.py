@@ -35,6 +35,7 @@ import pytest
 from kerbside.collector.records import from_journal_dict
 from kerbside.collector.replay import replay_lines
 from kerbside.collector.rules import RulesEngine
+from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
 from kerbside.edge.model import OccupancyChange
@@ -47,7 +48,7 @@ SPEED = 360.0  # an hour in ten seconds
 MIN = 60_000
 DELAY_S = 600  # alert_delay_s: ten simulated minutes, 1.7 s of wall time
 BIN = Path(sys.executable).parent
-ENFORCEMENT = {"overstay", "unpaid", "expired", "suspended"}
+ENFORCEMENT = set(ALERT_KINDS)
 
 
 class Clock:

@@ -24,6 +24,8 @@ from kerbside.sim.ble_backend import SimScannerBackend
 from kerbside.sim.cli import main
 from kerbside.sim.kbs1 import FLAG_BOOT
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 
 @pytest.fixture(scope="module")
 def ble_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,6 +20,8 @@ from kerbside.sim.parking import QUICK, controlled, plan_parking
 from kerbside.sim.street import DEFAULT_START
 from kerbside.sim.truth import load_truth
 
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
+
 SITE = """\
 site: sim-street
 timezone: Europe/London

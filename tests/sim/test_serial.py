@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kerbside.edge.config import load_edge_config
 from kerbside.sim.truth import load_truth
 from tests.sim.simtools import valid_lines
+
+pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 
 def read_frames(path: Path, want: int, timeout: float = 10.0) -> list[bytes]:
