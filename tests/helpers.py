@@ -190,6 +190,13 @@ class Mosquitto:
         self.stop()
         self.start()
 
+    def disconnections(self, client_id: str) -> int:
+        """How many times ``client_id`` has left with a DISCONNECT (the broker has then read
+        everything it sent before it: its acks are taken)."""
+        log = self.workdir / "mosquitto.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text.count(f"Client {client_id} disconnected.")
+
 
 class Influxd:
     """A private InfluxDB 1.x (Debian ``influxd``) on free ports with its data in ``workdir``;

@@ -24,7 +24,13 @@ from kerbside.collector.config import MqttConfig
 from kerbside.collector.link import Message
 from kerbside.collector.link.v5 import Phase, V5Link, gateway_filters
 from kerbside.core.backoff import Backoff
-from tests.helpers import Mosquitto, topic_root_for, wait_until_async
+from tests.helpers import (
+    Mosquitto,
+    RecordingBackoff,
+    topic_root_for,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -188,8 +194,7 @@ async def _session(broker: Mosquitto, root: str) -> None:
     link = V5Link(_config(broker, root))
     events = recorder()
     link.start(events)
-    await wait_until_async(lambda: link.connected, what="the first connection")
-    await asyncio.sleep(0.3)  # its SUBACK
+    await wait_until_async(lambda: link.subscribed, what="the first connection's SUBACK")
     link.stop()
 
 
@@ -207,10 +212,13 @@ def test_acked_messages_are_not_sent_again_and_the_others_are(
         await wait_until_async(lambda: len(events.received) == 300, what="300 messages")
         assert [m.payload for m in events.received] == [f"event {i}".encode() for i in range(300)]
         assert events.batches < 300  # a chunk of the stream is one batch
+        left = broker.disconnections("collector")
         for message in events.received[:200]:  # "committed"
             link.ack(message)
-        await asyncio.sleep(0.3)
-        link.stop()
+        link.stop()  # sends the acks given, then DISCONNECT
+        await wait_until_async(
+            lambda: broker.disconnections("collector") > left, what="the broker saw us leave"
+        )
         again = V5Link(_config(broker, root))
         redelivered = recorder()
         again.start(redelivered)
@@ -220,8 +228,10 @@ def test_acked_messages_are_not_sent_again_and_the_others_are(
         assert [m.payload for m in redelivered.received] == [
             f"event {i}".encode() for i in range(200, 300)
         ]
-        await asyncio.sleep(0.5)
-        assert len(redelivered.received) == 100
+        # nothing else is redelivered: a message sent now arrives next (MQTT keeps the order)
+        await asyncio.to_thread(_gateway, broker.port, root, 1, 300)
+        await wait_until_async(lambda: len(redelivered.received) > 100, what="event 300")
+        assert [m.payload for m in redelivered.received[100:]] == [b"event 300"]
         again.stop()
 
     run(body)
@@ -236,8 +246,7 @@ def test_an_ack_after_a_reconnection_is_not_sent_and_the_broker_redelivers(
         link = V5Link(_config(broker, root), backoff=Backoff(0.1, 0.5))
         events = recorder()
         link.start(events)
-        await wait_until_async(lambda: link.connected, what="connected")
-        await asyncio.sleep(0.3)
+        await wait_until_async(lambda: link.subscribed, what="subscribed")
         await asyncio.to_thread(_gateway, broker.port, root, 10)
         await wait_until_async(lambda: len(events.received) == 10, what="10 messages")
         first = list(events.received)
@@ -280,9 +289,7 @@ def test_publications_come_back_as_their_tokens_once_the_broker_has_them(
 
     try:
         run(body)
-        deadline = time.monotonic() + 10
-        while len(seen) < 501 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(seen) >= 501, what="the 500 alerts and the QoS 0 one")
         assert [s[1] for s in seen[:500]] == [f"alert {i}".encode() for i in range(500)]
         assert (f"{root}/alerts/dead", b"qos 0", False) in seen
     finally:
@@ -294,9 +301,7 @@ def test_publications_come_back_as_their_tokens_once_the_broker_has_them(
     reader.connect("127.0.0.1", broker.port)
     reader.subscribe(f"{root}/bays/#", 1)
     reader.loop_start()
-    deadline = time.monotonic() + 10
-    while not retained and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: retained, what="the retained bay state")
     reader.loop_stop()
     reader.disconnect()
     assert retained == [b"occupied"]
@@ -309,15 +314,17 @@ def test_a_broker_down_then_back_is_reconnected_with_backoff_and_said_once(
     broker = Mosquitto(tmp_path / "mosquitto")  # not started yet: the port is closed
 
     async def body() -> None:
-        link = V5Link(_config(broker, root), backoff=Backoff(0.05, 0.2))
+        backoff = RecordingBackoff(0.05, 0.2)
+        link = V5Link(_config(broker, root), backoff=backoff)
         events = recorder()
         link.start(events)
-        await asyncio.sleep(1.0)  # several attempts
-        assert link.phase is Phase.WAITING
+        await wait_until_async(
+            lambda: backoff.failures >= 4 and link.phase is Phase.WAITING, what="four attempts"
+        )
+        assert backoff.spaced([at for at, _ in backoff.given])
         assert events.connections == []
         await asyncio.to_thread(broker.start)
-        await wait_until_async(lambda: link.connected, what="connected")
-        await asyncio.sleep(0.3)
+        await wait_until_async(lambda: link.subscribed, what="subscribed")
         await asyncio.to_thread(_gateway, broker.port, root, 5)
         await wait_until_async(lambda: len(events.received) == 5, what="5 messages")
         link.stop()
@@ -370,10 +377,11 @@ def test_a_refused_login_is_said_with_the_brokers_reason(
     ).start()
 
     async def body() -> None:
-        link = V5Link(_config(broker, root, username="nobody"), backoff=Backoff(0.2, 1.0))
+        backoff = RecordingBackoff(0.2, 1.0)
+        link = V5Link(_config(broker, root, username="nobody"), backoff=backoff)
         events = recorder()
         link.start(events)
-        await asyncio.sleep(1.0)
+        await wait_until_async(lambda: backoff.failures >= 2, what="two refused attempts")
         assert not link.connected
         assert events.connections == []
         link.stop()
@@ -403,16 +411,19 @@ def test_collectors_sharing_a_subscription_get_each_message_once_between_them(
         for link, recorded in zip(links, events, strict=True):
             link.start(recorded)
         await wait_until_async(
-            lambda: all(link.connected for link in links), None, "both connected"
+            lambda: all(link.subscribed for link in links), None, "both subscribed"
         )
-        await asyncio.sleep(0.3)
         await asyncio.to_thread(_gateway, broker.port, root, 200)
         await wait_until_async(
             lambda: sum(len(e.received) for e in events) == 200, None, "200 between them"
         )
-        await asyncio.sleep(0.3)
+        # none twice: 100 more, and each of the 300 came to one of them, once
+        await asyncio.to_thread(_gateway, broker.port, root, 100, 200)
+        await wait_until_async(
+            lambda: sum(len(e.received) for e in events) >= 300, None, "300 between them"
+        )
         payloads = [m.payload for e in events for m in e.received]
-        assert sorted(payloads) == sorted(f"event {i}".encode() for i in range(200))
+        assert sorted(payloads) == sorted(f"event {i}".encode() for i in range(300))
         assert all(e.received for e in events)  # the broker shared them
         for link in links:
             link.stop()
@@ -444,7 +455,7 @@ def test_the_broker_drops_a_packet_over_the_maximum_we_announced(
         await asyncio.to_thread(publish_two)
         big.start(events)
         await wait_until_async(lambda: len(events.received) >= 1, what="the small one")
-        await asyncio.sleep(0.3)
+        # the big one was published first: had the broker let it through, it came before
         assert [m.payload for m in events.received] == [b"small"]
         assert big.connected
         big.stop()

@@ -160,6 +160,7 @@ class BrokerLink:
             client.tls_set(ca_certs=str(config.tls.ca), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
+        client.on_subscribe = self._handle_subscribe
         client.on_message = self._handle_message
         client.on_publish = self._handle_publish
         return client
@@ -305,6 +306,16 @@ class BrokerLink:
                 self.config.port,
                 reason,
             )
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any
+    ) -> None:
+        topics = [topic for topic, _ in gateway_subscriptions(self.config)]
+        refused = [t for t, r in zip(topics, reasons, strict=False) if r.is_failure]
+        if refused:
+            log.error("broker refused the subscription to %s", ", ".join(refused))
+        else:
+            log.info("subscribed to %s", ", ".join(topics))
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

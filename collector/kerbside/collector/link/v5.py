@@ -117,6 +117,7 @@ class V5Link:
         self._transport: asyncio.Transport | None = None
         self._connack: asyncio.Future[mqtt5.ConnAckPacket] | None = None
         self._generation = 0
+        self._subscribed_generation = -1  # the connection whose SUBACK granted every filter
         self._buffer = b""
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -133,6 +134,12 @@ class V5Link:
     @property
     def connected(self) -> bool:
         return self.phase is Phase.CONNECTED
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker granted every subscription on this connection (from then
+        on a gateway's message reaches us even on a session that was new)."""
+        return self.connected and self._subscribed_generation == self._generation
 
     # -- the Transport -----------------------------------------------------------------------
 
@@ -336,9 +343,14 @@ class V5Link:
         elif isinstance(packet, mqtt5.ConnAckPacket):
             self._connected(packet)
         elif isinstance(packet, mqtt5.SubAckPacket):
+            refused = 0
             for pattern, code in zip(self.subscriptions, packet.reason_codes, strict=False):
                 if int(code) >= 0x80:
+                    refused += 1
                     log.error("broker refused the subscription to %s: %s", pattern, code.name)
+            if not refused:
+                self._subscribed_generation = self._generation
+                log.info("subscribed to %s", ", ".join(self.subscriptions))
         elif isinstance(packet, mqtt5.DisconnectPacket):
             detail = f" ({packet.reason_str})" if packet.reason_str else ""
             log.warning("the broker ended the connection: %s%s", packet.reason_code.name, detail)
