@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,10 +55,12 @@ class Watcher:
         self.client.on_message = lambda c, u, m: self.messages.append(
             (m.topic, json.loads(m.payload))
         )
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(f"{root}/#", 1)
         self.client.loop_start()
-        time.sleep(0.3)  # the SUBACK
+        assert subscribed.wait(10), "no SUBACK"
 
     def on(self, suffix: str) -> list[dict[str, Any]]:
         return [body for topic, body in list(self.messages) if topic.endswith(suffix)]
@@ -153,6 +156,11 @@ def test_a_journal_record_that_cannot_be_read_is_skipped_and_reported_at_start(
     )
 
 
+def _refused_batches(live: LiveCollector) -> int:
+    """Batches the collector could not commit, by its log."""
+    return live.log.read_text(errors="replace").count("messages not committed; again in")
+
+
 def test_a_full_disk_fails_commits_without_losing_anything_and_ingest_resumes(
     tmp_path: Path,
     small_disk: Path,  # noqa: F811 (the fixture imported above)
@@ -196,10 +204,14 @@ def test_a_full_disk_fails_commits_without_losing_anything_and_ingest_resumes(
         assert health["status"] == "down"
         # 60 events while nothing can be stored: none is counted, none acknowledged
         now = _now()
+        failed = _refused_batches(live)
         live.publish_events(
             [(f"B00{2 + i % 3}", ("occupied", "vacant")[i // 3 % 2], now + i) for i in range(60)]
         )
-        time.sleep(2)
+        # the collector takes them and cannot commit them: it says so, and tries again later
+        wait_until(
+            lambda: _refused_batches(live) >= failed + 2, what="batches refused by the full store"
+        )
         assert _metric(live, "kerbside_events_in_total") == taken
         with live.client("officer") as c:
             # memory is as the store is: the alert the refused payment would have cleared is

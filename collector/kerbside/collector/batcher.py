@@ -19,6 +19,7 @@ from kerbside.collector.core import Flow
 from kerbside.collector.cycle import Cycle
 from kerbside.collector.link import Message
 from kerbside.collector.outbox import Outbox
+from kerbside.core.backoff import Backoff
 from kerbside.core.instants import Instant
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ HOLD_MAX_S = 10.0
 # The least time from the start of one batch to the start of the next when the batch was not
 # full: a commit costs an fsync and a few ms of bookkeeping whatever its size.
 BATCH_GATHER_S = 0.05
-# A batch whose commit failed (disk full) is tried again after this, doubling up to the last.
+# A batch whose commit failed (disk full) is tried again after core's Backoff: 0.5 s doubling
+# to 5 s (jittered: collectors sharing a database do not all retry in the same instant).
 RETRY_S = (0.5, 5.0)
 
 
@@ -115,6 +117,8 @@ async def gather_batches(
     most: int,
     hold: Hold,
     due: asyncio.Event,
+    *,
+    retry: Backoff | None = None,
 ) -> None:
     """Take what has arrived (up to ``most`` messages) and process it as one unit of work.
 
@@ -122,7 +126,7 @@ async def gather_batches(
     the batcher for the alarm, which also sets ``due``). A batch whose commit fails is tried
     again, before anything after it, until the store takes it."""
     carry: list[Message] = []
-    failures = 0
+    retry = retry or Backoff(*RETRY_S)
     while True:
         if not carry:
             if hold.holding:
@@ -158,13 +162,12 @@ async def gather_batches(
         except Exception:
             # Nothing was acknowledged and the core is as the store is: try the same batch
             # again (the broker sends nothing new once our receive window is full of it).
-            failures += 1
-            wait = min(RETRY_S[0] * 2 ** (failures - 1), RETRY_S[1])
+            wait = retry.next()
             log.exception("batch of %d messages not committed; again in %.1f s", len(batch), wait)
             carry = batch + carry
             await asyncio.sleep(wait)
             continue
-        failures = 0
+        retry.reset()
         remaining = began + BATCH_GATHER_S - time.monotonic()
         if carry or remaining <= 0 or due.is_set():
             await asyncio.sleep(0)

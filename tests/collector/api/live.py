@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
 from kerbside.core.instants import format_instant
-from tests.helpers import Mosquitto, free_port, wait_for_port, write_collector_setup
+from tests.helpers import Mosquitto, free_port, wait_for_port, wait_until, write_collector_setup
 
 ROLES = ("officer", "analyst", "admin", "provider")
 
@@ -72,6 +71,7 @@ class LiveCollector:
 
     def start(self) -> LiveCollector:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        subscribed = self._subscriptions()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "kerbside.collector.cli", "run", "--config",
@@ -82,10 +82,15 @@ class LiveCollector:
             wait_for_port(self.port, timeout=30)
         except TimeoutError:
             raise RuntimeError(self.log.read_text()[-3000:]) from None
-        # Ready when the broker link is up (and its subscription with it).
+        # Ready when the broker link is up and the broker granted its subscription.
         self.wait_for(None, "/healthz", lambda h: h.get("broker") == "ok", timeout=20)
-        time.sleep(0.3)
+        wait_until(lambda: self._subscriptions() > subscribed, 20, "the collector's SUBACK")
         return self
+
+    def _subscriptions(self) -> int:
+        """SUBACKs the collector has logged so far (its log is kept across restarts)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return text.count("link.v5: subscribed to") + text.count("link.child: subscribed to")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -136,16 +141,21 @@ class LiveCollector:
     ) -> Any:
         """Poll ``GET path`` (as ``role``, or with no token) until ``pred(json)`` is truthy;
         return that json."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
+        answers: list[Any] = []
+
+        def answered() -> bool:
+            r = c.get(path, params=params)
+            if r.status_code in (200, 503):
+                answers.append(r.json())
+                return bool(pred(answers[-1]))
+            return False
+
         with self.client(role) as c:
-            while time.monotonic() < deadline:
-                r = c.get(path, params=params)
-                if r.status_code in (200, 503):
-                    last = r.json()
-                    if pred(last):
-                        return last
-                time.sleep(0.1)
-        raise AssertionError(
-            f"timed out waiting on {path}: last {last}\n{self.log.read_text()[-2000:]}"
-        )
+            try:
+                wait_until(answered, timeout, every=0.1)
+            except AssertionError:
+                last = answers[-1] if answers else None
+                raise AssertionError(
+                    f"waited on {path}: last {last}\n{self.log.read_text()[-2000:]}"
+                ) from None
+        return answers[-1]
