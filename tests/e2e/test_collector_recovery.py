@@ -29,7 +29,7 @@ from kerbside.collector.replay import replay_lines
 from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
-from tests.helpers import Mosquitto, wait_for_log, write_collector_setup
+from tests.helpers import Mosquitto, wait_for_log, wait_until, write_collector_setup
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
@@ -122,7 +122,7 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
         rng = random.Random(3)
         for seq, (at, bay, state) in enumerate(changes, 1):
             confirmed = at + CONFIRM_MS
-            while fake_now() < confirmed:
+            while fake_now() < confirmed:  # the gateway sends each event when it is confirmed
                 time.sleep(0.02)
             body = {
                 "v": 1,
@@ -153,7 +153,7 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
         # five kills at least, mid-stream while the gateway publishes (the street lasts about
         # 22 s of wall time), and any still to come while its deadlines fall due
         while publisher.is_alive() or kills < 5:
-            time.sleep(random.Random(kills).uniform(2.0, 3.5))
+            time.sleep(random.Random(kills).uniform(2.0, 3.5))  # a kill at a random instant
             if not publisher.is_alive() and kills >= 5:
                 break
             proc.send_signal(signal.SIGKILL)
@@ -163,8 +163,9 @@ def test_sigkill_mid_stream_loses_nothing_and_alerts_equal_replay(
             proc = start_collector()
         publisher.join()
         # let the clock pass every deadline the street set up, then stop cleanly
-        while fake_now() < horizon + 35_000:
-            time.sleep(0.1)
+        wait_until(
+            lambda: fake_now() >= horizon + 35_000, 120, "the street's last deadline", every=0.1
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

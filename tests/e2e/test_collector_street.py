@@ -23,7 +23,7 @@ import yaml
 from kerbside.collector.replay import replay_lines
 from kerbside.core.instants import parse_instant
 from kerbside.core.site import load_site
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,11 +85,16 @@ def test_street_through_edge_agents_into_the_collector(
                     stderr=subprocess.STDOUT,
                 )
             )
-        deadline = time.monotonic() + 30
-        while not all((tmp_path / f"edge-{g}.yaml").exists() for g in GATEWAYS):
-            assert time.monotonic() < deadline, "the simulator did not start"
-            time.sleep(0.1)
-        time.sleep(1)
+        # each simulator writes its agent's config, then its plan (each file whole at once)
+        wait_until(
+            lambda: all(
+                (tmp_path / f"{kind}-{g}.{ext}").exists()
+                for g in GATEWAYS
+                for kind, ext in (("edge", "yaml"), ("plan", "json"))
+            ),
+            30,
+            "the simulators' configs and plans",
+        )
         visits, rights = [], []
         for gateway in GATEWAYS:
             plan = json.loads((tmp_path / f"plan-{gateway}.json").read_text())
@@ -128,7 +133,7 @@ def test_street_through_edge_agents_into_the_collector(
             for g in GATEWAYS
         ]
         started = time.time()
-        time.sleep(RUN_S)
+        time.sleep(RUN_S)  # the street runs for this long on purpose: its drivers come and go
         ended = int(time.time() * 1000)
     finally:
         for proc in reversed(procs):  # agents first (clean stop), then collector, then sims

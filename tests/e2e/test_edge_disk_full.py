@@ -66,9 +66,12 @@ class Events:
         self.lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex}")
         self.client.on_message = self._message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(f"{root}/gw/gw-disk/#", qos=1)
         self.client.loop_start()
+        assert subscribed.wait(10), "no SUBACK"
 
     def _message(self, client: object, userdata: object, message: mqtt.MQTTMessage) -> None:
         body = json.loads(message.payload)
@@ -122,7 +125,7 @@ def test_a_full_disk_is_survived_and_nothing_is_lost(
         """A fault (unknown at once), then readings that confirm the bay vacant again."""
         frame(FAULT)
         for _ in range(3):
-            time.sleep(0.15)
+            time.sleep(0.15)  # a sensor's readings come apart in time; the detector needs that
             frame(0)
 
     try:
@@ -135,7 +138,9 @@ def test_a_full_disk_is_survived_and_nothing_is_lost(
         for _ in range(5):
             two_changes()
         wait_until(lambda: "holding" in log.read_text(), 20, "the agent to say the disk is full")
-        time.sleep(0.5)
+        # the agent has published since (a health message), and still no event
+        health = len(events.health)
+        wait_until(lambda: len(events.health) > health, 10, "a health message after holding")
         assert agent.poll() is None, log.read_text()
         assert events.count() == 6  # nothing could be numbered and stored: nothing went out
         said = next(x for x in log.read_text().splitlines() if "holding" in x)

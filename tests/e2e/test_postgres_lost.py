@@ -89,7 +89,7 @@ def test_a_lost_database_stops_acknowledgements_and_nothing_is_lost_when_it_retu
             body = occupancy_event(n, bay, state, start + n * 100)
             assert gateway.publish(f"{topic_root}/gw/gw-1/events", json.dumps(body).encode())
             published.append(body["event_id"])
-            time.sleep(EVERY_S)
+            time.sleep(EVERY_S)  # a gateway's pace
 
     try:
         wait_for_log(log, "collector started", proc)
@@ -115,9 +115,14 @@ def test_a_lost_database_stops_acknowledgements_and_nothing_is_lost_when_it_retu
         assert sorted(stored(database.url)) == sorted(first_half)
 
         database.stop()
+        failed = log.read_text(errors="replace").count("not committed; again in")
         publish(HALF + 1, 2 * HALF)  # reaches the collector, which cannot store it
         wait_until(lambda: health(http)[0] == 503, timeout=30, every=0.2)
-        time.sleep(1)
+        wait_until(
+            lambda: log.read_text(errors="replace").count("not committed; again in") > failed,
+            30,
+            "the collector to try the second half and fail",
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         database.start()
