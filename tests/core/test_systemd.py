@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.core.systemd import Notifier
-from tests.helpers import free_port, write_collector_setup
+from tests.helpers import free_port, wait_until, write_collector_setup
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -28,6 +28,12 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.settimeout(10)
     yield sock
     sock.close()
+
+
+def _state(pid: int) -> str:
+    """The process's state letter from /proc (T: stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def receive_until(sock: socket.socket, wanted: str, timeout: float = 15) -> list[str]:
@@ -80,7 +86,7 @@ def test_the_agent_is_ready_and_keeps_the_watchdog_fed_until_it_stalls(
         assert got.count("WATCHDOG=1") >= 1
         receive_until(notify_socket, "WATCHDOG=1")  # and again
         agent.send_signal(signal.SIGSTOP)  # a stalled process sends nothing
-        time.sleep(0.3)
+        wait_until(lambda: _state(agent.pid) == "T", what="the agent stopped")
         notify_socket.settimeout(0.05)
         while True:  # drain what was sent before the stop
             try:

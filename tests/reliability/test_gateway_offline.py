@@ -65,6 +65,7 @@ class Clock:
         return self.start + int((time.time() * 1000 - self.anchor) * SPEED)
 
     def wait(self, instant: int) -> None:
+        """Until the simulated clock reaches ``instant`` (time passing is the test's subject)."""
         while self.now() < instant:
             time.sleep(0.02)
 

@@ -14,6 +14,7 @@ import pytest
 
 from kerbside.edge.config import load_edge_config
 from kerbside.sim.truth import load_truth
+from tests.helpers import wait_until
 from tests.sim.simtools import valid_lines
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
@@ -77,13 +78,8 @@ def test_serve_read_vanish_return_and_stop(tmp_path: Path) -> None:
         before = os.readlink(links[0])
         read_frames(links[0], 2)
         proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 5
-        while links[0].is_symlink() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not links[0].exists()  # vanished
-        while not links[0].is_symlink() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert links[0].is_symlink()  # and returned, under the same name
+        wait_until(lambda: not links[0].exists(), 5, "the port vanished", every=0.02)
+        wait_until(links[0].is_symlink, 5, "the port back under the same name")
         assert read_frames(links[0], 2)
         assert before.startswith("/dev/pts/")
     finally:
