@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, write_collector_setup
+from tests.helpers import free_port, wait_until, write_collector_setup
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -30,11 +29,15 @@ def run_for_a_moment(argv: list[str], log: Path, until: str, journal: bool = Fal
             env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
         proc = subprocess.Popen(argv, stderr=out, env=env)
     try:
-        deadline = time.monotonic() + 20
-        while until not in log.read_text():
+
+        def logged() -> bool:
             assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+            return until in log.read_text()
+
+        try:
+            wait_until(logged, 20, f"{until!r} logged")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()}") from None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

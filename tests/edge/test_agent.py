@@ -56,7 +56,7 @@ class ScriptedSource(Source):
     async def run(self, emit: Emit) -> None:
         for data in self.chunks:
             emit(SerialChunk(self.src, now_ms(), data))
-            await asyncio.sleep(self.gap_s)
+            await asyncio.sleep(self.gap_s)  # a serial port's bytes come apart in time
         self.done.set()
         await asyncio.Event().wait()
 

@@ -148,7 +148,7 @@ def test_an_append_that_returned_survives_the_process_being_killed(tmp_path: Pat
         for i in range(50):
             outbox.append([OccupancyChange("B", "S", "vacant", i, i + 1)])
         print(outbox.epoch, flush=True)
-        time.sleep(60)
+        time.sleep(60)  # killed long before
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -23,6 +23,7 @@ from kerbside.edge.config import load_edge_config
 from kerbside.sim.ble_backend import SimScannerBackend
 from kerbside.sim.cli import main
 from kerbside.sim.kbs1 import FLAG_BOOT
+from tests.helpers import wait_until_async
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -70,10 +71,8 @@ def test_backend_runs_under_bleak_scanner(ble_capture: Path) -> None:
             lambda d, a: seen.append((d, a)), backend=SimScannerBackend, feed=feed
         )
         async with scanner:
-            for _ in range(200):
-                await asyncio.sleep(0.01)
-                if len(seen) == len(records(ble_capture)):
-                    break
+            expected = len(records(ble_capture))
+            await wait_until_async(lambda: len(seen) >= expected, 2, "every advert of the capture")
         return str(scanner.backend_id)
 
     assert asyncio.run(scan()) == "SimScannerBackend"
@@ -113,7 +112,7 @@ def test_passive_needs_or_patterns_and_filters(ble_capture: Path, tmp_path: Path
             feed=f"capture:{other}?speed=0",
         )
         async with scanner:
-            await asyncio.sleep(0.2)
+            await wait_until_async(lambda: seen, 2, "adverts through the filter")
 
     asyncio.run(scan())
     assert seen
@@ -129,13 +128,13 @@ def test_stall_until_restarted(ble_capture: Path) -> None:
         seen: list[AdvertisementData] = []
         scanner = BleakScanner(lambda d, a: seen.append(a), backend=SimScannerBackend, feed=feed)
         await scanner.start()
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # past stall_after: the feed has gone deaf by now
         counts.append(len(seen))
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # and stays deaf: a window in which nothing may arrive
         counts.append(len(seen))  # deaf: nothing more
         await scanner.stop()
         await scanner.start()  # what a watchdog does
-        await asyncio.sleep(0.6)
+        await wait_until_async(lambda: len(seen) > counts[1], 2, "adverts after the restart")
         counts.append(len(seen))
         await scanner.stop()
 
@@ -186,10 +185,7 @@ def test_socket_feed_from_live_sim(tmp_path: Path) -> None:
                 lambda d, a: seen.append(a), backend=SimScannerBackend, feed=f"socket:{sock}"
             )
             async with scanner:
-                for _ in range(100):
-                    await asyncio.sleep(0.05)
-                    if len(seen) >= 6:
-                        break
+                await wait_until_async(lambda: len(seen) >= 6, 5, "six adverts from the sim")
 
         asyncio.run(scan())
         assert len(seen) >= 6
