@@ -34,12 +34,17 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until something listens on ``host:port``; TimeoutError (a server that did not start)."""
+
+    def listening() -> bool:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+            return True
+        return False
+
+    try:
+        wait_until(listening, timeout, f"{host}:{port} listening")
+    except AssertionError as exc:
+        raise TimeoutError(f"nothing listening on {host}:{port}: {exc}") from None
 
 
 T = TypeVar("T")
@@ -368,11 +373,15 @@ def wait_for_log(
     log: Path, text: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 30
 ) -> None:
     """Until ``text`` is in ``log``; fails (with the log) on timeout or if ``proc`` exits."""
-    deadline = time.monotonic() + timeout_s
-    while text not in log.read_text(errors="replace"):
-        assert proc is None or proc.poll() is None, log.read_text(errors="replace")
-        assert time.monotonic() < deadline, f"{text!r} not logged: {log.read_text()}"
-        time.sleep(0.05)
+
+    def logged() -> bool:
+        assert proc is None or proc.poll() is None, f"exited ({proc.poll()}) before {text!r}"
+        return text in log.read_text(errors="replace")
+
+    try:
+        wait_until(logged, timeout_s, f"{text!r} logged")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {log.read_text(errors='replace')}") from None
 
 
 class MqttRecorder:

@@ -159,7 +159,7 @@ def test_agent_restarts_lose_no_event(
             time.sleep(RUN_S)  # each lifetime of the agent lasts this long, on purpose
             seq_at_stop.append(stop(agent))
             agent = start()
-        time.sleep(RUN_S)
+        time.sleep(RUN_S)  # the last lifetime
         seq_at_stop.append(stop(agent))
     finally:
         if agent.poll() is None:

@@ -60,7 +60,7 @@ def test_calls_become_points_and_zone_occupancy_ticks(tmp_path: Path) -> None:
         await asyncio.sleep(interval * 4.5 / 1000)  # zone occupancy ticks as time passes
         switched.append(time.time_ns() // 1_000_000)
         recorder.bay_state(BAYS["B2"], "occupied", switched[0], "gw-1")
-        await asyncio.sleep(interval * 2.5 / 1000)
+        await asyncio.sleep(interval * 2.5 / 1000)  # two more ticks
         await recorder.stop()
 
     asyncio.run(scenario())

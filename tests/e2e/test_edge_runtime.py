@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -318,9 +317,11 @@ def test_broker_outage_and_agent_sigkill_lose_nothing_and_keep_order(
     first.proc.wait()
     killed_at_seq = outbox_state(outbox)[0]
 
+    unreachable = first.log_text().count("unreachable")
     second = start_agent(config, tmp_path / "capture-2.jsonl", log)
     agents.append(second)
-    time.sleep(1.0)
+    # the second agent is up and finds the broker still down
+    wait_until(lambda: second.log_text().count("unreachable") > unreachable, 30, "agent up")
     own_broker.start()  # same port, persistent sessions restored
     wait_until(lambda: outbox_state(outbox)[0] >= killed_at_seq + 3, 30, "events after restart")
     wait_until(lambda: outbox_state(outbox)[1] == 0, 60, "backlog drained")

@@ -53,7 +53,7 @@ def _publish(port: int, root: str, base_ms: int, sent: list[int], stop: threadin
         body = occupancy_event(i + 1, bay, state, base_ms + i)
         infos.append(client.publish(f"{root}/gw/gw-1/events", json.dumps(body), qos=1))
         sent[0] = i + 1
-        time.sleep(max(0.0, began + (i + 1) / RATE - time.monotonic()))
+        time.sleep(max(0.0, began + (i + 1) / RATE - time.monotonic()))  # the gateways' rate
     for info in infos:
         info.wait_for_publish(30)
     client.loop_stop()
@@ -99,7 +99,7 @@ def test_sigkill_under_load_leaves_every_committed_events_points_in_influxdb(
         began = time.monotonic()
         publisher.start()
         for n, at in enumerate(KILL_AT_S):
-            time.sleep(max(0.0, began + at - time.monotonic()))
+            time.sleep(max(0.0, began + at - time.monotonic()))  # the kill's instant
             collector.send_signal(signal.SIGKILL)
             collector.wait(10)
             assert 0 < sent[0] < EVENTS, "the kill fell outside the stream"

@@ -73,7 +73,7 @@ def test_chunks_arrive_in_order_stamped_by_the_clock(tmp_path: Path, ptys: list[
         await wait_until_async(lambda: source.connected)
         for seq in range(20):
             pty.write(frame_bytes("S-1", seq))
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # frames apart in time, as a sensor sends them
         await wait_until_async(
             lambda: sum(len(c.data) for c in got if isinstance(c, SerialChunk)) >= 20
         )

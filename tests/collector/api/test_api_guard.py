@@ -62,7 +62,7 @@ def test_a_request_head_not_sent_in_time_is_closed(guarded: ApiServer) -> None:
             trickle.sendall(b"x")
         except OSError:
             break
-        time.sleep(0.2)
+        time.sleep(0.2)  # the trickle's pace
     assert _closed_by_server(trickle, 1.0)
     trickle.close()
     assert all(_closed_by_server(sock, 1.0) for sock in quiet)
