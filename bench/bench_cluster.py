@@ -158,6 +158,11 @@ class Drain(NamedTuple):  # (run.py loads benches outside sys.modules: no datacl
     rate: float  # events/s, first journaled to last followed
     collector_ms: float  # collectors' CPU per event
     postgres_ms: float  # the PostgreSQL server's CPU per event
+    wal_bytes: float  # WAL written per event
+    stored_bytes: float  # the database's growth per event (tables and indexes)
+
+
+_SIZES = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_database_size(current_database())"
 
 
 def _drain(
@@ -181,6 +186,8 @@ def _drain(
         return journaled >= total and followed >= used
 
     pg_before = _cpu_s(_server_pids(server))
+    sizes = db.execute(_SIZES).fetchone()
+    assert sizes is not None
     for node in nodes:
         node.start()
     collectors = [n.proc.pid for n in nodes if n.proc is not None]
@@ -196,10 +203,20 @@ def _drain(
     took = time.monotonic() - first
     collector_cpu = _cpu_s(collectors) - cpu_before
     pg_cpu = _cpu_s(_server_pids(server)) - pg_before
+    after = db.execute(_SIZES).fetchone()
+    assert after is not None
     for node in nodes:
         node.stop()
     db.close()
-    return Drain(len(nodes), total / took, 1000 * collector_cpu / total, 1000 * pg_cpu / total)
+    wal, stored = (float(b - a) / total for a, b in zip(sizes, after, strict=True))
+    return Drain(
+        len(nodes),
+        total / took,
+        1000 * collector_cpu / total,
+        1000 * pg_cpu / total,
+        wal,
+        stored,
+    )
 
 
 def _ingest_rows(
@@ -250,6 +267,12 @@ def _ingest_rows(
         Row(
             "CPU per event, two collectors: collectors ms / PostgreSQL ms",
             f"{pair.collector_ms:.3f} / {pair.postgres_ms:.3f}",
+            "report",
+            True,
+        ),
+        Row(
+            "per event, two collectors: WAL bytes / database growth bytes",
+            f"{pair.wal_bytes:.0f} / {pair.stored_bytes:.0f}",
             "report",
             True,
         ),

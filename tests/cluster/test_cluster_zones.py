@@ -8,17 +8,19 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from kerbside.collector.cluster import beat as beat_module
 from kerbside.collector.cluster.leases import Leases, acting_for, plan
 from kerbside.collector.queries import export_journal
 from kerbside.collector.replay import replay_lines
 from kerbside.collector.store import MAINTENANCE_LEASE
+from kerbside.collector.store.pgcluster import Tail
 from kerbside.core.instants import parse_instant
 from tests.cluster.nodes import Clock, Node, make_node, msg
 from tests.helpers import occupancy_event as event
@@ -226,6 +228,7 @@ def street() -> list[tuple[int, str, str]]:
         "B005": [(5, 200)],
         "B006": [(30, 60), (130, 290)],
         "B007": [(50, 170)],
+        "B008": [(145, 160), (170, 185)],  # short visits while the zones have no owner
     }
     out = []
     for bay, spans in stays.items():
@@ -234,12 +237,15 @@ def street() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+@pytest.mark.parametrize("page", [2000, 2])
 def test_a_new_owner_carries_on_where_the_last_stopped_and_alerts_equal_replay(
-    nodes: list[Node], tmp_path: Path, url: str
+    nodes: list[Node], tmp_path: Path, url: str, page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """a runs both zones, saves its rules half-way and dies with some effects stored after the
     save; b ingests while no one owns the zones (alerts fall due meanwhile), takes them over and
-    carries on: every alert raised once, at its true instant, and the alerts equal replay."""
+    carries on: every alert raised once, at its true instant, and the alerts equal replay. With
+    pages of two records, the journal is followed (and a takeover caught up) a bit at a time."""
+    monkeypatch.setattr(beat_module, "TAIL_PAGE", page)
     clock = Clock(T0)
     a = make_node(tmp_path / "a", url, "a", clock, lease_s=0.6)
     b = make_node(tmp_path / "b", url, "b", clock, lease_s=0.6)
@@ -276,6 +282,7 @@ def test_a_new_owner_carries_on_where_the_last_stopped_and_alerts_equal_replay(
         b.cycle.ingest([msg("events", event(n, bay, state, at))])
         published = n
     assert b.zones == []
+    b.follow()  # running, b has read the journal through (it runs no zone of it yet)
     clock.now = T0 + 230_000
     b.node.round()  # takes over: alerts due while the zones had no owner are raised now
     assert b.zones == ["Z1", "Z2"]
@@ -308,3 +315,37 @@ def test_a_new_owner_carries_on_where_the_last_stopped_and_alerts_equal_replay(
         return tuple(a[k] for k in fields)
 
     assert sorted(map(key, live.values())) == sorted(map(key, replayed))
+
+
+def test_an_owner_passes_over_the_journal_of_zones_it_does_not_run(
+    nodes: list[Node], tmp_path: Path, url: str
+) -> None:
+    """Each owner reads its own share of the journal (through journal_zone, a window at a time),
+    not all of it: 25,000 records of another collector's zone are passed over, and the next one
+    of its own is followed."""
+    clock = Clock(T0 + 5_000)
+    a = make_node(tmp_path / "a", url, "a", clock)
+    nodes.append(a)
+    a.node.round()
+    others = 25_000  # more than a window
+    with psycopg.connect(url, autocommit=True) as db, db.transaction():
+        db.execute(
+            "INSERT INTO journal (pos, type, time, watermark, body, zone_id)"
+            " SELECT p, 'occupancy', %s, 0, '{}', 'Z9' FROM generate_series(1, %s) AS p",
+            (T0, others),
+        )
+        db.execute("UPDATE commit_head SET pos = %s", (others,))
+    a.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
+    reads: list[int] = []
+    tail = a.store.cluster.tail
+
+    def counted(after: int, zones: Collection[str], limit: int) -> Tail:
+        found = tail(after, zones, limit)
+        reads.append(len(found.records))
+        return found
+
+    a.store.cluster.tail = counted  # type: ignore[method-assign]
+    a.follow()
+    assert a.node.beat.pos == others + 1
+    assert rows(url, "SELECT state FROM bays WHERE bay_id = 'B001'") == [("occupied",)]
+    assert sum(reads) == 1  # none of the other zone's records was read

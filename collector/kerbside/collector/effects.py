@@ -214,8 +214,9 @@ class Draft:
 
 
 def merged(parts: list[Effects]) -> Effects:
-    """The effects of several cores (zones of one collector, with several collectors) as one
-    unit of work: each kind of row in the order of the parts; counters added up."""
+    """The effects of several steps (zones of one collector, or pages of a zone's journal, with
+    several collectors) as one unit of work: each kind of row in the order of the parts, a bay's
+    row the last one's (as within a step); counters added up."""
     if len(parts) == 1:
         return parts[0]
     counters: dict[str, int] = {}
@@ -225,7 +226,7 @@ def merged(parts: list[Effects]) -> Effects:
     marks = [p.watermark for p in parts if p.watermark is not None]
     return Effects(
         journal=tuple(r for p in parts for r in p.journal),
-        bays=tuple(r for p in parts for r in p.bays),
+        bays=tuple({r[0]: r for p in parts for r in p.bays}.values()),
         state_changes=tuple(r for p in parts for r in p.state_changes),
         sessions=tuple(r for p in parts for r in p.sessions),
         alerts=tuple(r for p in parts for r in p.alerts),

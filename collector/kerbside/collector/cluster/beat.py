@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from kerbside.collector.bayboard import BayBoard
 from kerbside.collector.cluster.leases import Leases
 from kerbside.collector.core import CollectorCore, CoreSettings
-from kerbside.collector.cycle import SNAPSHOT_EVERY_S, Sink
+from kerbside.collector.cycle import SNAPSHOT_COST_FACTOR, SNAPSHOT_EVERY_S, Sink
 from kerbside.collector.effects import Effects, empty, merged
 from kerbside.collector.errors import LeaseLost
 from kerbside.collector.feed import AlertFeed
@@ -87,6 +87,7 @@ class _Step:
     snapshots: dict[str, str] = field(default_factory=dict)  # zone -> its rules (JSON)
     through: int = 0  # the journal position followed
     advanced: bool = False  # it followed records (not only a save of the rules)
+    saving_since: float = 0.0  # when its rules were taken to be saved (monotonic)
 
 
 class Beat:
@@ -295,12 +296,15 @@ class Beat:
                 self._outbox.adopt(self._store.outbox())
 
     def _pages(self, after: int, zones: list[str], upto: int) -> Iterable[list[Followed]]:
+        """The records of ``zones`` (and the zone-less ones) in ``(after, upto]``, by pages."""
         while after < upto:
-            page = [(e, z) for e, z in self._tables.tail(after, zones, TAIL_PAGE) if e.pos <= upto]
-            if not page:
+            tail = self._tables.tail(after, zones, TAIL_PAGE)
+            page = [(e, z) for e, z in tail.records if e.pos <= upto]
+            if page:
+                yield page
+            if tail.through <= after or (not tail.more and not page):
                 return
-            yield page
-            after = page[-1][0].pos
+            after = tail.through
 
     def drop(self, leases: Iterable[str]) -> None:
         """Stop acting for these leases (lost, run out or released): their wardens go, and
@@ -363,11 +367,17 @@ class Beat:
             self._store_pending()
 
     def _follow(self) -> _Step | None:
-        page = self._tables.tail(self.pos, list(self._wardens), TAIL_PAGE)
-        self._more = len(page) == TAIL_PAGE
+        tail = self._tables.tail(self.pos, list(self._wardens), TAIL_PAGE)
+        page = tail.records
+        self._more = tail.more
         saving = bool(self._wardens) and time.monotonic() >= self._next_snapshot
-        if not page and not saving:
-            return None
+        if not page:
+            # a window without our records: read through (the wardens' positions with it)
+            for zone in self._positions:
+                self._positions[zone] = max(self._positions[zone], tail.through)
+            self.pos = max(self.pos, tail.through)
+            if not saving:
+                return None
         step = _Step({})
         if page:
             by_zone: dict[str, list[JournalEntry]] = {}
@@ -377,7 +387,7 @@ class Beat:
                     everyone.append(entry)
                 else:
                     by_zone.setdefault(zone_id, []).append(entry)
-            last = page[-1][0].pos
+            last = tail.through
             for zone_id, core in self._wardens.items():
                 after = self._positions[zone_id]
                 own = by_zone.get(zone_id, [])
@@ -399,6 +409,7 @@ class Beat:
         else:
             step.through = self.pos
         if saving:
+            step.saving_since = time.monotonic()
             step.snapshots = {
                 zone: dumps(data)
                 for core in self._wardens.values()
@@ -500,7 +511,11 @@ class Beat:
                 core = self._wardens.get(zone_id)
                 if core is not None:
                     core.saved(step.through)
-            self._next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+            # as a single collector does: never more often than 50 times what a save takes
+            took = time.monotonic() - (step.saving_since or time.monotonic())
+            self._next_snapshot = time.monotonic() + max(
+                SNAPSHOT_EVERY_S, SNAPSHOT_COST_FACTOR * took
+            )
         self._outbox.committed(committed.outbox, effects.deadletters)
         if committed.changes:
             self._feed.catch_up()

@@ -69,9 +69,16 @@ _HEARTBEAT = (
     " VALUES (%s, clock_timestamp() + make_interval(secs => %s))"
     " ON CONFLICT (node_id) DO UPDATE SET expires = excluded.expires RETURNING node_id"
 )
+# A zone owner's reading: its zones' records (and the zone-less ones) in a window of positions,
+# found through journal_zone (zone_id, pos), so that each collector reads its own share of the
+# journal, not all of it; with the head in the same snapshot (every position up to it is
+# committed), so that a window holding none of its records is passed over.
+TAIL_WINDOW = 20_000
 _TAIL = (
-    "SELECT pos, type, time, watermark, body, zone_id FROM journal WHERE pos > %s"
-    " AND (zone_id IS NULL OR zone_id = ANY(%b::text[])) ORDER BY pos LIMIT %s"
+    "SELECT h.pos, j.pos, j.type, j.time, j.watermark, j.body, j.zone_id FROM commit_head h"
+    " LEFT JOIN LATERAL (SELECT pos, type, time, watermark, body, zone_id FROM journal"
+    " WHERE pos > %s AND pos <= %s AND (zone_id IS NULL OR zone_id = ANY(%b::text[]))"
+    " ORDER BY pos LIMIT %s) j ON true"
 )
 
 
@@ -112,6 +119,16 @@ class Taken:
     epoch: int
     applied_pos: int  # the journal position the zone's committed effects reach
     previous: str | None = None  # the collector that held it before (None: no one)
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """What a zone owner read of the journal: its records, the position it has read through
+    (records of other zones included), and whether the journal goes further."""
+
+    records: list[tuple[JournalEntry, str | None]]
+    through: int
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,15 +208,22 @@ class ClusterTables:
                 _RELEASE + " RETURNING zone_id", (self.node, leases, [held[z] for z in leases])
             )
 
-    def tail(
-        self, after: int, zones: Collection[str], limit: int
-    ) -> list[tuple[JournalEntry, str | None]]:
+    def tail(self, after: int, zones: Collection[str], limit: int) -> Tail:
         """Journal records after ``after`` of ``zones`` or of no zone alone, in order, each with
-        its zone (None: every zone's)."""
-        return [
+        its zone (None: every zone's), at most ``limit``."""
+        upto = after + TAIL_WINDOW
+        found = self._rows(_TAIL, (after, upto, sorted(zones), limit))
+        head = int(found[0][0])
+        records = [
             (JournalEntry(int(p), str(t), int(tm), int(w), str(b)), z)
-            for p, t, tm, w, b, z in self._rows(_TAIL, (after, sorted(zones), limit))
+            for _, p, t, tm, w, b, z in found
+            if p is not None
         ]
+        # a full page: read through its last; else every one of ours up to the window's end or
+        # the head (all committed up to it) is read
+        full = len(records) == limit
+        through = records[-1][0].pos if full else max(after, min(upto, head))
+        return Tail(records, through, through < head)
 
     def head(self) -> int:
         return int(self._rows("SELECT pos FROM commit_head", ())[0][0])

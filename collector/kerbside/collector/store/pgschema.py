@@ -212,6 +212,7 @@ def _to_2(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
 # alive, by heartbeat, share the zones between them.
 _TABLES_3 = """
 ALTER TABLE journal ADD COLUMN IF NOT EXISTS zone_id text COLLATE "C";
+CREATE INDEX IF NOT EXISTS journal_zone ON journal (zone_id, pos);
 ALTER TABLE zone_leases ADD COLUMN IF NOT EXISTS applied_pos bigint NOT NULL DEFAULT 0;
 ALTER TABLE alert_changes ADD COLUMN IF NOT EXISTS node text COLLATE "C" NOT NULL DEFAULT '';
 ALTER TABLE alert_changes ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0;
