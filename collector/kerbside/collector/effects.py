@@ -9,7 +9,7 @@ second); the rarer ones are named.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, NamedTuple
@@ -42,12 +42,38 @@ class SessionStep(Enum):
 SessionOp = tuple[SessionStep, str, Instant, Instant | None]
 
 
+def session_runs(
+    ops: Sequence[SessionOp],
+) -> Iterator[tuple[SessionStep, list[tuple[Any, ...]]]]:
+    """Session steps in order, consecutive ones of one kind together (one ``executemany`` each),
+    as parameters: ``(end, bay_id, start)`` for CLOSE, ``(bay_id, start)`` for the others."""
+    i = 0
+    while i < len(ops):
+        step = ops[i][0]
+        j = i
+        while j < len(ops) and ops[j][0] is step:
+            j += 1
+        if step is SessionStep.CLOSE:
+            yield step, [(op[3], op[1], op[2]) for op in ops[i:j]]
+        else:
+            yield step, [(op[1], op[2]) for op in ops[i:j]]
+        i = j
+
+
 class AlertWrite(NamedTuple):
     """An alert's record after a change (its status, clearing...) and when it was raised."""
 
     record: dict[str, Any]
     raised_at: Instant
     text: str  # the record as canonical JSON, as stored and published
+
+    def row(self) -> tuple[Any, ...]:
+        """As the alerts table holds it: id, kind, status, zone, bay, raised_at, the record."""
+        r = self.record
+        return (
+            r["alert_id"], r["kind"], r["status"], r.get("zone_id"), r.get("bay_id"),
+            self.raised_at, self.text,
+        )  # fmt: skip
 
 
 class AlertNote(NamedTuple):

@@ -42,7 +42,6 @@ A full disk is not the outbox's business: ``append`` raises ``OutboxError`` and 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
@@ -50,6 +49,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from kerbside.core.transaction import immediate
 from kerbside.edge.model import OccupancyChange, event_payload
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,13 @@ class Outbox:
         if "epoch" in rows:
             return str(rows["epoch"]), int(rows.get("last_seq", 0))
         epoch = new_epoch()
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [("epoch", epoch), ("last_seq", "0")],
             )
         log.info("new outbox %s with epoch %s", self.path, epoch)
         return epoch, 0
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
 
     @property
     def depth(self) -> int:
@@ -162,7 +159,7 @@ class Outbox:
         size = sum(len(payload) + ROW_OVERHEAD for _, payload in rows)
         try:
             self._make_room(size)
-            with self._transaction():
+            with immediate(self._db):
                 self._db.executemany("INSERT INTO events (seq, payload) VALUES (?, ?)", rows)
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
         except sqlite3.Error as exc:
@@ -188,7 +185,7 @@ class Outbox:
             freed += length + ROW_OVERHEAD
             dropped += 1
         cursor.close()
-        with self._transaction():
+        with immediate(self._db):
             self._db.execute("DELETE FROM events WHERE seq <= ?", (last,))
         self._depth -= dropped
         self._stored_bytes -= freed
@@ -223,7 +220,7 @@ class Outbox:
         acks = self._pending_acks
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction():
+            with immediate(self._db):
                 freed = self._db.execute(
                     "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events "
                     "WHERE seq IN (SELECT value FROM json_each(?))",
@@ -246,7 +243,7 @@ class Outbox:
     def save_state(self, key: str, value: str) -> None:
         """Keep ``value`` under ``key`` for the next start (one transaction, replacing)."""
         try:
-            with self._transaction():
+            with immediate(self._db):
                 self._db.execute(
                     "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value)
                 )
@@ -257,7 +254,7 @@ class Outbox:
         """Keep several values at once, without an fsync of their own (see module docstring)."""
         try:
             self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction():
+            with immediate(self._db):
                 self._db.executemany(
                     "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", values.items()
                 )
@@ -291,30 +288,3 @@ def _confirmed_ts(payload: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self._rollback()
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            # A COMMIT that fails (a full disk) leaves the transaction open: end it, or every
-            # later BEGIN fails too.
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")

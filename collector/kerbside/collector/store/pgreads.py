@@ -15,9 +15,9 @@ import psycopg
 from kerbside.collector.errors import StoreError
 from kerbside.collector.gateway_stats import summarise
 from kerbside.collector.records import Right, from_journal_dict
-from kerbside.collector.signin import OfficerSession, SignInLink
-from kerbside.collector.store import BayState, StoredRight
+from kerbside.collector.store import BayState
 from kerbside.collector.store.pgconn import Conn, Database, connect
+from kerbside.collector.store.sqlreads import SqlReads, Statement
 from kerbside.core.instants import Instant, format_instant
 
 # One row per (gateway, epoch): event_id is "{gateway_id}:{epoch}:{seq}" (gateway_stats.py).
@@ -30,8 +30,26 @@ GROUP BY gw, epoch
 """
 
 
-class PostgresReads(Database):
+class PostgresReads(SqlReads, Database):
     """Reads and sign-ins over the store's connection (``PostgresStore`` adds the writes)."""
+
+    _SESSION_END = "ended"
+
+    def _read(
+        self, sql: str, params: Sequence[Any] = (), what: str = "read failed"
+    ) -> list[tuple[Any, ...]]:
+        with self._errors(what):
+            return self._connection().execute(sql.replace("?", "%s").encode(), params).fetchall()
+
+    def _write_together(self, statements: Sequence[Statement]) -> int:
+        touched = 0
+        with self._errors("write failed"):
+            db = self._connection()
+            with db.transaction(), db.cursor() as cur:
+                for sql, params in statements:
+                    cur.execute(sql.replace("?", "%s").encode(), params)
+                    touched += cur.rowcount
+        return touched
 
     def bay_states(self, bay_ids: Sequence[str]) -> dict[str, BayState]:
         return {
@@ -93,91 +111,6 @@ class PostgresReads(Database):
                 out[bay_id] = int(first)
         return out
 
-    def sessions(
-        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
-    ) -> list[tuple[Instant, Instant | None, int]]:
-        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
-        sql = "SELECT start, ended, alerts FROM sessions WHERE bay_id = %s"
-        params: list[Any] = [bay_id]
-        if start is not None:
-            sql += " AND (ended IS NULL OR ended > %s)"
-            params.append(start)
-        if end is not None:
-            sql += " AND start < %s"
-            params.append(end)
-        if after is not None:
-            sql += " AND start > %s"
-            params.append(after)
-        sql += " ORDER BY start LIMIT %s"
-        params.append(limit)
-        return [
-            (int(a), None if b is None else int(b), int(c)) for a, b, c in self._rows(sql, params)
-        ]
-
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
-        text = self._one("SELECT record FROM alerts WHERE alert_id = %s", (alert_id,))
-        return None if text is None else dict(json.loads(text))
-
-    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
-        rows = self._rows("SELECT record, history FROM alerts WHERE alert_id = %s", (alert_id,))
-        if not rows:
-            return None
-        return dict(json.loads(rows[0][0])), list(json.loads(rows[0][1]))
-
-    def alerts(
-        self,
-        *,
-        status: str | None = None,
-        zone_id: str | None = None,
-        kind: str | None = None,
-        bay_id: str | None = None,
-        limit: int = 100,
-        after: tuple[int, str] | None = None,
-        kinds: Iterable[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
-        sql = "SELECT record FROM alerts WHERE true"
-        params: list[Any] = []
-        for column, value in (
-            ("status", status),
-            ("zone_id", zone_id),
-            ("kind", kind),
-            ("bay_id", bay_id),
-        ):
-            if value is not None:
-                sql += f" AND {column} = %s"
-                params.append(value)
-        if kinds is not None:
-            sql += " AND kind = ANY(%b::text[])"
-            params.append(list(kinds))
-        if after is not None:
-            sql += " AND (raised_at, alert_id) > (%s, %s)"
-            params.extend(after)
-        sql += " ORDER BY raised_at, alert_id LIMIT %s"
-        params.append(limit)
-        return [dict(json.loads(r[0])) for r in self._rows(sql, params)]
-
-    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        return [
-            (int(i), dict(json.loads(r)))
-            for i, r in self._rows(
-                "SELECT id, record FROM alert_changes WHERE id > %s ORDER BY id LIMIT %s",
-                (after, limit),
-            )
-        ]
-
-    def count_alerts(self, status: str) -> int:
-        return int(self._one("SELECT count(*) FROM alerts WHERE status = %s", (status,)))
-
-    def right(self, right_id: str) -> StoredRight | None:
-        rows = self._rows(
-            "SELECT body, deleted, owner FROM rights WHERE right_id = %s", (right_id,)
-        )
-        if not rows:
-            return None
-        body, deleted, owner = rows[0]
-        return StoredRight(dict(json.loads(body)), bool(deleted), owner)
-
     def rights_for(
         self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
     ) -> list[Right]:
@@ -206,13 +139,6 @@ class PostgresReads(Database):
             n: int(v) for n, v in self._rows("SELECT name, sum(value) FROM counters GROUP BY name")
         }
 
-    def count_events(self) -> int:
-        return int(self._one("SELECT count(*) FROM events"))
-
-    def watermark(self) -> Instant | None:
-        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
-        return None if value is None else int(value)
-
     def gateway_summaries(self) -> list[dict[str, Any]]:
         """On a connection of its own: the API runs it in a worker thread."""
         try:
@@ -227,66 +153,6 @@ class PostgresReads(Database):
         except psycopg.Error as exc:
             raise StoreError(f"{self.name}: read failed: {self._described(exc)}") from exc
         return summarise(heard, rows)
-
-    # -- officers' sign-in (signin.py): single statements, outside the units of work -----------
-
-    def put_officer_session(self, session: OfficerSession) -> None:
-        self._execute(
-            "INSERT INTO officer_sessions (id_sha256, name, token_sha256, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (session.id_sha256, session.name, session.token_sha256, session.created,
-             session.expires),
-        )  # fmt: skip
-
-    def officer_session(self, id_sha256: str) -> OfficerSession | None:
-        rows = self._rows(
-            "SELECT name, token_sha256, created, expires FROM officer_sessions"
-            " WHERE id_sha256 = %s",
-            (id_sha256,),
-        )
-        return None if not rows else OfficerSession(id_sha256, *rows[0])
-
-    def end_officer_session(self, id_sha256: str) -> None:
-        self._execute("DELETE FROM officer_sessions WHERE id_sha256 = %s", (id_sha256,))
-
-    def end_officer_sessions(self, name: str) -> int:
-        with self._errors("write failed"):
-            db = self._connection()
-            with db.transaction(), db.cursor() as cur:
-                cur.execute("DELETE FROM officer_sessions WHERE name = %s", (name,))
-                ended = cur.rowcount
-                cur.execute("DELETE FROM signin_links WHERE name = %s", (name,))
-                return ended + cur.rowcount
-
-    def put_signin_link(self, link: SignInLink) -> None:
-        self._execute(
-            "INSERT INTO signin_links (code_sha256, name, token_sha256, created, expires)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
-        )
-
-    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
-        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
-        with self._errors("write failed"):
-            row = (
-                self._connection()
-                .execute(
-                    "DELETE FROM signin_links WHERE code_sha256 = %s"
-                    " RETURNING name, token_sha256, created, expires",
-                    (code_sha256,),
-                )
-                .fetchone()
-            )
-        return None if row is None else SignInLink(code_sha256, *row)
-
-    def prune_sign_ins(self, now: Instant) -> int:
-        with self._errors("write failed"):
-            db = self._connection()
-            with db.transaction(), db.cursor() as cur:
-                cur.execute("DELETE FROM officer_sessions WHERE expires <= %s", (now,))
-                ended = cur.rowcount
-                cur.execute("DELETE FROM signin_links WHERE expires <= %s", (now,))
-                return ended + cur.rowcount
 
 
 def _state_changes(

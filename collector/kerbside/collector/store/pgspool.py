@@ -11,31 +11,26 @@ dropped and counted, as in the SQLite spool.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
 from kerbside.collector.errors import StoreError
-from kerbside.collector.store.spool import SPOOL_BLOCK
-
-log = logging.getLogger(__name__)
+from kerbside.collector.store.spool import SpoolCount, blocks
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-class PostgresSpool:
+class PostgresSpool(SpoolCount):
     """``LineSpool`` over the ``timeseries_spool`` table; one owner thread."""
 
     def __init__(self, connect: Callable[[], Conn], name: str, max_lines: int) -> None:
-        self.max_lines = max_lines
         self._connect = connect
         self._name = name
         self._db: Conn | None = None
         self._taken: list[tuple[int, int]] = []  # (id, n) of the rows the last head() read
-        self.dropped = 0
-        self._depth = self._count()
+        super().__init__(max_lines, self._count())
 
     def _conn(self) -> Conn:
         if self._db is None or self._db.closed:
@@ -51,21 +46,14 @@ class PostgresSpool:
     def _count(self) -> int:
         return int(self._rows("SELECT coalesce(sum(n), 0) FROM timeseries_spool")[0][0])
 
-    @property
-    def depth(self) -> int:
-        return self._depth
-
-    def grew(self, lines: int) -> None:
-        self._depth += lines
-
     def append(self, lines: Sequence[str]) -> int:
         if not lines:
             return 0
-        blocks = [lines[k : k + SPOOL_BLOCK] for k in range(0, len(lines), SPOOL_BLOCK)]
+        cut = blocks(lines)
         self._rows(
             "INSERT INTO timeseries_spool (n, lines)"
             " SELECT * FROM unnest(%b::integer[], %b::text[]) RETURNING id",
-            ([len(b) for b in blocks], ["\n".join(b) for b in blocks]),
+            ([len(b) for b in cut], ["\n".join(b) for b in cut]),
         )
         self._depth += len(lines)
         return self.trim()
@@ -109,13 +97,7 @@ class PostgresSpool:
             self._rows("DELETE FROM timeseries_spool WHERE id = %s RETURNING id", (row_id,))
             dropped += int(n)
         self._depth -= dropped
-        self.dropped += dropped
-        log.warning(
-            "time-series spool full (%d lines): dropped the %d oldest; "
-            "run `kerbside-collector backfill` for the period once InfluxDB is back",
-            self.max_lines,
-            dropped,
-        )
+        self._note_dropped(dropped)
         return dropped
 
     def close(self) -> None:

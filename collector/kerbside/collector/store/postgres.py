@@ -41,7 +41,7 @@ from typing import Any
 
 import psycopg
 
-from kerbside.collector.effects import AlertWrite, Effects, SessionStep
+from kerbside.collector.effects import AlertWrite, Effects, SessionStep, session_runs
 from kerbside.collector.errors import StoreError, StoreRefused
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
@@ -61,7 +61,7 @@ from kerbside.collector.store import (
 from kerbside.collector.store.opening import public_url
 from kerbside.collector.store.pgconn import Cursor, columns, connect, one_line
 from kerbside.collector.store.pgreads import PostgresReads
-from kerbside.collector.store.spool import SPOOL_BLOCK
+from kerbside.collector.store.spool import blocks
 from kerbside.core.instants import Instant
 
 # Channel NOTIFYed (with the last change id) by every commit that writes alert changes: any
@@ -320,12 +320,11 @@ class PostgresStore(PostgresReads):
                 (self.node, list(work.delivered)),
             )
         if work.lines:
-            lines = work.lines
-            blocks = [lines[k : k + SPOOL_BLOCK] for k in range(0, len(lines), SPOOL_BLOCK)]
+            cut = blocks(work.lines)
             cur.execute(
                 "INSERT INTO timeseries_spool (n, lines)"
                 " SELECT * FROM unnest(%b::integer[], %b::text[])",
-                ([len(b) for b in blocks], ["\n".join(b) for b in blocks]),
+                ([len(b) for b in cut], ["\n".join(b) for b in cut]),
             )
         outbox = None
         if effects.publications:
@@ -421,36 +420,14 @@ class PostgresStore(PostgresReads):
 
     def _write_steps(self, cur: Cursor, effects: Effects) -> None:
         """Session writes in order; consecutive ones of one kind go in one executemany."""
-        ops = effects.sessions
-        i = 0
-        while i < len(ops):
-            step = ops[i][0]
-            j = i
-            while j < len(ops) and ops[j][0] is step:
-                j += 1
-            if step is SessionStep.CLOSE:
-                params: list[tuple[Any, ...]] = [(op[3], op[1], op[2]) for op in ops[i:j]]
-            else:
-                params = [(op[1], op[2]) for op in ops[i:j]]
+        for step, params in session_runs(effects.sessions):
             cur.executemany(_SESSION_SQL[step], params)
-            i = j
 
     def _write_alerts(self, cur: Cursor, effects: Effects) -> None:
         if effects.alerts:
             # one row per alert, its last write (one statement cannot update a row twice)
             last: dict[str, AlertWrite] = {a.record["alert_id"]: a for a in effects.alerts}
-            rows = [
-                (
-                    alert_id,
-                    a.record["kind"],
-                    a.record["status"],
-                    a.record.get("zone_id"),
-                    a.record.get("bay_id"),
-                    a.raised_at,
-                    a.text,
-                )
-                for alert_id, a in sorted(last.items())
-            ]
+            rows = [a.row() for _, a in sorted(last.items())]
             cur.execute(_UPSERT_ALERTS, columns(rows))
         if effects.notes:
             cur.executemany(

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable
 
 from kerbside.collector.errors import StoreRefused
+from kerbside.core.transaction import immediate
 
 VERSION = 4
 
@@ -202,8 +203,7 @@ def prepare(db: sqlite3.Connection, name: str) -> int:
         )
     if found == VERSION:
         return found
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         legacy = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'"
         ).fetchone()
@@ -213,8 +213,4 @@ def prepare(db: sqlite3.Connection, name: str) -> int:
             for migrate in MIGRATIONS[found:]:
                 migrate(db)
         db.execute(f"PRAGMA user_version = {VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
     return found

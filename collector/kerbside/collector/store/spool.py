@@ -17,6 +17,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from kerbside.core.transaction import immediate
+
 log = logging.getLogger(__name__)
 
 SPOOL_BLOCK = 5000  # lines in one row at most
@@ -30,24 +32,18 @@ CREATE TABLE IF NOT EXISTS timeseries_spool (
 """
 
 
-class Spool:
-    """FIFO of line blocks with ids; not thread-safe (one owner thread)."""
+def blocks(lines: Sequence[str], size: int = SPOOL_BLOCK) -> list[Sequence[str]]:
+    """``lines`` in blocks of at most ``size``, in order: a row of the spool each."""
+    return [lines[k : k + size] for k in range(0, len(lines), size)]
 
-    def __init__(
-        self, path: str | Path, max_lines: int = 2_000_000, block: int = SPOOL_BLOCK
-    ) -> None:
-        self.path = str(path)
+
+class SpoolCount:
+    """What a spool keeps count of (here and in PostgreSQL): the lines waiting, as far as it
+    has been told, and those dropped past ``max_lines``."""
+
+    def __init__(self, max_lines: int, depth: int) -> None:
         self.max_lines = max_lines
-        self.block = block
-        # The collector's loop writes the same file; waiting for its short transactions is fine
-        # here (we are off the loop), and WAL lets its readers and ours go on meanwhile.
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
-        row = self._db.execute("SELECT coalesce(sum(n), 0) FROM timeseries_spool").fetchone()
-        self._depth: int = int(row[0])
+        self._depth = depth
         self.dropped = 0
 
     @property
@@ -59,15 +55,42 @@ class Spool:
         """``lines`` more were appended by the store's commits (on another connection)."""
         self._depth += lines
 
+    def _note_dropped(self, lines: int) -> None:
+        self.dropped += lines
+        log.warning(
+            "time-series spool full (%d lines): dropped the %d oldest; "
+            "run `kerbside-collector backfill` for the period once InfluxDB is back",
+            self.max_lines,
+            lines,
+        )
+
+
+class Spool(SpoolCount):
+    """FIFO of line blocks with ids; not thread-safe (one owner thread)."""
+
+    def __init__(
+        self, path: str | Path, max_lines: int = 2_000_000, block: int = SPOOL_BLOCK
+    ) -> None:
+        self.path = str(path)
+        self.block = block
+        # The collector's loop writes the same file; waiting for its short transactions is fine
+        # here (we are off the loop), and WAL lets its readers and ours go on meanwhile.
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        row = self._db.execute("SELECT coalesce(sum(n), 0) FROM timeseries_spool").fetchone()
+        super().__init__(max_lines, int(row[0]))
+
     def append(self, lines: Sequence[str]) -> int:
         """Add lines at the tail in one transaction; returns how many old lines were dropped."""
         if not lines:
             return 0
-        blocks = [lines[k : k + self.block] for k in range(0, len(lines), self.block)]
-        with self._transaction():
+        with immediate(self._db):
             self._db.executemany(
                 "INSERT INTO timeseries_spool(n, lines) VALUES (?, ?)",
-                [(len(b), "\n".join(b)) for b in blocks],
+                [(len(b), "\n".join(b)) for b in blocks(lines, self.block)],
             )
             self._depth += len(lines)
         return self.trim()
@@ -77,7 +100,7 @@ class Spool:
         if self._depth <= self.max_lines:
             return 0
         dropped = 0
-        with self._transaction():
+        with immediate(self._db):
             # the count again: commits on the store's connection appended what we were told of
             row = self._db.execute("SELECT coalesce(sum(n), 0) FROM timeseries_spool").fetchone()
             self._depth = int(row[0])
@@ -89,13 +112,7 @@ class Spool:
                 self._depth -= int(oldest[1])
                 dropped += int(oldest[1])
         if dropped:
-            self.dropped += dropped
-            log.warning(
-                "time-series spool full (%d lines): dropped the %d oldest; "
-                "run `kerbside-collector backfill` for the period once InfluxDB is back",
-                self.max_lines,
-                dropped,
-            )
+            self._note_dropped(dropped)
         return dropped
 
     def head(self, limit: int) -> tuple[int, list[str]]:
@@ -120,7 +137,7 @@ class Spool:
 
     def remove_through(self, last_id: int) -> None:
         """Remove every block with an id up to ``last_id`` (the batch just stored)."""
-        with self._transaction():
+        with immediate(self._db):
             row = self._db.execute(
                 "SELECT coalesce(sum(n), 0) FROM timeseries_spool WHERE id <= ?", (last_id,)
             ).fetchone()
@@ -129,17 +146,3 @@ class Spool:
 
     def close(self) -> None:
         self._db.close()
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

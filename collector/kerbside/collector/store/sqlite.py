@@ -15,13 +15,12 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from kerbside.collector.effects import Effects, SessionStep
+from kerbside.collector.effects import Effects, SessionStep, session_runs
 from kerbside.collector.errors import DamagedStoreError, StoreError
 from kerbside.collector.gateway_stats import gateway_summaries
 from kerbside.collector.maintenance import KINDS as MAINTENANCE_KINDS
 from kerbside.collector.records import Right, from_journal_dict
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
-from kerbside.collector.signin import OfficerSession, SignInLink
 from kerbside.collector.store import (
     BayState,
     Committed,
@@ -30,13 +29,14 @@ from kerbside.collector.store import (
     OutboxMessage,
     Recovered,
     Snapshot,
-    StoredRight,
     Work,
     dumps,
 )
 from kerbside.collector.store.schema import prepare
-from kerbside.collector.store.spool import SPOOL_BLOCK, Spool
+from kerbside.collector.store.spool import Spool, blocks
+from kerbside.collector.store.sqlreads import SqlReads, Statement
 from kerbside.core.instants import Instant, format_instant
+from kerbside.core.transaction import immediate
 
 _SESSION_SQL = {
     SessionStep.OPEN: "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
@@ -84,8 +84,10 @@ def _failure(path: object, exc: sqlite3.Error, what: str = "") -> StoreError:
     return StoreError(f"{path}: {what}{exc}")
 
 
-class SqliteStore:
+class SqliteStore(SqlReads):
     """The store port over one SQLite database (``":memory:"`` for tests)."""
+
+    _SESSION_END = "end"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -102,19 +104,24 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _failure(path, exc) from exc
 
-    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = self._db.execute(sql, params).fetchone()
-        return None if row is None else row[0]
+    def _read(
+        self, sql: str, params: Sequence[Any] = (), what: str = "read failed"
+    ) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _write_together(self, statements: Sequence[Statement]) -> int:
+        with self._transaction():
+            return sum(self._db.execute(sql, params).rowcount for sql, params in statements)
 
     def _reset_counters(self) -> None:
-        hw_pos = self._one("SELECT value FROM kv WHERE key = 'journal_pos_hw'")
-        hw_change = self._one("SELECT value FROM kv WHERE key = 'change_id_hw'")
+        hw_pos = self._first("SELECT value FROM kv WHERE key = 'journal_pos_hw'")
+        hw_change = self._first("SELECT value FROM kv WHERE key = 'change_id_hw'")
         # never hand out an id again, even one whose row retention has deleted
-        self._next_pos = max(self._one("SELECT MAX(pos) FROM journal") or 0, int(hw_pos or 0)) + 1
+        self._next_pos = max(self._first("SELECT MAX(pos) FROM journal") or 0, int(hw_pos or 0)) + 1
         self._next_change = (
-            max(self._one("SELECT MAX(id) FROM alert_changes") or 0, int(hw_change or 0)) + 1
+            max(self._first("SELECT MAX(id) FROM alert_changes") or 0, int(hw_change or 0)) + 1
         )
-        self._next_outbox = (self._one("SELECT MAX(id) FROM outbox") or 0) + 1
+        self._next_outbox = (self._first("SELECT MAX(id) FROM outbox") or 0) + 1
 
     def close(self) -> None:
         self._db.close()
@@ -123,39 +130,21 @@ class SqliteStore:
         return Spool(self.path, max_lines, block=block)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """A few statements written together (not a unit of work: see ``commit``)."""
-        db = self._db
+    def _transaction(self, what: str = "") -> Iterator[None]:
+        """Statements written together, or none of them; ``what`` prefixes a failure. Ids
+        handed out to a failed unit of work are not handed out again: nothing saw them, and a
+        gap is harmless."""
         try:
-            db.execute("BEGIN IMMEDIATE")
-            yield
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _failure(self.path, exc) from exc
-            raise
+            with immediate(self._db):
+                yield
+        except sqlite3.Error as exc:
+            raise _failure(self.path, exc, what) from exc
 
     # -- the unit of work ------------------------------------------------------------------
 
     def commit(self, work: Work) -> Committed:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            committed = self._write(work)
-            db.execute("COMMIT")
-        except BaseException as exc:
-            # Ids handed out to the failed transaction are not handed out again: nothing saw
-            # them, and a gap is harmless.
-            if db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _failure(self.path, exc, "commit failed: ") from exc
-            raise
-        return committed
+        with self._transaction("commit failed: "):
+            return self._write(work)
 
     def _write(self, work: Work) -> Committed:
         db = self._db
@@ -242,15 +231,9 @@ class SqliteStore:
         if work.delivered:
             db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in work.delivered])
         if work.lines:
-            lines = work.lines
             db.executemany(
                 "INSERT INTO timeseries_spool(n, lines) VALUES (?, ?)",
-                [
-                    (len(block), "\n".join(block))
-                    for block in (
-                        lines[k : k + SPOOL_BLOCK] for k in range(0, len(lines), SPOOL_BLOCK)
-                    )
-                ],
+                [(len(block), "\n".join(block)) for block in blocks(work.lines)],
             )
         outbox: list[OutboxMessage] = []
         if effects.publications:
@@ -268,38 +251,13 @@ class SqliteStore:
 
     def _write_sessions(self, effects: Effects) -> None:
         """Session writes in order; consecutive ones of one kind go in one executemany."""
-        ops = effects.sessions
-        i = 0
-        while i < len(ops):
-            step = ops[i][0]
-            j = i
-            while j < len(ops) and ops[j][0] is step:
-                j += 1
-            if step is SessionStep.CLOSE:
-                params: list[tuple[Any, ...]] = [(op[3], op[1], op[2]) for op in ops[i:j]]
-            else:
-                params = [(op[1], op[2]) for op in ops[i:j]]
+        for step, params in session_runs(effects.sessions):
             self._db.executemany(_SESSION_SQL[step], params)
-            i = j
 
     def _write_alerts(self, effects: Effects) -> list[tuple[int, dict[str, Any]]]:
         db = self._db
         if effects.alerts:
-            db.executemany(
-                _UPSERT_ALERT,
-                [
-                    (
-                        a.record["alert_id"],
-                        a.record["kind"],
-                        a.record["status"],
-                        a.record.get("zone_id"),
-                        a.record.get("bay_id"),
-                        a.raised_at,
-                        a.text,
-                    )
-                    for a in effects.alerts
-                ],
-            )
+            db.executemany(_UPSERT_ALERT, [a.row() for a in effects.alerts])
             first = self._next_change
             self._next_change += len(effects.alerts)
             db.executemany(
@@ -406,36 +364,28 @@ class SqliteStore:
         """Delete occupancy records, events, state changes and closed sessions older than
         ``before``; never journal entries the rules still need (``pos >= keep_from_pos``)."""
         db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE"
-                    " type='occupancy' AND time < ? AND pos < ?)",
-                    (before, keep_from_pos),
-                )
-                removed = db.execute(
-                    "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos < ?",
-                    (before, keep_from_pos),
-                ).rowcount
-                db.execute(
-                    "DELETE FROM state_changes WHERE ts < ? AND id NOT IN"
-                    " (SELECT MAX(id) FROM state_changes GROUP BY bay_id)",
-                    (before,),
-                )
-                db.execute("DELETE FROM sessions WHERE end IS NOT NULL AND end < ?", (before,))
-                db.execute(
-                    "DELETE FROM alert_changes WHERE id IN (SELECT c.id FROM alert_changes c JOIN"
-                    " alerts a ON a.alert_id = c.alert_id WHERE a.status IN"
-                    " ('cleared','resolved') AND a.raised_at < ?)",
-                    (before,),
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise _failure(self.path, exc, "pruning failed: ") from exc
+        with self._transaction("pruning failed: "):
+            db.execute(
+                "DELETE FROM events WHERE pos IN (SELECT pos FROM journal WHERE"
+                " type='occupancy' AND time < ? AND pos < ?)",
+                (before, keep_from_pos),
+            )
+            removed = db.execute(
+                "DELETE FROM journal WHERE type='occupancy' AND time < ? AND pos < ?",
+                (before, keep_from_pos),
+            ).rowcount
+            db.execute(
+                "DELETE FROM state_changes WHERE ts < ? AND id NOT IN"
+                " (SELECT MAX(id) FROM state_changes GROUP BY bay_id)",
+                (before,),
+            )
+            db.execute("DELETE FROM sessions WHERE end IS NOT NULL AND end < ?", (before,))
+            db.execute(
+                "DELETE FROM alert_changes WHERE id IN (SELECT c.id FROM alert_changes c JOIN"
+                " alerts a ON a.alert_id = c.alert_id WHERE a.status IN"
+                " ('cleared','resolved') AND a.raised_at < ?)",
+                (before,),
+            )
         return int(removed)
 
     # -- reads for the API -------------------------------------------------------------------
@@ -493,7 +443,7 @@ class SqliteStore:
         return len(rows)
 
     def _first_change(self, bay_id: str) -> int | None:
-        first = self._one("SELECT MIN(ts) FROM state_changes WHERE bay_id = ?", (bay_id,))
+        first = self._first("SELECT MIN(ts) FROM state_changes WHERE bay_id = ?", (bay_id,))
         return None if first is None else int(first)
 
     def bay_origins(self, bay_ids: Iterable[str] | None = None) -> dict[str, Instant]:
@@ -506,90 +456,6 @@ class SqliteStore:
                 if first is not None:
                     out[bay_id] = first
         return out
-
-    def sessions(
-        self, bay_id: str, start: Instant | None, end: Instant | None, limit: int, after: int | None
-    ) -> list[tuple[Instant, Instant | None, int]]:
-        """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
-        sql = "SELECT start, end, alerts FROM sessions WHERE bay_id = ?"
-        params: list[Any] = [bay_id]
-        if start is not None:
-            sql += " AND (end IS NULL OR end > ?)"
-            params.append(start)
-        if end is not None:
-            sql += " AND start < ?"
-            params.append(end)
-        if after is not None:
-            sql += " AND start > ?"
-            params.append(after)
-        sql += " ORDER BY start LIMIT ?"
-        params.append(limit)
-        return [
-            (int(a), None if b is None else int(b), int(c))
-            for a, b, c in self._db.execute(sql, params)
-        ]
-
-    def alert(self, alert_id: str) -> dict[str, Any] | None:
-        text = self._one("SELECT record FROM alerts WHERE alert_id = ?", (alert_id,))
-        return None if text is None else dict(json.loads(text))
-
-    def alert_with_history(self, alert_id: str) -> tuple[dict[str, Any], list[Any]] | None:
-        row = self._db.execute(
-            "SELECT record, history FROM alerts WHERE alert_id = ?", (alert_id,)
-        ).fetchone()
-        return None if row is None else (dict(json.loads(row[0])), list(json.loads(row[1])))
-
-    def alerts(
-        self,
-        *,
-        status: str | None = None,
-        zone_id: str | None = None,
-        kind: str | None = None,
-        bay_id: str | None = None,
-        limit: int = 100,
-        after: tuple[int, str] | None = None,
-        kinds: Iterable[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Alerts ordered by (raised_at, alert_id), after the ``after`` key."""
-        sql = "SELECT record FROM alerts WHERE 1=1"
-        params: list[Any] = []
-        for column, value in (
-            ("status", status),
-            ("zone_id", zone_id),
-            ("kind", kind),
-            ("bay_id", bay_id),
-        ):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        if kinds is not None:
-            names = list(kinds)
-            sql += f" AND kind IN ({','.join('?' * len(names))})"
-            params.extend(names)
-        if after is not None:
-            sql += " AND (raised_at > ? OR (raised_at = ? AND alert_id > ?))"
-            params.extend([after[0], after[0], after[1]])
-        sql += " ORDER BY raised_at, alert_id LIMIT ?"
-        params.append(limit)
-        return [dict(json.loads(r[0])) for r in self._db.execute(sql, params)]
-
-    def alert_changes_since(self, after: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        return [
-            (int(i), dict(json.loads(r)))
-            for i, r in self._db.execute(
-                "SELECT id, record FROM alert_changes WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit),
-            )
-        ]
-
-    def count_alerts(self, status: str) -> int:
-        return int(self._one("SELECT COUNT(*) FROM alerts WHERE status = ?", (status,)))
-
-    def right(self, right_id: str) -> StoredRight | None:
-        row = self._db.execute(
-            "SELECT body, deleted, owner FROM rights WHERE right_id = ?", (right_id,)
-        ).fetchone()
-        return None if row is None else StoredRight(dict(json.loads(row[0])), bool(row[1]), row[2])
 
     def rights_for(
         self, bay_ids: Collection[str], zone_ids: Collection[str], start: Instant, end: Instant
@@ -615,63 +481,8 @@ class SqliteStore:
     def suspensions(self) -> list[dict[str, Any]]:
         return [dict(json.loads(r[0])) for r in self._db.execute("SELECT body FROM suspensions")]
 
-    # -- officers' sign-in (signin.py): single statements, outside the units of work ---------
-
-    def put_officer_session(self, session: OfficerSession) -> None:
-        self._db.execute(
-            "INSERT INTO officer_sessions(id_sha256, name, token_sha256, created, expires)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (session.id_sha256, session.name, session.token_sha256, session.created,
-             session.expires),
-        )  # fmt: skip
-
-    def officer_session(self, id_sha256: str) -> OfficerSession | None:
-        row = self._db.execute(
-            "SELECT name, token_sha256, created, expires FROM officer_sessions WHERE id_sha256 = ?",
-            (id_sha256,),
-        ).fetchone()
-        return None if row is None else OfficerSession(id_sha256, *row)
-
-    def end_officer_session(self, id_sha256: str) -> None:
-        self._db.execute("DELETE FROM officer_sessions WHERE id_sha256 = ?", (id_sha256,))
-
-    def end_officer_sessions(self, name: str) -> int:
-        with self._transaction():
-            ended = self._db.execute("DELETE FROM officer_sessions WHERE name = ?", (name,))
-            links = self._db.execute("DELETE FROM signin_links WHERE name = ?", (name,))
-        return int(ended.rowcount + links.rowcount)
-
-    def put_signin_link(self, link: SignInLink) -> None:
-        self._db.execute(
-            "INSERT INTO signin_links(code_sha256, name, token_sha256, created, expires)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (link.code_sha256, link.name, link.token_sha256, link.created, link.expires),
-        )
-
-    def take_signin_link(self, code_sha256: str) -> SignInLink | None:
-        # One statement: of two collectors (or two taps) redeeming one code, one gets the row.
-        row = self._db.execute(
-            "DELETE FROM signin_links WHERE code_sha256 = ?"
-            " RETURNING name, token_sha256, created, expires",
-            (code_sha256,),
-        ).fetchone()
-        return None if row is None else SignInLink(code_sha256, *row)
-
-    def prune_sign_ins(self, now: Instant) -> int:
-        with self._transaction():
-            ended = self._db.execute("DELETE FROM officer_sessions WHERE expires <= ?", (now,))
-            links = self._db.execute("DELETE FROM signin_links WHERE expires <= ?", (now,))
-        return int(ended.rowcount + links.rowcount)
-
     def counters(self) -> dict[str, int]:
         return {n: int(v) for n, v in self._db.execute("SELECT name, value FROM counters")}
-
-    def count_events(self) -> int:
-        return int(self._one("SELECT COUNT(*) FROM events"))
-
-    def watermark(self) -> Instant | None:
-        value = self._one("SELECT value FROM kv WHERE key = 'watermark'")
-        return None if value is None else int(value)
 
     def gateway_summaries(self) -> list[dict[str, Any]]:
         return gateway_summaries(self.path)
