@@ -12,7 +12,11 @@ Confirmation latency is ``confirmed_ts - ts`` of every matched arrival and depar
 short-stay runs: how long after the fact the collector hears of it (its alert delay is 15 s).
 "starting with cars parked": the standard noisy and drifting captures replayed from 1 h in, by a
 fresh detector; "restart ... saved state": by one that took back what the detector before the
-restart saved 60 s earlier (what the agent keeps in its outbox database).
+restart saved 60 s earlier (what the agent keeps in its outbox database). "ceiling ... guesses
+nothing": the best F1 on the drifting cold start of a detector that tells right every session it
+can and guesses none on a bay whose window shows at most one step and DETECT on throughout (a
+parked car, or an empty bay drifted past the firmware's threshold; one step between two such
+levels is a car leaving or one arriving: the same fields, time reversed).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from kerbside.edge.detector import Detector
 from kerbside.edge.kbs1 import Kbs1Parser
 from kerbside.edge.model import Frame
 from kerbside.sim.score import EMPTY, Score
-from tests.scoring import SimRun, score_capture, score_restart, simulate
+from tests.scoring import (
+    SimRun,
+    cold_start,
+    f1_ceiling,
+    score_capture,
+    score_restart,
+    simulate,
+)
 
 LATE_START_S = 3600.0
 SCENARIOS = ("clean", "noisy", "drifting")
@@ -172,6 +183,18 @@ class _Firmware:
             self.f1_row(
                 f"starting with cars parked, {scenario}", f"parked-{scenario}", parked, late
             )
+        starts = [cold_start(r.directory, skip_s=LATE_START_S) for r in standard["drifting"]]
+        told = sum(c.true_sessions for c in starts)
+        untold = sum(c.undecidable for c in starts)
+        self.rows.append(
+            Row(
+                f"ceiling of session F1, starting with cars parked, drifting, for a detector "
+                f"that guesses nothing ({late})",
+                f"{f1_ceiling(told, untold):.4f} ({untold} of {told} sessions cannot be told)",
+                "(reference)",
+                True,
+            )
+        )
         for scenario in ("noisy", "drifting"):
             kept = sum(
                 (score_restart(r.directory, skip_s=LATE_START_S) for r in standard[scenario]),

@@ -12,7 +12,7 @@ import pytest
 from kerbside.edge.model import OccupancyChange
 from kerbside.sim.score import EMPTY, Score, score_sessions, window_truth
 from kerbside.sim.truth import Truth, TruthSession
-from tests.scoring import SimRun, score_capture, simulate
+from tests.scoring import SimRun, cold_start, score_capture, simulate
 
 SEEDS = (21, 22)
 FIRMWARES = ("repeating", "basic")
@@ -78,6 +78,22 @@ def test_session_f1_starting_with_cars_parked(
     assert ours.true_sessions >= 10
     assert ours.f1 >= floor, (ours.precision, ours.recall)
     assert ours.precision >= 0.95  # held until evidence: misses, but no false sessions
+
+
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_a_cold_start_guesses_no_bay_the_sensors_cannot_tell(tmp_path: Path, firmware: str) -> None:
+    """Replayed from 1 h in on a drifting street: a bay whose window shows at most one step and
+    DETECT on throughout (a parked car or a drifted empty bay; a car leaving or one arriving over
+    such a bay) stays unknown, and the detector's F1 stays within what telling the rest allows."""
+    undecidable = 0
+    for seed in SEEDS:
+        directory = street(tmp_path, firmware, "drifting", seed).directory
+        start = cold_start(directory, skip_s=3600)
+        undecidable += start.undecidable
+        guessed = [c for c in start.changes if c.bay_id in start.bays and c.reason is None]
+        assert guessed == []
+        assert score_capture(directory, skip_s=3600).f1 <= start.ceiling
+    assert undecidable >= 5
 
 
 def test_late_start_scoring_counts_sessions_running_at_the_window_start() -> None:
