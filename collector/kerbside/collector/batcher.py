@@ -25,9 +25,12 @@ from kerbside.core.instants import Instant
 log = logging.getLogger(__name__)
 
 # After (re)connecting, the broker first hands over what it queued for us; the rules' clock
-# waits until that backlog is in (no message for QUIET_S) or for at most HOLD_MAX_S.
+# waits until that backlog is in (no message for QUIET_S) or for at most HOLD_MAX_S, longer
+# while the broker still hands over full batches (we are behind it: the backlog is not in),
+# up to HOLD_BEHIND_MAX_S.
 QUIET_S = 0.3
 HOLD_MAX_S = 10.0
+HOLD_BEHIND_MAX_S = 120.0
 # The least time from the start of one batch to the start of the next when the batch was not
 # full: a commit costs an fsync and a few ms of bookkeeping whatever its size.
 BATCH_GATHER_S = 0.05
@@ -42,6 +45,7 @@ class Hold:
     def __init__(self, cycle: Cycle) -> None:
         self.cycle = cycle
         self.deadline = time.monotonic() + HOLD_MAX_S
+        self.last_call = time.monotonic() + HOLD_BEHIND_MAX_S
         self.connected = False
         cycle.hold()
 
@@ -53,6 +57,7 @@ class Hold:
         self.connected = up
         self.cycle.hold()
         self.deadline = time.monotonic() + HOLD_MAX_S
+        self.last_call = time.monotonic() + HOLD_BEHIND_MAX_S
 
     def quiet(self) -> bool:
         """No message for QUIET_S: release the clock if the backlog is in (or we waited long
@@ -61,6 +66,14 @@ class Hold:
             self.cycle.release()
             return True
         return False
+
+    def batch(self, full: bool) -> None:
+        """A batch is about to be processed: past HOLD_MAX_S, release the clock unless the batch
+        is full (the broker still has more of its backlog for us), up to HOLD_BEHIND_MAX_S."""
+        if self.holding and self.connected:
+            now = time.monotonic()
+            if now > self.deadline and (not full or now > self.last_call):
+                self.cycle.release()
 
 
 class Switchboard:
@@ -143,8 +156,6 @@ async def gather_batches(
                 item = await queue.get()
             if item:
                 carry = item
-        if hold.holding and time.monotonic() > hold.deadline and hold.connected:
-            cycle.release()
         while len(carry) < most:
             try:
                 item = queue.get_nowait()
@@ -152,6 +163,7 @@ async def gather_batches(
                 break
             if item:
                 carry += item
+        hold.batch(len(carry) >= most)
         batch, carry = carry[:most], carry[most:]
         began = time.monotonic()
         try:

@@ -1,0 +1,96 @@
+"""The batcher's hold: the rules' clock stands still while the broker hands over its backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from kerbside.collector import batcher
+from kerbside.collector.batcher import Hold, gather_batches
+from kerbside.collector.core import Flow
+from kerbside.collector.link import Message
+
+
+class FakeCycle:
+    """Records each batch's size and the flow it was taken in."""
+
+    def __init__(self) -> None:
+        self.flow = Flow.LIVE
+        self.batches: list[tuple[int, Flow]] = []
+        self.want = 0
+        self.done = asyncio.Event()
+
+    def hold(self) -> None:
+        self.flow = Flow.BACKLOG
+
+    def release(self) -> None:
+        self.flow = Flow.LIVE
+
+    def ingest(self, messages: list[Message]) -> None:
+        self.batches.append((len(messages), self.flow))
+        if sum(n for n, _ in self.batches) >= self.want:
+            self.done.set()
+
+    def tick(self) -> None:
+        pass
+
+
+def _messages(n: int) -> list[Message]:
+    return [Message("r/gw/g/events", b"{}", 1, i + 1, 1, 0) for i in range(n)]
+
+
+def _run(cycle: FakeCycle, hold: Hold, bursts: list[int], most: int) -> None:
+    async def main() -> None:
+        queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
+        for n in bursts:
+            queue.put_nowait(_messages(n))
+        cycle.want = sum(bursts)
+        cycle.done = asyncio.Event()
+        task = asyncio.create_task(
+            gather_batches(queue, cycle, most, hold, asyncio.Event())  # type: ignore[arg-type]
+        )
+        await asyncio.wait_for(cycle.done.wait(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_a_backlog_in_full_batches_holds_the_clock_past_the_first_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batcher, "HOLD_MAX_S", 0.0)  # the first seconds are over at once
+    cycle = FakeCycle()
+    hold = Hold(cycle)  # type: ignore[arg-type]
+    hold.connection(True)
+    _run(cycle, hold, [100, 100, 100, 40, 10], most=100)
+    # full batches: still the backlog; the first that is not full is live (it is in)
+    assert cycle.batches == [
+        (100, Flow.BACKLOG),
+        (100, Flow.BACKLOG),
+        (100, Flow.BACKLOG),
+        (50, Flow.LIVE),
+    ]
+
+
+def test_full_batches_hold_the_clock_no_longer_than_the_last_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batcher, "HOLD_MAX_S", 0.0)
+    monkeypatch.setattr(batcher, "HOLD_BEHIND_MAX_S", 0.0)  # a stream we never catch up with
+    cycle = FakeCycle()
+    hold = Hold(cycle)  # type: ignore[arg-type]
+    hold.connection(True)
+    _run(cycle, hold, [100, 100], most=100)
+    assert cycle.batches == [(100, Flow.LIVE), (100, Flow.LIVE)]
+
+
+def test_within_the_first_seconds_a_batch_that_is_not_full_keeps_the_hold() -> None:
+    cycle = FakeCycle()
+    hold = Hold(cycle)  # type: ignore[arg-type]
+    hold.connection(True)
+    _run(cycle, hold, [30], most=100)
+    assert cycle.batches == [(30, Flow.BACKLOG)]
