@@ -31,7 +31,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kerbside.collector.replay import replay_lines
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.site import load_site
 from tests.helpers import free_port, stop_process, wait_for_port
 
 START = parse_instant("2026-11-26T09:00:00Z")
@@ -40,8 +42,9 @@ BAYS_PER_ZONE = 10
 CONFIRM_MS = 10_000
 TOKEN = "cluster-analyst-token"
 OFFICER = "cluster-officer-token"
-OFFICER = "cluster-officer-token"
 GATEWAY_OF_ZONE = {"Z1": "gw-1", "Z2": "gw-1", "Z3": "gw-2", "Z4": "gw-2"}
+SPEED = 4.0  # the test clock against the wall's: five minutes of parking in 75 s
+LEASE_S = 3.0
 
 
 def bays() -> list[tuple[str, str, str]]:
@@ -118,19 +121,20 @@ class Collectors:
     def __init__(
         self,
         workdir: Path,
-        *,
         broker_port: int,
         url: str,
         root: str,
-        clock: Clock,
-        lease_s: float,
+        *,
         alert_delay_s: float,
         names: tuple[str, ...] = ("a", "b", "c"),
+        lease_s: float = LEASE_S,
     ) -> None:
         self.workdir = workdir
-        self.clock = clock
+        self.clock = Clock(SPEED)
         self.url = url
         self.names = names
+        self.alert_delay_s = alert_delay_s
+        self.lease_s = lease_s
         write_site(workdir / "site.yaml")
         tokens = (("checker", "analyst", TOKEN), ("pc-1", "officer", OFFICER))
         (workdir / "tokens.yaml").write_text(
@@ -187,6 +191,64 @@ class Collectors:
 
     def wait_serving(self, name: str, timeout: float = 60) -> None:
         wait_for_port(self.http[name], timeout=timeout)
+
+    def start_all(self) -> None:
+        """Every collector started and serving, each with its session at the broker (so that
+        none misses the first event)."""
+        for name in self.names:
+            self.start(name)
+        for name in self.names:
+            self.wait_serving(name)
+        poll(
+            lambda: all("connected to" in self.log(n).read_text() for n in self.names),
+            30,
+            "connected",
+            self.logs,
+        )
+
+    def wait_settled(self, events: int, horizon_ms: int, timeout: float) -> None:
+        """Until ``events`` events are stored and, once the test clock is past ``horizon_ms``
+        and the alert delay (every departure followed by the zones' owners), every alert is
+        cleared."""
+        poll(
+            lambda: rows(self.url, "SELECT count(*) FROM events") == [(events,)],
+            timeout,
+            "every event stored",
+            self.logs,
+        )
+        poll(
+            lambda: (
+                self.clock.now() > horizon_ms + int(self.alert_delay_s * 1000)
+                and rows(
+                    self.url,
+                    "SELECT count(*) FROM alerts WHERE status IN ('open', 'acknowledged')",
+                )
+                == [(0,)]
+            ),
+            90,
+            "every alert cleared",
+            self.logs,
+        )
+
+    def replayed(self, name: str, until: int) -> tuple[list[str], list[dict[str, Any]]]:
+        """The journal as ``export-journal`` gives it (with ``name``'s config), and the alerts
+        ``replay`` of it raises up to ``until``."""
+        exported = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kerbside.collector.cli",
+                "export-journal",
+                "--config",
+                str(self.config(name)),
+            ],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.splitlines()
+        replayed, errors = replay_lines(exported, load_site(self.workdir / "site.yaml"), until)
+        assert errors == []
+        return exported, replayed
 
     def kill(self, name: str) -> None:
         proc = self.procs[name]
@@ -367,6 +429,12 @@ class AlertStream:
     def close(self) -> None:
         self._stop.set()
         self.thread.join(10)
+
+
+def alert_key(alert: dict[str, Any]) -> tuple[Any, ...]:
+    """What live alerts and replayed ones must agree on."""
+    fields = ("alert_id", "kind", "bay_id", "status", "raised_at", "cleared_at", "clear_reason")
+    return tuple(alert[k] for k in fields)
 
 
 def rows(url: str, sql: str) -> list[tuple[Any, ...]]:

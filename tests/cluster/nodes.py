@@ -17,42 +17,15 @@ from kerbside.collector.cluster.node import ClusterNode, join_cluster
 from kerbside.collector.config import CollectorConfig, load_config
 from kerbside.collector.core import CoreSettings
 from kerbside.collector.feed import AlertFeed
-from kerbside.collector.link import LinkEvents, Message
+from kerbside.collector.link import Message
 from kerbside.collector.outbox import Outbox
 from kerbside.collector.store.postgres import PostgresStore
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.site import Site, load_site
+from tests.helpers import FakeLink
 
 ROOT = "t/cluster"
 _mids = itertools.count(1)
-
-
-class FakeLink:
-    """The link's seam (``link.Transport``): records acks and publications."""
-
-    connected = True
-
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-        self.published: list[tuple[str, Any, int, bool]] = []
-        self._mid = 0
-
-    def start(self, events: LinkEvents) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def ack(self, message: Message) -> None:
-        self.acked.append(message.mid)
-
-    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
-        self._mid += 1
-        self.published.append((topic, payload, qos, retain))
-        return self._mid
-
-    def topics(self, part: str) -> list[dict[str, Any]]:
-        return [json.loads(p) for t, p, _, _ in self.published if part in t]
 
 
 class Clock:

@@ -16,81 +16,44 @@ from __future__ import annotations
 import collections
 import json
 import random
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kerbside.collector.replay import replay_lines
 from kerbside.core.instants import parse_instant
-from kerbside.core.site import load_site
 from tests.cluster.harness import (
+    LEASE_S,
     START,
     AlertStream,
-    Clock,
     Collectors,
     Gateways,
     Watcher,
+    alert_key,
     poll,
     rows,
     street,
 )
 from tests.helpers import Mosquitto
-from tests.pg import create_database, database_name, drop_database
 
 pytestmark = pytest.mark.slow
 
-SPEED = 4.0
-LEASE_S = 3.0
 ALERT_DELAY_S = 60.0
 HORIZON_MS = START + 300_000
-
-
-@pytest.fixture
-def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    from kerbside.collector.store.postgres import migrate  # noqa: PLC0415
-
-    name = database_name(request.node.name)
-    made = create_database(name)
-    migrate(made)
-    yield made
-    drop_database(name)
 
 
 def test_collectors_killed_in_turn_lose_nothing_and_raise_each_alert_once(
     tmp_path: Path, own_broker: Mosquitto, topic_root: str, url: str
 ) -> None:
-    clock = Clock(SPEED)
-    cluster = Collectors(
-        tmp_path,
-        broker_port=own_broker.port,
-        url=url,
-        root=topic_root,
-        clock=clock,
-        lease_s=LEASE_S,
-        alert_delay_s=ALERT_DELAY_S,
-    )
+    cluster = Collectors(tmp_path, own_broker.port, url, topic_root, alert_delay_s=ALERT_DELAY_S)
+    clock = cluster.clock
     watcher = Watcher(own_broker.port, topic_root)
     changes = street(11, HORIZON_MS)
     gateways = Gateways(own_broker.port, topic_root, clock, changes)
     rng = random.Random(5)
     kills: list[tuple[str, float]] = []
     try:
-        for name in cluster.names:
-            cluster.start(name)
-        for name in cluster.names:
-            cluster.wait_serving(name)
-        # every collector's session at the broker exists before the first event
-        poll(
-            lambda: all("connected to" in cluster.log(n).read_text() for n in cluster.names),
-            30,
-            "connected",
-            cluster.logs,
-        )
+        cluster.start_all()
         stream = AlertStream(cluster)
         gateways.start()
         victims = ["a", "b", "c", "a"]
@@ -106,24 +69,7 @@ def test_collectors_killed_in_turn_lose_nothing_and_raise_each_alert_once(
             cluster.start(name)
         gateways.join(timeout=120)
         published = dict(gateways.published)
-
-        def stored() -> int:
-            return int(rows(url, "SELECT count(*) FROM events")[0][0])
-
-        poll(lambda: stored() == len(published), 60, "every event stored", cluster.logs)
-        # every departure followed by the zones' owners: every alert cleared
-        poll(
-            lambda: (
-                clock.now() > HORIZON_MS + int(ALERT_DELAY_S * 1000)
-                and rows(
-                    url, "SELECT count(*) FROM alerts WHERE status IN ('open', 'acknowledged')"
-                )
-                == [(0,)]
-            ),
-            90,
-            "every alert cleared",
-            cluster.logs,
-        )
+        cluster.wait_settled(len(published), HORIZON_MS, timeout=60)
         views = {
             name: cluster.get(name, "/api/v1/bays?limit=1000")["items"] for name in cluster.names
         }
@@ -170,30 +116,9 @@ def test_collectors_killed_in_turn_lose_nothing_and_raise_each_alert_once(
         assert len(dict(writes)) == len(set(writes)), zone
 
     # live alerts equal replay of the exported journal (from any collector's config)
-    exported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kerbside.collector.cli",
-            "export-journal",
-            "--config",
-            str(cluster.config("b")),
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout.splitlines()
+    exported, replayed = cluster.replayed("b", HORIZON_MS + 60_000)
     assert len(exported) == len(published)
-    replayed, errors = replay_lines(
-        exported, load_site(tmp_path / "site.yaml"), HORIZON_MS + 60_000
-    )
-    assert errors == []
-
-    def key(a: dict[str, Any]) -> tuple[Any, ...]:
-        fields = ("alert_id", "kind", "bay_id", "status", "raised_at", "cleared_at", "clear_reason")
-        return tuple(a[k] for k in fields)
-
-    assert sorted(map(key, enforcement.values())) == sorted(map(key, replayed))
+    assert sorted(map(alert_key, enforcement.values())) == sorted(map(alert_key, replayed))
     kinds = collections.Counter(a["kind"] for a in replayed)
     assert kinds["unpaid"] >= 5
     assert kinds["overstay"] >= 3

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -19,26 +18,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kerbside.core.instants import format_instant
-from tests.cluster.harness import Clock, Collectors, Watcher, poll, rows
+from tests.cluster.harness import LEASE_S, Collectors, Watcher, poll, rows
 from tests.helpers import Mosquitto
-from tests.pg import create_database, database_name, drop_database
 
 pytestmark = pytest.mark.slow
 
-SPEED = 4.0
-LEASE_S = 3.0
 ALERT_DELAY_S = 20.0
-
-
-@pytest.fixture
-def url(request: pytest.FixtureRequest) -> Iterator[str]:
-    from kerbside.collector.store.postgres import migrate  # noqa: PLC0415
-
-    name = database_name(request.node.name)
-    made = create_database(name)
-    migrate(made)
-    yield made
-    drop_database(name)
 
 
 def owners(url: str) -> dict[str, tuple[str, int]]:
@@ -53,26 +38,16 @@ def owners(url: str) -> dict[str, tuple[str, int]]:
 def test_a_paused_owner_stops_acting_before_its_lease_ends_and_the_alert_is_raised_once(
     tmp_path: Path, own_broker: Mosquitto, topic_root: str, url: str
 ) -> None:
-    clock = Clock(SPEED)
     cluster = Collectors(
-        tmp_path,
-        broker_port=own_broker.port,
-        url=url,
-        root=topic_root,
-        clock=clock,
-        lease_s=LEASE_S,
-        alert_delay_s=ALERT_DELAY_S,
-        names=("a", "b"),
+        tmp_path, own_broker.port, url, topic_root, alert_delay_s=ALERT_DELAY_S, names=("a", "b")
     )
+    clock = cluster.clock
     watcher = Watcher(own_broker.port, topic_root)
     gateway = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{topic_root}-gw")
     gateway.connect("127.0.0.1", own_broker.port)
     gateway.loop_start()
     try:
-        for name in ("a", "b"):
-            cluster.start(name)
-        for name in ("a", "b"):
-            cluster.wait_serving(name)
+        cluster.start_all()
         poll(
             lambda: len({n for n, _ in owners(url).values()}) == 2 and len(owners(url)) == 5,
             30,

@@ -25,17 +25,10 @@ from kerbside.core.instants import parse_instant
 from tests.cluster.nodes import Clock, Node, make_node, msg
 from tests.helpers import occupancy_event as event
 from tests.helpers import wait_until
-from tests.pg import empty
 
 T0 = parse_instant("2026-11-26T08:00:00Z")
 MIN = 60_000
 ALL = ["Z1", "Z2", MAINTENANCE_LEASE]
-
-
-@pytest.fixture
-def url(pg_database: str) -> str:
-    empty(pg_database)
-    return pg_database
 
 
 @pytest.fixture
