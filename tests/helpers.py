@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kerbside.collector.link import LinkEvents, Message
 from kerbside.core.backoff import Backoff
 from kerbside.core.instants import format_instant
 
@@ -461,3 +462,33 @@ class MqttRecorder:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class FakeLink:
+    """The collector link's seam (``link.Transport``) without a broker: records what it is asked
+    to acknowledge and publish."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.published: list[tuple[str, Any, int, bool]] = []
+        self._mid = 0
+
+    def start(self, events: LinkEvents) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def ack(self, message: Message) -> None:
+        self.acked.append(message.mid)
+
+    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
+        self._mid += 1
+        self.published.append((topic, payload, qos, retain))
+        return self._mid
+
+    def topics(self, part: str) -> list[dict[str, Any]]:
+        """The payloads published on topics that contain ``part``, in order."""
+        return [json.loads(p) for t, p, _, _ in self.published if part in t]

@@ -14,47 +14,19 @@ import pytest
 
 from kerbside.collector.config import load_config
 from kerbside.collector.errors import AlertClosed, NotFound, RecordRejected, StoreError
-from kerbside.collector.link import LinkEvents, Message
+from kerbside.collector.link import Message
 from kerbside.collector.queries import export_journal
 from kerbside.collector.runtime import Collector, assemble, reload_site
 from kerbside.collector.store import Committed, Store, Work
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
+from tests.helpers import FakeLink, present, write_collector_setup
 from tests.helpers import occupancy_event as event
-from tests.helpers import present, write_collector_setup
 from tests.pg import Stores
 
 ROOT = "t/svc"
 T0 = parse_instant("2026-11-26T08:00:00Z")
 MIN = 60_000
-
-
-class FakeLink:
-    """The link's seam (``link.Transport``): records acks and publications."""
-
-    connected = True
-
-    def start(self, events: LinkEvents) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def __init__(self) -> None:
-        self.acked: list[int] = []
-        self.published: list[tuple[str, Any, int, bool]] = []
-        self._mid = 0
-
-    def ack(self, message: Message) -> None:
-        self.acked.append(message.mid)
-
-    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
-        self._mid += 1
-        self.published.append((topic, payload, qos, retain))
-        return self._mid
-
-    def topics(self, suffix: str) -> list[dict[str, Any]]:
-        return [json.loads(p) for t, p, _, _ in self.published if t.endswith(suffix)]
 
 
 class Clock:

@@ -18,9 +18,9 @@ from kerbside.collector.runtime import Collector, assemble
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant
 from kerbside.core.site import load_site
-from tests.collector.test_cycle import MIN, ROOT, T0, Clock, FakeLink, make, msg
+from tests.collector.test_cycle import MIN, ROOT, T0, Clock, make, msg
+from tests.helpers import FakeLink, present, write_collector_setup
 from tests.helpers import occupancy_event as event
-from tests.helpers import present, write_collector_setup
 
 
 def _dead(link: Any) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from kerbside.collector.effects import Effects, Publication
 from kerbside.collector.outbox import WINDOW, Outbox
 from kerbside.collector.store import Store, Work
 from kerbside.collector.telemetry import Latencies
-from tests.collector.test_cycle import FakeLink
+from tests.helpers import FakeLink
 from tests.pg import Stores
 
 

@@ -21,8 +21,8 @@ from kerbside.collector.store.schema import VERSION
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.core.site import load_site
-from tests.collector.test_cycle import ROOT, Clock, FakeLink
-from tests.helpers import present, write_collector_setup
+from tests.collector.test_cycle import ROOT, Clock
+from tests.helpers import FakeLink, present, write_collector_setup
 
 T0 = parse_instant("2026-11-26T08:00:00Z")
 MIN = 60_000

@@ -12,9 +12,9 @@ from typing import Any
 from kerbside.collector.config import load_config
 from kerbside.collector.runtime import reload_site
 from kerbside.core.instants import format_instant, parse_instant
-from tests.collector.test_cycle import Clock, FakeLink, make, msg
+from tests.collector.test_cycle import Clock, make, msg
+from tests.helpers import FakeLink, present
 from tests.helpers import occupancy_event as event
-from tests.helpers import present
 from tests.pg import Stores
 
 T0 = parse_instant("2026-11-26T08:00:00Z")

@@ -41,7 +41,7 @@ from kerbside.edge.detector import Detector
 from kerbside.edge.health import health_payloads, status_payload
 from kerbside.edge.model import event_payload
 from kerbside.edge.replay import replay_changes
-from tests.collector.test_cycle import FakeLink
+from tests.helpers import FakeLink
 
 MIN = 60_000
 ROOT = "kerbside/v1"
