@@ -27,125 +27,37 @@ from tests.helpers import FakeLink, present, write_collector_setup
 T0 = parse_instant("2026-11-26T08:00:00Z")
 MIN = 60_000
 
-# The schema of the store as the collector wrote it before the schema had a version, kept here
-# as data (the code that wrote it is gone): a file made with it is what a collector upgraded in
-# place finds.
-SCHEMA_BEFORE_VERSIONS = """
-CREATE TABLE IF NOT EXISTS journal (
-    pos INTEGER PRIMARY KEY,
-    type TEXT NOT NULL,
-    time INTEGER NOT NULL,
-    watermark INTEGER NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS journal_time ON journal(type, time);
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY,
-    pos INTEGER NOT NULL,
-    digest TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bays (
-    bay_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    since INTEGER NOT NULL,
-    gateway_id TEXT,
-    session_start INTEGER
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bay_origins (
-    bay_id TEXT PRIMARY KEY,
-    since INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS state_changes (
-    id INTEGER PRIMARY KEY,
-    bay_id TEXT NOT NULL,
-    ts INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes(bay_id, ts);
-CREATE TABLE IF NOT EXISTS sessions (
-    bay_id TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER,
-    alerts INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (bay_id, start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    zone_id TEXT,
-    bay_id TEXT,
-    raised_at INTEGER NOT NULL,
-    record TEXT NOT NULL,
-    history TEXT NOT NULL DEFAULT '[]'
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status);
-CREATE INDEX IF NOT EXISTS alerts_bay ON alerts(bay_id, raised_at);
-CREATE TABLE IF NOT EXISTS alert_changes (
-    id INTEGER PRIMARY KEY,
-    alert_id TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rights (
-    right_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS suspensions (
-    suspension_id TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS gateways (
-    gateway_id TEXT PRIMARY KEY,
-    online INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    status TEXT,
-    health TEXT
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sensors (
-    sensor_id TEXT PRIMARY KEY,
-    gateway_id TEXT,
-    bay_id TEXT,
-    health TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS officer_sessions (
-    id_sha256 TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    expires INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS officer_sessions_name ON officer_sessions(name);
-CREATE TABLE IF NOT EXISTS signin_links (
-    code_sha256 TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    expires INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL
-);
-"""
+# What each migration added (to the version after the key), taken off a file made today to
+# give the file at that version as the collector wrote it then (the code that wrote it is gone).
+# The oldest files of before the versions lacked bay origins and the sign-ins too.
+ADDED_AFTER = {
+    0: ("DROP TABLE engine_snapshots",),
+    1: ("ALTER TABLE rights DROP COLUMN owner",),
+    2: ("DROP INDEX rights_bay", "DROP INDEX rights_zone"),
+    3: ("DROP TABLE timeseries_spool",),
+}
+OLDEST = ("DROP TABLE bay_origins", "DROP TABLE officer_sessions", "DROP TABLE signin_links")
+
+
+def _file_at(path: Path, version: int, *, oldest: bool = False) -> None:
+    """An empty store file as the collector of schema ``version`` made it."""
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    for later in range(VERSION - 1, version - 1, -1):
+        for statement in ADDED_AFTER[later]:
+            db.execute(statement)
+    for statement in OLDEST if oldest else ():
+        db.execute(statement)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
 
 
 def _event(n: int, bay: str, state: str, ts: int) -> OccupancyEvent:
     return OccupancyEvent(f"gw-1:ep:{n}", "gw-1", n, bay, "S" + bay[1:], state, ts, ts + 10_000)
 
 
-def _old_file(path: Path, site_path: Path, *, schema: str = SCHEMA_BEFORE_VERSIONS) -> str:
+def _old_file(path: Path, site_path: Path, *, oldest: bool = False) -> str:
     """A store as the old collector left it: B001 occupied since T0 and its unpaid alert raised
     (in its saved engine, position 1), then B002's arrival journaled after that save, and an
     alert change still in the outbox. Returns the unpaid alert's id."""
@@ -154,8 +66,8 @@ def _old_file(path: Path, site_path: Path, *, schema: str = SCHEMA_BEFORE_VERSIO
     first, second = _event(1, "B001", "occupied", T0), _event(2, "B002", "occupied", T0 + MIN)
     engine.apply(first)
     (raised,) = [c.alert for c in engine.advance(T0 + MIN)]
+    _file_at(path, 0, oldest=oldest)
     db = sqlite3.connect(path)
-    db.executescript(schema)
     rows = [
         (1, "occupancy", first.ts, T0 - 1000, dumps(to_journal_dict(first))),
         (2, "occupancy", second.ts, T0 + MIN, dumps(to_journal_dict(second))),
@@ -250,13 +162,7 @@ def test_a_file_from_before_versions_is_migrated_and_the_collector_carries_on(
 def test_an_older_file_gains_the_tables_it_lacks(tmp_path: Path) -> None:
     """Before bay origins and sign-ins were kept, the file had neither table."""
     config = load_config(write_collector_setup(tmp_path, port=1, topic_root=ROOT))
-    oldest = "".join(
-        block + ";"
-        for block in SCHEMA_BEFORE_VERSIONS.split(";")
-        if block.strip()
-        and not any(t in block for t in ("bay_origins", "officer_sessions", "signin_links"))
-    )
-    _old_file(config.store.path, config.site, schema=oldest)
+    _old_file(config.store.path, config.site, oldest=True)
     assert "bay_origins" not in _tables(config.store.path)
     store = SqliteStore(config.store.path)
     assert {"bay_origins", "officer_sessions", "signin_links", "engine_snapshots"} <= _tables(
@@ -269,13 +175,7 @@ def test_an_older_file_gains_the_tables_it_lacks(tmp_path: Path) -> None:
 def test_a_version_2_file_gains_the_rights_indexes(tmp_path: Path) -> None:
     """Version 3 finds a bay's or a zone's rights by index (the officers' cards show them)."""
     path = tmp_path / "v2.db"
-    SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute("DROP INDEX rights_bay")
-    db.execute("DROP INDEX rights_zone")
-    db.execute("PRAGMA user_version = 2")
-    db.commit()
-    db.close()
+    _file_at(path, 2)
     assert SqliteStore(path).migrated_from == 2
     db = sqlite3.connect(path)
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -287,12 +187,7 @@ def test_a_version_2_file_gains_the_rights_indexes(tmp_path: Path) -> None:
 def test_a_version_3_file_gains_the_spool_its_commits_write_points_to(tmp_path: Path) -> None:
     """Version 4 writes a batch's time-series lines in the batch's own transaction."""
     path = tmp_path / "v3.db"
-    SqliteStore(path).close()
-    db = sqlite3.connect(path)
-    db.execute("DROP TABLE timeseries_spool")
-    db.execute("PRAGMA user_version = 3")
-    db.commit()
-    db.close()
+    _file_at(path, 3)
     store = SqliteStore(path)
     assert store.migrated_from == 3
     store.commit(Work(Effects(), lines=["bay_state,bay_id=B1 occupied=1i 1000"] * 3))
