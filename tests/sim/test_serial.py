@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,32 +42,29 @@ def read_frames(path: Path, want: int, timeout: float = 10.0) -> list[bytes]:
     raise AssertionError(f"only {len(valid_lines(buf))} frames in {timeout}s: {buf[-200:]!r}")
 
 
-def test_serve_read_vanish_return_and_stop(tmp_path: Path) -> None:
-    config_out = tmp_path / "edge.yaml"
-    truth_out = tmp_path / "truth.json"
+@contextlib.contextmanager
+def serving(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``kerbside-sim serial`` with ``args``; stopped (SIGTERM) after the block, it exits 0."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kerbside.sim.cli",
-            "serial",
-            "--sensors",
-            "6",
-            "--ports",
-            "2",
-            "--speed",
-            "30",
-            "--dir",
-            str(tmp_path),
-            "--config-out",
-            str(config_out),
-            "--truth-out",
-            str(truth_out),
-        ],
+        [sys.executable, "-m", "kerbside.sim.cli", "serial", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+
+def test_serve_read_vanish_return_and_stop(tmp_path: Path) -> None:
+    config_out = tmp_path / "edge.yaml"
+    truth_out = tmp_path / "truth.json"
+    with serving(
+        "--sensors", "6", "--ports", "2", "--speed", "30", "--dir", str(tmp_path),
+        "--config-out", str(config_out), "--truth-out", str(truth_out),
+    ) as proc:  # fmt: skip
         assert proc.stdout is not None
         links = [Path(proc.stdout.readline().decode().strip()) for _ in range(2)]
         assert links == [tmp_path / "tty0", tmp_path / "tty1"]
@@ -82,10 +81,6 @@ def test_serve_read_vanish_return_and_stop(tmp_path: Path) -> None:
         wait_until(links[0].is_symlink, 5, "the port back under the same name")
         assert read_frames(links[0], 2)
         assert before.startswith("/dev/pts/")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
     assert not links[0].exists()
     truth = load_truth(truth_out)
     assert truth.end > truth.start
@@ -127,33 +122,14 @@ def test_wait_for_reader_starts_the_street_when_the_port_is_opened(tmp_path: Pat
     """With --wait-for-reader nothing runs until a reader opens the port, however late: then the
     sensors power up (each sends its first frame at once) and the truth starts there."""
     truth_out = tmp_path / "truth.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kerbside.sim.cli",
-            "serial",
-            "--wait-for-reader",
-            "--sensors",
-            "8",
-            "--dir",
-            str(tmp_path),
-            "--truth-out",
-            str(truth_out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    with serving(
+        "--wait-for-reader", "--sensors", "8", "--dir", str(tmp_path), "--truth-out", str(truth_out)
+    ) as proc:
         assert proc.stdout is not None
         link = Path(proc.stdout.readline().decode().strip())
         time.sleep(3)  # longer than an absent reader's lines are kept
         opened_ms = time.time_ns() // 1_000_000
         frames = read_frames(link, 4, timeout=3)  # the first keep-alive would be a minute away
         assert len({f.split(b",")[1] for f in frames}) >= 4
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
     truth = load_truth(truth_out)
     assert opened_ms - 50 <= truth.start <= opened_ms + 2000
