@@ -130,15 +130,10 @@ class Commands:
         validator = self._validator()
         known = {s["suspension_id"] for s in self._store.suspensions()}
         commands: list[Command] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = validator.check_journal_line(line)
-            except RecordRejected as exc:
-                log.warning("journal_file %s:%d rejected: %s", path, number, exc)
-                continue
-            if isinstance(record, Right):
+        for number, record in validator.check_journal_lines(lines):
+            if isinstance(record, RecordRejected):
+                log.warning("journal_file %s:%d rejected: %s", path, number, record)
+            elif isinstance(record, Right):
                 stored = self._store.right(record.right_id)
                 if stored is None or stored.body != to_journal_dict(record):
                     commands.append(AddRight(record))

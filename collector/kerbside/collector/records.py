@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -475,6 +476,19 @@ class RecordValidator:
         if kind == "suspension":
             return self.check_suspension(obj)
         raise RecordRejected("schema", "expected occupancy, right or suspension", "type")
+
+    def check_journal_lines(
+        self, lines: Iterable[bytes | str]
+    ) -> Iterator[tuple[int, JournalRecord | RecordRejected | None]]:
+        """Each line but blank ones, numbered from 1, with what ``check_journal_line`` made of
+        it: a record, None (a repeated event) or the rejection."""
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, self.check_journal_line(line)
+            except RecordRejected as exc:
+                yield number, exc
 
 
 def from_journal_dict(obj: dict[str, Any]) -> JournalRecord:

@@ -36,15 +36,10 @@ def read_journal(
     validator = RecordValidator(site, MemorySeenEvents())
     accepted: list[tuple[Instant, int, JournalRecord]] = []
     errors: list[str] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = validator.check_journal_line(line)
-        except RecordRejected as exc:
-            errors.append(f"line {number}: {exc}")
-            continue
-        if record is not None:
+    for number, record in validator.check_journal_lines(lines):
+        if isinstance(record, RecordRejected):
+            errors.append(f"line {number}: {record}")
+        elif record is not None:
             accepted.append((record_time(record), number, record))
     accepted.sort(key=lambda item: (item[0], item[1]))
     return accepted, errors
