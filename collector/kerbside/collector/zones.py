@@ -27,22 +27,8 @@ from kerbside.core.site import Site
 
 
 def zone_site(site: Site, zone_id: str) -> Site:
-    """The part of ``site`` that is one zone and its bays."""
-    bays = site.bays_of_zone(zone_id)
-    by_gateway: dict[str, list[Any]] = {}
-    for bay in bays:
-        if bay.gateway is not None:
-            by_gateway.setdefault(bay.gateway, []).append(bay)
-    return Site(
-        name=site.name,
-        timezone=site.timezone,
-        holidays=site.holidays,
-        zones={zone_id: site.zones[zone_id]},
-        bays={bay.id: bay for bay in bays},
-        bay_of_sensor={bay.sensor: bay for bay in bays if bay.sensor is not None},
-        _by_zone={zone_id: bays},
-        _by_gateway={gateway: tuple(of) for gateway, of in by_gateway.items()},
-    )
+    """The part of ``site`` that is one of its zones and that zone's bays."""
+    return only_zones(site, (zone_id,))
 
 
 def only_zones(site: Site, zone_ids: Iterable[str]) -> Site:
