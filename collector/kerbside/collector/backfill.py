@@ -19,6 +19,7 @@ existed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 import time
@@ -164,19 +165,6 @@ def alert_and_session_lines(
             after = page[-1][0]
 
 
-def backfill_lines(
-    store: StoreReader,
-    site: SiteLike,
-    start: Instant,
-    end: Instant,
-    *,
-    now: Instant,
-    delay_ms: int = 0,
-) -> Iterator[str]:
-    yield from state_lines(store, site, start, end, now=now, delay_ms=delay_ms)
-    yield from alert_and_session_lines(store, site, start, end)
-
-
 def write_all(
     sink: TimeSeriesSink,
     lines: Iterator[str],
@@ -238,7 +226,10 @@ def backfill_main(args: argparse.Namespace) -> int:
     clock, _ = clock_from_env()
     now = clock()
     delay_ms = int(config.alert_delay_s * 1000)
-    lines = backfill_lines(store, site, start, end, now=now, delay_ms=delay_ms)
+    lines = itertools.chain(
+        state_lines(store, site, start, end, now=now, delay_ms=delay_ms),
+        alert_and_session_lines(store, site, start, end),
+    )
     try:
         written, rejected = write_all(sink, lines, batch_size=config.influxdb.batch_size)
     except RetryableWriteError as exc:
