@@ -25,7 +25,6 @@ from kerbside.collector.store import (
     BayState,
     Committed,
     JournalEntry,
-    LineSpool,
     OutboxMessage,
     Recovered,
     Snapshot,
@@ -126,7 +125,7 @@ class SqliteStore(SqlReads):
     def close(self) -> None:
         self._db.close()
 
-    def open_spool(self, max_lines: int, block: int) -> LineSpool:
+    def open_spool(self, max_lines: int, block: int) -> Spool:
         return Spool(self.path, max_lines, block=block)
 
     @contextlib.contextmanager
