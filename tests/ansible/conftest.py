@@ -173,23 +173,48 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
-def run_playbook(deployment: Deployment, playbook: str = "site.yml") -> Run:
-    inventory = deployment.workdir / "inventory" / "hosts.yml"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory),
-            "-e",
-            f"@{deployment.workdir / 'test-vars.yml'}",
-            str(ANSIBLE_DIR / playbook),
-        ],
+def ansible(command: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """One of this venv's Ansible commands, run in the Ansible directory; its status unchecked."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / command), *args],
         cwd=ANSIBLE_DIR,
         env=ansible_env(),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
+    )
+
+
+def play_on_localhost(
+    workdir: Path, variables: dict[str, Any], tasks: list[dict[str, Any]]
+) -> None:
+    """``tasks`` in one playbook run on localhost with ``variables``; a failure fails the test
+    with Ansible's output."""
+    (workdir / "play-vars.yml").write_text(yaml.safe_dump(variables))
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]
+    (workdir / "play.yml").write_text(yaml.safe_dump(play))
+    proc = ansible(
+        "ansible-playbook",
+        "-i",
+        "localhost,",
+        "-e",
+        f"@{workdir / 'play-vars.yml'}",
+        str(workdir / "play.yml"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def run_playbook(deployment: Deployment, playbook: str = "site.yml") -> Run:
+    inventory = deployment.workdir / "inventory" / "hosts.yml"
+    proc = ansible(
+        "ansible-playbook",
+        "-i",
+        str(inventory),
+        "-e",
+        f"@{deployment.workdir / 'test-vars.yml'}",
+        str(ANSIBLE_DIR / playbook),
+        timeout=900,
     )
     output = proc.stdout + proc.stderr
     recap = {
@@ -346,7 +371,6 @@ def render_role_templates(
     variables = yaml.safe_load((role_dir / "defaults" / "main.yml").read_text()) or {}
     variables.update(overrides)
     variables["ansible_python_interpreter"] = sys.executable  # this venv, not a discovered one
-    (workdir / "render-vars.yml").write_text(yaml.safe_dump(variables))
     tasks = [
         {
             "name": f"render {name}",
@@ -357,22 +381,4 @@ def render_role_templates(
         }
         for name, dest in templates.items()
     ]
-    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": tasks}]
-    (workdir / "render.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            f"@{workdir / 'render-vars.yml'}",
-            str(workdir / "render.yml"),
-        ],
-        cwd=ANSIBLE_DIR,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    play_on_localhost(workdir, variables, tasks)

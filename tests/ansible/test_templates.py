@@ -23,7 +23,7 @@ import yaml
 
 from kerbside.collector.config import load_config
 from tests import grafana as grafana_dashboard
-from tests.ansible.conftest import ANSIBLE_DIR, ansible_env, render_role_templates
+from tests.ansible.conftest import ANSIBLE_DIR, ansible, play_on_localhost, render_role_templates
 from tests.helpers import Mosquitto, free_port, stop_process, wait_for_port, write_collector_setup
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
@@ -37,25 +37,17 @@ def render(tmp_path: Path, influx: dict[str, object], **more: object) -> Path:
     variables.update(more)
     (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
     dest = tmp_path / "collector.yaml"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-c",
-            "local",
-            "-m",
-            "ansible.builtin.template",
-            "-a",
-            f"src={ROLE / 'templates' / 'collector.yaml.j2'} dest={dest}",
-            "-e",
-            f"@{tmp_path / 'vars.yml'}",
-        ],
-        cwd=ANSIBLE_DIR,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = ansible(
+        "ansible",
+        "localhost",
+        "-c",
+        "local",
+        "-m",
+        "ansible.builtin.template",
+        "-a",
+        f"src={ROLE / 'templates' / 'collector.yaml.j2'} dest={dest}",
+        "-e",
+        f"@{tmp_path / 'vars.yml'}",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return dest
@@ -197,40 +189,8 @@ def provision_grafana(
             **grafana,
         },
     }
-    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
-    play = [
-        {
-            "hosts": "localhost",
-            "connection": "local",
-            "gather_facts": False,
-            "tasks": [
-                {
-                    "ansible.builtin.include_role": {
-                        "name": "kerbside_collector",
-                        "tasks_from": "grafana.yml",
-                    }
-                }
-            ],
-        }
-    ]
-    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            "localhost,",
-            "-e",
-            f"@{tmp_path / 'vars.yml'}",
-            str(tmp_path / "play.yml"),
-        ],
-        cwd=ANSIBLE_DIR,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    include = {"name": "kerbside_collector", "tasks_from": "grafana.yml"}
+    play_on_localhost(tmp_path, variables, [{"ansible.builtin.include_role": include}])
     return root
 
 
