@@ -9,8 +9,6 @@ import json
 import os
 import queue
 import resource
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kerbside.collector.tokens import TokenHolder, hash_token, load_tokens, save_tokens
 from kerbside.core.instants import format_instant
 from tests.collector.api.live import LiveCollector
-from tests.helpers import Mosquitto, wait_for_port
+from tests.helpers import Mosquitto
 
 
 def site_text(bays: int = 4) -> str:
@@ -79,24 +77,13 @@ class Stack(LiveCollector):
         if extra_config:
             self.config.write_text(self.config.read_text() + extra_config)
 
-    def start(self) -> Stack:
+    def _spawn(self) -> None:
         """As live.py's, under ``files_limit`` open files (RLIMIT_NOFILE) if given."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kerbside.collector.cli", "run", "--config",
-                 str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-            )  # fmt: skip
+        super()._spawn()
         if self.files_limit is not None:  # before it gets far: it reads the limit at start
+            assert self.proc is not None
             limit = (self.files_limit, self.files_limit)
             resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, limit)
-        try:
-            wait_for_port(self.port, timeout=30)
-        except TimeoutError:
-            raise RuntimeError(self.log.read_text()[-3000:]) from None
-        self.wait_for(None, "/healthz", lambda h: h.get("broker") == "ok", timeout=20)
-        return self
 
     def as_token(self, name: str) -> Any:
         import httpx  # noqa: PLC0415 (as in live.py)

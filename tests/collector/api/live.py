@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -69,15 +69,9 @@ class LiveCollector:
         self.log = workdir / "collector.log"
         self._seq = itertools.count(1)
 
-    def start(self) -> LiveCollector:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def start(self) -> Self:
         subscribed = self._subscriptions()
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kerbside.collector.cli", "run", "--config",
-                 str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
-            )  # fmt: skip
+        self._spawn()
         try:
             wait_for_port(self.port, timeout=30)
         except TimeoutError:
@@ -86,6 +80,15 @@ class LiveCollector:
         self.wait_for(None, "/healthz", lambda h: h.get("broker") == "ok", timeout=20)
         wait_until(lambda: self._subscriptions() > subscribed, 20, "the collector's SUBACK")
         return self
+
+    def _spawn(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kerbside.collector.cli", "run", "--config",
+                 str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            )  # fmt: skip
 
     def _subscriptions(self) -> int:
         """SUBACKs the collector has logged so far (its log is kept across restarts)."""
