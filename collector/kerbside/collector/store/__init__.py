@@ -9,7 +9,8 @@ journal positions, alert change ids and outbox ids as it writes them and reports
 ``Committed``.
 
 Reads serve recovery (``recovery.py``), the API's read side (``queries.py``) and its commands.
-SQL stays in the adapters: ``sqlite.py`` (one file, WAL) is the default.
+SQL stays in the adapters: ``sqlite.py`` (one file, WAL) is the default, ``postgres.py`` the
+other; ``sqlreads.py`` holds the reads written alike for both.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The PostgreSQL store's read side: what the API asks of the store (bays, occupancy history,
 sessions, alerts, rights, suspensions, counters, gateways' figures) and the officers' sign-ins,
-each a statement or two outside the units of work. Reads the API runs in a worker thread
-(``timelines``, ``gateway_summaries``) open a connection of their own.
+each a statement or two outside the units of work (those whose SQL is SQLite's too are in
+``sqlreads.py``). Reads the API runs in a worker thread (``timelines``, ``gateway_summaries``)
+open a connection of their own.
 """
 
 from __future__ import annotations
