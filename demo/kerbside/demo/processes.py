@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -122,14 +123,26 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def wait_port(port: int, child: Child, timeout: float) -> None:
+def wait_while_running(
+    ready: Callable[[], bool], children: Sequence[Child], timeout: float, late: str
+) -> None:
+    """Until ``ready()``: a ``DemoError`` with its last line if one of ``children`` exits first,
+    or saying ``late`` once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.proc.poll() is not None:
-            raise DemoError(f"{child.name} exited: {last_line(child.log)} (see {child.log})")
+    while not ready():
+        for child in children:
+            if child.proc.poll() is not None:
+                raise DemoError(f"{child.name} exited: {last_line(child.log)} (see {child.log})")
+        if time.monotonic() > deadline:
+            raise DemoError(late)
+        time.sleep(0.05)
+
+
+def wait_port(port: int, child: Child, timeout: float) -> None:
+    def listening() -> bool:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise DemoError(f"{child.name} did not listen on 127.0.0.1:{port} (see {child.log})")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    late = f"{child.name} did not listen on 127.0.0.1:{port} (see {child.log})"
+    wait_while_running(listening, [child], timeout, late)

@@ -9,14 +9,13 @@ spread over the gateways' streets; each gateway also runs the simulator and an e
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from kerbside.demo.processes import Child, Children, DemoError, last_line, module_argv
+from kerbside.demo.processes import Child, Children, DemoError, module_argv, wait_while_running
 
 # Real streets around Camden Town: (street, gateway id, first bay's lat, lon, step along the kerb)
 STREETS: tuple[tuple[str, str, float, float, float, float], ...] = (
@@ -151,13 +150,12 @@ def start_edge(children: Children, sim: Child, gateway: str, mqtt_port: int) -> 
     """Once the simulator's ptys exist, a real edge agent reading them."""
     gw_dir = children.workdir / gateway
     ready, edge_yaml = gw_dir / "ttys.txt", gw_dir / "edge.yaml"
-    deadline = time.monotonic() + 30
-    while not (ready.exists() and ready.read_text().strip()):
-        if sim.proc.poll() is not None:
-            raise DemoError(f"{sim.name} exited: {last_line(sim.log)} (see {sim.log})")
-        if time.monotonic() > deadline:
-            raise DemoError(f"{sim.name} did not open its ports (see {sim.log})")
-        time.sleep(0.05)
+    wait_while_running(
+        lambda: ready.exists() and bool(ready.read_text().strip()),
+        [sim],
+        30,
+        f"{sim.name} did not open its ports (see {sim.log})",
+    )
     config = yaml.safe_load(edge_yaml.read_text())
     config["mqtt"] = {**config.get("mqtt", {}), "host": "127.0.0.1", "port": mqtt_port}
     config["health_interval_s"] = 15
@@ -172,13 +170,7 @@ def planned_rights(children: Children, sim: Child, edge: Child, gateway: str) ->
     """The rights the drivers will pay for (the simulator's plan), once its street has started:
     when the agent has opened its ports."""
     plan_file = children.workdir / gateway / "plan.json"
-    deadline = time.monotonic() + 60
-    while not plan_file.exists():
-        for child in (sim, edge):
-            if child.proc.poll() is not None:
-                raise DemoError(f"{child.name} exited: {last_line(child.log)} (see {child.log})")
-        if time.monotonic() > deadline:
-            raise DemoError(f"{edge.name} did not open its ports (see {edge.log})")
-        time.sleep(0.05)
+    late = f"{edge.name} did not open its ports (see {edge.log})"
+    wait_while_running(plan_file.exists, [sim, edge], 60, late)
     plan = json.loads(plan_file.read_text())
     return [dict(r) for r in plan["rights"]]
