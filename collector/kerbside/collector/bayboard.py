@@ -53,7 +53,7 @@ class BayBoard:
         self._session_alerts: dict[str, dict[str, dict[str, Any]]] = {}
         for record in session_alerts:
             self.alert_changed(record)
-        self._deferred: dict[str, tuple[str, str, bool]] = {}
+        self._deferred: dict[str, tuple[Bay, OccupancyEvent]] = {}
 
     def event(self, ev: OccupancyEvent, bay: Bay, draft: Draft, *, defer: bool) -> None:
         """An accepted occupancy event of ``bay``: its new state, if it is one."""
@@ -70,28 +70,36 @@ class BayBoard:
         self._bays[bay_id] = _BayNow(ev.state, ev.ts, ev.gateway_id, session_start)
         draft.bays[bay_id] = (bay_id, ev.state, ev.ts, ev.gateway_id, session_start)
         draft.state_changes.append((bay_id, ev.ts, ev.state))
+        if defer:
+            # only each bay's latest state is published once the backlog is in: its message is
+            # made then, not for every change on the way
+            self._deferred[bay_id] = (bay, ev)
+        else:
+            draft.bay_messages[bay_id] = self._message(bay, ev)
+        if self._points:
+            draft.points.append(BayStatePoint(bay, ev.state, ev.ts, ev.gateway_id))
+
+    def _message(self, bay: Bay, ev: OccupancyEvent) -> tuple[str, str, bool]:
+        """The retained ``bays/{id}`` message of the bay's state since ``ev``."""
         payload = dumps(
             {
                 "v": 1,
-                "bay_id": bay_id,
+                "bay_id": ev.bay_id,
                 "zone_id": bay.zone_id,
                 "state": ev.state,
                 "since": format_instant(ev.ts),
                 "gateway_id": ev.gateway_id,
             }
         )
-        message = (self._bay_topic + bay_id, payload, True)
-        if defer:
-            self._deferred[bay_id] = message
-        else:
-            draft.bay_messages[bay_id] = message
-        if self._points:
-            draft.points.append(BayStatePoint(bay, ev.state, ev.ts, ev.gateway_id))
+        return (self._bay_topic + ev.bay_id, payload, True)
 
     def release(self, draft: Draft) -> None:
         """The backlog is in: publish each bay's latest state."""
         if self._deferred:
-            draft.bay_messages.update(self._deferred)
+            message = self._message
+            draft.bay_messages.update(
+                (bay_id, message(bay, ev)) for bay_id, (bay, ev) in self._deferred.items()
+            )
             self._deferred = {}
 
     def _close_session(self, bay: Bay, start: Instant, end: Instant, draft: Draft) -> None:
