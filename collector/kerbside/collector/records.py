@@ -268,11 +268,20 @@ def _object(obj: Any) -> dict[str, Any]:
     return obj
 
 
+_CONTAINERS: Final = (dict, list)
+
+
 def json_depth(value: Any) -> int:
     """How deeply a parsed JSON value nests (a scalar 0, ``{}`` or ``[]`` 1), without recursion
     and stopping once past ``MAX_JSON_DEPTH``."""
     if not isinstance(value, dict | list):
         return 0
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        if isinstance(item, _CONTAINERS):  # a tuple: faster than a union in isinstance
+            break
+    else:
+        return 1  # flat, as an event is: the usual case, settled in one pass
     deepest = 1
     level: list[Any] = [value]
     while level and deepest <= MAX_JSON_DEPTH:
