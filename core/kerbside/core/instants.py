@@ -19,6 +19,8 @@ _INSTANT_RE = re.compile(
 _CANONICAL_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z", re.ASCII)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_NUMBERS: dict[str, int] = {}  # "YYYY-MM-DD" -> days since the epoch, for valid dates
+# "YYYY-MM-DDTHH:MM:SS." of canonical instants parsed -> epoch milliseconds of that second
+_SECOND_STARTS: dict[str, int] = {}
 
 
 def _day_number(text: str) -> int | None:
@@ -41,6 +43,12 @@ def parse_instant(text: str) -> Instant:
     Offsets other than ``Z`` are accepted (they name one instant unambiguously); a time without
     a zone is rejected, because it does not.
     """
+    if type(text) is str and len(text) == 24 and text[23] == "Z":
+        # a second already seen in the canonical form: only its milliseconds to read
+        base = _SECOND_STARTS.get(text[:20])
+        millis = text[20:23]
+        if base is not None and millis.isascii() and millis.isdigit():
+            return base + int(millis)
     if type(text) is str and _CANONICAL_RE.match(text) is not None:
         # the canonical form, as every gateway sends it: arithmetic instead of a datetime
         day = _DAY_NUMBERS.get(text[:10])
@@ -48,7 +56,11 @@ def parse_instant(text: str) -> Instant:
             day = _day_number(text[:10])
         hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
         if day is not None and hour < 24 and minute < 60 and second < 60:
-            return (((day * 24 + hour) * 60 + minute) * 60 + second) * 1000 + int(text[20:23])
+            base = (((day * 24 + hour) * 60 + minute) * 60 + second) * 1000
+            if len(_SECOND_STARTS) >= 200_000:  # instants near now, mostly: start afresh
+                _SECOND_STARTS.clear()
+            _SECOND_STARTS[text[:20]] = base
+            return base + int(text[20:23])
     if not isinstance(text, str) or _INSTANT_RE.match(text) is None:
         raise InstantError(f"not an ISO 8601 UTC instant: {text!r}")
     try:
