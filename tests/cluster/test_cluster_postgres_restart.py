@@ -42,6 +42,20 @@ def test_postgres_restarted_under_load_loses_nothing_and_the_collectors_carry_on
     gateways = Gateways(own_broker.port, topic_root, clock, changes)
     try:
         cluster.start_all()
+        # each holds leases before the database goes: each has something to stop acting for
+        poll(
+            lambda: (
+                rows(
+                    url,
+                    "SELECT count(DISTINCT node_id), count(*) FROM zone_leases"
+                    " WHERE expires > clock_timestamp()",
+                )
+                == [(2, 5)]
+            ),
+            30,
+            "the zones shared",
+            cluster.logs,
+        )
         gateways.start()
         poll(lambda: len(gateways.published) >= 15, 60, "events flowing", cluster.logs)
         database.stop()  # under load: the gateways go on publishing
