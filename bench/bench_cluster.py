@@ -7,8 +7,16 @@ PostgreSQL server of the bench's own (``initdb``; ``synchronous_commit`` on):
   cluster path (events journaled by whichever collector the broker hands them to, then followed
   by each zone's owner: rules, bay states, sessions, publications). The rate is events per
   second from the first journaled to the last one's bay state stored. The CPU seconds the
-  collectors and the PostgreSQL server spent meanwhile, per event, are the capacity model's
-  per-event costs (docs/scaling.md);
+  collectors and the PostgreSQL server spent meanwhile, the WAL written, the database's growth
+  and the WAL flushes (fsync), per event, are the capacity model's per-event costs
+  (docs/scaling.md);
+- the same costs live: two collectors, the gateways publishing 1,000 events/s for 30 s, so
+  that each commit holds the few events that arrived since the last (a backlog's commits hold
+  ``ingest.batch_max``);
+- ``commit_head`` held: the time a commit of ``ingest.batch_max`` events holds the row that
+  hands out journal positions (its ``UPDATE`` to the end of its ``COMMIT``), with the store's
+  own statements; such commits take turns, so this bounds the events per second one database
+  journals, however many collectors share it;
 - failover: two collectors live, a zone whose unpaid alerts fall due one every 200 ms; the
   zone's owner is SIGKILLed, and the figure is the time from the kill to the zone's first alert
   published by the collector that took it over (target ``lease_s`` + 2 s).
@@ -36,28 +44,22 @@ from typing import NamedTuple
 import paho.mqtt.client as mqtt
 import psycopg
 from bench_collector import OFFSET_MS, ROOT, _event, _now, _Publisher, _write_site
-from common import BenchError, Row, attempt, wait_exit, wait_until
+from common import BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kerbside.collector.store.postgres import migrate
+from kerbside.collector.store.pgconn import columns
+from kerbside.collector.store.postgres import _INSERT_EVENTS, _INSERT_JOURNAL, _TAKE_IDS, migrate
 from kerbside.core.instants import format_instant
 from tests.helpers import Mosquitto
 from tests.pg import OwnPostgres
 
 LEASE_S = 5.0
-TICK_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pids: list[int]) -> float:
-    """User and system CPU seconds the processes have used so far (gone ones count 0)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK_HZ
+BATCH_MAX = 1000  # ingest.batch_max's default: the events of one commit, draining a backlog
+HOLD_BATCHES = (100, BATCH_MAX)  # commits of these many events hold commit_head...
+HOLD_ROUNDS = 21  # ...this many times each
+LIVE_RATE = 1000  # events/s the gateways send in the live measurement
 
 
 def _server_pids(server: OwnPostgres) -> list[int]:
@@ -153,16 +155,76 @@ class _Node:
             self.proc.wait()
 
 
-class Drain(NamedTuple):  # (run.py loads benches outside sys.modules: no dataclass)
+class Costs(NamedTuple):  # (run.py loads benches outside sys.modules: no dataclass)
+    """What a run of events cost, per event."""
+
+    collector_ms: float  # the collectors' CPU
+    postgres_ms: float  # the PostgreSQL server's CPU
+    wal_bytes: float  # WAL written
+    stored_bytes: float  # the database's growth (tables and indexes)
+    flushes: float  # WAL flushes to disk (fsync) per 1,000 events: the commits' IOPS
+    flushes_per_s: float  # the same per second of the run
+
+
+class Drain(NamedTuple):
     nodes: int
     rate: float  # events/s, first journaled to last followed
-    collector_ms: float  # collectors' CPU per event
-    postgres_ms: float  # the PostgreSQL server's CPU per event
-    wal_bytes: float  # WAL written per event
-    stored_bytes: float  # the database's growth per event (tables and indexes)
+    costs: Costs
 
 
+Db = psycopg.Connection[tuple[object, ...]]
 _SIZES = "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, pg_database_size(current_database())"
+# WAL flushes (fdatasync) the server made, every process's (commits' own, the WAL writer's)
+_FLUSHES = "SELECT wal_sync FROM pg_stat_wal"
+# The server's processes report their I/O counts at most once a second (and when they exit)
+STATS_LAG_S = 1.5
+
+
+def _flushes(db: Db) -> int:
+    time.sleep(STATS_LAG_S)  # lets the counts made until now be reported
+    row = db.execute(_FLUSHES).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+class _Meter:
+    """The CPU the collectors and the server use, the WAL written, the database's growth and the
+    WAL flushes, from its start to ``read``."""
+
+    def __init__(self, db: Db, server: OwnPostgres) -> None:
+        self._db = db
+        self._server = server
+        self._flushes = _flushes(db)
+        self._postgres = cpu_seconds(_server_pids(server))
+        self._sizes = self._read_sizes()
+        self._began = time.monotonic()
+        self._pids: list[int] = []
+        self._collectors = 0.0
+
+    def _read_sizes(self) -> tuple[int, int]:
+        row = self._db.execute(_SIZES).fetchone()
+        assert row is not None
+        return int(str(row[0])), int(str(row[1]))
+
+    def watch(self, nodes: list[_Node]) -> None:
+        """Count these collectors' CPU from now."""
+        self._pids = [n.proc.pid for n in nodes if n.proc is not None]
+        self._collectors = cpu_seconds(self._pids)
+
+    def read(self, events: int) -> Costs:
+        collectors = cpu_seconds(self._pids) - self._collectors
+        postgres = cpu_seconds(_server_pids(self._server)) - self._postgres
+        (wal, stored), (wal0, stored0) = self._read_sizes(), self._sizes
+        flushes = _flushes(self._db) - self._flushes
+        took = time.monotonic() - self._began
+        return Costs(
+            1000 * collectors / events,
+            1000 * postgres / events,
+            (wal - wal0) / events,
+            (stored - stored0) / events,
+            1000 * flushes / events,
+            flushes / took,
+        )
 
 
 def _drain(
@@ -185,13 +247,10 @@ def _drain(
             first = time.monotonic()
         return journaled >= total and followed >= used
 
-    pg_before = _cpu_s(_server_pids(server))
-    sizes = db.execute(_SIZES).fetchone()
-    assert sizes is not None
+    meter = _Meter(db, server)
     for node in nodes:
         node.start()
-    collectors = [n.proc.pid for n in nodes if n.proc is not None]
-    cpu_before = _cpu_s(collectors)
+    meter.watch(nodes)
     wait_until(
         f"{len(nodes)} collector(s) to journal and follow {total} events",
         done,
@@ -201,22 +260,103 @@ def _drain(
         interval_s=0.05,
     )
     took = time.monotonic() - first
-    collector_cpu = _cpu_s(collectors) - cpu_before
-    pg_cpu = _cpu_s(_server_pids(server)) - pg_before
-    after = db.execute(_SIZES).fetchone()
-    assert after is not None
+    costs = meter.read(total)
     for node in nodes:
         node.stop()
     db.close()
-    wal, stored = (float(b - a) / total for a, b in zip(sizes, after, strict=True))
-    return Drain(
-        len(nodes),
-        total / took,
-        1000 * collector_cpu / total,
-        1000 * pg_cpu / total,
-        wal,
-        stored,
-    )
+    return Drain(len(nodes), total / took, costs)
+
+
+def _live(
+    work: Path, broker: Mosquitto, server: OwnPostgres, bays: int, rate: int, seconds: int
+) -> tuple[Costs, float]:
+    """Two collectors live, the gateways publishing ``rate`` events/s for ``seconds``: what an
+    event costs when batches are as small as the traffic makes them, and the rate the gateways
+    kept."""
+    url = _database(server, "live")
+    nodes = [_Node(work, f"live-{name}", broker.port, url, "live", ROOT) for name in "ab"]
+    db = psycopg.connect(url, autocommit=True)
+    total = rate * seconds
+    used = min(total // 4, bays)
+    try:
+        for node in nodes:
+            node.start()
+        wait_until(
+            "the collectors to share their leases",
+            lambda: len({r[0] for r in db.execute("SELECT node_id FROM zone_leases")}) == 2,
+            60,
+        )
+        meter = _Meter(db, server)
+        meter.watch(nodes)
+        pub = _Publisher(broker.port)
+        began = time.monotonic()
+        burst = max(1, rate // 20)  # a burst every 50 ms
+        settled_after = 0
+        for k in range(total):
+            if k % burst == 0:
+                # paces the gateways: the next burst's moment
+                time.sleep(max(0.0, began + k / rate - time.monotonic()))
+            if k == total - used:
+                settled_after = _now() - 10_000
+            state = ("occupied", "vacant")[(k // used) % 2]
+            pub.publish(*_event(k + 1, k % used, state, _now() - 10_000))
+        kept = total / (time.monotonic() - began)
+        pub.wait(total)
+        pub.close()
+
+        def done() -> bool:
+            row = db.execute(
+                "SELECT (SELECT pos FROM commit_head),"
+                " (SELECT count(*) FROM bays WHERE since >= %s)",
+                (settled_after,),
+            ).fetchone()
+            assert row is not None
+            return int(str(row[0])) >= total and int(str(row[1])) >= used
+
+        wait_until(
+            f"the collectors to journal and follow {total} live events",
+            done,
+            300,
+            alive=[n.proc for n in nodes if n.proc is not None],
+        )
+        costs = meter.read(total)
+        for node in nodes:
+            node.stop()
+    finally:
+        db.close()
+        for node in nodes:
+            node.kill()
+    return costs, kept
+
+
+def _head_hold_ms(url: str, batch: int) -> float:
+    """The median time, in ms, a commit of ``batch`` events holds ``commit_head``: from its
+    ``UPDATE`` of the head row (sent last, as the store does) to the end of its ``COMMIT``, with
+    the store's own statements and rows like the drain's. Commits that write the journal take
+    their turns through that one row: ``batch`` / this time is the most events per second one
+    database can journal, however many collectors send them."""
+    db = psycopg.connect(url, autocommit=True)
+    rows = db.execute(
+        "SELECT j.type, j.time, j.watermark, j.body, j.zone_id, e.event_id, e.digest"
+        " FROM journal j JOIN events e ON e.pos = j.pos ORDER BY j.pos LIMIT %s",
+        (batch,),
+    ).fetchall()
+    if len(rows) < batch:
+        raise BenchError(f"{len(rows)} journaled events to copy, {batch} wanted")
+    held = []
+    for k in range(HOLD_ROUNDS):
+        types, times, marks, bodies, zones, events, digests = columns(rows)
+        events = [f"{e}:hold{batch}:{k}" for e in events]
+        with db.pipeline(), db.transaction(), db.cursor() as cur:
+            began = time.monotonic()
+            cur.execute(_TAKE_IDS.encode(), (batch, 0))
+            cur.execute(_INSERT_JOURNAL.encode(), (batch, types, times, marks, bodies, zones))
+            cur.execute(
+                _INSERT_EVENTS.encode(), (batch, events, list(range(1, batch + 1)), digests)
+            )
+        held.append(time.monotonic() - began)
+    db.close()
+    return 1000 * sorted(held)[HOLD_ROUNDS // 2]
 
 
 def _ingest_rows(
@@ -246,6 +386,8 @@ def _ingest_rows(
         print(f"[bench] one collector: {solo}", file=sys.stderr)
         pair = _drain(two, url_two, server, total, settled_after, used)
         print(f"[bench] two collectors: {pair}", file=sys.stderr)
+        holds = {n: _head_hold_ms(url_one, n) for n in HOLD_BATCHES}
+        print(f"[bench] commit_head held (ms by events): {holds}", file=sys.stderr)
     finally:
         for node in one + two:
             node.kill()
@@ -258,25 +400,61 @@ def _ingest_rows(
             "report",
             True,
         ),
+        *_cost_rows("draining a backlog, one / two collectors", [solo.costs, pair.costs]),
+        _hold_row(holds),
+    ]
+
+
+def _hold_row(holds: dict[int, float]) -> Row:
+    """commit_head's hold by a commit of n events, as fixed + n x per event, and the most events
+    per second one database journals in commits of ``BATCH_MAX``."""
+    (small, at_small), (big, at_big) = sorted(holds.items())
+    per_event = (at_big - at_small) / (big - small)
+    fixed = at_small - small * per_event
+    return Row(
+        f"commit_head held by a commit of {small:,} / {big:,} events (median of"
+        f" {HOLD_ROUNDS}): fixed + per event; the most events/s one database journals",
+        f"{at_small:.1f} / {at_big:.1f} ms: {fixed:.2f} ms + {1000 * per_event:.1f} us;"
+        f" {big / at_big * 1000:,.0f}/s",
+        "report",
+        True,
+    )
+
+
+def _cost_rows(what: str, runs: list[Costs]) -> list[Row]:
+    """The per-event costs of ``runs`` (docs/scaling.md's capacity model takes them)."""
+
+    def figures(pattern: str, field: str) -> str:
+        return " / ".join(pattern.format(getattr(c, field)) for c in runs)
+
+    return [
         Row(
-            "CPU per event, one collector: collector ms / PostgreSQL ms",
-            f"{solo.collector_ms:.3f} / {solo.postgres_ms:.3f}",
+            f"{what}: CPU per event, collectors ms; PostgreSQL ms",
+            f"{figures('{:.3f}', 'collector_ms')}; {figures('{:.3f}', 'postgres_ms')}",
             "report",
             True,
         ),
         Row(
-            "CPU per event, two collectors: collectors ms / PostgreSQL ms",
-            f"{pair.collector_ms:.3f} / {pair.postgres_ms:.3f}",
+            f"{what}: per event, WAL bytes; database growth bytes",
+            f"{figures('{:.0f}', 'wal_bytes')}; {figures('{:.0f}', 'stored_bytes')}",
             "report",
             True,
         ),
         Row(
-            "per event, two collectors: WAL bytes / database growth bytes",
-            f"{pair.wal_bytes:.0f} / {pair.stored_bytes:.0f}",
+            f"{what}: WAL flushes (fsync) per 1,000 events; per second",
+            f"{figures('{:.1f}', 'flushes')}; {figures('{:.0f}', 'flushes_per_s')}",
             "report",
             True,
         ),
     ]
+
+
+def _live_rows(
+    work: Path, broker: Mosquitto, server: OwnPostgres, bays: int, seconds: int
+) -> list[Row]:
+    costs, kept = _live(work, broker, server, bays, LIVE_RATE, seconds)
+    print(f"[bench] live at {kept:.0f} events/s: {costs}", file=sys.stderr)
+    return _cost_rows(f"live at {kept:,.0f} events/s, two collectors", [costs])
 
 
 def _failover_rows(work: Path, broker: Mosquitto, server: OwnPostgres) -> list[Row]:
@@ -368,6 +546,10 @@ def run(quick: bool) -> list[Row]:
                 rows = attempt(
                     "ingest, two collectors vs one on PostgreSQL",
                     lambda: _ingest_rows(work, broker, server, bays, total),
+                )
+                rows += attempt(
+                    f"live at {LIVE_RATE:,} events/s, two collectors",
+                    lambda: _live_rows(work, broker, server, bays, 10 if quick else 30),
                 )
                 rows += attempt(
                     "failover to the zone's first alert",

@@ -8,6 +8,7 @@ figure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sqlite3
@@ -131,3 +132,16 @@ def read_outbox(path: Path) -> tuple[int, list[int]]:
     finally:
         conn.close()
     return (0 if row is None else int(row[0])), seqs
+
+
+TICK_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User and system CPU seconds the processes have used so far (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK_HZ
