@@ -1,13 +1,22 @@
 """Ingest through one collector on PostgreSQL, as a ratio of the same collector on SQLite,
 measured in one run on one broker:
 
-one backlog of N occupancy events is queued at a private Mosquitto for two persistent sessions
-(a collector on a SQLite file, a collector on a PostgreSQL database), then each collector is
-started alone and drains it through the whole collector (validate, de-duplicate, store, rules,
-bay states out); the rate is events journaled per second, from the first to the last. The
-PostgreSQL database is a fresh one on the machine's server (``KERBSIDE_BENCH_PG``, default
-``postgresql://postgres@127.0.0.1:5432/postgres``), dropped afterwards; ``synchronous_commit``
-stays on, as in production.
+a backlog of N occupancy events is queued at a private Mosquitto for two persistent sessions
+(a collector on a SQLite file, a collector on a PostgreSQL database), in four rounds of N/4:
+in each, each collector is started alone and drains the round's events through the whole
+collector (validate, de-duplicate, store, rules, bay states out), SQLite first in rounds 1 and
+3, PostgreSQL first in 2 and 4, so that a change in the shared machine's load weighs on both.
+The rate is events journaled per second, from the first to the last of each round, over the
+rounds. The collector's own CPU per event meanwhile is printed beside it (SQLite's work is in
+the collector's process, PostgreSQL's in the server's).
+
+The PostgreSQL database is on a server of the bench's own (``initdb`` into a temporary
+directory, default settings), as a collector's database would be on a server of its own: on a
+server other work shares (other databases' checkpoints, a ``DROP DATABASE``'s forced one, their
+WAL flushes) the commits wait for that work, which the SQLite file never does, and the ratio
+measures the neighbours. ``KERBSIDE_BENCH_PG`` (an admin URL such as
+``postgresql://postgres@db.internal:5432/postgres``) measures on that server instead, in a fresh
+database dropped afterwards. ``synchronous_commit`` stays on, as in production.
 
     python bench/run.py pg [--quick]
 """
@@ -32,12 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kerbside.collector.store.postgres import migrate
 from tests.helpers import Mosquitto
+from tests.pg import own_postgres
 
-ADMIN_URL = os.environ.get("KERBSIDE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get("KERBSIDE_BENCH_PG")
+ROUNDS = 4  # the backlog is queued and drained in this many rounds, the stores' order alternating
 
 
 @contextlib.contextmanager
 def _database() -> Iterator[str]:
+    """A migrated database: on a server of the bench's own, or in ``ADMIN_URL``'s server."""
+    if ADMIN_URL is None:
+        with own_postgres() as server:
+            yield server.url
+        return
     name = f"kerbside_bench_{os.getpid()}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
@@ -80,10 +96,11 @@ class _On(_Collector):
 
 
 def _drain(
-    coll: _On, total: int, last_ts: int, progress: Callable[[], tuple[int, int]]
+    coll: _On, after: int, upto: int, last_ts: int, progress: Callable[[], tuple[int, int]]
 ) -> tuple[float, float]:
-    """Events journaled per second, first to last, and the collector's CPU ms per event
-    meanwhile; ``progress`` reads (journal's last position, the rules' clock) from the store."""
+    """The seconds the collector took to journal positions ``after`` + 1 to ``upto``, from the
+    first to the last, and the CPU seconds it used meanwhile; ``progress`` reads (journal's last
+    position, the rules' clock) from the store."""
     first = 0.0
     cpu = 0.0
     pos = 0
@@ -91,23 +108,22 @@ def _drain(
     def drained() -> bool:
         nonlocal first, cpu, pos
         pos, clock = progress()
-        if pos and not first:
+        if pos > after and not first:
             first = time.monotonic()
             cpu = cpu_seconds([proc.pid])
-        return pos >= total and clock >= last_ts
+        return pos >= upto and clock >= last_ts
 
     assert coll.proc is not None
     proc = coll.proc
     wait_until(
-        f"the collector to journal {total} events",
+        f"the collector to journal up to position {upto}",
         drained,
         900,
         alive=[coll.proc],
         detail=lambda: f"journal at {pos}",
         interval_s=0.02,
     )
-    took = time.monotonic() - first
-    return total / took, 1000 * (cpu_seconds([proc.pid]) - cpu) / total
+    return time.monotonic() - first, cpu_seconds([proc.pid]) - cpu
 
 
 def _sqlite_progress(path: Path) -> Callable[[], tuple[int, int]]:
@@ -145,31 +161,40 @@ def _rows(work: Path, broker: Mosquitto, bays: int, total: int) -> list[Row]:
             for coll in (on_sqlite, on_pg):  # their sessions, on a clock before the backlog
                 coll.start(OFFSET_MS)
                 coll.stop()
-            pub = _Publisher(broker.port)
             t0 = _now() - OFFSET_MS + 60_000
             step = 3_600_000 // total
-            used = total // 5
-            for k in range(total):
-                state = ("occupied", "vacant")[(k // used) % 2]
-                pub.publish(*_event(k + 1, k % used, state, t0 + k * step))
-            pub.wait(total, limit_s=1800)
-            pub.close()
-            last_ts = t0 + (total - 1) * step
-            print(f"[bench] {total} events queued for both", file=sys.stderr)
-            rates = {}
-            cpu = {}
-            for name, coll, progress in (
-                ("sqlite", on_sqlite, _sqlite_progress(on_sqlite.workdir / "collector.db")),
-                ("postgres", on_pg, _postgres_progress(url)),
-            ):
-                coll.start()
-                rates[name], cpu[name] = _drain(coll, total, last_ts, progress)
-                coll.stop()
-                print(
-                    f"[bench] {name}: {rates[name]:.0f} events/s, collector"
-                    f" {cpu[name]:.3f} ms CPU per event",
-                    file=sys.stderr,
-                )
+            used = min(total // 5, bays)  # the bays the events go to, in turn
+            per = total // ROUNDS
+            stores = {
+                "sqlite": (on_sqlite, _sqlite_progress(on_sqlite.workdir / "collector.db")),
+                "postgres": (on_pg, _postgres_progress(url)),
+            }
+            took = dict.fromkeys(stores, 0.0)
+            cpu = dict.fromkeys(stores, 0.0)
+            for r in range(ROUNDS):
+                pub = _Publisher(broker.port)
+                for k in range(r * per, (r + 1) * per):
+                    state = ("occupied", "vacant")[(k // used) % 2]
+                    pub.publish(*_event(k + 1, k % used, state, t0 + k * step))
+                pub.wait(per, limit_s=1800)
+                pub.close()
+                last_ts = t0 + ((r + 1) * per - 1) * step
+                # one store first, then the other, then the other way round: a change in the
+                # machine's load during the run weighs on both alike
+                for name in ("sqlite", "postgres")[:: 1 if r % 2 == 0 else -1]:
+                    coll, progress = stores[name]
+                    coll.start()
+                    seconds, used_cpu = _drain(coll, r * per, (r + 1) * per, last_ts, progress)
+                    coll.stop()
+                    took[name] += seconds
+                    cpu[name] += used_cpu
+                    print(
+                        f"[bench] round {r + 1}, {name}: {per / seconds:.0f} events/s",
+                        file=sys.stderr,
+                    )
+            total = per * ROUNDS
+            rates = {name: total / took[name] for name in stores}
+            cpu = {name: 1000 * cpu[name] / total for name in stores}
         finally:
             on_sqlite.kill()
             on_pg.kill()
@@ -194,7 +219,7 @@ def _rows(work: Path, broker: Mosquitto, bays: int, total: int) -> list[Row]:
 
 def run(quick: bool) -> list[Row]:
     bays = 2_000 if quick else 10_000
-    total = int(os.environ.get("BENCH_PG_EVENTS") or (10_000 if quick else 50_000))
+    total = int(os.environ.get("BENCH_PG_EVENTS") or (20_000 if quick else 100_000))
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "mosquitto", "autosave_interval 60\n").start()
