@@ -16,6 +16,7 @@ from kerbside.collector.cluster.intake import ClusterCycle
 from kerbside.collector.cluster.node import ClusterNode, join_cluster
 from kerbside.collector.config import CollectorConfig, load_config
 from kerbside.collector.core import CoreSettings
+from kerbside.collector.cycle import Wiring
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message
 from kerbside.collector.outbox import Outbox
@@ -115,16 +116,7 @@ def make_node(workdir: Path, url: str, name: str, clock: Clock, lease_s: float =
     outbox = Outbox(store.outbox(), link)
     feed = AlertFeed(store)
     monotonic = Clock(1000.0)
-    cycle, node = join_cluster(
-        config.cluster,
-        site,
-        store,
-        CoreSettings.of(config),
-        link=link,
-        outbox=outbox,
-        feed=feed,
-        telemetry=telemetry,
-        clock=clock,
-        monotonic=monotonic,
-    )
+    wiring = Wiring(link, outbox, feed, telemetry, clock)
+    settings = CoreSettings.of(config)
+    cycle, node = join_cluster(config.cluster, site, store, settings, wiring, monotonic=monotonic)
     return Node(name, store, cycle, node, link, feed, monotonic, site)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from kerbside.collector.core import CollectorCore, Command, Flow, read_batch
@@ -58,6 +59,31 @@ class Sink(Protocol):
     def stats(self) -> Mapping[str, int | bool | str | None]: ...
 
     def healthy(self) -> bool: ...
+
+
+def spool_lines(sink: Sink | None, effects: Effects) -> list[str]:
+    """The line protocol of ``effects``' points, for the store to spool with their commit: none
+    without a sink, none (said in the log) when they cannot be made."""
+    if sink is None or not effects.points:
+        return []
+    try:
+        return sink.lines(effects.points)
+    except Exception:
+        log.exception("time series: points of this step not written")
+        return []
+
+
+def points_committed(
+    sink: Sink | None, telemetry: Telemetry, effects: Effects, spooled: int
+) -> None:
+    """After a commit: the sink told that its points are on disk, its counters counted."""
+    if sink is not None and effects.points:
+        try:
+            sink.committed(effects.points, spooled)
+        except Exception:
+            log.exception("time series sink failed")
+    if effects.counters:
+        telemetry.committed(effects.counters)
 
 
 class Alarm(Protocol):
@@ -106,34 +132,73 @@ class Cycle(Protocol):
     def oldest_needed(self) -> int: ...
 
 
-class CommitCycle:
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """What a collector's units of work reach besides the store: the broker link, the outbox
+    of publications, the alert feed, the counters, the clock, and (when there are) the
+    time-series sink and the alarm that wakes the runtime."""
+
+    link: Transport
+    outbox: Outbox
+    feed: AlertFeed
+    telemetry: Telemetry
+    clock: Callable[[], Instant]
+    sink: Sink | None = None
+    alarm: Alarm | None = None
+
+
+class WiredCycle:
+    """What every ``Cycle`` keeps alike: its wiring, its site, and the flow of the rules'
+    clock (held while the broker is away or hands over its backlog)."""
+
+    def __init__(self, site: Site, wiring: Wiring) -> None:
+        self._site = site  # the site of the last commit
+        self._link = wiring.link
+        self._outbox = wiring.outbox
+        self._feed = wiring.feed
+        self._telemetry = wiring.telemetry
+        self.clock = wiring.clock
+        self._sink = wiring.sink
+        self._alarm = wiring.alarm
+        self._flow = Flow.LIVE
+
+    @property
+    def site(self) -> Site:
+        return self._site
+
+    @property
+    def flow(self) -> Flow:
+        return self._flow
+
+    def hold(self) -> None:
+        """The broker is away or handing over its backlog: the rules' clock stands still."""
+        self._flow = Flow.BACKLOG
+        if self._alarm is not None:
+            self._alarm.arm(None)  # the runtime ticks when it lets go
+
+    def release(self) -> None:
+        self._flow = Flow.LIVE
+
+    def _acknowledge(self, messages: Sequence[Message]) -> None:
+        """Their unit of work is stored: the broker may forget them."""
+        link = self._link
+        for message in messages:
+            link.ack(message)
+
+
+class CommitCycle(WiredCycle):
     def __init__(
         self,
         site: Site,
         store: Store,
         rebuild: Callable[[Site], CollectorCore],
-        *,
-        link: Transport,
-        outbox: Outbox,
-        feed: AlertFeed,
-        telemetry: Telemetry,
-        clock: Callable[[], Instant],
-        sink: Sink | None = None,
-        alarm: Alarm | None = None,
+        wiring: Wiring,
     ) -> None:
+        super().__init__(site, wiring)
         self._store = store
         self._rebuild = rebuild  # a core from the store, for a site
-        self._site = site  # the site of the last commit
         self._core = rebuild(site)
         self._stale = False  # a commit failed: the core is ahead of the store
-        self._link = link
-        self._outbox = outbox
-        self._feed = feed
-        self._telemetry = telemetry
-        self.clock = clock
-        self._sink = sink
-        self._alarm = alarm
-        self._flow = Flow.LIVE
         self.failing = False  # the last commit failed
         # the first save waits like the others: recovery has just rebuilt the rules, and a
         # backlog drained after a restart should not start with the cost of a save
@@ -151,25 +216,6 @@ class CommitCycle:
             self._stale = False
         return self._core
 
-    @property
-    def site(self) -> Site:
-        return self._site
-
-    # -- the clock's flow -----------------------------------------------------------------------
-
-    @property
-    def flow(self) -> Flow:
-        return self._flow
-
-    def hold(self) -> None:
-        """The broker is away or handing over its backlog: the rules' clock stands still."""
-        self._flow = Flow.BACKLOG
-        if self._alarm is not None:
-            self._alarm.arm(None)  # the runtime ticks when it lets go
-
-    def release(self) -> None:
-        self._flow = Flow.LIVE
-
     def next_wakeup(self) -> Instant | None:
         return self.core.next_wakeup()
 
@@ -186,9 +232,7 @@ class CommitCycle:
         intake = read_batch(messages)
         known = self._store.event_digests(intake.event_ids) if intake.event_ids else {}
         self._commit(self._decide(lambda: core.receive(intake, known, now, self._flow)), now)
-        link = self._link
-        for message in messages:
-            link.ack(message)
+        self._acknowledge(messages)
 
     def tick(self) -> None:
         """The alarm went off (or a wake-up without messages)."""
@@ -234,13 +278,7 @@ class CommitCycle:
         if save or began >= self._next_snapshot:
             snapshots = {zone: dumps(data) for zone, data in core.snapshots().items()}
         delivered = self._outbox.take_delivered()
-        sink = self._sink
-        lines: list[str] = []
-        if sink is not None and effects.points:
-            try:
-                lines = sink.lines(effects.points)
-            except Exception:
-                log.exception("time series: points of this step not written")
+        lines = spool_lines(self._sink, effects)
         try:
             committed = self._store.commit(Work(effects, snapshots, delivered, lines))
         except BaseException:
@@ -259,13 +297,7 @@ class CommitCycle:
             )
         self._feed.publish(committed.changes)
         self._outbox.committed(committed.outbox, effects.deadletters)
-        if sink is not None and effects.points:
-            try:
-                sink.committed(effects.points, len(lines))
-            except Exception:
-                log.exception("time series sink failed")
-        if effects.counters:
-            self._telemetry.committed(effects.counters)
+        points_committed(self._sink, self._telemetry, effects, len(lines))
         if effects.raised:
             self._telemetry.raised(effects.raised, now, core.settings.alert_delay_ms)
         if self._alarm is not None and self._flow is Flow.LIVE:

@@ -27,7 +27,7 @@ from kerbside.collector.batcher import Hold, LoopAlarm, Switchboard, gather_batc
 from kerbside.collector.commands import Commands
 from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
 from kerbside.collector.core import CollectorCore, CoreSettings
-from kerbside.collector.cycle import Alarm, CommitCycle, Cycle, Sink
+from kerbside.collector.cycle import Alarm, CommitCycle, Cycle, Sink, Wiring
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.link.process import ProcessLink
@@ -120,6 +120,7 @@ def assemble(
 
     outbox = Outbox(store.outbox(), link, latency=telemetry.publish_latency)
     feed = AlertFeed(store)
+    wiring = Wiring(link, outbox, feed, telemetry, clock, sink, alarm)
     cycle: Cycle
     node = None
     settle_s = 0.0
@@ -128,33 +129,10 @@ def assemble(
         from kerbside.collector.store.postgres import PostgresStore  # noqa: PLC0415
 
         assert isinstance(store, PostgresStore)  # the config refuses a cluster on SQLite
-        cycle, node = join_cluster(
-            config.cluster,
-            site,
-            store,
-            settings,
-            link=link,
-            outbox=outbox,
-            feed=feed,
-            telemetry=telemetry,
-            clock=clock,
-            sink=sink,
-            alarm=alarm,
-        )
+        cycle, node = join_cluster(config.cluster, site, store, settings, wiring)
         settle_s = config.cluster.lease_s + 5
     else:
-        cycle = CommitCycle(
-            site,
-            store,
-            rebuild,
-            link=link,
-            outbox=outbox,
-            feed=feed,
-            telemetry=telemetry,
-            clock=clock,
-            sink=sink,
-            alarm=alarm,
-        )
+        cycle = CommitCycle(site, store, rebuild, wiring)
     # When each bay came into being: occupancy counts no time before it (docs/analysts.md).
     cycle.store_bays(site)
     queries = Queries(

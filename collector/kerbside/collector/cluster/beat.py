@@ -31,10 +31,15 @@ from typing import Any, Protocol
 from kerbside.collector.bayboard import BayBoard
 from kerbside.collector.cluster.leases import Leases
 from kerbside.collector.core import CollectorCore, CoreSettings
-from kerbside.collector.cycle import SNAPSHOT_COST_FACTOR, SNAPSHOT_EVERY_S, Sink
+from kerbside.collector.cycle import (
+    SNAPSHOT_COST_FACTOR,
+    SNAPSHOT_EVERY_S,
+    Wiring,
+    points_committed,
+    spool_lines,
+)
 from kerbside.collector.effects import Effects, empty, merged
 from kerbside.collector.errors import LeaseLost
-from kerbside.collector.feed import AlertFeed
 from kerbside.collector.maintenance import (
     GATEWAY_OFFLINE,
     LOW_BATTERY,
@@ -42,7 +47,6 @@ from kerbside.collector.maintenance import (
     SENSOR_SILENT,
     Maintenance,
 )
-from kerbside.collector.outbox import Outbox
 from kerbside.collector.rules.alerts import KINDS as ENFORCEMENT_KINDS
 from kerbside.collector.store import (
     MAINTENANCE_LEASE,
@@ -53,7 +57,6 @@ from kerbside.collector.store import (
     dumps,
 )
 from kerbside.collector.store.pgcluster import ClusterTables, Taken
-from kerbside.collector.telemetry import Telemetry
 from kerbside.collector.zones import ZoneRules, zone_site
 from kerbside.core.instants import Instant
 from kerbside.core.site import Site
@@ -97,12 +100,8 @@ class Beat:
         settings: CoreSettings,
         store: ClusterStore,
         leases: Leases,
+        wiring: Wiring,
         *,
-        outbox: Outbox,
-        feed: AlertFeed,
-        telemetry: Telemetry,
-        clock: Callable[[], Instant],
-        sink: Sink | None = None,
         changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.site = site
@@ -110,11 +109,11 @@ class Beat:
         self._store = store
         self._tables = store.cluster
         self._leases = leases
-        self._outbox = outbox
-        self._feed = feed
-        self._telemetry = telemetry
-        self._clock = clock
-        self._sink = sink
+        self._outbox = wiring.outbox
+        self._feed = wiring.feed
+        self._telemetry = wiring.telemetry
+        self._clock = wiring.clock
+        self._sink = wiring.sink
         self._changed = changed  # the wardens' next deadline may have moved (the alarm)
         self._wardens: dict[str, CollectorCore] = {}
         self._positions: dict[str, int] = {}  # zone -> the journal position its warden followed
@@ -478,13 +477,7 @@ class Beat:
     def _commit(
         self, effects: Effects, step: _Step, fence: Fence, alert_leases: Sequence[str]
     ) -> None:
-        sink = self._sink
-        lines: list[str] = []
-        if sink is not None and effects.points:
-            try:
-                lines = sink.lines(effects.points)
-            except Exception:
-                log.exception("time series: points of this step not written")
+        lines = spool_lines(self._sink, effects)
         delivered = self._outbox.take_delivered()
         work = Work(
             effects,
@@ -519,13 +512,7 @@ class Beat:
         self._outbox.committed(committed.outbox, effects.deadletters)
         if committed.changes:
             self._feed.catch_up()
-        if sink is not None and effects.points:
-            try:
-                sink.committed(effects.points, len(lines))
-            except Exception:
-                log.exception("time series sink failed")
-        if effects.counters:
-            self._telemetry.committed(effects.counters)
+        points_committed(self._sink, self._telemetry, effects, len(lines))
         if effects.raised:
             self._telemetry.raised(effects.raised, self._clock(), self.settings.alert_delay_ms)
         self._changed()

@@ -31,15 +31,12 @@ from kerbside.collector.core import (
     Flow,
     read_batch,
 )
-from kerbside.collector.cycle import Alarm, Sink
+from kerbside.collector.cycle import WiredCycle, Wiring, points_committed, spool_lines
 from kerbside.collector.effects import Effects, empty, merged
 from kerbside.collector.errors import LeaseLost, RacedEvent
-from kerbside.collector.feed import AlertFeed
-from kerbside.collector.link import Message, Transport
+from kerbside.collector.link import Message
 from kerbside.collector.maintenance import Maintenance
-from kerbside.collector.outbox import Outbox
 from kerbside.collector.store import MAINTENANCE_LEASE, Fence, Work
-from kerbside.collector.telemetry import Telemetry
 from kerbside.collector.zones import ZoneRules
 from kerbside.core.instants import Instant
 from kerbside.core.site import Site
@@ -61,7 +58,7 @@ def intake_core(site: Site, settings: CoreSettings) -> CollectorCore:
     )
 
 
-class ClusterCycle:
+class ClusterCycle(WiredCycle):
     """``cycle.Cycle`` for a collector among several."""
 
     def __init__(
@@ -70,30 +67,16 @@ class ClusterCycle:
         store: ClusterStore,
         settings: CoreSettings,
         beat: Beat,
+        wiring: Wiring,
         *,
-        link: Transport,
-        outbox: Outbox,
-        feed: AlertFeed,
-        telemetry: Telemetry,
-        clock: Callable[[], Instant],
         wake: Callable[[], None],
-        sink: Sink | None = None,
-        alarm: Alarm | None = None,
     ) -> None:
+        super().__init__(site, wiring)
         self._store = store
         self._settings = settings
         self._core = intake_core(site, settings)
-        self._site = site
         self.beat = beat
-        self._link = link
-        self._outbox = outbox
-        self._feed = feed
-        self._telemetry = telemetry
-        self.clock = clock
         self._wake = wake  # this collector's wardens: the journal grew
-        self._sink = sink
-        self._alarm = alarm
-        self._flow = Flow.LIVE
         self._ticked = 0  # the journal position of this collector's last tick
         self._failing = False
 
@@ -103,25 +86,9 @@ class ClusterCycle:
         return self._failing or self.beat.failing
 
     @property
-    def site(self) -> Site:
-        return self._site
-
-    @property
     def core(self) -> CollectorCore:
         """The core of its ingest: it validates and journals (the wardens decide)."""
         return self._core
-
-    @property
-    def flow(self) -> Flow:
-        return self._flow
-
-    def hold(self) -> None:
-        self._flow = Flow.BACKLOG
-        if self._alarm is not None:
-            self._alarm.arm(None)
-
-    def release(self) -> None:
-        self._flow = Flow.LIVE
 
     def next_wakeup(self) -> Instant | None:
         due = []
@@ -170,9 +137,7 @@ class ClusterCycle:
             except LeaseLost:
                 continue  # without the desk (dropped)
             break
-        link = self._link
-        for message in messages:
-            link.ack(message)
+        self._acknowledge(messages)
 
     def tick(self) -> None:
         if self._flow is Flow.BACKLOG:
@@ -215,13 +180,7 @@ class ClusterCycle:
         if empty(effects):
             self.arm()
             return None
-        sink = self._sink
-        lines: list[str] = []
-        if sink is not None and effects.points:
-            try:
-                lines = sink.lines(effects.points)
-            except Exception:
-                log.exception("time series: points of this step not written")
+        lines = spool_lines(self._sink, effects)
         delivered = self._outbox.take_delivered()
         work = Work(effects, None, delivered, lines, fence=fence, alert_leases=alert_leases)
         try:
@@ -241,13 +200,7 @@ class ClusterCycle:
         self._outbox.committed(committed.outbox, effects.deadletters)
         if committed.changes:
             self._feed.catch_up()
-        if sink is not None and effects.points:
-            try:
-                sink.committed(effects.points, len(lines))
-            except Exception:
-                log.exception("time series sink failed")
-        if effects.counters:
-            self._telemetry.committed(effects.counters)
+        points_committed(self._sink, self._telemetry, effects, len(lines))
         if effects.journal:
             self._wake()
         self.arm()

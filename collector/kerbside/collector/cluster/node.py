@@ -29,17 +29,14 @@ from kerbside.collector.cluster.intake import ClusterCycle
 from kerbside.collector.cluster.leases import RENEWALS_PER_LEASE, Leases, plan
 from kerbside.collector.config import ClusterConfig
 from kerbside.collector.core import CoreSettings
-from kerbside.collector.cycle import Alarm, Sink
+from kerbside.collector.cycle import Wiring
 from kerbside.collector.errors import StoreError
 from kerbside.collector.feed import AlertFeed
-from kerbside.collector.link import Transport
-from kerbside.collector.outbox import Outbox
 from kerbside.collector.rules.schedule import NEG_INF
 from kerbside.collector.store import MAINTENANCE_LEASE
 from kerbside.collector.store.postgres import ALERT_CHANGES_CHANNEL, JOURNAL_CHANNEL
-from kerbside.collector.telemetry import Telemetry
 from kerbside.core.backoff import Backoff
-from kerbside.core.instants import Instant, format_instant
+from kerbside.core.instants import format_instant
 from kerbside.core.site import Site
 from kerbside.core.throttle import Throttle
 
@@ -199,14 +196,8 @@ def join_cluster(
     site: Site,
     store: Listener,
     settings: CoreSettings,
+    wiring: Wiring,
     *,
-    link: Transport,
-    outbox: Outbox,
-    feed: AlertFeed,
-    telemetry: Telemetry,
-    clock: Callable[[], Instant],
-    sink: Sink | None = None,
-    alarm: Alarm | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> tuple[ClusterCycle, ClusterNode]:
     """The units of work and the node of a collector among several (no zone held yet: the
@@ -219,31 +210,7 @@ def join_cluster(
         for arm in arms:
             arm()
 
-    beat = Beat(
-        site,
-        settings,
-        store,
-        leases,
-        outbox=outbox,
-        feed=feed,
-        telemetry=telemetry,
-        clock=clock,
-        sink=sink,
-        changed=changed,
-    )
-    cycle = ClusterCycle(
-        site,
-        store,
-        settings,
-        beat,
-        link=link,
-        outbox=outbox,
-        feed=feed,
-        telemetry=telemetry,
-        clock=clock,
-        wake=wake.set,
-        sink=sink,
-        alarm=alarm,
-    )
+    beat = Beat(site, settings, store, leases, wiring, changed=changed)
+    cycle = ClusterCycle(site, store, settings, beat, wiring, wake=wake.set)
     arms.append(cycle.arm)
-    return cycle, ClusterNode(beat, leases, store, feed, wake, config.lease_s)
+    return cycle, ClusterNode(beat, leases, store, wiring.feed, wake, config.lease_s)
