@@ -43,8 +43,8 @@ from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 import psycopg
-from bench_collector import OFFSET_MS, ROOT, _event, _now, _Publisher, _write_site
-from common import BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
+from bench_collector import OFFSET_MS, ROOT, _event, _now, _Publisher, _write_site, queue_backlog
+from common import BenchError, Row, attempt, cpu_seconds, run_collector, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -119,20 +119,7 @@ class _Node:
             anchor = _now()
             env["KERBSIDE_COLLECTOR_CLOCK"] = f"{format_instant(anchor - behind_ms)},1,{anchor}"
         mark = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kerbside.collector.cli",
-                    "run",
-                    "--config",
-                    str(self.config),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = run_collector(self.config, self.log, env)
         proc = self.proc
 
         def logged() -> bool:
@@ -371,15 +358,8 @@ def _ingest_rows(
             node.start(OFFSET_MS)
         for node in one + two:
             node.stop()
-        pub = _Publisher(broker.port)
-        t0 = _now() - OFFSET_MS + 60_000
-        step = 3_600_000 // total
         used = total // 5
-        for k in range(total):
-            state = ("occupied", "vacant")[(k // used) % 2]
-            pub.publish(*_event(k + 1, k % used, state, t0 + k * step))
-        pub.wait(total, limit_s=1800)
-        pub.close()
+        t0, step = queue_backlog(broker.port, total, used)
         print(f"[bench] {total} events queued for both groups", file=sys.stderr)
         settled_after = t0 + (total - used) * step
         solo = _drain(one, url_one, server, total, settled_after, used)

@@ -36,7 +36,7 @@ from typing import Any
 
 import mqtt5
 import paho.mqtt.client as mqtt
-from common import BenchError, Row, attempt, read_outbox, wait_exit, wait_until
+from common import BenchError, Row, attempt, read_outbox, run_collector, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -137,6 +137,22 @@ class _Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def queue_backlog(port: int, total: int, used_bays: int) -> tuple[int, int]:
+    """An hour of ``total`` events on ``used_bays`` bays (each occupied and vacant in turn),
+    from a minute after the clock ``OFFSET_MS`` behind the wall, published and acknowledged by
+    the broker (which queues them for the sessions that are away). Returns the first event's
+    instant and the step between two events."""
+    pub = _Publisher(port)
+    t0 = _now() - OFFSET_MS + 60_000
+    step = 3_600_000 // total
+    for k in range(total):
+        state = ("occupied", "vacant")[(k // used_bays) % 2]
+        pub.publish(*_event(k + 1, k % used_bays, state, t0 + k * step))
+    pub.wait(total, limit_s=1800)
+    pub.close()
+    return t0, step
 
 
 class _Bare:
@@ -299,20 +315,7 @@ class _Collector:
             env["KERBSIDE_COLLECTOR_CLOCK"] = f"{start},1,{anchor}"
         mark = self.log.stat().st_size if self.log.exists() else 0
         began = time.monotonic()
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kerbside.collector.cli",
-                    "run",
-                    "--config",
-                    str(self.config),
-                ],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = run_collector(self.config, self.log, env)
         self._wait_log("collector started", mark, 600)
         took = time.monotonic() - began
         self._wait_log("connected to", mark, 60)
@@ -686,16 +689,7 @@ def _main_rows(work: Path, broker: Mosquitto, bays: int, total: int, quick: bool
         bare_v5.create_session()
 
         # the backlog: an hour of events (after the collector's stop) on used_bays bays
-        pub = _Publisher(broker.port)
-        t0 = _now() - OFFSET_MS + 60_000
-        step = 3_600_000 // total
-        states = ("occupied", "vacant")
-        for k in range(total):
-            b = k % used_bays
-            topic, payload = _event(k + 1, b, states[(k // used_bays) % 2], t0 + k * step)
-            pub.publish(topic, payload)
-        pub.wait(total, limit_s=1800)
-        pub.close()
+        t0, step = queue_backlog(broker.port, total, used_bays)
         last_ts = t0 + (total - 1) * step
         print(f"[bench] {total} events queued", file=sys.stderr)
 

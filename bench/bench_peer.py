@@ -439,6 +439,37 @@ class Run(NamedTuple):  # run.py loads benches outside sys.modules, which datacl
     rss: float  # MB
 
 
+def _measured(
+    system: System,
+    influx: Influxd,
+    count: int,
+    began: float,
+    cpu0: float,
+    *,
+    limit_s: float,
+    interval_s: float,
+) -> Run:
+    """Once InfluxDB holds all ``count`` points: the rate since ``began`` (monotonic), the CPU
+    per event since ``cpu0`` and the memory held."""
+    got = 0
+
+    def arrived() -> bool:
+        nonlocal got
+        got = points(influx, system.database)
+        return got >= count
+
+    wait_until(
+        f"{system.name}'s {count} points in InfluxDB",
+        arrived,
+        limit_s,
+        detail=lambda: f"{got} there",
+        interval_s=interval_s,
+    )
+    elapsed = time.monotonic() - began
+    cpu = cpu_s(system.pids()) - cpu0
+    return Run(count / elapsed, cpu / count * PER, rss_mb(system.pids()))
+
+
 def live(system: System, influx: Influxd, port: int, count: int) -> Run:
     """``count`` events as fast as the publisher can, end to end into InfluxDB."""
     influx.query(f"CREATE DATABASE {system.database}")
@@ -448,28 +479,12 @@ def live(system: System, influx: Influxd, port: int, count: int) -> Run:
         publisher = Publisher(port, 0, count, 0, base)
         cpu0 = cpu_s(system.pids())
         began = publisher.go()
-        got = 0
-
-        def arrived() -> bool:
-            nonlocal got
-            got = points(influx, system.database)
-            return got >= count
-
-        wait_until(
-            f"{system.name}'s {count} points in InfluxDB",
-            arrived,
-            300,
-            detail=lambda: f"{got} there",
-            interval_s=0.1,
-        )
-        elapsed = time.monotonic() - began
-        cpu = cpu_s(system.pids()) - cpu0
-        rss = rss_mb(system.pids())
+        run = _measured(system, influx, count, began, cpu0, limit_s=300, interval_s=0.1)
         publisher.finish(60)
         system.stop()
     finally:
         system.close()
-    return Run(count / elapsed, cpu / count * PER, rss)
+    return run
 
 
 def drain(make: Callable[[], System], influx: Influxd, port: int, count: int) -> Run:
@@ -487,27 +502,11 @@ def drain(make: Callable[[], System], influx: Influxd, port: int, count: int) ->
         system.start()
         began = time.monotonic()
         cpu0 = cpu_s(system.pids())
-        got = 0
-
-        def arrived() -> bool:
-            nonlocal got
-            got = points(influx, system.database)
-            return got >= count
-
-        wait_until(
-            f"{system.name}'s {count} points in InfluxDB",
-            arrived,
-            900,
-            detail=lambda: f"{got} there",
-            interval_s=0.2,
-        )
-        elapsed = time.monotonic() - began
-        cpu = cpu_s(system.pids()) - cpu0
-        rss = rss_mb(system.pids())
+        run = _measured(system, influx, count, began, cpu0, limit_s=900, interval_s=0.2)
         system.stop()
     finally:
         system.close()
-    return Run(count / elapsed, cpu / count * PER, rss)
+    return run
 
 
 def lost_on(system: System, influx: Influxd, port: int, sig: int, count: int) -> int:
