@@ -44,8 +44,7 @@ class Hold:
 
     def __init__(self, cycle: Cycle) -> None:
         self.cycle = cycle
-        self.deadline = time.monotonic() + HOLD_MAX_S
-        self.last_call = time.monotonic() + HOLD_BEHIND_MAX_S
+        self.since = time.monotonic()  # the (re)connection the hold started at
         self.connected = False
         cycle.hold()
 
@@ -56,13 +55,16 @@ class Hold:
     def connection(self, up: bool) -> None:
         self.connected = up
         self.cycle.hold()
-        self.deadline = time.monotonic() + HOLD_MAX_S
-        self.last_call = time.monotonic() + HOLD_BEHIND_MAX_S
+        self.since = time.monotonic()
+
+    def held_for(self) -> float:
+        """Seconds since the hold started."""
+        return time.monotonic() - self.since
 
     def quiet(self) -> bool:
         """No message for QUIET_S: release the clock if the backlog is in (or we waited long
         enough for a broker that is away); returns True when it released."""
-        if self.holding and (self.connected or time.monotonic() > self.deadline):
+        if self.holding and (self.connected or self.held_for() > HOLD_MAX_S):
             self.cycle.release()
             return True
         return False
@@ -71,8 +73,8 @@ class Hold:
         """A batch is about to be processed: past HOLD_MAX_S, release the clock unless the batch
         is full (the broker still has more of its backlog for us), up to HOLD_BEHIND_MAX_S."""
         if self.holding and self.connected:
-            now = time.monotonic()
-            if now > self.deadline and (not full or now > self.last_call):
+            held = self.held_for()
+            if held > HOLD_MAX_S and (not full or held > HOLD_BEHIND_MAX_S):
                 self.cycle.release()
 
 
