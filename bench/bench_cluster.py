@@ -44,7 +44,7 @@ from typing import NamedTuple
 import paho.mqtt.client as mqtt
 import psycopg
 from bench_collector import OFFSET_MS, ROOT, _event, _now, _Publisher, _write_site, queue_backlog
-from common import BenchError, Row, attempt, cpu_seconds, run_collector, wait_exit, wait_until
+from common import BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kerbside.collector.store.pgconn import columns
 from kerbside.collector.store.postgres import _INSERT_EVENTS, _INSERT_JOURNAL, _TAKE_IDS, migrate
 from kerbside.core.instants import format_instant
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, start_collector
 from tests.pg import OwnPostgres
 
 LEASE_S = 5.0
@@ -114,12 +114,12 @@ class _Node:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, behind_ms: int = 0) -> None:
-        env = {**os.environ, "STATE_DIRECTORY": str(self.workdir)}
+        env = {"STATE_DIRECTORY": str(self.workdir)}
         if behind_ms:
             anchor = _now()
             env["KERBSIDE_COLLECTOR_CLOCK"] = f"{format_instant(anchor - behind_ms)},1,{anchor}"
         mark = self.log.stat().st_size if self.log.exists() else 0
-        self.proc = run_collector(self.config, self.log, env)
+        self.proc = start_collector(self.config, self.log, env)
         proc = self.proc
 
         def logged() -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 
 import mqtt5
 import paho.mqtt.client as mqtt
-from common import BenchError, Row, attempt, read_outbox, run_collector, wait_exit, wait_until
+from common import BenchError, Row, attempt, read_outbox, wait_exit, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.instants import format_instant, parse_instant
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, start_collector
 
 ROOT = "bench/v1"
 OFFSET_MS = 2 * 3600 * 1000  # the collector's first run is this far behind the wall
@@ -308,14 +308,14 @@ class _Collector:
 
     def start(self, behind_ms: int = 0) -> float:
         """Start on a clock ``behind_ms`` behind the wall; seconds until it says it started."""
-        env = dict(os.environ)
+        env: dict[str, str] = {}
         if behind_ms:
             anchor = _now()
             start = format_instant(anchor - behind_ms)
             env["KERBSIDE_COLLECTOR_CLOCK"] = f"{start},1,{anchor}"
         mark = self.log.stat().st_size if self.log.exists() else 0
         began = time.monotonic()
-        self.proc = run_collector(self.config, self.log, env)
+        self.proc = start_collector(self.config, self.log, env)
         self._wait_log("collector started", mark, 600)
         took = time.monotonic() - began
         self._wait_log("connected to", mark, 60)

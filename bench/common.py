@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -145,14 +145,3 @@ def cpu_seconds(pids: Iterable[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / TICK_HZ
-
-
-def run_collector(config: Path, log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """``kerbside-collector run --config config``, what it says appended to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kerbside.collector.cli", "run", "--config", str(config)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
