@@ -73,6 +73,29 @@ def test_every_asset_the_page_links_is_served(shared_api: ApiServer) -> None:
             assert c.get(link).status_code == 200, link
 
 
+def test_the_page_s_files_are_revalidated_with_their_etag(shared_api: ApiServer) -> None:
+    with httpx.Client(base_url=shared_api.url) as c:
+        for path in ("/officer", "/officer/static/officer.js", "/officer/static/icon-192.png"):
+            first = c.get(path)
+            assert first.status_code == 200, path
+            etag = first.headers["etag"]
+            again = c.get(path, headers={"If-None-Match": etag})
+            assert (again.status_code, again.content) == (304, b""), path
+            assert again.headers["etag"] == etag
+            other = c.get(path, headers={"If-None-Match": '"something-else"'})
+            assert other.content == first.content, path
+        assert c.get("/officer").headers["content-type"] == "text/html; charset=utf-8"
+        assert (
+            c.get("/officer/static/officer.js")
+            .headers["content-type"]
+            .startswith("text/javascript")
+        )
+        missing = c.get("/officer/static/nothing.js")
+        assert missing.status_code == 404
+        assert "nothing.js" in missing.json()["detail"]
+        assert c.get("/officer/static/..%2Fstatic%2Fofficer.html").status_code == 404
+
+
 def _bay_facts(item: dict[str, Any]) -> tuple[Any, Any]:
     return item["bay_kind"], item["max_stay_minutes"]
 

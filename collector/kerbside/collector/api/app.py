@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from kerbside.collector.api import errors
@@ -101,5 +100,4 @@ def create_app(
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(BaysFastPath, fastapi_app=app)  # outermost: the hot read skips the rest
-    app.mount("/officer/static", StaticFiles(directory=officer.STATIC), name="officer-static")
     return app
