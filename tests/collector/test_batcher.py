@@ -1,4 +1,5 @@
-"""The batcher's hold: the rules' clock stands still while the broker hands over its backlog."""
+"""The batcher's hold: the rules' clock stands still while the broker hands over its backlog; and
+a batch whose commit failed is taken again, with those decided behind it, before the rest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from kerbside.collector import batcher
 from kerbside.collector.batcher import Hold, gather_batches
 from kerbside.collector.core import Flow
+from kerbside.collector.cycle import BatchNotStored
 from kerbside.collector.link import Message
 
 
@@ -32,6 +34,12 @@ class FakeCycle:
         self.batches.append((len(messages), self.flow))
         if sum(n for n, _ in self.batches) >= self.want:
             self.done.set()
+
+    async def ingest_next(self, messages: list[Message]) -> None:
+        self.ingest(messages)
+
+    async def settle(self) -> None:
+        pass
 
     def tick(self) -> None:
         pass
@@ -94,3 +102,53 @@ def test_within_the_first_seconds_a_batch_that_is_not_full_keeps_the_hold() -> N
     hold.connection(True)
     _run(cycle, hold, [30], most=100)
     assert cycle.batches == [(30, Flow.BACKLOG)]
+
+
+class FailsOnce(FakeCycle):
+    """Its second batch's call reports that commit, and the first's before it, not stored (the
+    first's commit was under way when the second was decided)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[int]] = []
+        self.earlier: list[Message] = []
+        self.settled = 0
+
+    async def ingest_next(self, messages: list[Message]) -> None:
+        self.calls.append([m.mid for m in messages])
+        if len(self.calls) == 2:
+            raise BatchNotStored(self.earlier + messages)
+        self.earlier = messages
+        self.ingest(messages)
+
+    async def settle(self) -> None:
+        self.settled += 1
+
+
+def test_messages_not_stored_are_taken_again_before_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batcher, "RETRY_S", (0.01, 0.01))
+    cycle = FailsOnce()
+    hold = Hold(cycle)  # type: ignore[arg-type]
+    hold.connection(True)
+    cycle.release()
+
+    async def main() -> None:
+        queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
+        for first in (1, 3, 5):
+            queue.put_nowait(
+                [Message("r/gw/g/events", b"{}", 1, m, 1, 0) for m in (first, first + 1)]
+            )
+        cycle.want = 8  # 1-2 stored, 1-4 not, then 1-2, 3-4 and 5-6
+        task = asyncio.create_task(
+            gather_batches(queue, cycle, 2, hold, asyncio.Event())  # type: ignore[arg-type]
+        )
+        await asyncio.wait_for(cycle.done.wait(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert cycle.calls == [[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]]
+    assert cycle.settled >= 1  # once nothing followed, the commit under way was waited for

@@ -4,7 +4,10 @@ After a (re)connection the broker first hands over what it queued for us; the ru
 (``Flow.BACKLOG``) until that backlog is in. Under a steady stream a batch gathers for a moment
 rather than commit (and fsync) every few messages. A batch whose commit fails is tried again,
 before anything after it, until the store takes it: nothing is acknowledged meanwhile, and the
-core is as the store is (``cycle.py``).
+core is as the store is (``cycle.py``). With a store that commits apart (PostgreSQL), a batch of
+a backlog is decided while the one before it commits; when no batch follows at once, the
+batcher waits for the commit under way (the loop serving the API meanwhile), so that a batch is
+acknowledged, and its alerts sent, as soon as it is stored.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from kerbside.collector.core import Flow
-from kerbside.collector.cycle import Cycle
+from kerbside.collector.cycle import BatchNotStored, Cycle
 from kerbside.collector.link import Message
 from kerbside.collector.outbox import Outbox
 from kerbside.core.backoff import Backoff
@@ -139,7 +142,7 @@ async def gather_batches(
 
     The queue holds the messages as they came from the link, a burst at a time (None only wakes
     the batcher for the alarm, which also sets ``due``). A batch whose commit fails is tried
-    again, before anything after it, until the store takes it."""
+    again, with the batches after it, until the store takes it."""
     carry: list[Message] = []
     retry = retry or Backoff(*RETRY_S)
     while True:
@@ -170,15 +173,28 @@ async def gather_batches(
         began = time.monotonic()
         try:
             if batch:
-                cycle.ingest(batch)
+                await cycle.ingest_next(batch)
             else:
+                await cycle.settle()
                 cycle.tick()
-        except Exception:
-            # Nothing was acknowledged and the core is as the store is: try the same batch
-            # again (the broker sends nothing new once our receive window is full of it).
+            if not carry and queue.empty():
+                await cycle.settle()  # nothing to decide meanwhile: acknowledge it now
+        except BatchNotStored as exc:
+            # Nothing of them was acknowledged and the core is as the store is: take them again
+            # (the broker sends nothing new once our receive window is full of them).
             wait = retry.next()
-            log.exception("batch of %d messages not committed; again in %.1f s", len(batch), wait)
-            carry = batch + carry
+            log.error(  # noqa: TRY400 - the cause is logged with it
+                "batch of %d messages not committed; again in %.1f s",
+                len(exc.messages),
+                wait,
+                exc_info=exc.__cause__ or exc,
+            )
+            carry = exc.messages + carry
+            await asyncio.sleep(wait)
+            continue
+        except Exception:
+            wait = retry.next()
+            log.exception("tick not committed; again in %.1f s", wait)
             await asyncio.sleep(wait)
             continue
         retry.reset()

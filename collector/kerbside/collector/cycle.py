@@ -8,6 +8,14 @@
 3. only then acknowledge the batch to the broker, publish, feed the alert stream, tell the
    time-series writer and set the alarm for the next deadline.
 
+With a store that commits on a connection of its own (PostgreSQL), a batch of a backlog is
+decided while the batch before it commits in a worker thread: the commit waits on the database,
+and the event loop works meanwhile. Nothing else changes: a batch's commit begins only once the
+one before it is in (and acknowledged), the event ids of the commit under way count as stored
+for the de-duplication of the next batch, and no other unit of work (a tick, a command) runs
+between a batch's decision and its commit's beginning. A batch whose commit fails is tried again
+with every batch after it, from a core rebuilt from the store.
+
 If the commit fails, nothing of step 3 happens, the batch stays unacknowledged and the core is
 rebuilt from the store before the next unit of work (its memory had moved ahead of what was
 stored), so a failed commit leaves the collector exactly as the store is. The caller retries.
@@ -18,9 +26,12 @@ alert changes that commit made are taken from the store's outbox and alert chang
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +40,7 @@ from kerbside.collector.effects import Effects, Point
 from kerbside.collector.feed import AlertFeed
 from kerbside.collector.link import Message, Transport
 from kerbside.collector.outbox import Outbox
-from kerbside.collector.store import Store, Work, dumps
+from kerbside.collector.store import Committed, Store, Work, dumps
 from kerbside.collector.telemetry import Telemetry
 from kerbside.core.instants import Instant
 from kerbside.core.site import Site
@@ -86,6 +97,16 @@ def points_committed(
         telemetry.committed(effects.counters)
 
 
+class BatchNotStored(Exception):  # noqa: N818 (a verdict on a batch, like StoreRefused)
+    """A batch's unit of work was not stored: ``messages`` (that batch's, and those of any batch
+    before it whose commit failed as well, in order) are unacknowledged and are to be taken
+    again, from a core that is as the store is."""
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        super().__init__(f"{len(messages)} messages not stored")
+        self.messages = list(messages)
+
+
 class Alarm(Protocol):
     """Wakes the runtime at a ``now`` instant (to ``tick``); None disarms it."""
 
@@ -118,6 +139,14 @@ class Cycle(Protocol):
     def release(self) -> None: ...
 
     def ingest(self, messages: Sequence[Message]) -> None: ...
+
+    async def ingest_next(self, messages: Sequence[Message]) -> None:
+        """``ingest`` for the batcher: with a store that commits apart, returns once the batch
+        is decided and its commit is under way; raises ``BatchNotStored``."""
+
+    async def settle(self) -> None:
+        """Wait for the commit under way, then acknowledge and publish what it stored; raises
+        ``BatchNotStored`` for a batch whose commit failed."""
 
     def tick(self) -> None: ...
 
@@ -185,6 +214,33 @@ class WiredCycle:
         for message in messages:
             link.ack(message)
 
+    def ingest(self, messages: Sequence[Message]) -> None:
+        raise NotImplementedError
+
+    async def ingest_next(self, messages: Sequence[Message]) -> None:
+        """As ``ingest``, its commit done before it returns."""
+        try:
+            self.ingest(messages)
+        except Exception as exc:
+            raise BatchNotStored(messages) from exc
+
+    async def settle(self) -> None:
+        """Nothing is ever under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    """A batch's commit under way in the worker thread, and what follows it once it is in."""
+
+    future: Future[Committed]
+    effects: Effects
+    now: Instant
+    snapshot_began: float | None  # when its snapshots were taken, if it carries them
+    delivered: Sequence[int]
+    spooled: int
+    messages: Sequence[Message]
+    digests: Mapping[str, str]  # its events' ids -> digests, stored once it is in
+
 
 class CommitCycle(WiredCycle):
     def __init__(
@@ -200,6 +256,12 @@ class CommitCycle(WiredCycle):
         self._core = rebuild(site)
         self._stale = False  # a commit failed: the core is ahead of the store
         self.failing = False  # the last commit failed
+        # a store that commits on a connection of its own: a batch's commit runs in a worker
+        # thread while the next is decided
+        self._apart = store.commits_apart
+        self._committer: ThreadPoolExecutor | None = None
+        self._flight: _Flight | None = None
+        self._unstored: list[Message] = []  # messages of a failed commit, to be taken again
         # the first save waits like the others: recovery has just rebuilt the rules, and a
         # backlog drained after a restart should not start with the cost of a save
         self._next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
@@ -207,6 +269,7 @@ class CommitCycle(WiredCycle):
     @property
     def core(self) -> CollectorCore:
         if self._stale:
+            self._land()  # the store as it will be, before the core is read from it
             self._core = self._rebuild(self._site)  # raises StoreError while it cannot read
             # A failed commit may have committed all the same (a database whose reply was lost
             # on the way): what it published and the alert changes it made are sent from the
@@ -223,6 +286,7 @@ class CommitCycle(WiredCycle):
 
     def ingest(self, messages: Sequence[Message]) -> None:
         """A batch from the broker: validated, applied, stored, then acknowledged."""
+        self._land()
         due = self.next_wakeup()
         if messages and due is not None and due <= self.clock() and self._flow is Flow.LIVE:
             # alerts are due: raise and publish them before a batch that may take a while
@@ -238,18 +302,21 @@ class CommitCycle(WiredCycle):
         """The alarm went off (or a wake-up without messages)."""
         if self._flow is Flow.BACKLOG:
             return
+        self._land()
         core = self.core
         now = self.clock()
         self._commit(self._decide(lambda: core.tick(now, self._flow)), now)
 
     def act(self, commands: Sequence[Command]) -> Instant:
         """Commands of the API (or the journal file): stored, then published; returns ``now``."""
+        self._land()
         core = self.core
         now = self.clock()
         self._commit(self._decide(lambda: core.act(commands, now)), now)
         return now
 
     def replace_site(self, site: Site) -> None:
+        self._land()
         core = self.core
         now = self.clock()
         self._commit(self._decide(lambda: core.replace_site(site)), now, save=True)
@@ -257,10 +324,12 @@ class CommitCycle(WiredCycle):
 
     def store_bays(self, site: Site) -> None:
         """Note when the site's bays came into being (their occupancy starts there)."""
+        self._land()
         self._store.note_bays(site.bays, self.clock())
 
     def save(self) -> None:
         """A clean stop: save the rules so the next start re-executes nothing."""
+        self._land()
         core = self.core
         self._commit(Effects(watermark=core.rules.clock), self.clock(), save=True)
 
@@ -272,36 +341,156 @@ class CommitCycle(WiredCycle):
             raise
 
     def _commit(self, effects: Effects, now: Instant, *, save: bool = False) -> None:
-        core = self._core
-        snapshots = None
         began = time.monotonic()
-        if save or began >= self._next_snapshot:
-            snapshots = {zone: dumps(data) for zone, data in core.snapshots().items()}
+        snapshots = self._snapshots(began, save=save)
         delivered = self._outbox.take_delivered()
         lines = spool_lines(self._sink, effects)
         try:
             committed = self._store.commit(Work(effects, snapshots, delivered, lines))
         except BaseException:
-            self._outbox.give_back_delivered(delivered)
-            self._stale = True
-            self.failing = True
+            self._not_committed(delivered)
             raise
+        self._committed(committed, effects, now, began if snapshots else None, len(lines))
+
+    def _snapshots(self, began: float, *, save: bool) -> dict[str, str] | None:
+        """The rules' snapshots for this commit, when due."""
+        if save or began >= self._next_snapshot:
+            return {zone: dumps(data) for zone, data in self._core.snapshots().items()}
+        return None
+
+    def _not_committed(self, delivered: Sequence[int]) -> None:
+        self._outbox.give_back_delivered(delivered)
+        self._stale = True
+        self.failing = True
+
+    def _committed(
+        self,
+        committed: Committed,
+        effects: Effects,
+        now: Instant,
+        snapshot_began: float | None,
+        spooled: int,
+    ) -> None:
+        """What follows a commit: alert changes fed, publications sent, points sent."""
+        core = self._core
         if self.failing:
             log.info("the store takes commits again")
         self.failing = False
-        if snapshots is not None:
+        if snapshot_began is not None:
             core.saved(committed.last_pos)
-            took = time.monotonic() - began
+            took = time.monotonic() - snapshot_began
             self._next_snapshot = time.monotonic() + max(
                 SNAPSHOT_EVERY_S, SNAPSHOT_COST_FACTOR * took
             )
         self._feed.publish(committed.changes)
         self._outbox.committed(committed.outbox, effects.deadletters)
-        points_committed(self._sink, self._telemetry, effects, len(lines))
+        points_committed(self._sink, self._telemetry, effects, spooled)
         if effects.raised:
             self._telemetry.raised(effects.raised, now, core.settings.alert_delay_ms)
-        if self._alarm is not None and self._flow is Flow.LIVE:
+        if self._alarm is not None and self._flow is Flow.LIVE and not self._stale:
             self._alarm.arm(core.next_wakeup())
+
+    # -- a batch decided while the one before it commits -------------------------------------
+
+    async def ingest_next(self, messages: Sequence[Message]) -> None:
+        if not self._apart:
+            await super().ingest_next(messages)
+            return
+        self._take_unstored(messages)
+        decided = False
+        try:
+            due = self.next_wakeup()
+            if messages and due is not None and due <= self.clock() and self._flow is Flow.LIVE:
+                self.tick()
+            core = self.core
+            now = self.clock()
+            intake = read_batch(messages)
+            known: Mapping[str, str] = {}
+            if intake.event_ids:
+                known = self._store.event_digests(intake.event_ids)
+                flight = self._flight
+                if flight is not None:  # its events are stored once it is in
+                    pending = flight.digests
+                    known = {
+                        **{e: d for e in intake.event_ids if (d := pending.get(e)) is not None},
+                        **known,
+                    }
+            effects = self._decide(lambda: core.receive(intake, known, now, self._flow))
+            decided = True
+            # No await from here to the commit's beginning: nothing else may run on a core
+            # that is ahead of what is stored and of what is on its way.
+            self._land()
+        except Exception as exc:
+            if decided:
+                self._stale = True  # ahead of the store by this batch
+            with contextlib.suppress(Exception):  # if it failed too, its messages are kept
+                self._land()
+            unstored, self._unstored = self._unstored, []
+            raise BatchNotStored([*unstored, *messages]) from exc
+        self._begin(effects, now, messages)
+
+    async def settle(self) -> None:
+        flight = self._flight
+        if flight is not None:
+            # The commit carries on if this waiter is cancelled (a stop: ``save`` lands it); its
+            # outcome is taken by ``_land``.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wrap_future(flight.future))
+            try:
+                self._land(flight)
+            except Exception as exc:
+                unstored, self._unstored = self._unstored, []
+                raise BatchNotStored(unstored) from exc
+        self._take_unstored(())
+
+    def _take_unstored(self, messages: Sequence[Message]) -> None:
+        """Messages of a commit that failed (landed by a command or a tick) go again first,
+        ``messages`` after them."""
+        if self._unstored:
+            unstored, self._unstored = self._unstored, []
+            raise BatchNotStored([*unstored, *messages])
+
+    def _begin(self, effects: Effects, now: Instant, messages: Sequence[Message]) -> None:
+        """The batch's commit, begun in the worker thread."""
+        began = time.monotonic()
+        snapshots = self._snapshots(began, save=False)
+        delivered = self._outbox.take_delivered()
+        lines = spool_lines(self._sink, effects)
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="kerbside-commit")
+        future = self._committer.submit(
+            self._store.commit, Work(effects, snapshots, delivered, lines)
+        )
+        digests = {row[4]: row[5] for row in effects.journal if row[4] and row[5]}
+        self._flight = _Flight(
+            future,
+            effects,
+            now,
+            began if snapshots else None,
+            delivered,
+            len(lines),
+            tuple(messages),
+            digests,
+        )
+
+    def _land(self, flight: _Flight | None = None) -> None:
+        """Wait for the commit under way (``flight``, if it is still the one under way), then
+        do what follows it and acknowledge its batch; if it failed, its messages are kept to be
+        taken again and its error raised."""
+        flight = self._flight if flight is None else flight
+        if flight is None or flight is not self._flight:
+            return
+        self._flight = None
+        try:
+            committed = flight.future.result()
+        except BaseException:
+            self._not_committed(flight.delivered)
+            self._unstored.extend(flight.messages)
+            raise
+        self._committed(
+            committed, flight.effects, flight.now, flight.snapshot_began, flight.spooled
+        )
+        self._acknowledge(flight.messages)
 
     def oldest_needed(self) -> int:
         """Journal entries after this position are still needed to rebuild the rules."""

@@ -180,6 +180,10 @@ class Store(SignInStore, Protocol):
     it (``gateway_summaries`` and ``timelines`` excepted, which read on a connection of their own
     so the API can run them in a thread)."""
 
+    # ``commit`` may run in a worker thread while the loop reads and decides the next unit of
+    # work (it commits on a connection of its own)
+    commits_apart: bool
+
     def commit(self, work: Work) -> Committed: ...
 
     def close(self) -> None: ...

@@ -59,7 +59,7 @@ from kerbside.collector.store import (
     pgschema,
 )
 from kerbside.collector.store.opening import public_url
-from kerbside.collector.store.pgconn import Cursor, columns, connect, one_line
+from kerbside.collector.store.pgconn import Cursor, Database, columns, connect, one_line
 from kerbside.collector.store.pgreads import PostgresReads
 from kerbside.collector.store.spool import blocks
 from kerbside.core.instants import Instant
@@ -199,10 +199,14 @@ class PostgresStore(PostgresReads):
     """The store port over a PostgreSQL database whose schema ``migrate`` made.
 
     ``node`` keys what is this collector's own in a shared database: its outbox rows and its
-    share of the counters (summed when read)."""
+    share of the counters (summed when read). Commits go on a connection of their own, so one
+    may run in a worker thread while the event loop reads on the other."""
+
+    commits_apart = True
 
     def __init__(self, url: str, *, password: str | None = None, node: str = "") -> None:
         super().__init__(url, password, node)
+        self._commits = Database(url, password, node)
         # several collectors: leases, heartbeats and the zones' owners' reading of the journal
         self.cluster = pgcluster.ClusterTables(self._rows, node)
         try:
@@ -216,6 +220,10 @@ class PostgresStore(PostgresReads):
             self.close()
             raise
 
+    def close(self) -> None:
+        self._commits.close()
+        super().close()
+
     def open_spool(self, max_lines: int, block: int) -> LineSpool:
         from kerbside.collector.store.pgspool import PostgresSpool  # noqa: PLC0415
 
@@ -227,8 +235,8 @@ class PostgresStore(PostgresReads):
 
     def commit(self, work: Work) -> Committed:
         try:
-            with self._errors("commit failed"):
-                db = self._connection()
+            with self._commits._errors("commit failed"):
+                db = self._commits._connection()
                 with db.pipeline(), db.transaction(), db.cursor() as cur:
                     # Everything goes out before anything is waited for: the database works
                     # while the next statement's arrays are made. Results are read after the

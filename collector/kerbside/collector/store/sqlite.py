@@ -87,6 +87,7 @@ class SqliteStore(SqlReads):
     """The store port over one SQLite database (``":memory:"`` for tests)."""
 
     _SESSION_END = "end"
+    commits_apart = False  # one connection: the loop's
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
