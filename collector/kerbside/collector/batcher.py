@@ -177,8 +177,10 @@ async def gather_batches(
             else:
                 await cycle.settle()
                 cycle.tick()
-            if not carry and queue.empty():
-                await cycle.settle()  # nothing to decide meanwhile: acknowledge it now
+            if not carry and (queue.empty() or time.monotonic() < began + BATCH_GATHER_S):
+                # no batch to decide at once (none waiting, or the next one gathers first):
+                # acknowledge this one and send its alerts now
+                await cycle.settle()
         except BatchNotStored as exc:
             # Nothing of them was acknowledged and the core is as the store is: take them again
             # (the broker sends nothing new once our receive window is full of them).
