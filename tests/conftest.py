@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,23 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return next((d for d in SHARED_SCOPES if module.startswith(d)), module)
 
     return ModuleScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _no_handler_left_on_a_closed_stream() -> Iterator[None]:
+    """A test that runs a command in-process (its logging set up on the test's captured stderr),
+    or starts uvicorn inside ``capsys``, leaves handlers writing to a stream closed after it;
+    every later record through them would print "--- Logging error ---" into other tests'
+    output, hiding what really failed there. They go with the test."""
+    yield
+    manager = logging.Logger.manager
+    for logger in [logging.getLogger(), *manager.loggerDict.values()]:
+        if not isinstance(logger, logging.Logger):
+            continue
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture
