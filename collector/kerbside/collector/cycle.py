@@ -233,11 +233,9 @@ class _Flight:
     """A batch's commit under way in the worker thread, and what follows it once it is in."""
 
     future: Future[Committed]
-    effects: Effects
+    work: Work
     now: Instant
     snapshot_began: float | None  # when its snapshots were taken, if it carries them
-    delivered: Sequence[int]
-    spooled: int
     messages: Sequence[Message]
     digests: Mapping[str, str]  # its events' ids -> digests, stored once it is in
 
@@ -287,6 +285,15 @@ class CommitCycle(WiredCycle):
     def ingest(self, messages: Sequence[Message]) -> None:
         """A batch from the broker: validated, applied, stored, then acknowledged."""
         self._land()
+        effects, now = self._decide_batch(messages)
+        self._commit(effects, now)
+        self._acknowledge(messages)
+
+    def _decide_batch(
+        self, messages: Sequence[Message], pending: Mapping[str, str] | None = None
+    ) -> tuple[Effects, Instant]:
+        """A batch decided, alerts that are due raised (and committed) before it; ``pending``:
+        the digests of the events of a commit under way (stored once it is in)."""
         due = self.next_wakeup()
         if messages and due is not None and due <= self.clock() and self._flow is Flow.LIVE:
             # alerts are due: raise and publish them before a batch that may take a while
@@ -294,9 +301,13 @@ class CommitCycle(WiredCycle):
         core = self.core
         now = self.clock()
         intake = read_batch(messages)
-        known = self._store.event_digests(intake.event_ids) if intake.event_ids else {}
-        self._commit(self._decide(lambda: core.receive(intake, known, now, self._flow)), now)
-        self._acknowledge(messages)
+        known: Mapping[str, str] = {}
+        if intake.event_ids:
+            known = self._store.event_digests(intake.event_ids)
+            if pending:
+                mine = {e: d for e in intake.event_ids if (d := pending.get(e)) is not None}
+                known = {**mine, **known}
+        return self._decide(lambda: core.receive(intake, known, now, self._flow)), now
 
     def tick(self) -> None:
         """The alarm went off (or a wake-up without messages)."""
@@ -341,22 +352,24 @@ class CommitCycle(WiredCycle):
             raise
 
     def _commit(self, effects: Effects, now: Instant, *, save: bool = False) -> None:
-        began = time.monotonic()
-        snapshots = self._snapshots(began, save=save)
-        delivered = self._outbox.take_delivered()
-        lines = spool_lines(self._sink, effects)
+        work, snapshot_began = self._work(effects, save=save)
         try:
-            committed = self._store.commit(Work(effects, snapshots, delivered, lines))
+            committed = self._store.commit(work)
         except BaseException:
-            self._not_committed(delivered)
+            self._not_committed(work.delivered)
             raise
-        self._committed(committed, effects, now, began if snapshots else None, len(lines))
+        self._committed(committed, work, now, snapshot_began)
 
-    def _snapshots(self, began: float, *, save: bool) -> dict[str, str] | None:
-        """The rules' snapshots for this commit, when due."""
+    def _work(self, effects: Effects, *, save: bool) -> tuple[Work, float | None]:
+        """The unit of work of ``effects``: the rules' snapshots when due (and when they were
+        taken), the outbox rows the broker has acknowledged, the points' lines."""
+        began = time.monotonic()
+        snapshots = None
         if save or began >= self._next_snapshot:
-            return {zone: dumps(data) for zone, data in self._core.snapshots().items()}
-        return None
+            snapshots = {zone: dumps(data) for zone, data in self._core.snapshots().items()}
+        delivered = self._outbox.take_delivered()
+        work = Work(effects, snapshots, delivered, spool_lines(self._sink, effects))
+        return work, began if snapshots else None
 
     def _not_committed(self, delivered: Sequence[int]) -> None:
         self._outbox.give_back_delivered(delivered)
@@ -364,15 +377,11 @@ class CommitCycle(WiredCycle):
         self.failing = True
 
     def _committed(
-        self,
-        committed: Committed,
-        effects: Effects,
-        now: Instant,
-        snapshot_began: float | None,
-        spooled: int,
+        self, committed: Committed, work: Work, now: Instant, snapshot_began: float | None
     ) -> None:
         """What follows a commit: alert changes fed, publications sent, points sent."""
         core = self._core
+        effects = work.effects
         if self.failing:
             log.info("the store takes commits again")
         self.failing = False
@@ -384,7 +393,7 @@ class CommitCycle(WiredCycle):
             )
         self._feed.publish(committed.changes)
         self._outbox.committed(committed.outbox, effects.deadletters)
-        points_committed(self._sink, self._telemetry, effects, spooled)
+        points_committed(self._sink, self._telemetry, effects, len(work.lines))
         if effects.raised:
             self._telemetry.raised(effects.raised, now, core.settings.alert_delay_ms)
         if self._alarm is not None and self._flow is Flow.LIVE and not self._stale:
@@ -399,23 +408,8 @@ class CommitCycle(WiredCycle):
         self._take_unstored(messages)
         decided = False
         try:
-            due = self.next_wakeup()
-            if messages and due is not None and due <= self.clock() and self._flow is Flow.LIVE:
-                self.tick()
-            core = self.core
-            now = self.clock()
-            intake = read_batch(messages)
-            known: Mapping[str, str] = {}
-            if intake.event_ids:
-                known = self._store.event_digests(intake.event_ids)
-                flight = self._flight
-                if flight is not None:  # its events are stored once it is in
-                    pending = flight.digests
-                    known = {
-                        **{e: d for e in intake.event_ids if (d := pending.get(e)) is not None},
-                        **known,
-                    }
-            effects = self._decide(lambda: core.receive(intake, known, now, self._flow))
+            flight = self._flight
+            effects, now = self._decide_batch(messages, None if flight is None else flight.digests)
             decided = True
             # No await from here to the commit's beginning: nothing else may run on a core
             # that is ahead of what is stored and of what is on its way.
@@ -452,26 +446,12 @@ class CommitCycle(WiredCycle):
 
     def _begin(self, effects: Effects, now: Instant, messages: Sequence[Message]) -> None:
         """The batch's commit, begun in the worker thread."""
-        began = time.monotonic()
-        snapshots = self._snapshots(began, save=False)
-        delivered = self._outbox.take_delivered()
-        lines = spool_lines(self._sink, effects)
+        work, snapshot_began = self._work(effects, save=False)
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="kerbside-commit")
-        future = self._committer.submit(
-            self._store.commit, Work(effects, snapshots, delivered, lines)
-        )
+        future = self._committer.submit(self._store.commit, work)
         digests = {row[4]: row[5] for row in effects.journal if row[4] and row[5]}
-        self._flight = _Flight(
-            future,
-            effects,
-            now,
-            began if snapshots else None,
-            delivered,
-            len(lines),
-            tuple(messages),
-            digests,
-        )
+        self._flight = _Flight(future, work, now, snapshot_began, tuple(messages), digests)
 
     def _land(self, flight: _Flight | None = None) -> None:
         """Wait for the commit under way (``flight``, if it is still the one under way), then
@@ -484,12 +464,10 @@ class CommitCycle(WiredCycle):
         try:
             committed = flight.future.result()
         except BaseException:
-            self._not_committed(flight.delivered)
+            self._not_committed(flight.work.delivered)
             self._unstored.extend(flight.messages)
             raise
-        self._committed(
-            committed, flight.effects, flight.now, flight.snapshot_began, flight.spooled
-        )
+        self._committed(committed, flight.work, flight.now, flight.snapshot_began)
         self._acknowledge(flight.messages)
 
     def oldest_needed(self) -> int:
