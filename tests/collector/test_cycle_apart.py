@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,24 +19,23 @@ from kerbside.collector.link import Message
 from kerbside.collector.runtime import Collector, assemble
 from kerbside.collector.store import Committed, Store, Work
 from kerbside.core.site import load_site
-from tests.collector.test_cycle import MIN, ROOT, T0, Clock, msg
+from tests.collector.test_cycle import MIN, ROOT, T0, Clock, ReplyLost, msg
 from tests.helpers import FakeLink, write_collector_setup
 from tests.helpers import occupancy_event as event
 from tests.pg import Stores, empty
 
 
-class Watched:
+class Watched(ReplyLost):
     """The PostgreSQL store, each commit noting what the broker had been acknowledged when it
     began; it takes ``slow_s`` (a database a little away), and fails when told: before writing
     (``fail_next``), or after (``lose_next``: the reply lost on the way)."""
 
     def __init__(self, store: Store, link: FakeLink) -> None:
-        self._store = store
+        super().__init__(store)
         self._link = link
         self.acked_at_begin: list[list[int]] = []
         self.slow_s = 0.05
         self.fail_next = False
-        self.lose_next = False
 
     def commit(self, work: Work) -> Committed:
         self.acked_at_begin.append(list(self._link.acked))
@@ -45,14 +43,7 @@ class Watched:
         if self.fail_next:
             self.fail_next = False
             raise StoreError("commit failed: the test's")
-        committed = self._store.commit(work)
-        if self.lose_next:
-            self.lose_next = False
-            raise StoreError("commit failed: server closed the connection unexpectedly")
-        return committed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        return super().commit(work)
 
 
 @pytest.fixture
