@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bench_collector import _children, _peak_rss_kb, _write_site
-from common import BenchError, Row, attempt, wait_exit, wait_until
+from common import BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -183,17 +183,6 @@ class System(Protocol):
     def stop(self, sig: int = signal.SIGTERM) -> None: ...
     def pids(self) -> list[int]: ...
     def close(self) -> None: ...
-
-
-def cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds of the processes ``pids`` so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -466,7 +455,7 @@ def _measured(
         interval_s=interval_s,
     )
     elapsed = time.monotonic() - began
-    cpu = cpu_s(system.pids()) - cpu0
+    cpu = cpu_seconds(system.pids()) - cpu0
     return Run(count / elapsed, cpu / count * PER, rss_mb(system.pids()))
 
 
@@ -477,7 +466,7 @@ def live(system: System, influx: Influxd, port: int, count: int) -> Run:
     try:
         base = int(time.time() * 1000) - count * STEP_MS - 600_000
         publisher = Publisher(port, 0, count, 0, base)
-        cpu0 = cpu_s(system.pids())
+        cpu0 = cpu_seconds(system.pids())
         began = publisher.go()
         run = _measured(system, influx, count, began, cpu0, limit_s=300, interval_s=0.1)
         publisher.finish(60)
@@ -501,7 +490,7 @@ def drain(make: Callable[[], System], influx: Influxd, port: int, count: int) ->
     try:
         system.start()
         began = time.monotonic()
-        cpu0 = cpu_s(system.pids())
+        cpu0 = cpu_seconds(system.pids())
         run = _measured(system, influx, count, began, cpu0, limit_s=900, interval_s=0.2)
         system.stop()
     finally:
