@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from kerbside.collector.store import Work
 from kerbside.collector.store.sqlite import SqliteStore
 from kerbside.collector.timeseries import InfluxV1Sink, Spool, SpoolWriter, TimeSeriesSink
 from kerbside.collector.timeseries import lines as lp
+from kerbside.collector.timeseries import writer as writer_module
 from tests.helpers import Influxd, RecordingBackoff, wait_until
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
@@ -239,3 +241,45 @@ def test_lines_a_store_commit_spooled_are_sent_once_the_writer_is_told(
     store.close()
     assert count(influx) == 900
     assert writer.stats().points_written == 900
+
+
+class ArrivalSink(TimeSeriesSink):
+    """Keeps what it is sent, and says when anything came."""
+
+    def __init__(self) -> None:
+        self.arrived = threading.Event()
+        self.lines: list[str] = []
+
+    @property
+    def target(self) -> str:
+        return "arrival"
+
+    def write(self, lines: Sequence[str]) -> None:
+        self.lines.extend(lines)
+        self.arrived.set()
+
+
+def test_a_burst_after_a_quiet_spell_goes_at_its_end_not_at_the_next_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between bursts the thread only looks at the spool now and then (MAX_WAIT_S apart, made a
+    minute here); the first line of a burst wakes it, so the burst's lines go once no line has
+    come for the flush interval, not at the next look."""
+    monkeypatch.setattr(writer_module, "MAX_WAIT_S", 60.0)
+    store = SqliteStore(tmp_path / "store.db")
+    sink = ArrivalSink()
+    writer = SpoolWriter(
+        sink,
+        "",
+        batch_size=500,
+        flush_interval_s=0.02,
+        open_spool=lambda: store.open_spool(1_000_000, 500),
+    )
+    writer.start()
+    time.sleep(0.2)  # the thread has looked at the empty spool: its next look is a minute away
+    store.commit(Work(Effects(), lines=gateway_lines(50)))
+    writer.spooled(50)
+    assert sink.arrived.wait(30), "the burst waited for the writer's next look at the spool"
+    writer.close()
+    store.close()
+    assert sink.lines == gateway_lines(50)

@@ -167,8 +167,11 @@ class SpoolWriter:
         """Lines are pending (the lock held): note when, wake the thread for a full batch."""
         self._last_told = time.monotonic()
         if self._first_pending is None:
+            # The first line of a burst: the thread may be waiting for its next look at the
+            # spool (up to MAX_WAIT_S away); it waits for the burst's end instead.
             self._first_pending = self._last_told
-        if self._appended + len(self._buffer) >= self._batch_size:
+            self._lock.notify()
+        elif self._appended + len(self._buffer) >= self._batch_size:
             self._lock.notify()
 
     def flush_soon(self) -> None:
