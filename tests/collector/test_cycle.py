@@ -7,6 +7,7 @@ import asyncio
 import base64
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -327,11 +328,19 @@ class ReplyLost:
         self.lose_next = False
 
     def commit(self, work: Work) -> Committed:
-        committed = self._store.commit(work)
-        if self.lose_next:
-            self.lose_next = False
-            raise StoreError("commit failed: server closed the connection unexpectedly")
-        return committed
+        return self.begin(work)()
+
+    def begin(self, work: Work) -> Callable[[], Committed]:
+        finish = self._store.begin(work)
+
+        def reply_lost() -> Committed:
+            committed = finish()
+            if self.lose_next:
+                self.lose_next = False
+                raise StoreError("commit failed: server closed the connection unexpectedly")
+            return committed
+
+        return reply_lost
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

@@ -1,14 +1,13 @@
-"""A batch of a backlog decided while the batch before it commits (PostgreSQL: commits on a
-connection of their own, in a worker thread): acknowledged only once its commit is in, its
-events de-duplicated against the commit under way, taken again with the batch decided behind it
-when its commit fails, and landed before any other unit of work."""
+"""A batch of a backlog decided while the batch before it commits (on a connection of its own,
+ended in a worker thread), on both stores: acknowledged only once its commit is in, its events
+de-duplicated against the commit under way, taken again with the batch decided behind it when
+its commit fails, and landed before any other unit of work."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -22,13 +21,13 @@ from kerbside.core.site import load_site
 from tests.collector.test_cycle import MIN, ROOT, T0, Clock, ReplyLost, msg
 from tests.helpers import FakeLink, write_collector_setup
 from tests.helpers import occupancy_event as event
-from tests.pg import Stores, empty
+from tests.pg import Stores
 
 
 class Watched(ReplyLost):
-    """The PostgreSQL store, each commit noting what the broker had been acknowledged when it
-    began; it takes ``slow_s`` (a database a little away), and fails when told: before writing
-    (``fail_next``), or after (``lose_next``: the reply lost on the way)."""
+    """A store, each commit noting what the broker had been acknowledged when it began; its end
+    takes ``slow_s`` (a disk or a database a little slow), and it fails when told: as it begins
+    (``fail_next``), or after it committed (``lose_next``: the reply lost on the way)."""
 
     def __init__(self, store: Store, link: FakeLink) -> None:
         super().__init__(store)
@@ -37,21 +36,18 @@ class Watched(ReplyLost):
         self.slow_s = 0.05
         self.fail_next = False
 
-    def commit(self, work: Work) -> Committed:
+    def begin(self, work: Work) -> Callable[[], Committed]:
         self.acked_at_begin.append(list(self._link.acked))
-        time.sleep(self.slow_s)
         if self.fail_next:
             self.fail_next = False
             raise StoreError("commit failed: the test's")
-        return super().commit(work)
+        finish = super().begin(work)
 
+        def slow() -> Committed:
+            time.sleep(self.slow_s)
+            return finish()
 
-@pytest.fixture
-def pg_stores(pg_database: str, tmp_path: Path) -> Iterator[Stores]:
-    empty(pg_database)
-    made = Stores("postgres", tmp_path / "collector.db", pg_database)
-    yield made
-    made.close()
+        return slow
 
 
 def _collector(stores: Stores, clock: Clock) -> tuple[Collector, FakeLink, Watched]:
@@ -73,9 +69,9 @@ def _arrivals(*bays: int, at: int = T0) -> list[Message]:
 
 
 def test_a_batch_is_decided_while_the_one_before_it_commits_and_acknowledged_after(
-    pg_stores: Stores,
+    stores: Stores,
 ) -> None:
-    collector, link, store = _collector(pg_stores, Clock(T0 + 20_000))
+    collector, link, store = _collector(stores, Clock(T0 + 20_000))
     assert collector.store.commits_apart
     first = _arrivals(1, 2)
     # B002's event again (its acknowledgement was lost), in the batch decided while the first
@@ -101,9 +97,9 @@ def test_a_batch_is_decided_while_the_one_before_it_commits_and_acknowledged_aft
 
 @pytest.mark.parametrize("failure", ["fail_next", "lose_next"])
 def test_a_failed_commit_is_taken_again_with_the_batch_decided_behind_it(
-    pg_stores: Stores, failure: str
+    stores: Stores, failure: str
 ) -> None:
-    collector, link, store = _collector(pg_stores, Clock(T0 + 20_000))
+    collector, link, store = _collector(stores, Clock(T0 + 20_000))
     first = _arrivals(1, 2)
     second = [*_arrivals(2), *_arrivals(3)]
     setattr(store, failure, True)
@@ -134,9 +130,9 @@ def test_a_failed_commit_is_taken_again_with_the_batch_decided_behind_it(
     assert sorted(unpaid) == ["B001", "B002", "B003"]
 
 
-def test_a_tick_lands_the_commit_under_way_before_its_own(pg_stores: Stores) -> None:
+def test_a_tick_lands_the_commit_under_way_before_its_own(stores: Stores) -> None:
     clock = Clock(T0 + 20_000)
-    collector, link, store = _collector(pg_stores, clock)
+    collector, link, store = _collector(stores, clock)
     first = _arrivals(1, 2)
 
     async def then_tick() -> None:
@@ -152,9 +148,9 @@ def test_a_tick_lands_the_commit_under_way_before_its_own(pg_stores: Stores) -> 
 
 
 def test_a_batch_whose_commit_is_under_way_at_a_stop_is_stored_by_the_save(
-    pg_stores: Stores,
+    stores: Stores,
 ) -> None:
-    collector, link, _ = _collector(pg_stores, Clock(T0 + 20_000))
+    collector, link, _ = _collector(stores, Clock(T0 + 20_000))
     first = _arrivals(1, 2)
 
     async def stopped() -> None:

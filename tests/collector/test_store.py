@@ -546,7 +546,7 @@ def test_a_full_or_locked_store_is_not_called_damaged(tmp_path: Path) -> None:
     holder.execute("BEGIN EXCLUSIVE")
     try:
         store = SqliteStore(path)
-        store._db.execute("PRAGMA busy_timeout=50")
+        store._commits.execute("PRAGMA busy_timeout=50")
         with pytest.raises(StoreError) as failure:
             write(store, counters={"x": 1})
         assert not isinstance(failure.value, DamagedStoreError)

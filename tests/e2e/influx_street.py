@@ -282,7 +282,7 @@ def drive(
     clock = ManualClock(street.start)
     store = SqliteStore(store_path)
     # The street's hours take seconds here; an fsync per batch would take most of them.
-    store._db.execute("PRAGMA synchronous=OFF")
+    store._commits.execute("PRAGMA synchronous=OFF")
     recorder = create_sink(
         influx,
         SinkView(lambda: collector.queries, clock),

@@ -449,7 +449,14 @@ class CommitCycle(WiredCycle):
         work, snapshot_began = self._work(effects, save=False)
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="kerbside-commit")
-        future = self._committer.submit(self._store.commit, work)
+        future: Future[Committed]
+        try:
+            finish = self._store.begin(work)
+        except Exception as exc:  # noqa: BLE001 - it failed as it began: landed as any failure
+            future = Future()
+            future.set_exception(exc)
+        else:
+            future = self._committer.submit(finish)
         digests = {row[4]: row[5] for row in effects.journal if row[4] and row[5]}
         self._flight = _Flight(future, work, now, snapshot_began, tuple(messages), digests)
 

@@ -15,11 +15,26 @@ def immediate(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
-        # A COMMIT that fails (a full disk) leaves the transaction open: it is ended below, or
-        # every later BEGIN would fail too.
+    except BaseException:
+        roll_back(db)
+        raise
+    end_transaction(db)
+
+
+def end_transaction(db: sqlite3.Connection) -> None:
+    """``COMMIT`` the open transaction; if it fails, ``ROLLBACK`` and raise its error (a
+    COMMIT that fails, on a full disk, leaves the transaction open, and every later BEGIN would
+    fail too)."""
+    try:
         db.execute("COMMIT")
     except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+        roll_back(db)
         raise
+
+
+def roll_back(db: sqlite3.Connection) -> None:
+    """``ROLLBACK`` the open transaction, if there is one (a failure to is not reported over
+    the error that led here)."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")

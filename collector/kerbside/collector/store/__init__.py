@@ -15,7 +15,7 @@ other; ``sqlreads.py`` holds the reads written alike for both.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -180,11 +180,17 @@ class Store(SignInStore, Protocol):
     it (``gateway_summaries`` and ``timelines`` excepted, which read on a connection of their own
     so the API can run them in a thread)."""
 
-    # ``commit`` may run in a worker thread while the loop reads and decides the next unit of
-    # work (it commits on a connection of its own)
+    # a commit may end in a worker thread while the loop reads and decides the next unit of
+    # work (it commits on a connection of its own): see ``begin``
     commits_apart: bool
 
     def commit(self, work: Work) -> Committed: ...
+
+    def begin(self, work: Work) -> Callable[[], Committed]:
+        """``commit`` in two halves, for a store that commits apart: what needs the event loop's
+        thread is done now (SQLite's rows are written here); the function returned ends the
+        commit from a worker thread and returns what was committed. No other unit of work is
+        begun before it has returned."""
 
     def close(self) -> None: ...
 

@@ -35,8 +35,9 @@ itself once the database is back.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -232,6 +233,11 @@ class PostgresStore(PostgresReads):
         )
 
     # -- the unit of work -------------------------------------------------------------------------
+
+    def begin(self, work: Work) -> Callable[[], Committed]:
+        """All of the commit is for the worker thread: psycopg waits for the database without
+        holding Python's lock."""
+        return functools.partial(self.commit, work)
 
     def commit(self, work: Work) -> Committed:
         try:

@@ -1,9 +1,14 @@
 """The store in one SQLite file in WAL mode, the collector's default (``store.path``).
 
 A unit of work is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` of ``executemany`` per table (one
-statement per table instead of one per row: a backlog batch is a thousand events). Journal
-positions, alert change ids and outbox ids are handed out here and never handed out again, even
-for rows retention has deleted (their high-water marks are kept in ``kv``).
+statement per table instead of one per row: a backlog batch is a thousand events), on a
+connection of its own: the event loop writes the rows (``begin``: Python's sqlite3 hands the GIL
+back and forth around every row, which a worker thread would fight the loop for) and a worker
+thread may wait for the ``COMMIT`` (the write-ahead log written and synced, a checkpoint now and
+then) while the loop reads on the other connection, which sees only what is committed, and
+decides the next batch. Journal positions, alert change ids and outbox ids are handed out here
+and never handed out again, even for rows retention has deleted (their high-water marks are kept
+in ``kv``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +40,7 @@ from kerbside.collector.store.schema import prepare
 from kerbside.collector.store.spool import Spool, blocks
 from kerbside.collector.store.sqlreads import SqlReads, Statement
 from kerbside.core.instants import Instant, format_instant
-from kerbside.core.transaction import immediate
+from kerbside.core.transaction import end_transaction, immediate, roll_back
 
 _SESSION_SQL = {
     SessionStep.OPEN: "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
@@ -68,6 +73,15 @@ _UPSERT_KV = (
 )
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: a batch is acknowledged to the broker only after its commit is on disk.
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
 # SQLite's primary result codes for a file that is not a database or whose pages are damaged
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -87,22 +101,22 @@ class SqliteStore(SqlReads):
     """The store port over one SQLite database (``":memory:"`` for tests)."""
 
     _SESSION_END = "end"
-    commits_apart = False  # one connection: the loop's
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
+        memory = str(path) == ":memory:"
+        if not memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a batch is acknowledged to the broker only after its commit is on disk.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = _connect(str(path))
             self.migrated_from = prepare(self._db, str(path))
+            # units of work on a connection of their own (in memory there is only the one)
+            self._commits = self._db if memory else _connect(str(path))
             self._reset_counters()
         except sqlite3.Error as exc:
             raise _failure(path, exc) from exc
+        # a commit may end in a worker thread while the loop reads and decides
+        self.commits_apart = self._commits is not self._db
 
     def _read(
         self, sql: str, params: Sequence[Any] = (), what: str = "read failed"
@@ -124,6 +138,8 @@ class SqliteStore(SqlReads):
         self._next_outbox = (self._first("SELECT MAX(id) FROM outbox") or 0) + 1
 
     def close(self) -> None:
+        if self._commits is not self._db:
+            self._commits.close()
         self._db.close()
 
     def open_spool(self, max_lines: int, block: int) -> Spool:
@@ -143,11 +159,33 @@ class SqliteStore(SqlReads):
     # -- the unit of work ------------------------------------------------------------------
 
     def commit(self, work: Work) -> Committed:
-        with self._transaction("commit failed: "):
-            return self._write(work)
+        return self.begin(work)()
+
+    def begin(self, work: Work) -> Callable[[], Committed]:
+        """The rows of ``work`` written in a transaction of the commits' connection; the
+        function returned commits it (from any thread) and returns what was committed."""
+        db = self._commits
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                committed = self._write(work)
+            except BaseException:
+                roll_back(db)
+                raise
+        except sqlite3.Error as exc:
+            raise _failure(self.path, exc, "commit failed: ") from exc
+
+        def finish() -> Committed:
+            try:
+                end_transaction(db)
+            except sqlite3.Error as exc:
+                raise _failure(self.path, exc, "commit failed: ") from exc
+            return committed
+
+        return finish
 
     def _write(self, work: Work) -> Committed:
-        db = self._db
+        db = self._commits
         effects = work.effects
         if effects.journal:
             first = self._next_pos
@@ -252,10 +290,10 @@ class SqliteStore(SqlReads):
     def _write_sessions(self, effects: Effects) -> None:
         """Session writes in order; consecutive ones of one kind go in one executemany."""
         for step, params in session_runs(effects.sessions):
-            self._db.executemany(_SESSION_SQL[step], params)
+            self._commits.executemany(_SESSION_SQL[step], params)
 
     def _write_alerts(self, effects: Effects) -> list[tuple[int, dict[str, Any]]]:
-        db = self._db
+        db = self._commits
         if effects.alerts:
             db.executemany(_UPSERT_ALERT, [a.row() for a in effects.alerts])
             first = self._next_change
