@@ -4,10 +4,11 @@ After a (re)connection the broker first hands over what it queued for us; the ru
 (``Flow.BACKLOG``) until that backlog is in. Under a steady stream a batch gathers for a moment
 rather than commit (and fsync) every few messages. A batch whose commit fails is tried again,
 before anything after it, until the store takes it: nothing is acknowledged meanwhile, and the
-core is as the store is (``cycle.py``). With a store that commits apart (PostgreSQL), a batch of
-a backlog is decided while the one before it commits; when no batch follows at once, the
-batcher waits for the commit under way (the loop serving the API meanwhile), so that a batch is
-acknowledged, and its alerts sent, as soon as it is stored.
+core is as the store is (``cycle.py``). With a store that commits apart (SQLite on a file,
+PostgreSQL), a batch of a backlog is decided while the one before it commits; when no batch
+follows at once, the batcher waits for the commit under way (the loop serving the API and
+taking messages meanwhile), so that a batch is acknowledged, and its alerts sent, as soon as it
+is stored.
 """
 
 from __future__ import annotations

@@ -8,13 +8,15 @@
 3. only then acknowledge the batch to the broker, publish, feed the alert stream, tell the
    time-series writer and set the alarm for the next deadline.
 
-With a store that commits on a connection of its own (PostgreSQL), a batch of a backlog is
-decided while the batch before it commits in a worker thread: the commit waits on the database,
-and the event loop works meanwhile. Nothing else changes: a batch's commit begins only once the
-one before it is in (and acknowledged), the event ids of the commit under way count as stored
-for the de-duplication of the next batch, and no other unit of work (a tick, a command) runs
-between a batch's decision and its commit's beginning. A batch whose commit fails is tried again
-with every batch after it, from a core rebuilt from the store.
+With a store that commits on a connection of its own (both do, SQLite in memory excepted), a
+batch of a backlog is decided while the batch before it commits: the store begins the commit on
+the loop (``Store.begin``: SQLite writes its rows there) and a worker thread ends it (it waits
+on the database, or on the disk for SQLite's write-ahead log), and the event loop works
+meanwhile. Nothing else changes: a batch's commit begins only once the one before it is in (and
+acknowledged), the event ids of the commit under way count as stored for the de-duplication of
+the next batch, and no other unit of work (a tick, a command) runs between a batch's decision
+and its commit's beginning. A batch whose commit fails is tried again with every batch after
+it, from a core rebuilt from the store.
 
 If the commit fails, nothing of step 3 happens, the batch stays unacknowledged and the core is
 rebuilt from the store before the next unit of work (its memory had moved ahead of what was
@@ -445,7 +447,7 @@ class CommitCycle(WiredCycle):
             raise BatchNotStored([*unstored, *messages])
 
     def _begin(self, effects: Effects, now: Instant, messages: Sequence[Message]) -> None:
-        """The batch's commit, begun in the worker thread."""
+        """The batch's commit, begun here and ended in the worker thread."""
         work, snapshot_began = self._work(effects, save=False)
         if self._committer is None:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix="kerbside-commit")
