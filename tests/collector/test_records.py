@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from kerbside.collector.errors import RecordRejected
 from kerbside.collector.records import (
+    MAX_JSON_DEPTH,
     MAX_PAYLOAD_BYTES,
     REJECT_REASONS,
     MemorySeenEvents,
@@ -20,6 +21,7 @@ from kerbside.collector.records import (
     Suspension,
     event_fingerprint,
     from_journal_dict,
+    json_depth,
     to_journal_dict,
 )
 from tests.collector.rules_builders import at, make_site
@@ -284,3 +286,27 @@ def test_a_journal_has_no_clock_but_still_no_event_before_2020() -> None:
         validator.check_journal_line(
             json.dumps({"type": "occupancy", **event(event_id="e:old", ts="1999-01-01T00:00:00Z")})
         )
+
+
+def _depth(value: Any) -> int:
+    """json_depth by its definition, recursively."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_json_depth_is_how_deeply_a_parsed_value_nests(value: Any) -> None:
+    parsed = json.loads(json.dumps(value))  # what a parser hands over: plain dicts and lists
+    # counted exactly up to one level past the bound, where it stops
+    assert json_depth(parsed) == min(_depth(parsed), MAX_JSON_DEPTH + 1)

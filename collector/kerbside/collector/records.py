@@ -268,7 +268,7 @@ def _object(obj: Any) -> dict[str, Any]:
     return obj
 
 
-_CONTAINERS: Final = (dict, list)
+_CONTAINERS: Final = frozenset((dict, list))  # the exact types a JSON parser makes
 
 
 def json_depth(value: Any) -> int:
@@ -277,11 +277,8 @@ def json_depth(value: Any) -> int:
     if not isinstance(value, dict | list):
         return 0
     items = value.values() if isinstance(value, dict) else value
-    for item in items:
-        if isinstance(item, _CONTAINERS):  # a tuple: faster than a union in isinstance
-            break
-    else:
-        return 1  # flat, as an event is: the usual case, settled in one pass
+    if _CONTAINERS.isdisjoint(map(type, items)):
+        return 1  # flat, as an event is: the usual case, settled in one pass in C
     deepest = 1
     level: list[Any] = [value]
     while level and deepest <= MAX_JSON_DEPTH:
