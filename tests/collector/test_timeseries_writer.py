@@ -243,22 +243,6 @@ def test_lines_a_store_commit_spooled_are_sent_once_the_writer_is_told(
     assert writer.stats().points_written == 900
 
 
-class ArrivalSink(TimeSeriesSink):
-    """Keeps what it is sent, and says when anything came."""
-
-    def __init__(self) -> None:
-        self.arrived = threading.Event()
-        self.lines: list[str] = []
-
-    @property
-    def target(self) -> str:
-        return "arrival"
-
-    def write(self, lines: Sequence[str]) -> None:
-        self.lines.extend(lines)
-        self.arrived.set()
-
-
 def test_a_burst_after_a_quiet_spell_goes_at_its_end_not_at_the_next_look(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,7 +251,8 @@ def test_a_burst_after_a_quiet_spell_goes_at_its_end_not_at_the_next_look(
     come for the flush interval, not at the next look."""
     monkeypatch.setattr(writer_module, "MAX_WAIT_S", 60.0)
     store = SqliteStore(tmp_path / "store.db")
-    sink = ArrivalSink()
+    sink = StuckSink()
+    sink.release.set()  # it writes at once, and says when it was first called
     writer = SpoolWriter(
         sink,
         "",
@@ -279,7 +264,7 @@ def test_a_burst_after_a_quiet_spell_goes_at_its_end_not_at_the_next_look(
     time.sleep(0.2)  # the thread has looked at the empty spool: its next look is a minute away
     store.commit(Work(Effects(), lines=gateway_lines(50)))
     writer.spooled(50)
-    assert sink.arrived.wait(30), "the burst waited for the writer's next look at the spool"
+    assert sink.entered.wait(30), "the burst waited for the writer's next look at the spool"
     writer.close()
     store.close()
     assert sink.lines == gateway_lines(50)
