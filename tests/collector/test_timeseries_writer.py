@@ -214,6 +214,17 @@ def test_an_unexpected_error_does_not_end_the_writer(tmp_path: Path) -> None:
     assert writer.stats().write_errors == 1
 
 
+def store_writer(sink: TimeSeriesSink, store: SqliteStore, flush_interval_s: float) -> SpoolWriter:
+    """A writer of the spool the store's commits append to, as the collector wires it."""
+    return SpoolWriter(
+        sink,
+        "",
+        batch_size=500,
+        flush_interval_s=flush_interval_s,
+        open_spool=lambda: store.open_spool(1_000_000, 500),
+    )
+
+
 def test_lines_a_store_commit_spooled_are_sent_once_the_writer_is_told(
     influx: Influxd, tmp_path: Path
 ) -> None:
@@ -222,14 +233,7 @@ def test_lines_a_store_commit_spooled_are_sent_once_the_writer_is_told(
     down (a crash) go at its next start."""
     store = SqliteStore(tmp_path / "store.db")
     store.commit(Work(Effects(), lines=gateway_lines(300)))  # before the writer: a crash
-    sink = InfluxV1Sink(influx.url, "k", timeout_s=5)
-    writer = SpoolWriter(
-        sink,
-        "",
-        batch_size=500,
-        flush_interval_s=0.05,
-        open_spool=lambda: store.open_spool(1_000_000, 500),
-    )
+    writer = store_writer(InfluxV1Sink(influx.url, "k", timeout_s=5), store, 0.05)
     writer.start()
     assert writer.wait_drained(30)
     assert count(influx) == 300
@@ -253,13 +257,7 @@ def test_a_burst_after_a_quiet_spell_goes_at_its_end_not_at_the_next_look(
     store = SqliteStore(tmp_path / "store.db")
     sink = StuckSink()
     sink.release.set()  # it writes at once, and says when it was first called
-    writer = SpoolWriter(
-        sink,
-        "",
-        batch_size=500,
-        flush_interval_s=0.02,
-        open_spool=lambda: store.open_spool(1_000_000, 500),
-    )
+    writer = store_writer(sink, store, 0.02)
     writer.start()
     time.sleep(0.2)  # the thread has looked at the empty spool: its next look is a minute away
     store.commit(Work(Effects(), lines=gateway_lines(50)))
