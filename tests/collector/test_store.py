@@ -166,6 +166,23 @@ def test_timelines_read_the_same_from_a_worker_thread_while_the_loop_commits(
     assert store.timelines(["B1", "B2"], 0, 1000) == store.state_changes(["B1", "B2"], 0, 1000)
 
 
+def test_a_commit_begun_is_read_only_once_the_worker_thread_has_ended_it(store: Store) -> None:
+    """The collector begins a batch's commit on its loop and ends it in a worker thread while
+    the loop reads and decides the next: meanwhile the loop's reads (the API's, the next batch's
+    de-duplication) see the store as it was, never what may yet fail; then all of it."""
+    row = journal_row("occupancy", 1, {"bay_id": "B1"}, event_id="e1", digest="d1")
+    finish = store.begin(Work(Effects(journal=(row,), state_changes=(("B1", 100, "occupied"),))))
+    assert store.event_digests(["e1"]) == {}
+    assert store.state_changes(["B1"], 0, 1000) == {}
+    with ThreadPoolExecutor(1) as pool:
+        committed = pool.submit(finish).result(timeout=30)
+    assert committed.last_pos == store.last_journal_pos()
+    assert store.event_digests(["e1"]) == {"e1": "d1"}
+    assert store.state_changes(["B1"], 0, 1000) == {"B1": [(100, "occupied")]}
+    write(store, counters={"after": 1})  # the next unit of work goes as usual
+    assert store.counters()["after"] == 1
+
+
 def test_sessions_open_close_and_overlap_query(store: Store) -> None:
     write(
         store,
