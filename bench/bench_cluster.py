@@ -13,7 +13,7 @@ PostgreSQL server of the bench's own (``initdb``; ``synchronous_commit`` on):
 - the same costs live: two collectors, the gateways publishing 1,000 events/s for 30 s, so
   that each commit holds the few events that arrived since the last (a backlog's commits hold
   ``ingest.batch_max``);
-- ``commit_head`` held: the time a commit of ``ingest.batch_max`` events holds the row that
+- ``commit_head`` held: the time a commit of 100, and of 1,000 events holds the row that
   hands out journal positions (its ``UPDATE`` to the end of its ``COMMIT``), with the store's
   own statements; such commits take turns, so this bounds the events per second one database
   journals, however many collectors share it;
@@ -56,7 +56,8 @@ from tests.helpers import Mosquitto, start_collector
 from tests.pg import OwnPostgres
 
 LEASE_S = 5.0
-BATCH_MAX = 1000  # ingest.batch_max's default: the events of one commit, draining a backlog
+BATCH_MAX = 1000  # the events of a big commit whose hold is measured (a backlog's: up to
+# ingest.batch_max)
 HOLD_BATCHES = (100, BATCH_MAX)  # commits of these many events hold commit_head...
 HOLD_ROUNDS = 21  # ...this many times each
 LIVE_RATE = 1000  # events/s the gateways send in the live measurement

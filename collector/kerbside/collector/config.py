@@ -46,8 +46,8 @@ class MqttConfig(_Model):
     # How long the broker keeps our subscriptions and queued messages while we are away.
     session_expiry_s: int = Field(default=7 * 86_400, ge=0)
     keepalive_s: int = Field(default=30, ge=5)
-    # Unacknowledged QoS 1 messages the broker may send us. Above ingest.batch_max so that the
-    # broker keeps sending while a batch is validated and committed (acks come after commit).
+    # Unacknowledged QoS 1 messages the broker may send us. Twice ingest.batch_max's default, so
+    # that the broker sends a whole next batch while one is committed (acks come after commit).
     receive_maximum: int = Field(default=4000, ge=1, le=65535)
     # "3.1.1" for brokers without MQTT 5 (the demo's embedded amqtt): a persistent session
     # (clean_session False) instead of a session expiry; receive_maximum does not apply.
@@ -151,7 +151,11 @@ class MaintenanceConfig(_Model):
 
 
 class IngestConfig(_Model):
-    batch_max: int = Field(default=1000, ge=1)
+    # Messages per unit of work at most (a backlog's batches are full). A commit writes every
+    # page its rows touch, and each bay's rows sit apart in the tables' indexes, so a bigger
+    # batch writes fewer pages per event (a 200,000-event backlog on SQLite, 1,000 -> 2,000:
+    # CPU per event 45-47 -> 40-41 us, 22,600-23,700 -> 25,100-25,600 events/s).
+    batch_max: int = Field(default=2000, ge=1)
 
 
 class CollectorConfig(_Model):
