@@ -1,7 +1,7 @@
 """The store in one SQLite file in WAL mode, the collector's default (``store.path``).
 
 A unit of work is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` of ``executemany`` per table (one
-statement per table instead of one per row: a backlog batch is a thousand events), on a
+statement per table instead of one per row: a backlog batch is up to 2,000 events), on a
 connection of its own: the event loop writes the rows (``begin``: Python's sqlite3 hands the GIL
 back and forth around every row, which a worker thread would fight the loop for) and a worker
 thread may wait for the ``COMMIT`` (the write-ahead log written and synced, a checkpoint now and
