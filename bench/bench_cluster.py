@@ -56,8 +56,7 @@ from tests.helpers import Mosquitto, start_collector
 from tests.pg import OwnPostgres
 
 LEASE_S = 5.0
-BATCH_MAX = 1000  # the events of a big commit whose hold is measured (a backlog's: up to
-# ingest.batch_max)
+BATCH_MAX = 1000  # a backlog commit's events, for the hold measured (up to ingest.batch_max)
 HOLD_BATCHES = (100, BATCH_MAX)  # commits of these many events hold commit_head...
 HOLD_ROUNDS = 21  # ...this many times each
 LIVE_RATE = 1000  # events/s the gateways send in the live measurement
