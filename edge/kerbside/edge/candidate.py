@@ -45,6 +45,9 @@ class Reading(NamedTuple):
     relevel: bool  # it says the belief started upside down (a car parked at start)
     prev_field: Vector | None  # the previous reading, if any
     prev_t: Instant
+    # It repeats the previous reading, seconds later: the field was where it is at ``prev_t``
+    # too (and stood still since, if ``chained``: a sensor reports any move).
+    stood: bool
 
 
 @dataclass(slots=True)

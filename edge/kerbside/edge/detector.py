@@ -138,7 +138,12 @@ class Detector:
         if chained and not relevelled and last_field is not None and track.last_class == bay.mode:
             # The previous reading held until now: fold it into the level it belongs to.
             bay.commit(last_field, (now - last_t) / 1000, now)
-        relevel = bay.looks_inverted(field, last_t, track.verified, held)
+        stood = (
+            last_field is not None
+            and now - last_t >= self._backdate_ms
+            and dist(field, last_field) <= self._tuning.moved_mg
+        )
+        relevel = bay.looks_inverted(field, last_t, track.verified, held, stood)
         state: State = "occupied" if relevel else bay.classify(field, held)
         level = bay.base if bay.mode == "vacant" else bay.occ
         if level is None or dist(field, level.vector) < self._tuning.onset_mg:
@@ -166,7 +171,9 @@ class Detector:
             or state != bay.mode
             or not ((held and track.history) or (published[0] == state and published[1] is None))
         ):
-            reading = Reading(now, field, detect, chained, state, relevel, last_field, last_t)
+            reading = Reading(
+                now, field, detect, chained, state, relevel, last_field, last_t, stood
+            )
             self._step(track, reading, out)
         # (else: a reading on the level believed and published, nothing pending: no step)
         if track.held:
@@ -317,7 +324,14 @@ class Detector:
         # car), and if that was recent, or was the reading just before frames were lost (they
         # would have shown the change going on). It has held since then only if no frame was
         # lost since: after a gap, only since this reading.
+        # A re-levelling told by a reading that repeats the one before it (see
+        # ``looks_inverted``): the new level was there then, and has held since if no frame
+        # was lost in between.
         start = since = r.t
+        if r.relevel and r.stood:
+            start = r.prev_t
+            if r.chained:
+                since = start
         onset = track.onset if r.state != bay.mode or r.relevel else None
         if onset is not None and onset[0] < r.t and bay.continues(onset[1], r.field):
             recent = r.t - onset[0] <= self._backdate_ms

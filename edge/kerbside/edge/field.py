@@ -189,14 +189,17 @@ class BayField:
         # Nothing known yet (just started): take the first level as the empty bay's.
         return "vacant"
 
-    def looks_inverted(self, field: Vector, t: Instant, verified: bool, guarded: bool) -> bool:
+    def looks_inverted(
+        self, field: Vector, t: Instant, verified: bool, guarded: bool, stood: bool
+    ) -> bool:
         """Whether a reading says the belief started upside down (a car parked at start).
 
         Then the first "arrival" was that car leaving, and its "signature" points back to the car.
         The next car gives a level far from both the occupied level and the expected vacant one:
         the level taken for occupied was the empty bay all along. Held for the confirmation time,
         this re-levels the sensor. Once a departure has returned to its arrival's baseline
-        (``verified``) the belief is known the right way up and this never applies.
+        (``verified``) the belief is known the right way up and this never applies. ``stood``:
+        the reading repeats the one before it, seconds later: a level, not a change on its way.
         """
         if verified or self.mode != "occupied" or self.occ is None:
             return False
@@ -211,8 +214,9 @@ class BayField:
         on, occ = self.tuning.on_mg, self.occ.vector
         to_occ, to_vacant = dist(field, occ), dist(field, expect)
         # On the way between the two levels is a car leaving (its last frames lost), not a
-        # new car: that would read far off the line between them.
-        between = to_occ + to_vacant <= dist(occ, expect) + self.tuning.moved_mg
+        # new car: that would read far off the line between them. Unless the field is still there
+        # seconds later: a car leaving is gone in seconds, and the sensor then reads the empty bay.
+        between = not stood and to_occ + to_vacant <= dist(occ, expect) + self.tuning.moved_mg
         return to_occ >= on and to_vacant >= self.radius(guarded) and not between
 
     def step_size(self, field: Vector) -> float:
