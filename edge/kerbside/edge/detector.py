@@ -93,6 +93,7 @@ class Detector:
         t = self._tuning = tuning or Tuning()
         self._blip_ms = round(t.blip_s * 1000)
         self._backdate_ms = round(t.backdate_s * 1000)
+        self._report_mg = t.report_mg
         self._tracks = {sid: SensorTrack(sid, bay, t) for sid, bay in bay_of_sensor.items()}
         self.stats: dict[str, SensorStats] = {s: tr.stats for s, tr in self._tracks.items()}
         self.unknown_sensors = 0
@@ -133,7 +134,8 @@ class Detector:
         if held and not track.history:  # back from a silence or a fault
             first_level.resume(track, field)
             held = track.held
-        relevelled = bay.provisional and bay.reaches_target(field)
+        fresh = bay.provisional  # no reading since the level was set
+        relevelled = fresh and bay.reaches_target(field)
         last_field, last_t = track.last_field, track.last_t
         if chained and not relevelled and last_field is not None and track.last_class == bay.mode:
             # The previous reading held until now: fold it into the level it belongs to.
@@ -144,18 +146,24 @@ class Detector:
             and dist(field, last_field) <= self._tuning.moved_mg
         )
         relevel = bay.looks_inverted(field, last_t, track.verified, held, stood)
-        state: State = "occupied" if relevel else bay.classify(field, held)
+        state: State = "occupied" if relevel else bay.classify(field, held, fresh)
         level = bay.base if bay.mode == "vacant" else bay.occ
         if level is None or dist(field, level.vector) < self._tuning.onset_mg:
             track.onset = None
         else:
             # The first of a streak of readings going off the level, each further the same way,
             # seconds apart (or with frames lost in between): a change beginning (a car pulling
-            # in or out), not a reading a little off the level.
+            # in or out), not a reading a little off the level. A keep-alive less than a step
+            # on from the streak's one reading goes on with it: the field may have got there
+            # just after it.
             onset = track.onset
             if (
                 onset is None
-                or (now - onset[0] > self._backdate_ms and chained)
+                or (
+                    now - onset[0] > self._backdate_ms
+                    and chained
+                    and not (onset[0] == last_t and dist(field, onset[1]) <= self._report_mg)
+                )
                 or not bay.continues(onset[1], field)
             ):
                 track.onset = (now, field)
@@ -335,7 +343,8 @@ class Detector:
         onset = track.onset if r.state != bay.mode or r.relevel else None
         if onset is not None and onset[0] < r.t and bay.continues(onset[1], r.field):
             recent = r.t - onset[0] <= self._backdate_ms
-            if recent or not r.chained:  # (the reading before this one was of the streak)
+            # (the reading before this one was of the streak, or was the streak)
+            if recent or not r.chained or onset[0] == r.prev_t:
                 start = onset[0]
             if recent and r.chained:
                 since = onset[0]

@@ -165,12 +165,24 @@ class BayField:
         size = dist(self.signature, _ZERO) if self.signature is not None else 0.0
         return max(on, self.tuning.off_fraction * size)
 
-    def classify(self, field: Vector, guarded: bool) -> State:
-        """What one reading says the bay is, against the levels believed now."""
+    def classify(self, field: Vector, guarded: bool, fresh: bool) -> State:
+        """What one reading says the bay is, against the levels believed now. ``fresh``: it is
+        the first reading since the level believed was set."""
         t = self.tuning
         on = t.on_mg
         if self.mode == "vacant" and self.base is not None:
-            return "occupied" if dist(field, self.base.vector) >= on else "vacant"
+            to_base = dist(field, self.base.vector)
+            if to_base >= on:
+                return "occupied"
+            # The vacant level after a departure is its last reading, which a sensor's step may
+            # have left short of the level the car's going was heading for: until a reading
+            # shows where the field is, one a whole signature from that level, and a step from
+            # the one believed, is a car too (the next car, pulling in before a keep-alive).
+            target = self.target
+            far = (
+                fresh and target is not None and dist(field, target) >= on and to_base >= t.moved_mg
+            )
+            return "occupied" if far else "vacant"
         if self.mode == "occupied" and self.occ is not None:
             to_occ = dist(field, self.occ.vector)
             expect = self.expected_vacant()
