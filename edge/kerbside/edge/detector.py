@@ -327,23 +327,22 @@ class Detector:
             return
         if cand is not None:
             self._interrupt(track, r.t)
-        # The change began at the streak's first reading off the old level, if this reading is
-        # further along the way that one went (a car pulling in or out, not noise or a passing
-        # car), and if that was recent, or was the reading just before frames were lost (they
-        # would have shown the change going on). It has held since then only if no frame was
-        # lost since: after a gap, only since this reading.
         # A re-levelling told by a reading that repeats the one before it (see
-        # ``looks_inverted``): the new level was there then, and has held since if no frame
-        # was lost in between.
+        # ``looks_inverted``) began by then, and has held since if no frame was lost between.
         start = since = r.t
         if r.relevel and r.stood:
             start = r.prev_t
             if r.chained:
                 since = start
+        # The change began at the streak's first reading off the old level, if this reading is
+        # further along the way that one went (a car pulling in or out, not noise or a passing
+        # car), and if that was recent, or was the reading just before frames were lost (they
+        # would have shown the change going on), or is the one reading of the streak and this
+        # one a keep-alive less than a step on (a move since it would have been sent). It has
+        # held since then only if no frame was lost since: after a gap, only since this reading.
         onset = track.onset if r.state != bay.mode or r.relevel else None
         if onset is not None and onset[0] < r.t and bay.continues(onset[1], r.field):
             recent = r.t - onset[0] <= self._backdate_ms
-            # (the reading before this one was of the streak, or was the streak)
             if recent or not r.chained or onset[0] == r.prev_t:
                 start = onset[0]
             if recent and r.chained:
