@@ -264,6 +264,8 @@ stays = st.lists(
 @example([(15, 23, 65.0, 4), (15, 12, 65.0, 3)], 21, 1)
 # and the next car pulling in before that keep-alive (a whole signature from the empty level)
 @example([(86, 12, 65.0, 0), (15, 23, 65.0, 4), (15, 12, 65.0, 3)], 21, 1)
+# and a next car half-way in, nearer a stopped-short level's target than that level is
+@example([(15, 23, 84.0, 4), (15, 12, 65.0, 0), (15, 12, 65.0, 1)], 21, 27345)
 @given(stays, st.integers(20, 60), st.integers(0, 2**32 - 1))
 def test_no_stay_is_lost_and_each_is_dated_within_seconds(
     visits: list[tuple[int, int, float, int]], keepalive_s: int, seed: int

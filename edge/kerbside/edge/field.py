@@ -296,7 +296,9 @@ class BayField:
         if self.mode != "vacant" or target is None or base is None:
             return False
         short = dist(base.vector, target)
-        if short < self.tuning.onset_mg or dist(field, target) >= min(short, self.tuning.on_mg):
+        # There: within half of what the level fell short by (a reading only a little nearer
+        # may be noise, or a next car half-way in, when the target itself fell short).
+        if short < self.tuning.onset_mg or dist(field, target) >= min(short / 2, self.tuning.on_mg):
             return False
         self.base = Level(field, self.tuning.tau_s, 0.0)
         self.provisional = False
