@@ -46,3 +46,44 @@ def test_attempts_wait_the_backoff_and_a_connack_resets_it(tmp_path: Path) -> No
         if broker is not None:
             broker.stop()
     assert not thread.is_alive(), "stop and disconnect end the loop"
+
+
+def test_messages_published_from_another_thread_go_out_in_order(tmp_path: Path) -> None:
+    """paho writes a publish at once from the caller's thread unless an event loop is said to
+    write: beside the thread serving the connection, two threads would take packets off one
+    queue and send them in either order. Served here, only the loop's thread writes."""
+    broker = Mosquitto(tmp_path).start()
+    received: list[int] = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="order-sub")
+    sub.on_message = lambda c, u, msg: received.append(int(msg.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.subscribe("order/#", qos=1)
+    sub.loop_start()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="order-pub")
+    client.max_inflight_messages_set(0)
+    window = threading.Semaphore(200)  # a publisher's window: the next as an ack comes in
+    client.on_publish = lambda c, u, mid, rc, p: window.release()
+    client.connect_async("127.0.0.1", broker.port, keepalive=5)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve_connection,
+        args=(client, RecordingBackoff(0.1, 0.4), stop),
+        kwargs={"unreachable": lambda exc: None},
+    )
+    thread.start()
+    count = 20_000
+    try:
+        wait_until(client.is_connected, what="the publisher connected")
+        time.sleep(0.2)  # the subscription in place
+        for i in range(count):
+            assert window.acquire(timeout=10)
+            client.publish("order/x", str(i).encode(), qos=1)
+        wait_until(lambda: len(received) >= count, what=f"{count} messages at the subscriber")
+        assert received == list(range(count))
+    finally:
+        stop.set()
+        client.disconnect()
+        thread.join(5)
+        sub.loop_stop()
+        sub.disconnect()
+        broker.stop()
