@@ -17,7 +17,7 @@ paho then queues each packet and wakes ``loop()``, which writes it.
 The backoff is reset when the broker accepts a connection (CONNACK), not when the socket opens:
 a broker that takes the TCP connection and refuses the client is retried with growing delays,
 as one that is down. paho itself is not imported here: the client is anything with paho's three
-methods, so core stays free of the programs' dependencies.
+methods and its socket-write hook, so core stays free of the programs' dependencies.
 """
 
 from __future__ import annotations
