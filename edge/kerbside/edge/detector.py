@@ -93,7 +93,6 @@ class Detector:
         t = self._tuning = tuning or Tuning()
         self._blip_ms = round(t.blip_s * 1000)
         self._backdate_ms = round(t.backdate_s * 1000)
-        self._report_mg = t.report_mg
         self._tracks = {sid: SensorTrack(sid, bay, t) for sid, bay in bay_of_sensor.items()}
         self.stats: dict[str, SensorStats] = {s: tr.stats for s, tr in self._tracks.items()}
         self.unknown_sensors = 0
@@ -162,7 +161,7 @@ class Detector:
                 or (
                     now - onset[0] > self._backdate_ms
                     and chained
-                    and not (onset[0] == last_t and dist(field, onset[1]) <= self._report_mg)
+                    and not (onset[0] == last_t and dist(field, onset[1]) <= self._tuning.report_mg)
                 )
                 or not bay.continues(onset[1], field)
             ):
