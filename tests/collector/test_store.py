@@ -183,6 +183,37 @@ def test_a_commit_begun_is_read_only_once_the_worker_thread_has_ended_it(store: 
     assert store.counters()["after"] == 1
 
 
+def test_a_commit_refused_as_it_ends_in_a_worker_thread_leaves_nothing(store: Store) -> None:
+    """SQLite writes a batch's journal, events, state changes and bays as its commit ends, in
+    the worker thread: rows refused there (an event id stored before) fail the commit there,
+    and nothing of the unit of work is stored, the other rows of it included."""
+    write(store, journal=[journal_row("occupancy", 1, {}, event_id="e1", digest="x")])
+    work = Work(
+        Effects(
+            journal=(
+                journal_row("occupancy", 2, {"n": 2}, event_id="e2", digest="y"),
+                journal_row("occupancy", 3, {"n": 3}, event_id="e1", digest="z"),
+            ),
+            state_changes=(("B1", 100, "occupied"),),
+            bays=(("B1", "occupied", 100, "gw", 100),),
+            sessions=(opened("B1", 100),),
+            counters={"events_in": 2},
+        )
+    )
+    with pytest.raises(StoreError), ThreadPoolExecutor(1) as pool:
+        pool.submit(store.begin(work)).result(timeout=30)
+    assert store.event_digests(["e1", "e2"]) == {"e1": "x"}
+    assert [entry.body for entry in store.journal()] == [{}]
+    assert store.state_changes(["B1"], 0, 1000) == {}
+    assert store.bay_states(["B1"]) == {}
+    assert store.sessions("B1", None, None, 10, None) == []
+    assert store.counters() == {}
+    # and the next unit of work goes as usual
+    write(store, bays=[("B1", "vacant", 200, "gw", None)], state_changes=[("B1", 200, "vacant")])
+    assert store.bay_states(["B1"]) == {"B1": ("vacant", 200, "gw", None)}
+    assert store.state_changes(["B1"], 0, 1000) == {"B1": [(200, "vacant")]}
+
+
 def test_sessions_open_close_and_overlap_query(store: Store) -> None:
     write(
         store,
