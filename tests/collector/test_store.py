@@ -184,9 +184,9 @@ def test_a_commit_begun_is_read_only_once_the_worker_thread_has_ended_it(store: 
 
 
 def test_a_commit_refused_as_it_ends_in_a_worker_thread_leaves_nothing(store: Store) -> None:
-    """SQLite writes a batch's journal, events, state changes and bays as its commit ends, in
-    the worker thread: rows refused there (an event id stored before) fail the commit there,
-    and nothing of the unit of work is stored, the other rows of it included."""
+    """SQLite writes a batch's events, state changes and bays as its commit ends, in the
+    worker thread: rows refused there (an event id stored before) fail the commit there, and
+    nothing of the unit of work is stored, the other rows of it included."""
     write(store, journal=[journal_row("occupancy", 1, {}, event_id="e1", digest="x")])
     work = Work(
         Effects(

@@ -11,7 +11,7 @@
 With a store that commits on a connection of its own (both do, SQLite in memory excepted), a
 batch of a backlog is decided while the batch before it commits: the store begins the commit on
 the loop (``Store.begin``) and a worker thread ends it (it waits on the database; SQLite writes
-most of the rows there, then its write-ahead log to disk), and the event loop works meanwhile.
+many of the rows there, then its write-ahead log to disk), and the event loop works meanwhile.
 Nothing else changes: a batch's commit begins only once the one before it is in (and
 acknowledged), the event ids of the commit under way count as stored for the de-duplication of
 the next batch, and no other unit of work (a tick, a command) runs between a batch's decision

@@ -2,16 +2,16 @@
 
 A unit of work is one ``BEGIN IMMEDIATE`` ... ``COMMIT`` of one statement per table (not one
 per row: a backlog batch is up to 2,000 events), on a connection of its own. The event loop
-begins it (``begin``): it hands out the ids and writes the few rows of the rarer tables with
-``executemany``. The rows every event adds (journal, events, state changes, bays) it only
-encodes as JSON, and the function ``begin`` returns writes them, one statement a table from that
-JSON, and commits (the write-ahead log written and synced, a checkpoint now and then). A worker
-thread runs it while the loop reads on the other connection, which sees only what is committed,
-and decides the next batch: Python's sqlite3 takes the GIL back after every row of an
-``executemany``, so a worker writing rows one by one would wait on the busy loop for each, but a
-statement from JSON runs in SQLite with no Python between its rows. Journal positions, alert
-change ids and outbox ids are handed out here and never handed out again, even for rows
-retention has deleted (their high-water marks are kept in ``kv``).
+begins it (``begin``): it hands out the ids and writes the journal and the few rows of the
+rarer tables with ``executemany``. The narrow rows every event adds (events, state changes,
+bays) it only encodes as JSON, and the function ``begin`` returns writes them, one statement a
+table from that JSON, and commits (the write-ahead log written and synced, a checkpoint now
+and then). A worker thread runs it while the loop reads on the other connection, which sees
+only what is committed, and decides the next batch: Python's sqlite3 takes the GIL back after
+every row of an ``executemany``, so a worker writing rows one by one would wait on the busy
+loop for each, but a statement from JSON runs in SQLite with no Python between its rows.
+Journal positions, alert change ids and outbox ids are handed out here and never handed out
+again, even for rows retention has deleted (their high-water marks are kept in ``kv``).
 """
 
 from __future__ import annotations
@@ -78,19 +78,12 @@ _UPSERT_KV = (
 )
 
 
-# The tables every event adds a row to (or changes one of), written as the commit ends, one
-# statement each from a JSON array of rows, in its order (``Bulk``): the loop only encodes them
-# (orjson, in C). Measured on a 200,000-event drain: ~8 us an event off the loop, ~10 us more
-# on the worker thread (SQLite reads the JSON), on the machine's other core. (``WHERE true``
-# lets an ON CONFLICT clause follow a SELECT.)
+# The narrow rows every event adds (or changes), written as the commit ends, one statement a
+# table from a JSON array of rows, in its order (``Bulk``): the loop only encodes them (orjson,
+# in C); SQLite reading them back costs 1.1-1.3 times what binding them row by row does. Not
+# the journal: json_extract parses a row's text once for each column, and a journal row carries
+# its record's whole text (3.7 times). (``WHERE true`` lets ON CONFLICT follow a SELECT.)
 _BULK_SQL = {
-    "journal": (
-        "INSERT INTO journal(pos, type, time, watermark, body)"
-        " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-        " json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-        " json_extract(value, '$[4]')"
-        " FROM json_each(?)"
-    ),
     "events": (
         "INSERT INTO events(event_id, pos, digest)"
         " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
@@ -114,7 +107,6 @@ _BULK_SQL = {
     ),
 }
 _ROW_SQL = {
-    "journal": "INSERT INTO journal(pos, type, time, watermark, body) VALUES (?,?,?,?,?)",
     "events": "INSERT INTO events(event_id, pos, digest) VALUES (?,?,?)",
     "state_changes": "INSERT INTO state_changes(bay_id, ts, state) VALUES (?,?,?)",
     "bays": _UPSERT_BAY,
@@ -277,8 +269,8 @@ class SqliteStore(SqlReads):
         if effects.journal:
             first = self._next_pos
             self._next_pos += len(effects.journal)
-            bulk.add(
-                "journal",
+            db.executemany(
+                "INSERT INTO journal(pos, type, time, watermark, body) VALUES (?,?,?,?,?)",
                 [
                     (first + i, row[0], row[1], row[2], row[3])
                     for i, row in enumerate(effects.journal)
