@@ -115,8 +115,8 @@ _ROW_SQL = {
 
 class Bulk:
     """A unit of work's rows for ``_BULK_SQL``'s tables, encoded on the loop, written where the
-    commit ends. Rows orjson cannot encode as they are (a lone surrogate in a text, an integer
-    over 64 bits) are written at once, row by row, instead."""
+    commit ends. Rows JSON has no form for (a value of bytes, say) are written at once, row by
+    row, as the other tables' are."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
