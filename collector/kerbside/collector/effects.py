@@ -42,22 +42,31 @@ class SessionStep(Enum):
 SessionOp = tuple[SessionStep, str, Instant, Instant | None]
 
 
+_STEP_ORDER = {SessionStep.OPEN: 0, SessionStep.ALERT: 1, SessionStep.CLOSE: 2}
+
+
 def session_runs(
     ops: Sequence[SessionOp],
 ) -> Iterator[tuple[SessionStep, list[tuple[Any, ...]]]]:
-    """Session steps in order, consecutive ones of one kind together (one ``executemany`` each),
-    as parameters: ``(end, bay_id, start)`` for CLOSE, ``(bay_id, start)`` for the others."""
-    i = 0
-    while i < len(ops):
-        step = ops[i][0]
-        j = i
-        while j < len(ops) and ops[j][0] is step:
-            j += 1
-        if step is SessionStep.CLOSE:
-            yield step, [(op[3], op[1], op[2]) for op in ops[i:j]]
-        else:
-            yield step, [(op[1], op[2]) for op in ops[i:j]]
-        i = j
+    """Session steps as runs of one kind (one ``executemany`` each), with the same outcome as
+    the steps one by one in the order given; as parameters ``(end, bay_id, start)`` for CLOSE,
+    ``(bay_id, start)`` for the others.
+
+    Each step touches the one row of its session (bay, start), so steps of different sessions
+    may change places; a session's own steps keep their order. The n-th steps of their
+    sessions go together, opening, alerts, closing: a street's bays interleaved in a batch
+    (one closing, another opening, ...) make a few runs, not one a step."""
+    rank: dict[tuple[str, Instant], int] = {}
+    groups: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for step, bay_id, start, end in ops:
+        key = (bay_id, start)
+        n = rank.get(key, 0)
+        rank[key] = n + 1
+        params = (end, bay_id, start) if step is SessionStep.CLOSE else (bay_id, start)
+        groups.setdefault((n, _STEP_ORDER[step]), []).append(params)
+    steps = list(_STEP_ORDER)
+    for n, kind in sorted(groups):
+        yield steps[kind], groups[(n, kind)]
 
 
 class AlertWrite(NamedTuple):
