@@ -433,7 +433,7 @@ class PostgresStore(PostgresReads):
             cur.execute(_COUNT_ALERTS, columns((b, t, n) for (b, t), n in sorted(alerts.items())))
 
     def _write_steps(self, cur: Cursor, effects: Effects) -> None:
-        """Session writes in order; consecutive ones of one kind go in one executemany."""
+        """Session writes as ``session_runs`` groups them, one executemany a run."""
         for step, params in session_runs(effects.sessions):
             cur.executemany(_SESSION_SQL[step], params)
 

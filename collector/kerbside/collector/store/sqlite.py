@@ -365,7 +365,7 @@ class SqliteStore(SqlReads):
         return Committed(self._next_pos - 1, changes, outbox)
 
     def _write_sessions(self, effects: Effects) -> None:
-        """Session writes in order; consecutive ones of one kind go in one executemany."""
+        """Session writes as ``session_runs`` groups them, one executemany a run."""
         for step, params in session_runs(effects.sessions):
             self._commits.executemany(_SESSION_SQL[step], params)
 
