@@ -42,7 +42,8 @@ class SessionStep(Enum):
 SessionOp = tuple[SessionStep, str, Instant, Instant | None]
 
 
-_STEP_ORDER = {SessionStep.OPEN: 0, SessionStep.ALERT: 1, SessionStep.CLOSE: 2}
+_STEPS = (SessionStep.OPEN, SessionStep.ALERT, SessionStep.CLOSE)  # a session's order
+_STEP_ORDER = {step: i for i, step in enumerate(_STEPS)}
 
 
 def session_runs(
@@ -64,9 +65,8 @@ def session_runs(
         rank[key] = n + 1
         params = (end, bay_id, start) if step is SessionStep.CLOSE else (bay_id, start)
         groups.setdefault((n, _STEP_ORDER[step]), []).append(params)
-    steps = list(_STEP_ORDER)
     for n, kind in sorted(groups):
-        yield steps[kind], groups[(n, kind)]
+        yield _STEPS[kind], groups[(n, kind)]
 
 
 class AlertWrite(NamedTuple):

@@ -79,7 +79,7 @@ _UPSERT_KV = (
 
 
 # The narrow rows every event adds (or changes), written as the commit ends, one statement a
-# table from a JSON array of rows, in its order (``Bulk``): the loop only encodes them (orjson,
+# table from a JSON array of rows, in its order (``_bulk``): the loop only encodes them (orjson,
 # in C); SQLite reading them back costs 1.1-1.3 times what binding them row by row does. Not
 # the journal: json_extract parses a row's text once for each column, and a journal row carries
 # its record's whole text (3.7 times). (``WHERE true`` lets ON CONFLICT follow a SELECT.)
@@ -106,33 +106,11 @@ _BULK_SQL = {
         " gateway_id=excluded.gateway_id, session_start=excluded.session_start"
     ),
 }
-_ROW_SQL = {
-    "events": "INSERT INTO events(event_id, pos, digest) VALUES (?,?,?)",
-    "state_changes": "INSERT INTO state_changes(bay_id, ts, state) VALUES (?,?,?)",
-    "bays": _UPSERT_BAY,
-}
 
 
-class Bulk:
-    """A unit of work's rows for ``_BULK_SQL``'s tables, encoded on the loop, written where the
-    commit ends. Rows JSON has no form for (a value of bytes, say) are written at once, row by
-    row, as the other tables' are."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self.statements: list[tuple[str, str]] = []
-
-    def add(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        try:
-            text = orjson.dumps(rows).decode()
-        except TypeError:
-            self._db.executemany(_ROW_SQL[table], rows)
-        else:
-            self.statements.append((_BULK_SQL[table], text))
-
-    def write(self) -> None:
-        for sql, text in self.statements:
-            self._db.execute(sql, (text,))
+def _bulk(table: str, rows: Sequence[tuple[Any, ...]]) -> tuple[str, str]:
+    """The statement that writes ``rows`` into ``table`` as the commit ends, with its JSON."""
+    return _BULK_SQL[table], orjson.dumps(rows).decode()
 
 
 # The commits' connection keeps up to this many KiB of pages (SQLite's default is 2,000): the
@@ -236,7 +214,7 @@ class SqliteStore(SqlReads):
         writes its bulk rows and commits it (from any thread), and returns what was committed.
         If they fail, nothing of ``work`` is stored."""
         db = self._commits
-        bulk = Bulk(db)
+        bulk: list[tuple[str, str]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -250,7 +228,8 @@ class SqliteStore(SqlReads):
         def finish() -> Committed:
             try:
                 try:
-                    bulk.write()
+                    for sql, rows in bulk:
+                        db.execute(sql, (rows,))
                 except BaseException:
                     roll_back(db)
                     raise
@@ -261,9 +240,9 @@ class SqliteStore(SqlReads):
 
         return finish
 
-    def _write(self, work: Work, bulk: Bulk) -> Committed:
-        """The rows of ``work``: written here, but for those ``bulk`` writes as the commit
-        ends."""
+    def _write(self, work: Work, bulk: list[tuple[str, str]]) -> Committed:
+        """The rows of ``work``: written here, but for the statements added to ``bulk``, which
+        write theirs as the commit ends."""
         db = self._commits
         effects = work.effects
         if effects.journal:
@@ -282,12 +261,12 @@ class SqliteStore(SqlReads):
                 if row[4] is not None
             ]
             if events:
-                bulk.add("events", events)
+                bulk.append(_bulk("events", events))
             db.execute(_UPSERT_KV, ("journal_pos_hw", str(self._next_pos - 1)))
         if effects.state_changes:
-            bulk.add("state_changes", effects.state_changes)
+            bulk.append(_bulk("state_changes", effects.state_changes))
         if effects.bays:
-            bulk.add("bays", effects.bays)
+            bulk.append(_bulk("bays", effects.bays))
         self._write_sessions(effects)
         changes = self._write_alerts(effects)
         for right in effects.rights:
