@@ -11,7 +11,7 @@ retry taken; JSON nested 60,000 deep refused without a RecursionError.
 Hostile clients (test_hostile_clients.py): a provider shortening or cancelling another's right
 (403, no false expired); an officer naming someone else (the token's name is recorded); cursors,
 limits and instants it cannot hold (a JSON 4xx naming them); occupancy bounded, four heavy
-requests at once while /healthz answers; 1,100 unfinished requests under a 1,024-file limit
+requests at once while /healthz answers; 2,000 unfinished requests under a 1,024-file limit
 (/healthz answers, no traceback, a few log lines); an officer's session ending with its token.
 
 A damaged store (test_damaged_store.py): one line naming the file, exit 2.

@@ -32,9 +32,13 @@ log = logging.getLogger("kerbside.collector.api")
 
 # File descriptors kept for everything but HTTP clients (the store, the broker link, InfluxDB,
 # the threads' own store connections, logs), out of the process's limit; and the connections the
-# loop may accept in one go before the guard sees any of them (the listen backlog).
+# loop may accept in one go (the listen backlog).
 RESERVED_FDS = 100
 ACCEPT_BACKLOG = 128
+# Connections open beyond the limit at worst: the loop accepts a backlog's worth in one pass; the
+# guard sees them two passes later (a task makes each one's transport, which then reports it);
+# and one the guard closes lets go of its descriptor a pass after that. Three bursts in flight.
+ACCEPT_IN_FLIGHT = 3 * ACCEPT_BACKLOG
 SAY_EVERY_S = 60.0
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -49,7 +53,7 @@ def connection_limit(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - RESERVED_FDS - ACCEPT_BACKLOG))
+    return max(1, min(wanted, soft - RESERVED_FDS - ACCEPT_IN_FLIGHT))
 
 
 class ConnectionGuard:
