@@ -11,6 +11,7 @@ letters are QoS 0 and not kept.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
 from kerbside.collector.effects import DeadLetter
@@ -41,9 +42,10 @@ class Outbox:
         self._unacked: dict[int, OutboxMessage] = {}  # link's token -> message
         # committed, not yet handed to the link: alert changes go before bay states, and at most
         # WINDOW are with the link at once, so an alert never queues behind the thousands of
-        # bay states released at the end of a backlog
-        self._waiting_alerts: dict[int, OutboxMessage] = {}
-        self._waiting_bays: dict[int, OutboxMessage] = {}
+        # bay states released at the end of a backlog (ordered dicts: taking the first of a
+        # plain dict walks past every one taken before it, 12 us each with 40,000 waiting)
+        self._waiting_alerts: OrderedDict[int, OutboxMessage] = OrderedDict()
+        self._waiting_bays: OrderedDict[int, OutboxMessage] = OrderedDict()
         self._delivered: list[int] = []
         for message in waiting:
             self._wait(message)
@@ -73,7 +75,7 @@ class Outbox:
             return
         for queue in (self._waiting_alerts, self._waiting_bays):
             while queue and len(self._unacked) < WINDOW:
-                message = queue.pop(next(iter(queue)))
+                message = queue.popitem(last=False)[1]
                 token = link.publish(message.topic, message.payload, message.qos, message.retain)
                 self._unacked[token] = message
 
@@ -114,10 +116,13 @@ class Outbox:
     def reconnected(self) -> None:
         """Send again what the broker had not acknowledged before the connection dropped
         (in the order first sent)."""
-        queues = (self._unacked, self._waiting_alerts, self._waiting_bays)
-        everything = sorted((m for queue in queues for m in queue.values()), key=lambda m: m.id)
-        for queue in queues:
-            queue.clear()
+        everything = sorted(
+            [*self._unacked.values(), *self._waiting_alerts.values(), *self._waiting_bays.values()],
+            key=lambda m: m.id,
+        )
+        self._unacked.clear()
+        self._waiting_alerts.clear()
+        self._waiting_bays.clear()
         for message in everything:
             self._wait(message)
         self.send()
