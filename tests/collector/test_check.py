@@ -61,3 +61,34 @@ def test_run_with_a_missing_site_file_says_so_in_one_line(tmp_path: Path) -> Non
     result = collector("run", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"{config}:1: site: /nowhere/site.yaml does not exist"]
+
+
+def test_a_store_under_a_file_is_named_by_check_and_one_line_for_the_other_commands(
+    tmp_path: Path,
+) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t", store="{path: site.yaml/c.db}")
+    store = tmp_path / "site.yaml" / "c.db"
+    checked = collector("check", "--config", str(config))
+    assert checked.returncode == 2
+    assert f"{config}:3: store.path: cannot create {store}: {tmp_path}/site.yaml is a file" in (
+        checked.stderr
+    )
+    for command in ("migrate", "export-journal", "run"):
+        done = collector(command, "--config", str(config))
+        assert done.returncode != 0, command
+        assert "Traceback" not in done.stderr, (command, done.stderr)
+        assert len(done.stderr.splitlines()) == 1, (command, done.stderr)
+
+
+@pytest.mark.parametrize("command", ["migrate", "export-journal"])
+def test_a_store_that_is_a_directory_is_one_line_not_a_traceback(
+    tmp_path: Path, command: str
+) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t", store="{path: state}")
+    (tmp_path / "state").mkdir()
+    done = collector(command, "--config", str(config))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"kerbside-collector: {tmp_path}/state: is a directory; give a file name in it"
+    ]
+    assert done.stdout == ""

@@ -314,6 +314,8 @@ def _file_words(path: Path, need: Need) -> str | None:
     directory = path.parent
     while not directory.exists() and directory != directory.parent:
         directory = directory.parent  # the agent creates missing directories
+    if not directory.is_dir():
+        return f"cannot create {path}: {directory} is a file, not a directory"
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"cannot create or write {path}: {directory} is not writable by this user"
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):

@@ -152,7 +152,14 @@ class SqliteStore(SqlReads):
         self.path = Path(path)
         memory = str(path) == ":memory:"
         if not memory:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_dir():
+                raise StoreError(f"{path}: is a directory; give a file name in it")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"{path}: cannot create its directory {exc.filename}: {exc.strerror}"
+                ) from exc
         try:
             self._db = _connect(str(path))
             self.migrated_from = prepare(self._db, str(path))
