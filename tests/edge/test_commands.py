@@ -95,6 +95,27 @@ def test_run_with_a_missing_password_file_says_so_in_one_line(tmp_path: Path) ->
     assert not (tmp_path / "outbox.db").exists()  # refused before anything started
 
 
+@pytest.mark.parametrize(
+    "where", ["nowhere/capture.jsonl", "."], ids=["no directory", "a directory"]
+)
+def test_run_with_a_capture_it_cannot_write_says_so_in_one_line(tmp_path: Path, where: str) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        "gateway_id: gw-parkway-01\n"
+        "mqtt: {host: 127.0.0.1, port: 1}\n"
+        f"outbox: {{path: {tmp_path}/outbox.db}}\n"
+        f"serial: [{{port: {tmp_path}/ttyNOPE}}]\n"
+    )
+    capture = tmp_path / where
+    result = edge("run", "--config", str(config), "--capture", str(capture))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"kerbside-edge: --capture: cannot write {capture}: "
+    )
+    assert not (tmp_path / "outbox.db").exists()  # refused before anything started
+
+
 @pytest.fixture
 def sensor_line() -> Iterator[tuple[int, str]]:
     """A pseudo-terminal standing in for a sensor's serial line: (our end, the agent's name)."""

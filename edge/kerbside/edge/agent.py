@@ -630,7 +630,10 @@ async def _run(config: EdgeConfig, capture_path: str | None) -> None:
     if capture_path is not None:
         from kerbside.edge.capture import CaptureWriter  # noqa: PLC0415
 
-        capture = CaptureWriter(capture_path)
+        try:
+            capture = CaptureWriter(capture_path)
+        except OSError as exc:
+            raise ConfigError(f"--capture: cannot write {capture_path}: {exc.strerror}") from exc
     agent = Agent(config, build_sources(config, now_ms), capture=capture, notifier=Notifier())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
