@@ -48,6 +48,27 @@ def test_check_reports_every_mistake_the_site_files_too(tmp_path: Path) -> None:
     assert err[-1] == f"{config}: not usable (errors above)"
 
 
+def test_check_refuses_numbers_run_could_not_use(tmp_path: Path) -> None:
+    config = write_collector_setup(
+        tmp_path,
+        port=1,
+        topic_root="t",
+        store="{path: collector.db, retention_days: .inf}",
+        extra="maintenance: {gateway_offline_after_s: .nan}\n",
+    )
+    config.write_text(
+        config.read_text().replace("protocol: '5'}", "protocol: '5', keepalive_s: 100000}")
+    )
+    result = collector("check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:2: mqtt.keepalive_s: must be at most 65535, not 100000",
+        f"{config}:3: store.retention_days: must be a finite number, not inf",
+        f"{config}:6: maintenance.gateway_offline_after_s: must be a finite number, not nan",
+        f"{config}: not usable (errors above)",
+    ]
+
+
 def test_check_passes_a_good_config(tmp_path: Path) -> None:
     config = write_collector_setup(tmp_path, port=1883, topic_root="t")
     result = collector("check", "--config", str(config))

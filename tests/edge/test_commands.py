@@ -80,6 +80,27 @@ def test_check_passes_a_good_file_and_names_what_it_found(tmp_path: Path) -> Non
     assert result.stdout.startswith(f"{config}: ok: gateway gw-parkway-01, 1 sensors")
 
 
+def test_check_refuses_infinite_and_nan_durations_that_run_could_not_use(tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        "gateway_id: gw-parkway-01\n"
+        f"outbox: {{path: {tmp_path}/outbox.db}}\n"
+        "detector: {confirm_occupied_s: .inf, confirm_vacant_s: .nan}\n"
+    )
+    result = edge("check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:3: detector.confirm_occupied_s: must be a finite number, not inf",
+        f"{config}:3: detector.confirm_vacant_s: must be a finite number, not nan",
+        f"{config}: 2 errors",
+    ]
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("")
+    replayed = edge("replay", str(capture), "--config", str(config))
+    assert replayed.returncode == 2
+    assert "Traceback" not in replayed.stderr
+
+
 def test_run_with_a_missing_password_file_says_so_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "edge.yaml"
     config.write_text(

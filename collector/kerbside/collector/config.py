@@ -28,7 +28,8 @@ from kerbside.core.checks import (
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no .inf or .nan: every duration becomes whole milliseconds
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TlsConfig(_Model):
@@ -44,8 +45,9 @@ class MqttConfig(_Model):
     topic_root: str = "kerbside/v1"
     client_id: str = "kerbside-collector"
     # How long the broker keeps our subscriptions and queued messages while we are away.
-    session_expiry_s: int = Field(default=7 * 86_400, ge=0)
-    keepalive_s: int = Field(default=30, ge=5)
+    # MQTT carries these as 32- and 16-bit numbers
+    session_expiry_s: int = Field(default=7 * 86_400, ge=0, le=0xFFFFFFFF)
+    keepalive_s: int = Field(default=30, ge=5, le=0xFFFF)
     # Unacknowledged QoS 1 messages the broker may send us. Twice ingest.batch_max's default, so
     # that the broker sends a whole next batch while one is committed (acks come after commit).
     receive_maximum: int = Field(default=4000, ge=1, le=65535)

@@ -210,6 +210,8 @@ def _words(err: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
         return f"must be a whole number, not {_shown(got)}"
     if kind in ("float_parsing", "float_type"):
         return f"must be a number, not {_shown(got)}"
+    if kind == "finite_number":
+        return f"must be a finite number, not {_shown(got)}"
     if kind in ("bool_parsing", "bool_type"):
         return f"must be true or false, not {_shown(got)}"
     if kind in ("string_type", "path_type"):
