@@ -85,6 +85,23 @@ def test_mistakes_get_a_did_you_mean(tmp_path: Path) -> None:
     )
 
 
+def test_coordinates_that_are_not_numbers_on_the_map_are_errors(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        HEAD
+        + "bays:\n"
+        + bay(1, location="{lat: .nan, lon: -0.1452}")
+        + bay(2, location="{lat: 51.5378, lon: .inf}")
+    )
+    result = check(site)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{site}:8: bays[0].location.lat: expected a number within +-90, got nan",
+        f"{site}:9: bays[1].location.lon: expected a number within +-180, got inf",
+        f"{site}: 2 errors, 0 warnings",
+    ]
+
+
 def test_warnings_pass_unless_strict(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(

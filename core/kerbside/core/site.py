@@ -573,7 +573,11 @@ def _location(ck: _Checker, value: object, path: str) -> Location | None:
     out: list[float] = []
     for key, limit in (("lat", 90.0), ("lon", 180.0)):
         number = entry.get(key)
-        if isinstance(number, bool) or not isinstance(number, int | float) or abs(number) > limit:
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not abs(number) <= limit  # NaN too
+        ):
             ck.error(f"{path}.{key}", f"expected a number within +-{limit:g}, got {number!r}")
         else:
             out.append(float(number))
