@@ -66,3 +66,14 @@ def test_config_tokens_file_and_errors(tmp_path: Path, capsys: pytest.CaptureFix
     bad.write_text("- {name: x, role: wizard, sha256: abc}\n")
     assert main(["token", "--tokens-file", str(bad), "list"]) == 2
     assert "[0].role" in capsys.readouterr().err
+
+
+def test_a_tokens_file_that_is_not_text_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "tokens.yaml"
+    binary.write_bytes(b"\xd2\x80\xff tokens\n")
+    assert main(["token", "--tokens-file", str(binary), "list"]) == 2
+    assert capsys.readouterr().err == f"kerbside-collector: {binary}: not UTF-8 text\n"
+    registry = TokenRegistry(binary)  # the API keeps running, and says why it has no tokens
+    assert registry.error == f"{binary}: not UTF-8 text"
