@@ -114,3 +114,16 @@ def test_bad_arguments_are_one_line_errors(
     assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["capture", "--start", "yesterday", str(tmp_path)])
+
+
+def test_infinite_hours_and_an_output_that_is_a_file_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["capture", "--hours", "inf", str(tmp_path)])
+    assert "argument --hours: must be a finite number: 'inf'" in capsys.readouterr().err
+    a_file = tmp_path / "out"
+    a_file.write_text("")
+    for command in (["capture"], ["street", "--site", str(a_file)]):
+        assert main([*command, "--quiet", str(a_file)]) == 1
+        assert capsys.readouterr().err == f"kerbside-sim: error: {a_file}: not a directory\n"

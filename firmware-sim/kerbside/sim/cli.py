@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -71,6 +72,8 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
     return value
 
 
@@ -373,6 +376,10 @@ def _street(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = getattr(args, "out", None)
+    if out is not None and out.exists() and not out.is_dir():
+        print(f"kerbside-sim: error: {out}: not a directory", file=sys.stderr)
+        return 1
     try:
         if args.command == "serial":
             return serve_main(args)
@@ -382,8 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kerbside-sim: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
