@@ -205,6 +205,32 @@ def test_site_edge_config_loads_as_an_edge_config(
     assert "gw-nope" in capsys.readouterr().err
 
 
+def test_site_edge_config_refuses_a_port_the_edge_config_could_not_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(GOOD))
+    for port in ("0", "99999", "http"):
+        with pytest.raises(SystemExit) as exit_:
+            run_site_command(
+                [
+                    "site",
+                    "edge-config",
+                    str(good),
+                    "--gateway",
+                    "gw-parkway-01",
+                    "--mqtt-port",
+                    port,
+                ]
+            )
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1].startswith(
+            "kerbside site edge-config: error: argument --mqtt-port"
+        )
+        assert repr(port) in err
+
+
 def test_umbrella_command_runs_site_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

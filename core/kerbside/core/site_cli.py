@@ -43,9 +43,21 @@ def add_site_commands(subparsers: Any) -> None:
     edge.add_argument("file", help="site file (YAML)")
     edge.add_argument("--gateway", required=True, help="gateway id, as in the bays' `gateway`")
     edge.add_argument("--mqtt-host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
-    edge.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default 1883)")
+    edge.add_argument(
+        "--mqtt-port", type=_port, default=1883, help="broker port, 1..65535 (default 1883)"
+    )
     edge.add_argument("--serial-port", default="/dev/ttyUSB0", help="sensor UART for KBS1 sensors")
     edge.set_defaults(func=edge_config_main)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from exc
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 1..65535: {text!r}")
+    return port
 
 
 def check_main(args: argparse.Namespace) -> int:
