@@ -195,6 +195,31 @@ def test_replay_uses_the_outbox_epoch(tmp_path: Path, capsys: pytest.CaptureFixt
     assert first["event_id"] == f"gw-test-01:{epoch}:1"
 
 
+def test_an_outbox_that_is_not_one_is_named_once_and_the_capture_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outbox_path = tmp_path / "outbox.db"
+    outbox_path.write_bytes(b"this was never an outbox " * 100)
+    capture = tmp_path / "street.jsonl"
+    street_capture(capture)
+    config = write_config(tmp_path / "edge.yaml", outbox_path, {"S-A": "BAY-A"})
+    code, out, err = replay_stdout(capsys, str(capture), "--config", str(config))
+    assert code == 0
+    assert json.loads(out.splitlines()[0])["event_id"] == "gw-test-01:replay:1"
+    assert err.startswith(f"kerbside-edge: {outbox_path}: not an outbox: ")
+    assert err.count(str(outbox_path)) == 1
+
+
+def test_a_directory_for_a_capture_is_named_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "edge.yaml", tmp_path / "o.db", {"S-A": "BAY-A"})
+    code, out, err = replay_stdout(capsys, str(tmp_path), "--config", str(config))
+    assert code == 2
+    assert out == ""
+    assert err == f"kerbside-edge: {tmp_path}: is a directory, not a capture file\n"
+
+
 def test_missing_capture_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

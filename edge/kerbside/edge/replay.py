@@ -66,7 +66,8 @@ def _epoch(config: EdgeConfig) -> str:
         try:
             epoch = read_epoch(path)
         except OutboxError as exc:
-            print(f"kerbside-edge: {path}: {exc}; numbering as {REPLAY_EPOCH!r}", file=sys.stderr)
+            # the error names the file already
+            print(f"kerbside-edge: {exc}; numbering as {REPLAY_EPOCH!r}", file=sys.stderr)
             return REPLAY_EPOCH
     except ImportError:
         return REPLAY_EPOCH
@@ -76,6 +77,8 @@ def _epoch(config: EdgeConfig) -> str:
 def replay_main(args: argparse.Namespace) -> int:
     config = load_edge_config(args.config)
     capture = Path(args.capture)
+    if capture.is_dir():
+        raise ConfigError(f"{capture}: is a directory, not a capture file")
     if not capture.is_file():
         raise ConfigError(f"{capture}: no such capture file")
     epoch = _epoch(config)
