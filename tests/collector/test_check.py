@@ -69,6 +69,26 @@ def test_check_refuses_numbers_run_could_not_use(tmp_path: Path) -> None:
     ]
 
 
+def test_check_refuses_huge_numbers_that_run_would_overflow(tmp_path: Path) -> None:
+    # finite, but a millisecond count beyond any integer run can make of it
+    config = write_collector_setup(
+        tmp_path,
+        port=1,
+        topic_root="t",
+        store="{path: collector.db, retention_days: 1.0e+300}",
+        extra="maintenance: {gateway_offline_after_s: 1.0e+306}\n",
+    )
+    config.write_text(config.read_text().replace("alert_delay_s: 1.0", "alert_delay_s: 1.0e+308"))
+    result = collector("check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:3: store.retention_days: must be at most 3650, not 1e+300",
+        f"{config}:5: alert_delay_s: must be at most 3600, not 1e+308",
+        f"{config}:6: maintenance.gateway_offline_after_s: must be at most 2592000, not 1e+306",
+        f"{config}: not usable (errors above)",
+    ]
+
+
 def test_check_passes_a_good_config(tmp_path: Path) -> None:
     config = write_collector_setup(tmp_path, port=1883, topic_root="t")
     result = collector("check", "--config", str(config))

@@ -101,6 +101,28 @@ def test_check_refuses_infinite_and_nan_durations_that_run_could_not_use(tmp_pat
     assert "Traceback" not in replayed.stderr
 
 
+def test_check_refuses_huge_numbers_that_run_would_overflow(tmp_path: Path) -> None:
+    # finite, but a millisecond or byte count beyond any integer run can make of it
+    config = tmp_path / "edge.yaml"
+    config.write_text(
+        "gateway_id: gw-parkway-01\n"
+        f"outbox: {{path: {tmp_path}/outbox.db, max_mb: 1.0e+300}}\n"
+        "detector: {confirm_occupied_s: 1.0e+308, silence_s: 1.0e+300}\n"
+        "health_interval_s: 1.0e+300\n"
+        "serial: [{port: /dev/null, baudrate: 99999999999999999999}]\n"
+    )
+    result = edge("check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:2: outbox.max_mb: must be at most 1048576, not 1e+300",
+        f"{config}:3: detector.confirm_occupied_s: must be at most 3600, not 1e+308",
+        f"{config}:3: detector.silence_s: must be at most 86400, not 1e+300",
+        f"{config}:4: health_interval_s: must be at most 3600, not 1e+300",
+        f"{config}:5: serial[0].baudrate: must be at most 12000000, not 99999999999999999999",
+        f"{config}: 5 errors",
+    ]
+
+
 def test_run_with_a_missing_password_file_says_so_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "edge.yaml"
     config.write_text(

@@ -28,7 +28,8 @@ from kerbside.core.checks import (
 
 
 class _Model(BaseModel):
-    # no .inf or .nan: every duration becomes whole milliseconds
+    # no .inf or .nan, and an upper bound on every number: durations become whole milliseconds,
+    # which a huge number overflows, and counts go to SQLite, whose integers have 64 bits
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
@@ -70,8 +71,9 @@ class StoreConfig(_Model):
     # written into the URL works too, but the file keeps it out of the config).
     url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     password_file: Path | None = None
-    # Events and closed sessions older than this are pruned (0 keeps everything).
-    retention_days: float = Field(default=90, ge=0)
+    # Events and closed sessions older than this are pruned (0 keeps everything, so ten years
+    # is bound enough).
+    retention_days: float = Field(default=90, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _one_store(self) -> StoreConfig:
@@ -99,13 +101,14 @@ class InfluxConfig(_Model):
     retention_policy: str | None = None
     username: str | None = None
     password_file: Path | None = None
-    batch_size: int = Field(default=5000, ge=1)
+    batch_size: int = Field(default=5000, ge=1, le=100_000)  # InfluxDB advises 5,000 lines
     # once points stop coming, how long the last of them wait for more (a steady stream is sent
     # at least every second, a backlog in full batches)
-    flush_interval_ms: int = Field(default=100, ge=10)
+    flush_interval_ms: int = Field(default=100, ge=10, le=60_000)
     spool_path: Path | None = None  # not used by `run` (the store holds the spool); tools only
-    spool_max_points: int = Field(default=2_000_000, ge=1000)  # beyond it the oldest are dropped
-    timeout_s: float = Field(default=10, gt=0)  # per HTTP write
+    # beyond it the oldest are dropped
+    spool_max_points: int = Field(default=2_000_000, ge=1000, le=1_000_000_000)
+    timeout_s: float = Field(default=10, gt=0, le=600)  # per HTTP write
 
     @model_validator(mode="after")
     def _needs_destination(self) -> InfluxConfig:
@@ -148,8 +151,10 @@ class HttpConfig(_Model):
 
 
 class MaintenanceConfig(_Model):
-    gateway_offline_after_s: float = Field(default=300, gt=0)
-    low_battery_mv: int = Field(default=3300, ge=0)
+    # A gateway silent for more than 30 days is long gone; a sensor reports its battery in
+    # 16 bits.
+    gateway_offline_after_s: float = Field(default=300, gt=0, le=30 * 86_400)
+    low_battery_mv: int = Field(default=3300, ge=0, le=65535)
 
 
 class IngestConfig(_Model):
@@ -157,7 +162,7 @@ class IngestConfig(_Model):
     # page its rows touch, and each bay's rows sit apart in the tables' indexes, so a bigger
     # batch writes fewer pages per event (a 200,000-event backlog on SQLite, 1,000 -> 2,000:
     # CPU per event 45-47 -> 40-41 us, 22,600-23,700 -> 25,100-25,600 events/s).
-    batch_max: int = Field(default=2000, ge=1)
+    batch_max: int = Field(default=2000, ge=1, le=100_000)
 
 
 class CollectorConfig(_Model):
@@ -167,7 +172,8 @@ class CollectorConfig(_Model):
     influxdb: InfluxConfig | None = None
     http: HttpConfig | None = HttpConfig()
     tokens_file: Path | None = None
-    alert_delay_s: float = Field(default=15, ge=0)
+    # events wait this long for late ones; an hour is far beyond any link's delay
+    alert_delay_s: float = Field(default=15, ge=0, le=3600)
     maintenance: MaintenanceConfig = MaintenanceConfig()
     journal_file: Path | None = None
     ingest: IngestConfig = IngestConfig()

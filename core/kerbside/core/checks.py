@@ -148,6 +148,13 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _limit(value: object) -> str:
+    # a float field's bound comes back as a float: "at most 3600", not "at most 3600.0"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
 def did_you_mean(word: object, choices: Iterable[str]) -> str:
     """`` (did you mean X?)`` when ``word`` is close to one of ``choices``, else ``""``."""
     if not isinstance(word, str):
@@ -199,10 +206,10 @@ def _words(err: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
         listed = f"; allowed here: {', '.join(allowed)}" if allowed else ""
         return f"unknown key{hint}{listed}"
     bounds = {
-        "less_than_equal": f"must be at most {ctx.get('le')}",
-        "less_than": f"must be less than {ctx.get('lt')}",
-        "greater_than_equal": f"must be at least {ctx.get('ge')}",
-        "greater_than": f"must be more than {ctx.get('gt')}",
+        "less_than_equal": f"must be at most {_limit(ctx.get('le'))}",
+        "less_than": f"must be less than {_limit(ctx.get('lt'))}",
+        "greater_than_equal": f"must be at least {_limit(ctx.get('ge'))}",
+        "greater_than": f"must be more than {_limit(ctx.get('gt'))}",
     }
     if kind in bounds:
         return f"{bounds[kind]}, not {_shown(got)}"

@@ -24,7 +24,8 @@ SensorId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
 class _Strict(BaseModel):
-    # no .inf or .nan: every duration becomes whole milliseconds
+    # no .inf or .nan, and an upper bound on every number: durations become whole milliseconds
+    # and sizes whole bytes, which a huge number overflows
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
@@ -47,13 +48,15 @@ class MqttConfig(_Strict):
 
 class OutboxConfig(_Strict):
     path: Path = Path("/var/lib/kerbside/outbox.db")
-    max_mb: Annotated[float, Field(gt=0)] = 256
+    max_mb: Annotated[float, Field(gt=0, le=1_048_576)] = 256  # 1 TiB: more than any gateway's disk
 
 
 class DetectorConfig(_Strict):
-    confirm_occupied_s: Annotated[float, Field(ge=0)] = 10
-    confirm_vacant_s: Annotated[float, Field(ge=0)] = 10
-    silence_s: Annotated[float, Field(gt=0)] = 900
+    # A change held back for more than an hour is no longer news, and a sensor silent for a day
+    # is dead (it sends a keep-alive at least once a minute).
+    confirm_occupied_s: Annotated[float, Field(ge=0, le=3600)] = 10
+    confirm_vacant_s: Annotated[float, Field(ge=0, le=3600)] = 10
+    silence_s: Annotated[float, Field(gt=0, le=86_400)] = 900
 
 
 class ClockConfig(_Strict):
@@ -62,7 +65,7 @@ class ClockConfig(_Strict):
 
 class SerialPortConfig(_Strict):
     port: str
-    baudrate: Annotated[int, Field(gt=0)] = 115200
+    baudrate: Annotated[int, Field(gt=0, le=12_000_000)] = 115200  # the fastest USB serial chips
 
 
 class BleConfig(_Strict):
@@ -70,7 +73,8 @@ class BleConfig(_Strict):
     company_id: Annotated[int, Field(ge=0, le=0xFFFF)] = 0xFFFF
     adapter: str = "hci0"
     backend: str | None = None  # dotted path of a bleak backend class; None is the platform's own
-    watchdog_s: Annotated[float, Field(gt=0)] = 60  # restart a scan that hears nothing this long
+    # restart a scan that hears nothing this long
+    watchdog_s: Annotated[float, Field(gt=0, le=3600)] = 60
 
 
 class SensorConfig(_Strict):
@@ -83,7 +87,7 @@ class EdgeConfig(_Strict):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     detector: DetectorConfig = DetectorConfig()
-    health_interval_s: Annotated[float, Field(gt=0)] = 60
+    health_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60
     clock: ClockConfig = ClockConfig()
     serial: list[SerialPortConfig] = []
     ble: BleConfig = BleConfig()
