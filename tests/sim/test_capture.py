@@ -9,7 +9,7 @@ import pytest
 
 from kerbside.core.instants import parse_instant
 from kerbside.edge.config import load_edge_config
-from kerbside.sim.cli import main
+from kerbside.sim.cli import build_parser, main
 from kerbside.sim.truth import load_truth
 from tests.sim.simtools import valid_lines
 
@@ -127,3 +127,34 @@ def test_infinite_hours_and_an_output_that_is_a_file_are_one_line_errors(
     for command in (["capture"], ["street", "--site", str(a_file)]):
         assert main([*command, "--quiet", str(a_file)]) == 1
         assert capsys.readouterr().err == f"kerbside-sim: error: {a_file}: not a directory\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["capture", "--hours", "1e308"], "argument --hours: must be at most 87600: '1e308'"),
+        (["street", "--site", "s.yaml", "--hours", "1e308"], "--hours: must be at most 87600"),
+        (["serial", "--hours", "100000"], "argument --hours: must be at most 87600: '100000'"),
+        (["serial", "--speed", "1e308"], "argument --speed: must be at most 3600: '1e308'"),
+        (["capture", "--hours", "nan"], "argument --hours: must be a finite number: 'nan'"),
+        (["serial", "--first-arrival-s", "nan", "3"], "must be a finite number: 'nan'"),
+        (["serial", "--first-arrival-s", "0", "1e308"], "must be at most 86400: '1e308'"),
+        (["serial", "--first-arrival-s", "-1", "3"], "must be >= 0: '-1'"),
+        (["capture", "--sensors", "99999999999999999999"], "must be at most 100000"),
+    ],
+)
+def test_huge_numbers_are_refused_before_they_overflow_or_fill_memory(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = [] if argv[0] == "serial" else ["out"]
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, *out])
+    assert exited.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_the_largest_numbers_allowed_are_taken() -> None:
+    args = build_parser().parse_args(
+        ["serial", "--hours", "87600", "--speed", "3600", "--first-arrival-s", "0", "86400"]
+    )
+    assert (args.hours, args.speed, args.first_arrival_s) == (87600, 3600, [0, 86400])

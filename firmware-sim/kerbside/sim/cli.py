@@ -55,6 +55,14 @@ def _instant(text: str) -> Instant:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+# Upper bounds: a huge but finite number overflows the whole milliseconds it becomes, or builds
+# a street no machine holds.
+MAX_COUNT = 100_000  # sensors, ports: a city's worth
+MAX_HOURS = 10 * 8760  # ten years of simulated time (a year already takes hours to simulate)
+MAX_SPEED = 3600  # an hour a second; faster, a street's frames outrun the ptys
+MAX_FIRST_ARRIVAL_S = 86_400
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -62,19 +70,40 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from exc
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}: {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float(text: str, low: float, high: float, *, above: bool) -> float:
+    """A finite number from ``low`` (excluded when ``above``) to ``high``."""
     try:
         value = float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
+    if value <= low if above else value < low:
+        raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low:g}: {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be at most {high:g}: {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, 0, math.inf, above=True)
+
+
+def _hours(text: str) -> float:
+    return _float(text, 0, MAX_HOURS, above=True)
+
+
+def _speed(text: str) -> float:
+    return _float(text, 0, MAX_SPEED, above=True)
+
+
+def _first_arrival_s(text: str) -> float:
+    return _float(text, 0, MAX_FIRST_ARRIVAL_S, above=False)
 
 
 def _keepalive_s(text: str) -> float:
@@ -158,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_street_args(cap, 10)
-    cap.add_argument("--hours", type=_positive_float, default=1.0)
+    cap.add_argument(
+        "--hours", type=_hours, default=1.0, help="simulated time, up to 87600 (default 1)"
+    )
     cap.add_argument(
         "--ble", action="store_true", help="every sensor advertises over BLE instead of KBS1"
     )
@@ -174,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_street_args(ser, 10)
     ser.add_argument(
         "--speed",
-        type=_positive_float,
+        type=_speed,
         default=1.0,
-        help="simulated seconds per wall second (default 1)",
+        help="simulated seconds per wall second, up to 3600 (default 1)",
     )
     ser.add_argument(
         "--ports",
@@ -199,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ser.add_argument(
         "--hours",
-        type=_positive_float,
+        type=_hours,
         default=None,
-        help="stop after this much simulated time (default: run until signalled)",
+        help="stop after this much simulated time, up to 87600 (default: run until signalled)",
     )
     ser.add_argument(
         "--site",
@@ -223,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ser.add_argument(
         "--first-arrival-s",
-        type=float,
+        type=_first_arrival_s,
         nargs=2,
         metavar=("MIN", "MAX"),
         default=None,
-        help="with --site: each bay's first driver arrives MIN..MAX s after the start",
+        help="with --site: each bay's first driver arrives MIN..MAX s after the start (0..86400)",
     )
     ser.add_argument(
         "--plan-out",
@@ -265,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"simulated start instant (default {format_instant(DEFAULT_START)})",
     )
-    st.add_argument("--hours", type=_positive_float, default=8.0)
+    st.add_argument(
+        "--hours", type=_hours, default=8.0, help="simulated time, up to 87600 (default 8)"
+    )
     st.add_argument(
         "--no-capture", action="store_true", help="only the plan and journals, no sensor captures"
     )
