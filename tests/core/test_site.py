@@ -114,7 +114,7 @@ ERRORS = [
     ("bays.1.kind", "valet", "bays[1].kind: expected one of paid"),
     ("bays.1.id", "CA-F-PKW-001", "bays[1].id: bay CA-F-PKW-001 is defined twice"),
     ("bays.1.sensor", "S-000001", "bays[1].sensor: sensor S-000001 is already on bay"),
-    ("bays.1.max_stay_minutes", 0, "bays[1].max_stay_minutes: expected a whole number >= 1"),
+    ("bays.1.max_stay_minutes", 0, "bays[1].max_stay_minutes: expected a whole number of"),
     ("bays.1.observation_minutes", -1, "bays[1].observation_minutes: expected a whole number"),
     ("bays.0.location", {"lat": 95, "lon": 0}, "bays[0].location.lat: expected a number"),
     ("bays.0.colour", "red", "bays[0].colour: unknown key"),
@@ -122,6 +122,24 @@ ERRORS = [
     ("timezone", ..., "timezone: required"),
     ("holidays", ["2027-02-30"], "holidays[0]: expected a date"),
     ("defaults.grace_minutes", "ten", "defaults.grace_minutes: expected a whole number"),
+    # huge numbers would overflow the store's 64-bit integers once in milliseconds
+    (
+        "bays.1.max_stay_minutes",
+        99999999999999999999,
+        "bays[1].max_stay_minutes: expected a whole number of minutes from 1 to 10080 (a week), "
+        "got 99999999999999999999",
+    ),
+    ("bays.1.max_stay_minutes", 10081, "bays[1].max_stay_minutes: expected a whole number of"),
+    (
+        "bays.1.grace_minutes",
+        1441,
+        "bays[1].grace_minutes: expected a whole number of minutes from 0 to 1440 (a day), "
+        "got 1441",
+    ),
+    ("bays.1.observation_minutes", 2**63, "bays[1].observation_minutes: expected a whole"),
+    ("zones.0.grace_minutes", 2**64, "zones[0].grace_minutes: expected a whole number of"),
+    ("defaults.observation_minutes", 10**20, "defaults.observation_minutes: expected a whole"),
+    ("defaults.grace_minutes", 10**20, "defaults.grace_minutes: expected a whole number of"),
 ]
 
 
@@ -130,6 +148,13 @@ def test_every_error_names_its_path(path: str, value: Any, message: str) -> None
     with pytest.raises(SiteError) as caught:
         parse_site(broken(path, value))
     assert any(e.startswith(message) for e in caught.value.errors), caught.value.errors
+
+
+def test_the_longest_rules_allowed_are_taken() -> None:
+    data = broken("bays.1.max_stay_minutes", 7 * 24 * 60)
+    data["bays"][1].update(grace_minutes=24 * 60, observation_minutes=24 * 60)
+    bay = parse_site(data).bays["CA-F-PKW-002"]
+    assert (bay.max_stay_minutes, bay.grace_minutes, bay.observation_minutes) == (10080, 1440, 1440)
 
 
 def test_all_errors_are_reported_at_once() -> None:

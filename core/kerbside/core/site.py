@@ -26,6 +26,12 @@ BAY_KINDS = ("paid", "resident", "limited", "loading", "disabled", "free")
 # Bays of these kinds need a right (payment or permit) while controlled.
 KINDS_NEEDING_RIGHT = frozenset({"paid", "resident"})
 _HHMM_RE = re.compile(r"^(\d{2}):(\d{2})$")
+# Upper bounds of the rules' minutes, beyond anything a council sets (grace is minutes, an
+# observation at most an hour or so, the longest limited stays a few days); without them a huge
+# number passes and overflows the store's 64-bit integers once turned into milliseconds.
+DAY = 24 * 60
+WEEK = 7 * DAY
+_MINUTES_SAID = {DAY: "a day", WEEK: "a week"}
 
 
 class SiteError(ConfigFileError):
@@ -165,9 +171,13 @@ class _Checker:
             return None
         return value
 
-    def count(self, value: object, path: str, minimum: int) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.error(path, f"expected a whole number >= {minimum}, got {value!r}")
+    def minutes(self, value: object, path: str, minimum: int, maximum: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            self.error(
+                path,
+                f"expected a whole number of minutes from {minimum} to {maximum} "
+                f"({_MINUTES_SAID[maximum]}), got {value!r}",
+            )
             return None
         return value
 
@@ -309,11 +319,13 @@ def check_site(
         defaults = ck.mapping(top["defaults"], "defaults", {"grace_minutes", "observation_minutes"})
         if defaults is not None:
             if "grace_minutes" in defaults:
-                grace = ck.count(defaults["grace_minutes"], "defaults.grace_minutes", 0)
+                grace = ck.minutes(defaults["grace_minutes"], "defaults.grace_minutes", 0, DAY)
                 grace_default = grace or 0
             if "observation_minutes" in defaults:
                 obs_default = (
-                    ck.count(defaults["observation_minutes"], "defaults.observation_minutes", 0)
+                    ck.minutes(
+                        defaults["observation_minutes"], "defaults.observation_minutes", 0, DAY
+                    )
                     or 0
                 )
 
@@ -369,7 +381,7 @@ def check_site(
 
 
 def _minutes(ck: _Checker, entry: Mapping[str, Any], key: str, path: str) -> int | None:
-    return ck.count(entry[key], f"{path}.{key}", 0) if key in entry else None
+    return ck.minutes(entry[key], f"{path}.{key}", 0, DAY) if key in entry else None
 
 
 def _parse_zones(ck: _Checker, raw: object) -> dict[str, Zone]:
@@ -468,7 +480,7 @@ def _parse_bays(
             ok = False
         max_stay = None
         if entry.get("max_stay_minutes") is not None:
-            max_stay = ck.count(entry["max_stay_minutes"], f"{path}.max_stay_minutes", 1)
+            max_stay = ck.minutes(entry["max_stay_minutes"], f"{path}.max_stay_minutes", 1, WEEK)
             ok = ok and max_stay is not None
         street = entry.get("street")
         if street is not None and not isinstance(street, str):
