@@ -139,9 +139,31 @@ def test_watchdog_restarts_a_scan_that_went_deaf(
     assert len(got) >= heard_before[0] + 3
 
 
-def test_or_pattern_matches_our_company_and_version() -> None:
+def test_or_pattern_matches_our_company_id() -> None:
     start, ad_type, content = or_pattern(0x0590)
-    assert (start, int(ad_type), content) == (0, 0xFF, b"\x90\x05\x01")
+    assert (start, int(ad_type), content) == (0, 0xFF, b"\x90\x05")
+
+
+def test_passive_scan_lets_other_versions_and_lengths_through_to_be_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = "01" + "01000000" + "0700" + "00" + "7800d4fe7c01" + "ac0d" + "0c"
+    payloads = [good, "02" + good[2:], good[:-2], good + "00", "0102"]
+    capture = tmp_path / "capture.jsonl"
+    records = [
+        {"t": "2026-11-26T08:00:00.000Z", "src": "ble", "address": "C0:FF:EE:00:00:01",
+         "rssi": -70, "mfr": {"65535": payload}}
+        for payload in payloads
+    ]  # fmt: skip
+    capture.write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setenv("KERBSIDE_SIM_BLE_FEED", f"capture:{capture}?speed=0")
+    source = BleSource(config(), clock)
+    got = asyncio.run(run_until(source, lambda g: len(g) >= len(payloads), 20))
+    assert source.passive
+    decoder = source.decoder()
+    frames = [f for a in got for f in decoder.decode(a) if isinstance(f, Frame)]
+    assert [f.sensor_id for f in frames] == ["BLE-00000001"]
+    assert (decoder.adverts, decoder.bad_frames) == (5, 4)
 
 
 def test_backend_from_config_must_be_a_bleak_scanner_backend() -> None:

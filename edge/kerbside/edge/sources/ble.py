@@ -1,8 +1,8 @@
 """BLE bay sensors as a source: bleak's ``BleakScanner`` with a detection callback.
 
 Scanning is passive where BlueZ allows it (an advertisement monitor with an or-pattern on our
-manufacturer data: company id, little-endian, then format version 1), which spares the sensors'
-batteries the scan requests and the gateway the foreign adverts; where passive scanning is not
+company id, little-endian, in the manufacturer data), which spares the sensors' batteries the scan
+requests and the gateway the foreign adverts; where passive scanning is not
 available (BlueZ without ``--experimental``, other platforms) it falls back to active scanning,
 once, and stays there. The adapter comes from the config (``ble.adapter``), and ``ble.backend``
 may name another bleak backend class by dotted path (the simulator's, in tests), so the agent runs
@@ -34,7 +34,7 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 
 from kerbside.core.backoff import Backoff
 from kerbside.core.instants import Instant
-from kerbside.edge.ble import FORMAT_VERSION, BleDecoder
+from kerbside.edge.ble import BleDecoder
 from kerbside.edge.config import BleConfig
 from kerbside.edge.sources.base import BleAdvert, Emit, Source
 
@@ -63,11 +63,12 @@ def load_backend(dotted: str | None) -> type[BaseBleakScanner] | None:
 
 
 def or_pattern(company_id: int) -> tuple[int, Any, bytes]:
-    """BlueZ advertisement-monitor pattern: manufacturer data starting with our company id and
-    format version (BlueZ matches AD data, where the company id comes first, little-endian)."""
+    """BlueZ advertisement-monitor pattern: manufacturer data starting with our company id (BlueZ
+    matches AD data, where the company id comes first, little-endian). Not the format version
+    too: adverts of other versions must reach the decoder, which counts them for health."""
     from bleak.assigned_numbers import AdvertisementDataType  # noqa: PLC0415 - BlueZ only
 
-    content = company_id.to_bytes(2, "little") + bytes([FORMAT_VERSION])
+    content = company_id.to_bytes(2, "little")
     return (0, AdvertisementDataType(_AD_MANUFACTURER), content)
 
 
