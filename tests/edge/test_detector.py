@@ -265,7 +265,7 @@ def test_a_restart_whose_boot_frame_was_lost_is_no_gap() -> None:
 
 
 def test_a_seq_gap_the_time_allows_is_counted_however_big() -> None:
-    detector, sensor = new(silence=10**6)
+    detector, sensor = new(silence=86_400)
     sensor.send(0, BASE, seq=40000)
     sensor.send(3600, BASE, seq=43000)  # an hour out of range: 2,999 frames lost
     sensor.send(3660, BASE, seq=9)  # then a reboot, its first nine frames lost
