@@ -240,6 +240,25 @@ def test_duplicates_are_ignored_and_counted() -> None:
     assert detector.stats["S-1"].frames == 2
 
 
+def test_a_second_reboot_is_not_taken_for_a_duplicate_of_the_first() -> None:
+    """Both BOOT frames have seq 0; the second reads a car that came meanwhile. It is a frame of
+    its own, and the reading of the first did not stand until the seq 1 after it."""
+    detector, sensor = new()
+    settle_vacant(sensor)
+    out = sensor.send(200, BASE, flags=FLAG_BOOT, seq=0)
+    out += sensor.send(230, add(BASE, CAR), flags=FLAG_BOOT | FLAG_DETECT, seq=0)
+    out += sensor.send(290, add(BASE, CAR), flags=FLAG_DETECT, seq=1)
+    out += detector.tick(400 * S)
+    assert summary(out) == [("occupied", 230, 240, None)]
+    stats = detector.stats["S-1"]
+    assert (stats.frames, stats.duplicates, stats.last_seen) == (6, 0, 290 * S)
+    # The same BOOT frame twice on the line is a duplicate as any other.
+    out = sensor.send(300, add(BASE, CAR), flags=FLAG_BOOT | FLAG_DETECT, seq=0)
+    out += sensor.send(300.1, add(BASE, CAR), flags=FLAG_BOOT | FLAG_DETECT, seq=0)
+    assert out == []
+    assert (stats.frames, stats.duplicates) == (7, 1)
+
+
 def test_seq_gaps_count_lost_frames_across_the_wrap() -> None:
     detector, sensor = new()
     sensor.send(0, BASE, seq=65534)

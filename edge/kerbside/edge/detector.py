@@ -197,7 +197,9 @@ class Detector:
         else whether its seq follows the previous frame's (no frame lost, no reboot between)."""
         stats = track.stats
         seq, last_seq, last_t = frame.seq, track.last_seq, track.last_valid
-        if seq == last_seq:
+        # A sensor that reboots twice starts at seq 0 twice: a BOOT frame that says something
+        # else than the last one is a new frame, not that one again.
+        if seq == last_seq and not (frame.flags & FLAG_BOOT and frame != track.last_frame):
             stats.duplicates += 1
             return None
         chained = False
@@ -216,6 +218,7 @@ class Detector:
                 stats.lost_frames += seq
             # (else a seq that neither follows nor restarts: no gap that can be counted)
         track.last_seq = seq
+        track.last_frame = frame
         stats.frames += 1
         stats.last_seen = now
         stats.battery_mv = frame.battery_mv

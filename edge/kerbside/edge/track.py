@@ -8,7 +8,7 @@ from enum import Enum
 from kerbside.core.instants import Instant
 from kerbside.edge.candidate import Candidate
 from kerbside.edge.field import BayField, Tuning, Vector
-from kerbside.edge.model import OccupancyChange, State, UnknownReason
+from kerbside.edge.model import Frame, OccupancyChange, State, UnknownReason
 
 
 class FirstLevel(Enum):
@@ -50,6 +50,7 @@ class SensorTrack:
         "history",
         "last_class",
         "last_field",
+        "last_frame",
         "last_seq",
         "last_t",
         "last_valid",
@@ -75,6 +76,7 @@ class SensorTrack:
         self.last_class: State = "unknown"  # the level the latest reading is folded into
         self.last_t: Instant = 0
         self.last_seq: int | None = None
+        self.last_frame: Frame | None = None  # the last one counted: what a duplicate repeats
         self.last_valid: Instant | None = None
         self.cand: Candidate | None = None  # PENDING or WAITING
         self.cand_gen = 0  # heap entries of older candidates are stale
