@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-SENSOR_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# \Z, not $: a $ also matches before a final newline, and "gw-1\n" is no topic level
+ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+SENSOR_ID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 
 
 def is_valid_id(value: object) -> bool:
