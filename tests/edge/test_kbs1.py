@@ -144,20 +144,46 @@ def test_oversize_line_is_dropped_until_next_dollar() -> None:
 
 
 def test_line_of_max_frame_bytes_boundary() -> None:
-    # A syntactically valid frame whose seq is zero-padded to make the line exactly 128 bytes.
+    # A valid frame whose seq is zero-padded to make the line exactly 128 bytes: a decimal in
+    # range is one however many zeros lead it, so that line is a frame, one byte more is noise.
     base = b"KBS1,S-1,{seq},00,1,2,3,3000,200"
     short = b"$" + base.replace(b"{seq}", b"7") + b"*00\r\n"
     width = MAX_FRAME - len(short) + 1
     body128 = base.replace(b"{seq}", b"7".rjust(width, b"0"))
     line128 = b"$" + body128 + f"*{checksum(body128):02X}\r\n".encode()
     assert len(line128) == MAX_FRAME
-    # the seq field allows 1..5 digits, so a 128-byte line is malformed, not oversize
-    out = Kbs1Parser().feed(line128)
-    assert [g.reason for g in out if isinstance(g, Garbage)] == ["malformed"]
+    parser = Kbs1Parser()
+    assert parser.feed(line128 + LINE) == [Frame("S-1", 7, 0, 1, 2, 3, 3000, 20.0), FRAME]
+    assert parser.bad_frames == 0
     body129 = base.replace(b"{seq}", b"7".rjust(width + 1, b"0"))
     line129 = b"$" + body129 + f"*{checksum(body129):02X}\r\n".encode()
     out = Kbs1Parser().feed(line129)
     assert out[0] == Garbage(line129[:MAX_FRAME], "oversize")
+
+
+@pytest.mark.parametrize(
+    ("body", "frame"),
+    [
+        (
+            b"KBS1,S-1,00042,05,-0120,0033,00471,03600,-045",
+            Frame("S-1", 42, 5, -120, 33, 471, 3600, -4.5),
+        ),
+        (b"KBS1,S-1,0,00,-0,0,-00000,0,-0", Frame("S-1", 0, 0, 0, 0, 0, 0, 0.0)),
+        (
+            b"KBS1,S-1,0065535,00,-032768,032767,0,065535,-0032768",
+            Frame("S-1", 65535, 0, -32768, 32767, 0, 65535, -3276.8),
+        ),
+    ],
+)
+def test_leading_zeros_are_decimals_like_any_other(body: bytes, frame: Frame) -> None:
+    line = b"$" + body + f"*{checksum(body):02X}\r\n".encode()
+    assert parse_line(line) == frame
+
+
+def test_zero_padding_does_not_bring_a_value_into_range() -> None:
+    body = b"KBS1,S-1,00065536,00,1,2,3,3000,200"
+    line = b"$" + body + f"*{checksum(body):02X}\r\n".encode()
+    assert parse_line(line) == Garbage(line, "out_of_range")
 
 
 def test_bare_newline_ending_is_accepted() -> None:

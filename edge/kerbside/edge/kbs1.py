@@ -14,9 +14,11 @@ from kerbside.edge.model import Frame, Garbage
 
 MAX_FRAME = 128  # bytes, including the "\r\n"
 
+# Numbers by digits, not by width: "00042" is 42, and the ranges are checked after parsing (a
+# line is at most MAX_FRAME bytes, so no number is long enough to cost anything).
 _FRAME_RE = re.compile(
-    rb"\$(KBS1,([A-Za-z0-9_-]{1,32}),(\d{1,5}),([0-9A-Fa-f]{2}),(-?\d{1,5}),(-?\d{1,5}),"
-    rb"(-?\d{1,5}),(\d{1,5}),(-?\d{1,5}))\*([0-9A-Fa-f]{2})\r?\n"
+    rb"\$(KBS1,([A-Za-z0-9_-]{1,32}),(\d+),([0-9A-Fa-f]{2}),(-?\d+),(-?\d+),"
+    rb"(-?\d+),(\d+),(-?\d+))\*([0-9A-Fa-f]{2})\r?\n"
 )
 _INT16 = range(-32768, 32768)
 _UINT16 = range(65536)
