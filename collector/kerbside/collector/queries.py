@@ -349,18 +349,22 @@ def _bay_dict(
 
 def export_journal(store: Store) -> Iterator[dict[str, Any]]:
     """The accepted occupancy events, rights and suspensions as a journal (what ``replay``
-    reads); right cancellations become the shortened right."""
-    rights: dict[str, dict[str, Any]] = {}
-    for entry in store.journal(types=("occupancy", "right", "suspension", "right_cancel")):
+    reads). A right cancelled later is exported as the cancellation left it: cut short at the
+    cancellation, or left out when cancelled before it began (the collector forgot it then, and
+    a journal has no record that forgets)."""
+    cancels: dict[str, list[tuple[int, Instant]]] = {}
+    for entry in store.journal(types=("right_cancel",)):
         body = entry.body
-        if entry.type == "right":
-            rights[body["right_id"]] = body
-        if entry.type == "right_cancel":
-            right = rights.get(body["right_id"])
-            at = body["at"]
-            if right is None or at <= parse_instant(right["start"]):
+        cancels.setdefault(body["right_id"], []).append((entry.pos, int(body["at"])))
+    for entry in store.journal(types=("occupancy", "right", "suspension")):
+        body = entry.body
+        later = cancels.get(body["right_id"]) if entry.type == "right" else None
+        if later:
+            end = parse_instant(body["end"])
+            # every version posted before a cancellation stops at it, as the rules engine did
+            cut = min([end, *(at for pos, at in later if pos > entry.pos)])
+            if cut <= parse_instant(body["start"]):
                 continue
-            if at < parse_instant(right["end"]):
-                yield {**right, "end": format_instant(at)}
-            continue
+            if cut < end:
+                body = {**body, "end": format_instant(cut)}
         yield body
