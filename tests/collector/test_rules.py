@@ -499,6 +499,17 @@ ROWS: list[Row] = [
         [("unpaid", "B1", "26T09:05", "cleared", "26T09:30", "vehicle_left")],
     ),
     (
+        "vehicle_left beats sensor_unknown even when the unknown comes first in the journal",
+        PAID_NO_MAX,
+        lambda j: (
+            j.occ("2026-11-26 09:00", "occupied")
+            .occ("2026-11-26 09:30", "unknown")
+            .occ("2026-11-26 09:30", "vacant")
+        ),
+        None,
+        [("unpaid", "B1", "26T09:05", "cleared", "26T09:30", "vehicle_left")],
+    ),
+    (
         "a run ending and a right starting at one instant each clear their own alert",
         PAID_NO_MAX,
         lambda j: (

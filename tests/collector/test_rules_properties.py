@@ -173,7 +173,12 @@ class NaiveOracle:
                         if arrival is None:
                             arrival, session = m, []
                     elif arrival is not None:
-                        reason = "vehicle_left" if rec["state"] == "vacant" else "sensor_unknown"
+                        # the vehicle leaving in this minute beats the sensor going unknown
+                        leaves = rec["state"] == "vacant" or any(
+                            r[0] == m and r[2]["type"] == "occupancy" and r[2]["state"] == "vacant"
+                            for r in records[i:]
+                        )
+                        reason = "vehicle_left" if leaves else "sensor_unknown"
                         for a in session:
                             if a["status"] == "open":
                                 a.update(status="cleared", cleared_at=m, clear_reason=reason)

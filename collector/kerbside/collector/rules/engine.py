@@ -441,14 +441,20 @@ class RulesEngine:
         # can be raised any more.
         after = self._clock + 1 if late else time
         if isinstance(record, OccupancyEvent):
-            self._take_occupancy(record, time, after, out)
+            self._take_occupancy(record, time, after, out, late=late)
         elif isinstance(record, Right):
             self._take_right(record, after, out, late=late)
         else:
             self._take_suspension(record, after, out, late=late)
 
     def _take_occupancy(
-        self, event: OccupancyEvent, time: Instant, after: Instant, out: list[AlertChange]
+        self,
+        event: OccupancyEvent,
+        time: Instant,
+        after: Instant,
+        out: list[AlertChange],
+        *,
+        late: bool,
     ) -> None:
         bay_id = event.bay_id
         state = self._state(bay_id)
@@ -461,9 +467,25 @@ class RulesEngine:
         else:
             if state.state == "occupied":
                 reason = "vehicle_left" if event.state == "vacant" else "sensor_unknown"
+                if reason == "sensor_unknown" and not late and self._vacant_queued(bay_id, time):
+                    # The vehicle leaving beats the sensor going unknown at one instant, whatever
+                    # the order the two events came in.
+                    reason = "vehicle_left"
                 self._end_session(bay_id, state, time, reason, out)
             state.state, state.since = event.state, time
         self._recompute(bay_id, state, after)
+
+    def _vacant_queued(self, bay_id: str, time: Instant) -> bool:
+        """Whether a vacant event of the bay waits to take effect at ``time`` (after the one in
+        hand: those before it have been taken)."""
+        return any(
+            entry[0] == time
+            and entry[1] == 0
+            and isinstance(entry[4], OccupancyEvent)
+            and entry[4].bay_id == bay_id
+            and entry[4].state == "vacant"
+            for entry in self._heap
+        )
 
     def _end_session(
         self, bay_id: str, state: BayState, time: Instant, reason: str, out: list[AlertChange]
