@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kerbside.core.instants import format_instant
+from kerbside.core.instants import format_instant, parse_instant
 
 GATEWAY_OFFLINE = "gateway_offline"
 SENSOR_SILENT = "sensor_silent"
@@ -162,9 +162,14 @@ class Maintenance:
         return [dict(record)]
 
     def _clear(self, kind: str, subject: str, at: int) -> list[dict[str, Any]]:
-        record = self._open.pop((kind, subject), None)
+        record = self._open.get((kind, subject))
         if record is None:
             return []
+        if kind != GATEWAY_OFFLINE and at < parse_instant(record["raised_at"]):
+            # A sensor's report from before its alert (sent late, or out of order) says nothing
+            # of whether it has recovered since.
+            return []
+        del self._open[(kind, subject)]
         record = {
             **record,
             "status": "cleared",
