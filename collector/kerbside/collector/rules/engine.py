@@ -477,15 +477,29 @@ class RulesEngine:
 
     def _vacant_queued(self, bay_id: str, time: Instant) -> bool:
         """Whether a vacant event of the bay waits to take effect at ``time`` (after the one in
-        hand: those before it have been taken)."""
-        return any(
-            entry[0] == time
-            and entry[1] == 0
-            and isinstance(entry[4], OccupancyEvent)
-            and entry[4].bay_id == bay_id
-            and entry[4].state == "vacant"
-            for entry in self._heap
-        )
+        hand: those before it have been taken). Only the heap's entries at ``time`` are looked
+        at: a parent is never later than its children, so a branch that starts later is left."""
+        heap = self._heap
+        size = len(heap)
+        todo = [0]
+        while todo:
+            i = todo.pop()
+            if i >= size:
+                continue
+            entry = heap[i]
+            if entry[0] > time:
+                continue
+            record = entry[4]
+            if (
+                entry[0] == time
+                and entry[1] == 0
+                and isinstance(record, OccupancyEvent)
+                and record.bay_id == bay_id
+                and record.state == "vacant"
+            ):
+                return True
+            todo += (2 * i + 1, 2 * i + 2)
+        return False
 
     def _end_session(
         self, bay_id: str, state: BayState, time: Instant, reason: str, out: list[AlertChange]
