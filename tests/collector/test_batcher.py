@@ -49,11 +49,26 @@ def _messages(n: int) -> list[Message]:
     return [Message("r/gw/g/events", b"{}", 1, i + 1, 1, 0) for i in range(n)]
 
 
-def _run(cycle: FakeCycle, hold: Hold, bursts: list[int], most: int) -> None:
+def _run(cycle: FakeCycle, hold: Hold, bursts: list[int], most: int, *, feed: bool = False) -> None:
+    """The batcher over ``bursts``: all queued at once, or (``feed``) one queued as each batch is
+    taken, as a broker hands over a backlog as our window lets it."""
+
     async def main() -> None:
         queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
-        for n in bursts:
-            queue.put_nowait(_messages(n))
+        waiting = list(bursts)
+        if feed:
+            taken = cycle.ingest
+
+            def ingest(messages: list[Message]) -> None:
+                taken(messages)
+                if waiting:
+                    queue.put_nowait(_messages(waiting.pop(0)))
+
+            cycle.ingest = ingest  # type: ignore[method-assign]
+            queue.put_nowait(_messages(waiting.pop(0)))
+        else:
+            for n in waiting:
+                queue.put_nowait(_messages(n))
         cycle.want = sum(bursts)
         cycle.done = asyncio.Event()
         task = asyncio.create_task(
@@ -84,45 +99,17 @@ def test_a_backlog_in_full_batches_holds_the_clock_past_the_first_seconds(
     ]
 
 
-class Feeding(FakeCycle):
-    """A broker handing over its backlog as our window lets it: the next burst comes while a
-    batch is decided, so the batcher finds one burst at a time."""
-
-    def __init__(self, queue: asyncio.Queue[list[Message] | None], bursts: list[int]) -> None:
-        super().__init__()
-        self.queue = queue
-        self.bursts = bursts[1:]
-        self.want = sum(bursts)
-        queue.put_nowait(_messages(bursts[0]))
-
-    def ingest(self, messages: list[Message]) -> None:
-        super().ingest(messages)
-        if self.bursts:
-            self.queue.put_nowait(_messages(self.bursts.pop(0)))
-
-
 def test_a_backlog_in_batches_a_little_under_the_most_holds_the_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A batch finds what came while the one before it was decided, often a little less than
     the most: that is the backlog still coming, not its end."""
     monkeypatch.setattr(batcher, "HOLD_MAX_S", 0.0)
-
-    async def main() -> list[tuple[int, Flow]]:
-        queue: asyncio.Queue[list[Message] | None] = asyncio.Queue()
-        cycle = Feeding(queue, [100, 81, 100, 64, 100, 12])
-        hold = Hold(cycle)  # type: ignore[arg-type]
-        hold.connection(True)
-        task = asyncio.create_task(
-            gather_batches(queue, cycle, 100, hold, asyncio.Event())  # type: ignore[arg-type]
-        )
-        await asyncio.wait_for(cycle.done.wait(), 10)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return cycle.batches
-
-    assert asyncio.run(main()) == [
+    cycle = FakeCycle()
+    hold = Hold(cycle)  # type: ignore[arg-type]
+    hold.connection(True)
+    _run(cycle, hold, [100, 81, 100, 64, 100, 12], most=100, feed=True)
+    assert cycle.batches == [
         (100, Flow.BACKLOG),
         (81, Flow.BACKLOG),
         (100, Flow.BACKLOG),
