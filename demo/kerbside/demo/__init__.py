@@ -11,7 +11,6 @@ process group and is stopped (SIGTERM, then SIGKILL) on Ctrl-C, SIGTERM or after
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import signal
@@ -26,6 +25,7 @@ from typing import Any
 import yaml
 
 from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
+from kerbside.core.arguments import number
 from kerbside.core.instants import format_instant, parse_instant
 from kerbside.demo.broker import find_mosquitto, start_broker
 from kerbside.demo.collector import Api, collector_config, make_tokens
@@ -68,7 +68,7 @@ def add_demo_command(subparsers: Any) -> None:
     )
     demo.add_argument(
         "--duration",
-        type=_duration,
+        type=number(0, above=True),  # not inf: leaving it out runs until Ctrl-C
         default=None,
         metavar="SECONDS",
         help="stop after this many seconds (run until Ctrl-C)",
@@ -94,18 +94,6 @@ def add_demo_command(subparsers: Any) -> None:
         help="auto: mosquitto if installed, else the embedded amqtt broker (auto)",
     )
     demo.set_defaults(func=run_demo)
-
-
-def _duration(text: str) -> float:
-    # nan passed "<= 0" and ended the demo at once; inf is "run until Ctrl-C", which is the
-    # default already
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0: {text!r}")
-    return value
 
 
 class Stop:

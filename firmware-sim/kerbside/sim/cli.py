@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kerbside.core.arguments import number
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.core.site import load_site
@@ -75,35 +75,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _float(text: str, low: float, high: float, *, above: bool) -> float:
-    """A finite number from ``low`` (excluded when ``above``) to ``high``."""
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number: {text!r}")
-    if value <= low if above else value < low:
-        raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low:g}: {text!r}")
-    if value > high:
-        raise argparse.ArgumentTypeError(f"must be at most {high:g}: {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _float(text, 0, math.inf, above=True)
-
-
-def _hours(text: str) -> float:
-    return _float(text, 0, MAX_HOURS, above=True)
-
-
-def _speed(text: str) -> float:
-    return _float(text, 0, MAX_SPEED, above=True)
-
-
-def _first_arrival_s(text: str) -> float:
-    return _float(text, 0, MAX_FIRST_ARRIVAL_S, above=False)
+_positive_float = number(0, above=True)
+_hours = number(0, MAX_HOURS, above=True)
+_speed = number(0, MAX_SPEED, above=True)
+_first_arrival_s = number(0, MAX_FIRST_ARRIVAL_S)
 
 
 def _keepalive_s(text: str) -> float:
