@@ -116,13 +116,10 @@ class Outbox:
     def reconnected(self) -> None:
         """Send again what the broker had not acknowledged before the connection dropped
         (in the order first sent)."""
-        everything = sorted(
-            [*self._unacked.values(), *self._waiting_alerts.values(), *self._waiting_bays.values()],
-            key=lambda m: m.id,
-        )
-        self._unacked.clear()
-        self._waiting_alerts.clear()
-        self._waiting_bays.clear()
+        queues = (self._unacked, self._waiting_alerts, self._waiting_bays)
+        everything = sorted((m for queue in queues for m in queue.values()), key=lambda m: m.id)
+        for queue in queues:
+            queue.clear()
         for message in everything:
             self._wait(message)
         self.send()

@@ -52,11 +52,6 @@ _SESSION_SQL = {
     SessionStep.CLOSE: "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?",
     SessionStep.ALERT: "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?",
 }
-_UPSERT_BAY = (
-    "INSERT INTO bays(bay_id, state, since, gateway_id, session_start) VALUES (?,?,?,?,?)"
-    " ON CONFLICT(bay_id) DO UPDATE SET state=excluded.state, since=excluded.since,"
-    " gateway_id=excluded.gateway_id, session_start=excluded.session_start"
-)
 _UPSERT_ALERT = (
     "INSERT INTO alerts(alert_id, kind, status, zone_id, bay_id, raised_at, record)"
     " VALUES (?,?,?,?,?,?,?) ON CONFLICT(alert_id) DO UPDATE SET status=excluded.status,"
