@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 
@@ -51,8 +51,10 @@ EARLIEST_TS: Final = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 LATEST_AHEAD_MS: Final = 5 * 60_000
 
 
-@dataclass(frozen=True, slots=True)
-class OccupancyEvent:
+class OccupancyEvent(NamedTuple):
+    """An accepted occupancy event (a tuple: one is made for every event, and a frozen
+    dataclass takes 2.5 times as long to make)."""
+
     event_id: str
     gateway_id: str
     seq: int
