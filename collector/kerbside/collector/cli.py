@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from kerbside.collector.errors import DamagedStoreError, StoreError, StoreRefused
+from kerbside.collector.errors import DamagedStoreError, OutputError, StoreError, StoreRefused
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
@@ -221,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StoreError as exc:
         # full, locked or not openable: one line, and exit 1, which systemd restarts
+        print(f"kerbside-collector: {exc}", file=sys.stderr)
+        return 1
+    except OutputError as exc:
+        # stdout on a full disk: one line; what was printed is incomplete
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

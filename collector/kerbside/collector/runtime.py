@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kerbside.collector.batcher import Hold, LoopAlarm, Switchboard, gather_batches
 from kerbside.collector.commands import Commands
 from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
+from kerbside.collector.console import print_lines
 from kerbside.collector.core import CollectorCore, CoreSettings
 from kerbside.collector.cycle import Alarm, CommitCycle, Cycle, Sink, Wiring
 from kerbside.collector.feed import AlertFeed
@@ -183,9 +184,10 @@ def export_journal_main(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = open_store(config.store)
     try:
-        out = sys.stdout
-        for record in export_journal(store):
-            out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        print_lines(
+            json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+            for record in export_journal(store)
+        )
     finally:
         store.close()
     return 0
