@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from kerbside.collector.cli import main
 from kerbside.collector.queries import export_journal
 from kerbside.collector.replay import replay_lines
 from kerbside.core.instants import format_instant
@@ -140,6 +141,19 @@ def _store_with_events(tmp_path: Path, events: int) -> Path:
         service.cycle.ingest([msg("events", event(n, "B001", state, T0 + n * 1000))])
     service.store.close()
     return tmp_path / "collector.yaml"
+
+
+def test_a_store_that_does_not_exist_is_refused_not_exported_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opening it would have created an empty store, and printed an empty journal."""
+    config = _store_with_events(tmp_path, 1)
+    (tmp_path / "collector.db").rename(tmp_path / "elsewhere.db")
+    assert main(["export-journal", "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"kerbside-collector: store.path: {tmp_path / 'collector.db'} does not exist\n"
+    assert not (tmp_path / "collector.db").exists()
 
 
 def test_a_reader_that_stops_early_ends_the_export_quietly(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from kerbside.collector.store.opening import migrate_store, open_store, store_na
 from kerbside.collector.telemetry import Telemetry
 from kerbside.collector.zones import only_zones
 from kerbside.core.checks import ConfigFileError
+from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, parse_instant
 from kerbside.core.site import Site, SiteError
 from kerbside.core.systemd import Notifier
@@ -182,6 +183,10 @@ def run_main(args: argparse.Namespace) -> int:
 def export_journal_main(args: argparse.Namespace) -> int:
     """Print the store's accepted records as a journal (for replay and audits)."""
     config = load_config(args.config)
+    # opening a missing SQLite file would create an empty store, and print an empty journal
+    no_file = config.store.url is None and not config.store.path.exists()
+    if no_file and str(config.store.path) != ":memory:":
+        raise ConfigError(f"store.path: {config.store.path} does not exist")
     store = open_store(config.store)
     try:
         print_lines(
