@@ -70,12 +70,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser(
         "replay",
-        help="run the rules over a journal and print alert records",
-        epilog="example: kerbside-collector replay journal.jsonl --site site.yaml",
+        help="run the rules over a journal and print alert records "
+        "(exit 1 on skipped lines with --strict)",
+        description="Validate every line of JOURNAL as `run` validates a record, apply the\n"
+        "accepted ones in order of time, and print on stdout the enforcement alerts\n"
+        "raised up to --until, one JSON per line, with their status as of --until\n"
+        "(docs/rules.md). Nothing else goes to stdout.\n"
+        "\n"
+        "On stderr: each line skipped, with its number and why (the alerts leave it out);\n"
+        "how far a long journal has got; and a last line that sums up: records read,\n"
+        "applied, skipped by reason (most common first), alerts printed.\n"
+        "\n"
+        "exit status:\n"
+        "  0  done, skipped lines included\n"
+        "  1  with --strict: a line was skipped (the alerts are printed all the same)\n"
+        "  2  a mistake in the arguments or the site file, or a journal that cannot be\n"
+        "     read (missing, a directory: one line says which)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  kerbside-collector replay journal.jsonl --site site.yaml > alerts.jsonl\n"
+        "  kerbside-collector replay journal.jsonl --site site.yaml --strict"
+        " --until 2026-11-26T18:00:00Z",
     )
-    replay.add_argument("journal", help="journal file (JSON Lines, docs/protocols.md)")
+    replay.add_argument(
+        "journal",
+        metavar="JOURNAL",
+        help="journal file (JSON Lines, docs/protocols.md); - for stdin",
+    )
     replay.add_argument("--site", required=True, help="site file (YAML, docs/site-file.md)")
-    replay.add_argument("--until", help="report alerts as of this instant (default: last record)")
+    replay.add_argument(
+        "--until",
+        metavar="INSTANT",
+        help="report alerts as of this instant (default: the last record's time)",
+    )
+    replay.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any line was skipped (for audits that need the whole journal)",
+    )
 
     backfill = sub.add_parser(
         "backfill",

@@ -2,8 +2,11 @@
 
 Every line is validated as ``run`` validates it; accepted records are applied in order of
 (time, position in the journal); the alerts raised at or before ``--until`` are printed with
-their status as of ``--until``, sorted by (raised_at, bay_id, kind). A bad line gets a one-line
-error on stderr with its line number and the rest carries on.
+their status as of ``--until``, sorted by (raised_at, bay_id, kind). stdout carries those alert
+records and nothing else. A bad line gets a one-line error on stderr with its line number and
+the rest carries on; a last line on stderr sums the journal up, and with ``--strict`` any bad
+line makes the exit status 1, so that a result that leaves lines out cannot pass for a whole
+one.
 """
 
 from __future__ import annotations
@@ -11,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from kerbside.collector.errors import RecordRejected
-from kerbside.collector.records import (
-    JournalRecord,
-    MemorySeenEvents,
-    RecordValidator,
-    record_time,
-)
+from kerbside.collector.console import Progress, counted, print_lines
+from kerbside.collector.journals import CheckedJournal, check_journal
+from kerbside.collector.records import JournalRecord, MemorySeenEvents, RecordValidator
 from kerbside.collector.rules.alerts import Alert, AlertChange
 from kerbside.collector.rules.engine import RulesEngine
 from kerbside.core.config import ConfigError
@@ -33,16 +33,8 @@ def read_journal(
 ) -> tuple[list[tuple[Instant, int, JournalRecord]], list[str]]:
     """Validate every line: the accepted records as (time, line number, record), and the errors
     (``line N: reason: field: detail``). Repeated events are skipped silently."""
-    validator = RecordValidator(site, MemorySeenEvents())
-    accepted: list[tuple[Instant, int, JournalRecord]] = []
-    errors: list[str] = []
-    for number, record in validator.check_journal_lines(lines):
-        if isinstance(record, RecordRejected):
-            errors.append(f"line {number}: {record}")
-        elif record is not None:
-            accepted.append((record_time(record), number, record))
-    accepted.sort(key=lambda item: (item[0], item[1]))
-    return accepted, errors
+    journal = check_journal(lines, RecordValidator(site, MemorySeenEvents()))
+    return _in_order(journal), journal.errors()
 
 
 def replay_records(
@@ -50,9 +42,11 @@ def replay_records(
     site: Site,
     until: Instant | None = None,
     engine: RulesEngine | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Alert]:
     """Run sorted accepted records through the engine: the alerts raised at or before ``until``
-    (default: the latest record's time) as of ``until``, in output order."""
+    (default: the latest record's time) as of ``until``, in output order. ``progress`` is told
+    now and then how many records have been taken."""
     if until is None:
         if not accepted:
             return []
@@ -64,7 +58,8 @@ def replay_records(
         for change in changes:
             latest[change.alert.alert_id] = change.alert
 
-    for time, _number, record in accepted:
+    records = accepted if progress is None else counted(accepted, progress)
+    for time, _number, record in records:
         if time > until:
             break
         if time > engine.clock + 1:
@@ -94,18 +89,71 @@ def replay_main(args: argparse.Namespace) -> int:
             until = parse_instant(args.until)
         except InstantError as exc:
             raise ConfigError(f"--until: {exc}") from exc
+    with Progress(sys.stderr) as progress:
+        return _replay(args.journal, site, until, args.strict, progress)
+
+
+def _replay(path: str, site: Site, until: Instant | None, strict: bool, progress: Progress) -> int:
+    name = "stdin" if path == "-" else path
+    journal = _read(path, name, site, progress)
+    progress.wipe()
+    for error in journal.errors():
+        print(f"{name}: {error}", file=sys.stderr)
+    accepted = _in_order(journal)
+    applied = len(accepted) if until is None else bisect_right(accepted, until, key=_time)
+
+    def tick(n: int) -> None:
+        progress.say(lambda: f"{name}: {n} of {applied} records applied ({n * 100 // applied}%)")
+
+    alerts = replay_records(accepted, site, until, progress=tick)
+    progress.wipe()
+    status = 1 if strict and journal.rejected else 0
+    if print_lines(json.dumps(a.to_record(), separators=(", ", ": ")) for a in alerts):
+        print(summary(name, journal, applied, len(alerts)), file=sys.stderr)
+    return status
+
+
+def summary(name: str, journal: CheckedJournal, applied: int, alerts: int) -> str:
+    """The line that ends a replay's stderr: ``J: 12 records read: 9 applied, 3 skipped
+    (not_json 2, unknown_bay 1); 4 alerts printed``, with records after ``--until`` and
+    repeated events ignored when there are any."""
+    parts = [f"{applied} applied"]
+    if len(journal.accepted) > applied:
+        parts.append(f"{len(journal.accepted) - applied} after --until")
+    if journal.repeats:
+        parts.append(f"{_count(journal.repeats, 'repeated event')} ignored")
+    reasons = ", ".join(f"{reason} {n}" for reason, n in journal.skipped())
+    parts.append(f"{len(journal.rejected)} skipped" + (f" ({reasons})" if reasons else ""))
+    return (
+        f"{name}: {_count(journal.read, 'record')} read: {', '.join(parts)};"
+        f" {_count(alerts, 'alert')} printed"
+    )
+
+
+def _read(path: str, name: str, site: Site, progress: Progress) -> CheckedJournal:
+    """The journal at ``path`` (``-``: stdin) validated, line by line; ``name`` in messages."""
+
+    def tick(n: int) -> None:
+        progress.say(lambda: f"{name}: {n} lines read")
+
+    validator = RecordValidator(site, MemorySeenEvents())
     try:
-        if args.journal == "-":
-            accepted, errors = read_journal(sys.stdin.buffer, site)
-        else:
-            with open(args.journal, "rb") as journal:
-                accepted, errors = read_journal(journal, site)
+        if path == "-":
+            return check_journal(counted(sys.stdin.buffer, tick), validator)
+        with open(path, "rb") as stream:
+            return check_journal(counted(stream, tick), validator)
     except OSError as exc:
-        raise ConfigError(f"{args.journal}: cannot read: {exc.strerror or exc}") from exc
-    for error in errors:
-        print(f"{args.journal}: {error}", file=sys.stderr)
-    out = sys.stdout
-    for alert in replay_records(accepted, site, until):
-        out.write(json.dumps(alert.to_record(), separators=(", ", ": ")) + "\n")
-    out.flush()
-    return 0
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _in_order(journal: CheckedJournal) -> list[tuple[Instant, int, JournalRecord]]:
+    """The accepted records in order of (time, line)."""
+    return sorted(journal.accepted, key=lambda item: (item[0], item[1]))
+
+
+def _time(item: tuple[Instant, int, JournalRecord]) -> Instant:
+    return item[0]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
