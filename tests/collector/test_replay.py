@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import subprocess
@@ -210,6 +211,34 @@ def test_a_line_not_utf8_or_with_a_nul_byte_is_skipped_like_any_bad_line(
     ]
 
 
+_GOOD = "\n".join(busy_journal().lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        pytest.param(gzip.compress(_GOOD.encode(), mtime=0), "gzip-compressed", id="gzip"),
+        pytest.param(b"SQLite format 3\x00" + bytes(4080), "a SQLite database", id="sqlite"),
+        pytest.param(_GOOD.encode("utf-16"), "UTF-16 text", id="utf16"),
+        pytest.param(_GOOD.encode("utf-16-be"), "not text: a NUL byte at byte 0", id="utf16be"),
+        pytest.param(bytes(range(256)) * 64, "not text: a NUL byte at byte 0", id="binary"),
+    ],
+)
+def test_a_file_that_is_not_a_journal_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, says: str
+) -> None:
+    """Not one line of it a record, and not text: one line saying what it is, where every line
+    would have been rejected, and no alerts; --strict or not."""
+    site, journal = write(tmp_path, Journal())
+    journal.write_bytes(content)
+    for strict in ([], ["--strict"]):
+        assert main(["replay", str(journal), "--site", str(site), *strict]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err.startswith(f"kerbside-collector: {journal}: not a journal: {says}")
+        assert len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("name", "says"),
     [("missing.jsonl", "No such file or directory"), (".", "Is a directory")],
@@ -243,6 +272,19 @@ def test_stdin_is_read_for_a_dash(tmp_path: Path) -> None:
     err = done.stderr.decode().splitlines()
     assert err[0].startswith("stdin: line 2: not_json: ")
     assert err[-1].startswith("stdin: 10 records read: 5 applied, ")
+
+
+def test_a_program_reading_a_binary_file_says_one_line_and_no_traceback(tmp_path: Path) -> None:
+    site, journal = write(tmp_path, Journal())
+    journal.write_bytes(bytes(range(256)) * 4096)
+    done = subprocess.run(
+        replay_command(str(journal), "--site", str(site)), capture_output=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr.decode() == (
+        f"kerbside-collector: {journal}: not a journal: not text: a NUL byte at byte 0"
+        " (a binary file, or UTF-16)\n"
+    )
 
 
 def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  0  done, skipped lines included\n"
         "  1  with --strict: a line was skipped (the alerts are printed all the same)\n"
         "  2  a mistake in the arguments or the site file, or a journal that cannot be\n"
-        "     read (missing, a directory: one line says which)",
+        "     read (missing, a directory, binary or compressed: one line says which)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  kerbside-collector replay journal.jsonl --site site.yaml > alerts.jsonl\n"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kerbside.collector.console import Progress, counted, print_lines
-from kerbside.collector.journals import CheckedJournal, check_journal
+from kerbside.collector.journals import CheckedJournal, check_journal, journal_lines
 from kerbside.collector.records import JournalRecord, MemorySeenEvents, RecordValidator
 from kerbside.collector.rules.alerts import Alert, AlertChange
 from kerbside.collector.rules.engine import RulesEngine
@@ -97,6 +97,9 @@ def _replay(path: str, site: Site, until: Instant | None, strict: bool, progress
     name = "stdin" if path == "-" else path
     journal = _read(path, name, site, progress)
     progress.wipe()
+    what = journal.not_a_journal()
+    if what is not None:
+        raise ConfigError(f"{name}: not a journal: {what}")
     for error in journal.errors():
         print(f"{name}: {error}", file=sys.stderr)
     accepted = _in_order(journal)
@@ -139,9 +142,11 @@ def _read(path: str, name: str, site: Site, progress: Progress) -> CheckedJourna
     validator = RecordValidator(site, MemorySeenEvents())
     try:
         if path == "-":
-            return check_journal(counted(sys.stdin.buffer, tick), validator)
+            lines, not_text = journal_lines(sys.stdin.buffer)
+            return check_journal(counted(lines, tick), validator, not_text)
         with open(path, "rb") as stream:
-            return check_journal(counted(stream, tick), validator)
+            lines, not_text = journal_lines(stream)
+            return check_journal(counted(lines, tick), validator, not_text)
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from exc
 

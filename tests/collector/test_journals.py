@@ -1,0 +1,88 @@
+"""A journal file read line by line: its lines as they are, whatever its start was looked at
+for; a file that is no journal at all told from a journal with bad lines."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kerbside.collector.journals import (
+    HEAD_BYTES,
+    check_journal,
+    journal_lines,
+    not_text,
+)
+from kerbside.collector.records import MemorySeenEvents, RecordValidator
+from tests.collector.rules_builders import Journal, make_site
+
+SITE = make_site()
+
+
+@given(
+    st.lists(st.binary(max_size=3 * HEAD_BYTES // 2), max_size=6),
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_the_lines_are_the_files_wherever_the_head_ends(parts: list[bytes], end: bytes) -> None:
+    data = end.join(parts)
+    lines, _ = journal_lines(io.BytesIO(data))
+    assert list(lines) == list(io.BytesIO(data))
+
+
+@pytest.mark.parametrize("cut", [HEAD_BYTES - 1, HEAD_BYTES, HEAD_BYTES + 1])
+def test_a_line_across_the_head_is_one_line(cut: int) -> None:
+    data = b"x" * cut + b"\n" + b"y" * 10 + b"\n"
+    lines, what = journal_lines(io.BytesIO(data))
+    assert list(lines) == [b"x" * cut + b"\n", b"y" * 10 + b"\n"]
+    assert what is None
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [
+        pytest.param(gzip.compress(b"{}\n", mtime=0), "gzip-compressed", id="gzip"),
+        pytest.param(b"SQLite format 3\x00\x10\x00", "a SQLite database", id="sqlite"),
+        pytest.param('{"type": "right"}\n'.encode("utf-16"), "UTF-16 text", id="utf16-bom"),
+        pytest.param(
+            '{"type": "right"}\n'.encode("utf-16-le"), "not text: a NUL byte at byte 1", id="utf16"
+        ),
+        pytest.param(b'{"a": 1}\n\x00', "not text: a NUL byte at byte 9", id="nul"),
+    ],
+)
+def test_what_a_start_that_is_not_text_is(head: bytes, says: str) -> None:
+    what = not_text(head)
+    assert what is not None
+    assert what.startswith(says)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b'{"a": 1}\n', id="json"),
+        pytest.param(b"caf\xe9\n", id="latin1"),
+        pytest.param(b"\xef\xbb\xbf{}\n", id="utf8-bom"),
+    ],
+)
+def test_text_is_text_even_when_a_line_is_not_utf8(head: bytes) -> None:
+    """A line that is not UTF-8 is rejected on its own (not_utf8), as the collector rejects
+    such a message: only a NUL byte or a known binary start make a file not text."""
+    assert not_text(head) is None
+
+
+def _checked(data: bytes) -> tuple[int, int, str | None]:
+    lines, what = journal_lines(io.BytesIO(data))
+    journal = check_journal(lines, RecordValidator(SITE, MemorySeenEvents()), what)
+    return len(journal.accepted), len(journal.rejected), journal.not_a_journal()
+
+
+def test_a_binary_file_with_a_record_in_it_is_a_journal_with_bad_lines() -> None:
+    good = Journal().park("2026-11-26 09:00", "2026-11-26 10:00").lines
+    garbage = bytes(range(256))
+    assert _checked(garbage) == (0, 2, "not text: a NUL byte at byte 0 (a binary file, or UTF-16)")
+    assert _checked(garbage + b"\n" + "\n".join(good).encode()) == (2, 2, None)
+    assert _checked(b"\n\n") == (0, 0, None)  # blank: nothing to judge
+    assert _checked(b"no json\n") == (0, 1, None)  # text: its lines are rejected one by one
