@@ -1,10 +1,14 @@
 """A journal file read line by line: its lines as they are, whatever its start was looked at
-for; a file that is no journal at all told from a journal with bad lines."""
+for; a file that is no journal at all told from a journal with bad lines; the config's
+``journal_file`` read that way."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
+import logging
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -18,6 +22,8 @@ from kerbside.collector.journals import (
 )
 from kerbside.collector.records import MemorySeenEvents, RecordValidator
 from tests.collector.rules_builders import Journal, make_site
+from tests.collector.test_cycle import T0, Clock, make
+from tests.helpers import occupancy_event
 
 SITE = make_site()
 
@@ -86,3 +92,60 @@ def test_a_binary_file_with_a_record_in_it_is_a_journal_with_bad_lines() -> None
     assert _checked(garbage + b"\n" + "\n".join(good).encode()) == (2, 2, None)
     assert _checked(b"\n\n") == (0, 0, None)  # blank: nothing to judge
     assert _checked(b"no json\n") == (0, 1, None)  # text: its lines are rejected one by one
+
+
+# -- the config's journal_file ----------------------------------------------------------------
+
+
+def _right(right_id: str) -> str:
+    return json.dumps(
+        {
+            "type": "right",
+            "right_id": right_id,
+            "kind": "payment",
+            "bay_id": "B001",
+            "start": "2026-11-26T08:00:00Z",
+            "end": "2026-11-26T09:00:00Z",
+        }
+    )
+
+
+def test_journal_file_lines_not_utf8_are_rejected_one_by_one_and_the_rest_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was a traceback that stopped ``run`` at start."""
+    service, _ = make(tmp_path, Clock(T0))
+    path = tmp_path / "rights.jsonl"
+    event = json.dumps({"type": "occupancy", **occupancy_event(1, "B001", "occupied", T0)})
+    path.write_bytes(
+        b'{"type": "right", "right_id": "caf\xe9"}\n'
+        + f"{_right('r1')}\n{event}\n{_right('r2')}\n".encode()
+    )
+    with caplog.at_level(logging.INFO, "kerbside.collector.commands"):
+        service.commands.load_journal_file(path)
+    assert service.store.right("r1") is not None
+    assert service.store.right("r2") is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"journal_file {path}:1 rejected: not_utf8: not UTF-8 at byte 34",
+        f"journal_file {path}: occupancy events ignored (it holds rights and suspensions): 1",
+        f"journal_file {path}: 4 records read, 1 rejected; new or changed rights and"
+        " suspensions: 2",
+    ]
+
+
+def test_journal_file_that_is_no_journal_is_one_error_and_nothing_loaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, _ = make(tmp_path, Clock(T0))
+    path = tmp_path / "rights.jsonl.gz"
+    path.write_bytes(gzip.compress(f"{_right('r1')}\n".encode() * 100))
+    with caplog.at_level(logging.INFO, "kerbside.collector.commands"):
+        service.commands.load_journal_file(path)
+    assert service.store.right("r1") is None
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "ERROR",
+            f"journal_file {path}: not a journal: gzip-compressed; decompress it first"
+            " (gunzip); nothing loaded",
+        )
+    ]

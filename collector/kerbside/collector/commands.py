@@ -22,7 +22,8 @@ from kerbside.collector.core import (
     OfficerAction,
 )
 from kerbside.collector.cycle import Cycle
-from kerbside.collector.errors import AlertClosed, NotFound, NotOwner, RecordRejected
+from kerbside.collector.errors import AlertClosed, NotFound, NotOwner
+from kerbside.collector.journals import check_journal, journal_lines
 from kerbside.collector.records import RecordValidator, Right, Suspension, to_journal_dict
 from kerbside.collector.store import Store, StoredRight
 
@@ -121,23 +122,48 @@ class Commands:
 
     def load_journal_file(self, path: Path) -> None:
         """Rights and suspensions from a journal file (``journal_file``, before the API takes
-        over): those the store holds already, the same, are skipped."""
+        over): those the store holds already, the same, are skipped. Each line is judged as
+        ``replay`` judges it; a file that is no journal at all (binary, compressed) is one
+        error, not one per line."""
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            with path.open("rb") as stream:
+                lines, not_text = journal_lines(stream)
+                journal = check_journal(lines, self._validator(), not_text)
         except OSError as exc:
             log.error("journal_file %s: %s", path, exc)  # noqa: TRY400 (one line, no trace)
             return
-        validator = self._validator()
+        what = journal.not_a_journal()
+        if what is not None:
+            log.error("journal_file %s: not a journal: %s; nothing loaded", path, what)
+            return
+        for number, rejected in journal.rejected:
+            log.warning("journal_file %s:%d rejected: %s", path, number, rejected)
         known = {s["suspension_id"] for s in self._store.suspensions()}
         commands: list[Command] = []
-        for number, record in validator.check_journal_lines(lines):
-            if isinstance(record, RecordRejected):
-                log.warning("journal_file %s:%d rejected: %s", path, number, record)
-            elif isinstance(record, Right):
+        events = 0
+        for _time, _number, record in journal.accepted:
+            if isinstance(record, Right):
                 stored = self._store.right(record.right_id)
                 if stored is None or stored.body != to_journal_dict(record):
                     commands.append(AddRight(record))
-            elif isinstance(record, Suspension) and record.suspension_id not in known:
-                commands.append(AddSuspension(record))
+            elif isinstance(record, Suspension):
+                if record.suspension_id not in known:
+                    commands.append(AddSuspension(record))
+            else:
+                events += 1
+        if events:
+            log.warning(
+                "journal_file %s: occupancy events ignored (it holds rights and suspensions): %d",
+                path,
+                events,
+            )
+        log.info(
+            "journal_file %s: %d records read, %d rejected; new or changed rights and"
+            " suspensions: %d",
+            path,
+            journal.read,
+            len(journal.rejected),
+            len(commands),
+        )
         if commands:
             self._cycle.act(commands)

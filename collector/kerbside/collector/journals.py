@@ -1,5 +1,5 @@
 """A journal file (JSON Lines, docs/protocols.md) read and validated line by line, as ``replay``
-reads it.
+and the config's ``journal_file`` read it.
 
 A journal with bad lines is still a journal: each bad line is rejected as ``run`` would reject
 the message, and the rest is used. A file none of whose lines is a record, and whose start is
