@@ -40,13 +40,13 @@ from typing import Any
 
 from kerbside.core.instants import Instant
 from kerbside.edge import first_level, memory
+from kerbside.edge.arrival import Arrival
 from kerbside.edge.candidate import Candidate, CandidatePhase, Reading
 from kerbside.edge.config import DetectorConfig
 from kerbside.edge.field import Tuning, Vector, dist
 from kerbside.edge.first_level import StreetEvidence
 from kerbside.edge.memory import BayView
 from kerbside.edge.model import (
-    FLAG_BOOT,
     FLAG_DETECT,
     FLAG_FAULT,
     Frame,
@@ -66,8 +66,6 @@ __all__ = [
 
 _CANDIDATE = 0
 _SILENCE = 1
-_SEQ_MOD = 0x10000
-_SEQ_SLACK = 30  # frames a line or a slow read may bunch up (at one frame a second: 30 s)
 
 
 class Detector:
@@ -193,32 +191,18 @@ class Detector:
         return out
 
     def _account(self, track: SensorTrack, frame: Frame, now: Instant) -> bool | None:
-        """Count a valid frame in the sensor's health and arm its silence; None for a duplicate,
-        else whether its seq follows the previous frame's (no frame lost, no reboot between)."""
+        """Count a valid frame in the sensor's health and arm its silence; None for a frame
+        dropped (a duplicate, or one delivered after a later one: its reading is older than one
+        taken), else whether its seq follows the previous frame's (no frame lost, no reboot
+        between)."""
         stats = track.stats
-        seq, last_seq, last_t = frame.seq, track.last_seq, track.last_valid
-        # A sensor that reboots twice starts at seq 0 twice: a BOOT frame that says something
-        # else than the last one is a new frame, not that one again.
-        if seq == last_seq and not (frame.flags & FLAG_BOOT and frame != track.last_frame):
+        arrival, lost = track.recent.arrive(frame, now)
+        if arrival is Arrival.DUPLICATE:
             stats.duplicates += 1
             return None
-        chained = False
-        if last_seq is not None and last_t is not None and not frame.flags & FLAG_BOOT:
-            # A sensor samples once a second and sends at most one frame per sample, so no more
-            # than this many frames can have been sent since the previous one (with slack for
-            # frames the line or the read delayed, then delivered together).
-            sent = (now - last_t) // 1000 + _SEQ_SLACK
-            gap = (seq - last_seq) % _SEQ_MOD
-            if gap <= sent and gap < _SEQ_MOD // 2:
-                stats.lost_frames += gap - 1
-                chained = gap == 1
-            elif seq <= sent:
-                # A restart whose BOOT frame was lost: a seq counting up from 0 again, too far
-                # on to be a wrap in the time gone by. Its frames before this one were lost.
-                stats.lost_frames += seq
-            # (else a seq that neither follows nor restarts: no gap that can be counted)
-        track.last_seq = seq
-        track.last_frame = frame
+        if arrival is Arrival.LATE:
+            return None  # counted among the lost when the frame after it came
+        stats.lost_frames += lost
         stats.frames += 1
         stats.last_seen = now
         stats.battery_mv = frame.battery_mv
@@ -227,7 +211,7 @@ class Detector:
             track.silence_armed = True
             self._push(now + self._silence_ms, _SILENCE, track.sensor_id, 0)
         track.last_valid = now  # an armed silence entry moves on lazily, when it comes due
-        return chained
+        return arrival is Arrival.NEXT
 
     def tick(self, now: Instant) -> list[OccupancyChange]:
         return self._fire(self._clock(now))

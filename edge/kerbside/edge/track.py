@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 from kerbside.core.instants import Instant
+from kerbside.edge.arrival import RecentFrames
 from kerbside.edge.candidate import Candidate
 from kerbside.edge.field import BayField, Tuning, Vector
-from kerbside.edge.model import Frame, OccupancyChange, State, UnknownReason
+from kerbside.edge.model import OccupancyChange, State, UnknownReason
 
 
 class FirstLevel(Enum):
@@ -50,13 +51,12 @@ class SensorTrack:
         "history",
         "last_class",
         "last_field",
-        "last_frame",
-        "last_seq",
         "last_t",
         "last_valid",
         "level_detect",
         "onset",
         "published",
+        "recent",
         "sensor_id",
         "silence_armed",
         "stats",
@@ -75,8 +75,7 @@ class SensorTrack:
         self.last_field: Vector | None = None
         self.last_class: State = "unknown"  # the level the latest reading is folded into
         self.last_t: Instant = 0
-        self.last_seq: int | None = None
-        self.last_frame: Frame | None = None  # the last one counted: what a duplicate repeats
+        self.recent = RecentFrames()  # where a frame stands among those before it
         self.last_valid: Instant | None = None
         self.cand: Candidate | None = None  # PENDING or WAITING
         self.cand_gen = 0  # heap entries of older candidates are stale

@@ -14,8 +14,8 @@ advertise at least once a minute, so a minute of silence from all of them means 
 street. Restarts back off with jitter.
 
 Every advert is passed on as received, duplicates included, so that a capture holds what the
-radio heard and replay sees the same: the detector drops a repeated seq and counts it per sensor
-for health; ``rssi`` rides along to health too.
+radio heard and replay sees the same: the detector drops a repeated advert, even one reported
+after the sensor's next, and counts it per sensor for health; ``rssi`` rides along to health too.
 """
 
 from __future__ import annotations
