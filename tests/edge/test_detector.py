@@ -307,6 +307,67 @@ def test_a_restart_without_boot_proves_nothing_of_the_reading_before() -> None:
     assert detector.stats["S-1"].lost_frames == 1
 
 
+def arrival_with_a_late_copy(
+    first_seq: int, copy_at: float | None
+) -> tuple[list[OccupancyChange], tuple[int, int, int]]:
+    """A car pulls in over 200-202 s; the frame of 201 s comes again at ``copy_at``, after the
+    one of 202 s (a scanner reporting an advert late). The changes and (frames, lost, dups)."""
+    detector, sensor = new()
+    sensor.seq = first_seq
+    out = settle_vacant(sensor)
+    for step in (1, 2, 3):
+        out += sensor.send(199 + step, add(BASE, CAR, step / 3))
+    if copy_at is not None:
+        out += sensor.send(copy_at, add(BASE, CAR, 2 / 3), seq=(sensor.seq - 1) & 0xFFFF)
+    out += hold(sensor, 262, 400, add(BASE, CAR))
+    out += detector.tick(400 * S)
+    stats = detector.stats["S-1"]
+    return out, (stats.frames, stats.lost_frames, stats.duplicates)
+
+
+@pytest.mark.parametrize("first_seq", [0, 65530])  # 65530: the car comes across the wrap
+@pytest.mark.parametrize("copy_at", [202.2, 215, 231])
+def test_a_late_duplicate_is_no_reboot_and_changes_nothing(first_seq: int, copy_at: float) -> None:
+    """It was taken for a reboot (5 frames lost, and one more at the next frame; across the
+    wrap, for a seq that neither follows nor restarts), and its older reading, come before the
+    car's deadline, held the confirmation back until it came."""
+    out, (frames, lost, duplicates) = arrival_with_a_late_copy(first_seq, copy_at)
+    assert out == arrival_with_a_late_copy(first_seq, None)[0]
+    assert summary(out) == [("vacant", 0, 10, None), ("occupied", 200, 210, None)]
+    assert (frames, lost, duplicates) == (9, 0, 1)
+
+
+def test_a_frame_delivered_after_the_next_one_is_dropped_and_stays_lost() -> None:
+    detector, sensor = new()
+    out = settle_vacant(sensor)  # seq 1-3
+    out += sensor.send(200, add(BASE, CAR, 1 / 3), seq=4)
+    out += sensor.send(201, add(BASE, CAR), seq=6)
+    out += sensor.send(201.3, add(BASE, CAR, 2 / 3), seq=5)  # sent before 6: stale
+    sensor.seq = 6
+    out += hold(sensor, 262, 400, add(BASE, CAR))
+    out += detector.tick(400 * S)
+    assert summary(out) == [("vacant", 0, 10, None), ("occupied", 200, 210, None)]
+    stats = detector.stats["S-1"]
+    assert (stats.frames, stats.lost_frames, stats.duplicates) == (8, 1, 0)
+    assert stats.last_seen == 382 * S
+
+
+def test_a_reboot_seconds_after_the_last_frame_without_its_boot_frame_is_still_one() -> None:
+    """Its seq 2 comes within seconds of seq 4, as a late frame would; but seq 2 said something
+    else before: the sensor counted up to it again. Frames 0 and 1 were lost, and the small step
+    of seq 4 is not proven by the frame after it."""
+    detector, sensor = new()
+    out = settle_vacant(sensor)  # seq 1-3
+    out += sensor.send(300, add(BASE, CAR, 0.4))  # seq 4: a small step
+    out += sensor.send(305, add(BASE, (3, 0, 0)), seq=2)
+    sensor.seq = 2
+    out += hold(sensor, 365, 600, BASE)
+    out += detector.tick(600 * S)
+    assert summary(out) == [("vacant", 0, 10, None)]
+    stats = detector.stats["S-1"]
+    assert (stats.frames, stats.lost_frames, stats.duplicates) == (9, 2, 0)
+
+
 def test_unknown_sensors_are_counted_and_ignored() -> None:
     detector, _ = new()
     stranger = Sensor(detector, "S-99")

@@ -19,8 +19,11 @@ from kerbside.edge.capture import (
     read_capture,
 )
 from kerbside.edge.cli import main
+from kerbside.edge.config import load_edge_config
+from kerbside.edge.detector import Detector
 from kerbside.edge.kbs1 import encode_frame
-from kerbside.edge.model import Frame
+from kerbside.edge.model import Frame, OccupancyChange
+from kerbside.edge.replay import replay_changes
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -161,6 +164,45 @@ def test_replay_prints_events_deterministically(
     assert confirmed == sorted(confirmed)
     again = replay_stdout(capsys, str(capture), "--config", str(config))
     assert again == (code, out, err)
+
+
+def test_a_scanners_late_report_of_an_advert_is_a_duplicate_and_changes_no_event(
+    tmp_path: Path,
+) -> None:
+    """A BLE sensor's adverts as a scanner reports them, each a few times, and one of them
+    again after the sensor's next: the same events as each heard once, no frame lost, no
+    reboot. It was taken for one, and its older reading held the car's confirmation back past
+    the end of this capture."""
+    sensor = "BLE-0000BEEF"
+    config = load_edge_config(
+        write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", {sensor: "BAY-C"})
+    )
+    mid = (75, -230, 410)  # half way from BASE to PARKED
+    sent = [(0, BASE), (60, BASE), (120, BASE), (200, mid), (201, PARKED), (261, PARKED)]
+    adverts = {
+        seq: {0xFFFF: encode_payload(frame(sensor, seq, field))}
+        for seq, (_, field) in enumerate(sent, start=1)
+    }
+
+    def replayed(name: str, reports: list[tuple[float, int]]) -> tuple[list[OccupancyChange], int]:
+        capture = tmp_path / name
+        with CaptureWriter(capture) as writer:
+            for t_s, seq in reports:
+                writer.ble(T0 + round(t_s * 1000), "C0:FF:EE:00:00:01", -70, adverts[seq])
+        detector = Detector(config.detector, config.bay_of_sensor)
+        changes = list(replay_changes(read_capture(capture), config, detector=detector))
+        stats = detector.stats[sensor]
+        assert (stats.frames, stats.lost_frames) == (len(sent), 0)
+        return changes, stats.duplicates
+
+    once: list[tuple[float, int]] = [(t_s, seq) for seq, (t_s, _) in enumerate(sent, start=1)]
+    repeated = sorted([(t_s + k / 10, seq) for t_s, seq in once for k in range(3)] + [(201.25, 4)])
+    changes, duplicates = replayed("repeated.jsonl", repeated)
+    assert (changes, duplicates) == (replayed("once.jsonl", once)[0], 2 * len(sent) + 1)
+    assert [(c.state, c.ts - T0, c.confirmed_ts - T0) for c in changes] == [
+        ("vacant", 0, 10_000),
+        ("occupied", 200_000, 210_000),
+    ]
 
 
 def test_bad_line_is_reported_and_the_rest_replayed(
