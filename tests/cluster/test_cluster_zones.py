@@ -17,7 +17,9 @@ import pytest
 
 from kerbside.collector.cluster import beat as beat_module
 from kerbside.collector.cluster.leases import Leases, acting_for, plan
+from kerbside.collector.core import AddRight
 from kerbside.collector.queries import export_journal
+from kerbside.collector.records import Right
 from kerbside.collector.replay import replay_lines
 from kerbside.collector.store import MAINTENANCE_LEASE
 from kerbside.collector.store.pgcluster import Tail
@@ -207,6 +209,42 @@ def test_an_event_two_collectors_receive_at_once_is_stored_once(
     positions = rows(url, "SELECT pos FROM journal ORDER BY pos")
     assert positions == [(1,), (2,)]  # dense: the refused commit took no position
     assert b.store.counters()["duplicates"] == 1
+
+
+def test_a_right_replaced_late_by_one_that_starts_earlier_gives_the_alerts_of_replay(
+    nodes: list[Node], tmp_path: Path, url: str
+) -> None:
+    """b takes a provider's payment and, later, its new version that starts earlier; a, which
+    runs the zones, follows both: the new version counts, as in replay of the export."""
+    clock = Clock(T0 + 20_000)
+    a = make_node(tmp_path / "a", url, "a", clock)
+    b = make_node(tmp_path / "b", url, "b", clock)
+    nodes += [a, b]
+    a.node.round()
+    assert a.zones == ["Z1", "Z2"]
+    b.cycle.act([AddRight(Right("r1", "payment", "B001", None, T0, T0 + 20 * MIN), "prov")])
+    b.cycle.ingest([msg("events", event(1, "B001", "occupied", T0))])
+    a.follow()
+    clock.now = T0 + 10 * MIN
+    a.cycle.tick()
+    later = Right("r1", "payment", "B001", None, T0 - 5 * MIN, T0 + 40 * MIN)
+    b.cycle.act([AddRight(later, "prov")])
+    a.follow()
+    clock.now = T0 + 60 * MIN
+    a.cycle.tick()
+    a.follow()
+    live = [json.loads(x) for (x,) in rows(url, "SELECT record FROM alerts")]
+    assert sorted((r["kind"], r["raised_at"]) for r in live) == [
+        ("expired", "2026-11-26T08:40:00.000Z"),
+        ("overstay", "2026-11-26T08:02:00.000Z"),
+    ]
+    exported = [json.dumps(r) for r in export_journal(a.store)]
+    replayed, errors = replay_lines(exported, a.site, clock.now - 15_000)
+    assert errors == []
+    fields = ("alert_id", "status", "raised_at", "cleared_at", "clear_reason")
+    assert sorted(tuple(r[k] for k in fields) for r in live) == sorted(
+        tuple(r[k] for k in fields) for r in replayed
+    )
 
 
 # -- takeover --------------------------------------------------------------------------------

@@ -110,6 +110,23 @@ def _cancel(right_id: str) -> Any:
             ],
             id="posted again after its cancellation",
         ),
+        pytest.param(
+            [
+                (T0 + 20_000, _arrive),
+                (T0 + 30_000, _post("r1", T0, T0 + 20 * MIN)),
+                (T0 + 10 * MIN, _post("r1", T0 - 5 * MIN, T0 + 40 * MIN)),
+            ],
+            id="replaced by a version that starts earlier",
+        ),
+        pytest.param(
+            [
+                (T0 + 20_000, _arrive),
+                (T0 + 30_000, _post("r1", T0, T0 + 20 * MIN)),
+                (T0 + 10 * MIN, _post("r1", T0 - 5 * MIN, T0 + 40 * MIN)),
+                (T0 + 30 * MIN, _cancel("r1")),
+            ],
+            id="replaced by a version that starts earlier, then cancelled",
+        ),
     ],
 )
 def test_replay_of_the_export_equals_live_after_cancellations(

@@ -299,6 +299,31 @@ ROWS: list[Row] = [
         [("expired", "B1", "26T10:10", "cleared", "26T10:20", "right_added")],
     ),
     (
+        "expired: a right replaced by a version that starts earlier holds from that start",
+        PAID_NO_MAX,
+        lambda j: (
+            j.park("2026-11-26 09:00", "2026-11-26 12:00")
+            .right("p1", "2026-11-26 10:00", "2026-11-26 11:00")
+            .right("p1", "2026-11-26 08:55", "2026-11-26 10:30")
+        ),
+        None,
+        [("expired", "B1", "26T10:40", "cleared", "26T12:00", "vehicle_left")],
+    ),
+    (
+        "expired: a right replaced by a version that starts later holds until that start",
+        PAID_NO_MAX,
+        lambda j: (
+            j.park("2026-11-26 09:00", "2026-11-26 12:00")
+            .right("p1", "2026-11-26 08:55", "2026-11-26 09:30")
+            .right("p1", "2026-11-26 10:00", "2026-11-26 11:00")
+        ),
+        None,
+        [
+            ("expired", "B1", "26T09:40", "cleared", "26T10:00", "right_added"),
+            ("expired", "B1", "26T11:10", "cleared", "26T12:00", "vehicle_left"),
+        ],
+    ),
+    (
         "expired: a right that starts as the other ends leaves no gap",
         PAID_NO_MAX,
         lambda j: (
@@ -433,6 +458,18 @@ ROWS: list[Row] = [
         ),
         None,
         [("suspended", "B1", "26T10:05", "cleared", "26T12:00", "suspension_ended")],
+    ),
+    (
+        "suspended: a suspension replaced by a version that starts earlier holds from that start",
+        PAID_NO_MAX,
+        lambda j: (
+            j.suspend("s1", "2026-11-26 10:00", "2026-11-26 11:00")
+            .suspend("s1", "2026-11-26 09:30", "2026-11-26 10:30")
+            .park("2026-11-26 09:00", "2026-11-26 12:00")
+            .right("p1", "2026-11-26 08:00", "2026-11-26 13:00")
+        ),
+        None,
+        [("suspended", "B1", "26T09:35", "cleared", "26T10:30", "suspension_ended")],
     ),
     (
         "suspended: touching suspensions merge too",

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from kerbside.collector.records import OccupancyEvent, RecordValidator, Right, Suspension
-from kerbside.collector.rules import AlertChange, RulesEngine
-from tests.collector.rules_builders import at, make_site
+import pytest
+
+from kerbside.collector.records import (
+    JournalRecord,
+    OccupancyEvent,
+    RecordValidator,
+    Right,
+    Suspension,
+    to_journal_dict,
+)
+from kerbside.collector.replay import read_journal, replay_records
+from kerbside.collector.rules import Alert, AlertChange, RulesEngine
+from tests.collector.rules_builders import at, make_site, view
 
 SITE = make_site(max_stay=None)  # paid bays, Mon-Sat 08:30-18:30, grace 10, observation 5
 LIMITED = make_site(kind="limited")
@@ -220,3 +231,95 @@ def test_replaced_site_forgets_removed_bays_and_their_rights() -> None:
     engine.apply(Suspension("s1", ("B1",), at("2026-11-26 10:00"), at("2026-11-26 12:00")))
     engine.advance(at("2026-11-26 10:00"))
     assert engine.suspended("B1", at("2026-11-26 11:00"))
+
+
+def live_and_replayed(
+    arrivals: list[tuple[str, JournalRecord]], until: str
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The alerts of a collector that gets each record at its wall-clock time (its rules DELAY
+    behind), and those of ``replay`` over the journal it wrote (the records in that order)."""
+    engine = RulesEngine(SITE)
+    latest: dict[str, Alert] = {}
+
+    def keep(changes: list[AlertChange]) -> None:
+        latest.update((c.alert.alert_id, c.alert) for c in changes)
+
+    for wall, record in arrivals:
+        keep(engine.advance(at(wall) - DELAY))
+        keep(engine.apply(record))
+    keep(engine.advance(at(until)))
+    lines = [json.dumps(to_journal_dict(record)) for _wall, record in arrivals]
+    accepted, errors = read_journal(lines, SITE)
+    assert not errors
+    replayed = replay_records(accepted, SITE, at(until))
+    return (
+        sorted(view(a.to_record()) for a in latest.values()),
+        sorted(view(a.to_record()) for a in replayed),
+    )
+
+
+def suspension(suspension_id: str, start: str, end: str) -> Suspension:
+    return Suspension(suspension_id, ("B1",), at(start), at(end))
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "expected"),
+    [
+        pytest.param(
+            [
+                ("2026-11-26 08:30", right("p1", "2026-11-26 09:00", "2026-11-26 10:00")),
+                ("2026-11-26 09:00:05", occ("2026-11-26 09:00", "occupied")),
+                ("2026-11-26 09:50", right("p1", "2026-11-26 08:55", "2026-11-26 11:00")),
+            ],
+            [("expired", "B1", "26T11:10", "open", None, None)],
+            id="a right replaced late by an extension that starts earlier",
+        ),
+        pytest.param(
+            [
+                ("2026-11-26 08:30", right("p1", "2026-11-26 09:00", "2026-11-26 11:00")),
+                ("2026-11-26 09:00:05", occ("2026-11-26 09:00", "occupied")),
+                ("2026-11-26 09:50", right("p1", "2026-11-26 08:55", "2026-11-26 10:15")),
+            ],
+            [("expired", "B1", "26T10:25", "open", None, None)],
+            id="a right replaced late by a shortening that starts earlier",
+        ),
+        pytest.param(
+            [
+                ("2026-11-26 08:00", right("p1", "2026-11-26 10:00", "2026-11-26 11:00")),
+                ("2026-11-26 09:00:05", occ("2026-11-26 09:00", "occupied")),
+                ("2026-11-26 09:01", right("p1", "2026-11-26 09:00", "2026-11-26 10:30")),
+            ],
+            [("expired", "B1", "26T10:40", "open", None, None)],
+            id="a right sent ahead replaced by a version that starts earlier",
+        ),
+        pytest.param(
+            [
+                ("2026-11-26 08:00", right("p1", "2026-11-26 08:00", "2026-11-26 18:30")),
+                ("2026-11-26 09:00", suspension("s1", "2026-11-26 10:00", "2026-11-26 11:00")),
+                ("2026-11-26 10:10:05", occ("2026-11-26 10:10", "occupied")),
+                ("2026-11-26 10:30", suspension("s1", "2026-11-26 09:50", "2026-11-26 12:00")),
+            ],
+            [("suspended", "B1", "26T10:15", "cleared", "26T12:00", "suspension_ended")],
+            id="a suspension replaced late by a version that starts earlier",
+        ),
+    ],
+)
+def test_a_version_replaced_by_one_that_starts_earlier_is_gone_live_and_in_replay(
+    arrivals: list[tuple[str, JournalRecord]], expected: list[tuple[Any, ...]]
+) -> None:
+    live, replayed = live_and_replayed(arrivals, "2026-11-26 13:00")
+    assert live == expected
+    assert replayed == live
+
+
+def test_a_snapshot_holding_a_version_and_its_replacement_restores_without_the_first() -> None:
+    """Snapshots written before replaced versions left the queue may hold both."""
+    engine = RulesEngine(SITE)
+    engine.apply(occ("2026-11-26 09:00", "occupied"))
+    engine.apply(right("p1", "2026-11-26 08:55", "2026-11-26 10:30"))
+    snapshot = json.loads(json.dumps(engine.snapshot()))
+    first = to_journal_dict(right("p1", "2026-11-26 09:00", "2026-11-26 10:00"))
+    snapshot["queued"].insert(0, [at("2026-11-26 09:00"), 0, first])  # sent before the others
+    copy = RulesEngine.restore(SITE, snapshot)
+    assert views(copy.advance(at("2026-11-26 12:00"))) == [("raised", "expired", None)]
+    assert [a.raised_at for a in copy.open_alerts()] == [at("2026-11-26 10:40")]

@@ -3,7 +3,11 @@
 1. Saving and restoring the engine's state at any point changes nothing.
 2. On single-bay journals whose instants are whole minutes, the engine agrees with a deliberately
    naive evaluator written here from the rules contract: it steps minute by minute, applies the
-   minute's records, clears, then raises, asking every condition of the table afresh.
+   minute's records, clears, then raises, asking every condition of the table afresh. A right
+   replaces the version of its id that came before it in the journal, never one after it.
+3. Live, with records reaching the engine up to alert_delay after their time (rights and
+   suspensions, any time before; a new version of one, long after where it changes nothing
+   already decided), the alerts equal replay's.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from hypothesis import strategies as st
 
 from kerbside.collector.replay import read_journal, replay_records
 from kerbside.collector.rules import Alert, AlertChange, RulesEngine
-from kerbside.core.instants import Instant
+from kerbside.collector.rules.engine import replaced_versions
+from kerbside.core.instants import Instant, format_instant
 from kerbside.core.site import Bay, Site
 from tests.collector.rules_builders import Journal, at, make_site
 
@@ -75,8 +80,14 @@ def single_bay_case(draw: st.DrawFn) -> tuple[Site, Journal, Instant]:
     journal = Journal()
     suspension_ids = iter(range(1000))
     offset = st.integers(-60, 120).map(lambda m: m * MIN)
+    rights: list[tuple[str, Instant]] = []  # (id, start) of each right written
+
+    def right(right_id: str, start: Instant, end: Instant, zone: bool) -> None:
+        journal.right(right_id, start, end, bay=None if zone else "B1", zone="Z1" if zone else None)
+        rights.append((right_id, start))
+
     for _ in range(draw(st.integers(1, 8))):
-        choice = draw(st.integers(0, 9))
+        choice = draw(st.integers(0, 10))
         if choice < 5:  # a stay, with rights around its arrival
             arrival = draw(minute)
             journal.occ(arrival, "occupied")
@@ -86,18 +97,20 @@ def single_bay_case(draw: st.DrawFn) -> tuple[Site, Journal, Instant]:
             for _ in range(draw(st.integers(0, 3))):
                 start = arrival + draw(offset)
                 end = start + draw(st.integers(1, 180)) * MIN
-                zone = draw(st.booleans())
-                right_id = draw(st.sampled_from(["p1", "p2", "p3"]))
-                journal.right(
-                    right_id, start, end, bay=None if zone else "B1", zone="Z1" if zone else None
-                )
+                right(draw(st.sampled_from(["p1", "p2", "p3"])), start, end, draw(st.booleans()))
         elif choice < 7:
             state = draw(st.sampled_from(["occupied", "vacant", "unknown"]))
             journal.occ(draw(minute), state)
         elif choice < 9:
             start = draw(minute)
             end = start + draw(st.integers(1, 240)) * MIN
-            journal.right(draw(st.sampled_from(["p1", "p2", "p3"])), start, end)
+            right(draw(st.sampled_from(["p1", "p2", "p3"])), start, end, False)
+        elif choice == 9 and rights:
+            # a new version of a right written before, its start moved either way
+            right_id, old_start = draw(st.sampled_from(rights))
+            start = old_start + draw(st.integers(-90, 90)) * MIN
+            end = start + draw(st.integers(1, 180)) * MIN
+            right(right_id, start, end, draw(st.booleans()))
         else:
             start = draw(minute)
             end = start + draw(st.integers(1, 180)) * MIN
@@ -154,6 +167,7 @@ class NaiveOracle:
         bay = self.bay
         grace, obs = bay.grace_minutes * MIN, bay.observation_minutes * MIN
         rights: dict[str, tuple[Instant, Instant]] = {}
+        holder: dict[str, int] = {}  # right id -> position in the journal of its version held
         suspensions: list[tuple[Instant, Instant]] = []
         alerts: list[dict[str, Any]] = []
         session: list[dict[str, Any]] = []
@@ -166,7 +180,7 @@ class NaiveOracle:
         while m <= until:
             # 1. the minute's records take effect first
             while i < len(records) and records[i][0] == m:
-                rec = records[i][2]
+                _time, line, rec = records[i]
                 i += 1
                 if rec["type"] == "occupancy":
                     if rec["state"] == "occupied":
@@ -184,7 +198,10 @@ class NaiveOracle:
                                 a.update(status="cleared", cleared_at=m, clear_reason=reason)
                         arrival = None
                 elif rec["type"] == "right":
-                    rights[rec["right_id"]] = (at(rec["start"]), at(rec["end"]))
+                    # a version replaces the one before it in the journal, never one after it
+                    if holder.get(rec["right_id"], -1) < line:
+                        rights[rec["right_id"]] = (at(rec["start"]), at(rec["end"]))
+                        holder[rec["right_id"]] = line
                 else:
                     suspensions.append((at(rec["start"]), at(rec["end"])))
             if arrival is not None:
@@ -307,6 +324,7 @@ def _replay_with_cuts(
     site: Site, journal: Journal, until: Instant, cuts: set[tuple[int, int]]
 ) -> list[dict[str, Any]]:
     accepted, _errors = read_journal(journal.lines, site)
+    replaced = replaced_versions(accepted)
     engine = RulesEngine(site)
     latest: dict[str, Alert] = {}
 
@@ -317,9 +335,11 @@ def _replay_with_cuts(
     def cut() -> RulesEngine:
         return RulesEngine.restore(site, json.loads(json.dumps(engine.snapshot())))
 
-    for i, (time, _n, record) in enumerate(accepted):
+    for i, (time, n, record) in enumerate(accepted):
         if time > until:
             break
+        if n in replaced:
+            continue
         if time > engine.clock + 1:
             keep(engine.advance(time - 1))
         if (i, 0) in cuts:
@@ -350,18 +370,101 @@ DELAY = 15_000
 @st.composite
 def live_case(draw: st.DrawFn) -> tuple[Site, list[tuple[Instant, str]], Instant]:
     """A journal in the order records reach the collector: each at most DELAY - 1 ms after
-    its own time (rights may also be sent ahead of their start)."""
+    its own time (rights and suspensions may also be sent ahead of their start).
+
+    And maybe a new version of a right or suspension sent after the one it copies took effect,
+    long after its own start, which is earlier: the collector cannot go back on what it decided
+    before the version came, so it is sent only while the bays of its id have been empty since
+    its start; a vehicle may arrive in one of them soon after."""
     site, journal, until = draw(multi_bay_case())[:3]
     arrivals = []
+    versions: list[tuple[dict[str, Any], Instant]] = []  # (right or suspension, when sent)
     for line in journal.lines:
         record = json.loads(line)
-        time = at(record["ts"] if record["type"] == "occupancy" else record["start"])
+        time = _record_time(record)
         early = record["type"] != "occupancy" and draw(st.booleans())
         lag = -draw(st.integers(0, 3_600_000)) if early else draw(st.integers(0, DELAY - 1))
         arrivals.append((time + lag, line))
+        if record["type"] != "occupancy":
+            versions.append((record, time + lag))
+    late = draw(st.sampled_from(["none", "copy", "own"]))
+    if late == "own" and journal.lines:
+        # a version of an id of its own, on a bay, sent ahead of its start, for the late one
+        # to copy
+        start = _record_time(json.loads(draw(st.sampled_from(journal.lines))))
+        start += draw(st.integers(-180, 180)) * MIN
+        end = start + draw(st.integers(1, 4 * 60)) * MIN
+        bay = draw(st.sampled_from(["B1", "B2", "B3", "C1"]))
+        if draw(st.booleans()):
+            journal.right("q1", start, end, bay=bay)
+        else:
+            journal.suspend("q1", start, end, bays=(bay,))
+        sent = start - draw(st.integers(0, 3_600_000))
+        arrivals.append((sent, journal.lines[-1]))
+        versions.append((json.loads(journal.lines[-1]), sent))
+    if late != "none" and versions:
+        old, sent = versions[-1] if late == "own" else draw(st.sampled_from(versions))
+        old_start = at(old["start"])
+        bays = sorted({b for r, _sent in versions if _same_id(r, old) for b in _bays(site, r)})
+        stays = _stays(journal.lines)
+        spans = [span for bay in bays for span in stays.get(bay, ())]
+        if not any(a <= old_start < b for a, b in spans):
+            # the empty stretch around the old start, where the new version's start and the
+            # rules' clock when it comes must lie
+            lo = max([b for _a, b in spans if b <= old_start], default=old_start - 120 * MIN)
+            hi = min([a for a, _b in spans if a > old_start], default=old_start + 360 * MIN)
+            start = max(int(lo), old_start - draw(st.integers(1, 120)) * MIN)
+            first_clock = max(old_start, sent - DELAY)
+            if first_clock < hi:
+                clock = draw(st.integers(first_clock, int(min(hi, first_clock + 360 * MIN)) - 1))
+                end = clock + draw(st.integers(1, 180)) * MIN  # sent while it runs
+                new = {**old, "start": format_instant(start), "end": format_instant(end)}
+                arrivals.append((clock + DELAY, json.dumps(new)))
+                until = max(until, clock + draw(st.integers(0, 360)) * MIN)
+                if draw(st.integers(0, 3)):
+                    arrive = clock + draw(st.integers(1, 60)) * MIN
+                    journal.occ(arrive, "occupied", bay=draw(st.sampled_from(bays)))
+                    arrivals.append((arrive + draw(st.integers(0, DELAY - 1)), journal.lines[-1]))
     arrivals.sort(key=lambda a: a[0])
     # Events of one bay reach the collector in the order they happened, as gateways send them.
     return site, arrivals, until
+
+
+def _record_time(record: dict[str, Any]) -> Instant:
+    return at(record["ts"] if record["type"] == "occupancy" else record["start"])
+
+
+def _stays(lines: list[str]) -> dict[str, list[tuple[Instant, float]]]:
+    """Each bay's stays, [arrival, departure), as the rules see them."""
+    events = sorted(
+        (_record_time(r), i, r)
+        for i, r in enumerate(json.loads(line) for line in lines)
+        if r["type"] == "occupancy"
+    )
+    stays: dict[str, list[tuple[Instant, float]]] = {}
+    since: dict[str, Instant] = {}
+    for time, _i, event in events:
+        bay = event["bay_id"]
+        if event["state"] == "occupied":
+            since.setdefault(bay, time)
+        elif bay in since:
+            stays.setdefault(bay, []).append((since.pop(bay), time))
+    for bay, arrival in since.items():
+        stays.setdefault(bay, []).append((arrival, float("inf")))
+    return stays
+
+
+def _same_id(record: dict[str, Any], other: dict[str, Any]) -> bool:
+    key = "right_id" if record["type"] == "right" else "suspension_id"
+    return bool(record["type"] == other["type"] and record[key] == other[key])
+
+
+def _bays(site: Site, record: dict[str, Any]) -> list[str]:
+    if record["type"] == "suspension":
+        return list(record["bay_ids"])
+    if record.get("zone_id") is not None:
+        return [bay.id for bay in site.bays_of_zone(record["zone_id"])]
+    return [record["bay_id"]]
 
 
 @settings(max_examples=150, deadline=None)

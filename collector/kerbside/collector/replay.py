@@ -1,12 +1,13 @@
 """``kerbside-collector replay``: the rules engine over a journal file (docs/rules.md).
 
 Every line is validated as ``run`` validates it; accepted records are applied in order of
-(time, position in the journal); the alerts raised at or before ``--until`` are printed with
-their status as of ``--until``, sorted by (raised_at, bay_id, kind). stdout carries those alert
-records and nothing else. A bad line gets a one-line error on stderr with its line number and
-the rest carries on; a last line on stderr sums the journal up, and with ``--strict`` any bad
-line makes the exit status 1, so that a result that leaves lines out cannot pass for a whole
-one.
+(time, position in the journal), less the versions of rights and suspensions that a later line
+replaced before they began (``run`` drops them when that line comes); the alerts raised at or
+before ``--until`` are printed with their status as of ``--until``, sorted by (raised_at,
+bay_id, kind). stdout carries those alert records and nothing else. A bad line gets a one-line
+error on stderr with its line number and the rest carries on; a last line on stderr sums the
+journal up, and with ``--strict`` any bad line makes the exit status 1, so that a result that
+leaves lines out cannot pass for a whole one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kerbside.collector.console import Progress, counted, print_lines
 from kerbside.collector.journals import CheckedJournal, check_journal, journal_lines
 from kerbside.collector.records import JournalRecord, MemorySeenEvents, RecordValidator
 from kerbside.collector.rules.alerts import Alert, AlertChange
-from kerbside.collector.rules.engine import RulesEngine
+from kerbside.collector.rules.engine import RulesEngine, replaced_versions
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, parse_instant
 from kerbside.core.site import Site, load_site
@@ -44,9 +45,10 @@ def replay_records(
     engine: RulesEngine | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Alert]:
-    """Run sorted accepted records through the engine: the alerts raised at or before ``until``
-    (default: the latest record's time) as of ``until``, in output order. ``progress`` is told
-    now and then how many records have been taken."""
+    """Run sorted accepted records through the engine, less the versions later ones replaced
+    before they began: the alerts raised at or before ``until`` (default: the latest record's
+    time) as of ``until``, in output order. ``progress`` is told now and then how many records
+    have been taken."""
     if until is None:
         if not accepted:
             return []
@@ -58,10 +60,13 @@ def replay_records(
         for change in changes:
             latest[change.alert.alert_id] = change.alert
 
+    replaced = replaced_versions(accepted)
     records = accepted if progress is None else counted(accepted, progress)
-    for time, _number, record in records:
+    for time, number, record in records:
         if time > until:
             break
+        if number in replaced:
+            continue
         if time > engine.clock + 1:
             keep(engine.advance(time - 1))
         keep(engine.apply(record))

@@ -8,11 +8,17 @@ scans time minute by minute, and every deadline is an exact instant a live calle
 
 At one instant, records take effect first (in the order they were applied), then raises and
 clears; that is how "a record at instant t takes effect at t" wins every tie.
+
+A right or suspension with an id seen before replaces the earlier version because it came later
+in the journal, not because of its time: a version waiting for a start later than the new one's
+never takes effect. Replay, which applies records in time order, leaves such versions out
+(``replaced_versions``).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -56,6 +62,7 @@ _KIND_ORDER: Final = {
 _ZONE_RIGHT_KEEP_MS: Final = 60 * 86_400_000
 
 Candidate = tuple[Instant, AlertKind, Instant, Instant]  # (due, kind, key, end of its P/run)
+VersionId = tuple[str, str]  # ("right", right_id) or ("suspension", suspension_id)
 
 
 class RulesEngine:
@@ -73,6 +80,10 @@ class RulesEngine:
         # (time, phase, order, version, payload): phase 0 = queued record (order = arrival
         # sequence), phase 1 = a bay's wake (order = the bay's place in the site file).
         self._heap: list[tuple[Instant, int, int, int, Any]] = []
+        # the versions of rights and suspensions waiting in the heap, by id: how many, and the
+        # latest time one waits for (or later: one that left may have been it). A new version
+        # looks for the others in the heap only if one may wait for a later time than its own.
+        self._waiting: dict[VersionId, tuple[int, Instant]] = {}
         self._seq = 0
         self._clock: Instant = NEG_INF
         self._use_site(site)
@@ -97,9 +108,11 @@ class RulesEngine:
         when the engine advances to its time; a late one takes effect at once and can only clear
         what was already raised."""
         time = record_time(record)
+        if not isinstance(record, OccupancyEvent):
+            self._drop_replaced(_version_id(record), time)
         if time > self._clock:
             self._seq += 1
-            heapq.heappush(self._heap, (time, 0, self._seq, 0, record))
+            self._queue(time, self._seq, record)
             return []
         out: list[AlertChange] = []
         self._take(record, time, out, late=True)
@@ -112,6 +125,8 @@ class RulesEngine:
         while heap and heap[0][0] <= now:
             time, phase, _order, version, payload = heapq.heappop(heap)
             if phase == 0:
+                if not isinstance(payload, OccupancyEvent):
+                    self._unwait(_version_id(payload))
                 self._take(payload, time, out, late=False)
                 continue
             state = self._bays.get(payload)
@@ -175,6 +190,8 @@ class RulesEngine:
 
     def _cancel_queued_right(self, right_id: str, at: Instant) -> None:
         """A right sent ahead of its start is cancelled (or cut short) before it takes effect."""
+        if ("right", right_id) not in self._waiting:
+            return
         kept = []
         changed = False
         for entry in self._heap:
@@ -182,6 +199,7 @@ class RulesEngine:
             if entry[1] == 0 and isinstance(record, Right) and record.right_id == right_id:
                 changed = True
                 if at <= record.start:
+                    self._unwait(("right", right_id))
                     continue
                 cut = Right(
                     record.right_id,
@@ -303,11 +321,16 @@ class RulesEngine:
             kept = tuple(b for b in bay_ids if b in site.bays)
             if kept:
                 engine._suspension_home[suspension_id] = kept
-        for time, order, record in snapshot["queued"]:
-            fitted = fit_record(from_journal_dict(record), site)
-            if fitted is not None:
-                engine._heap.append((time, 0, order, 0, fitted))
-        heapq.heapify(engine._heap)
+        queued = [
+            (time, order, fitted)
+            for time, order, record in snapshot["queued"]
+            if (fitted := fit_record(from_journal_dict(record), site)) is not None
+        ]
+        # a snapshot written before replaced versions were dropped from the queue may hold some
+        replaced = replaced_versions(queued)
+        for time, order, record in queued:
+            if isinstance(record, OccupancyEvent) or order not in replaced:
+                engine._queue(time, order, record)
         for bay_id, state in engine._bays.items():
             engine._recompute(bay_id, state, engine._clock + 1)
         return engine
@@ -371,7 +394,7 @@ class RulesEngine:
         for time, record in move.queued:
             if isinstance(record, OccupancyEvent):
                 self._seq += 1
-                heapq.heappush(self._heap, (time, 0, self._seq, 0, record))
+                self._queue(time, self._seq, record)
                 continue
             # this engine holds the same version without the bay: give it the bay (an engine
             # of a zone new with this site has none: the version comes as it is)
@@ -387,7 +410,7 @@ class RulesEngine:
                     alone = Suspension(
                         record.suspension_id, (bay_id,), record.start, record.end, record.reason
                     )
-                heapq.heappush(self._heap, (time, 0, self._seq, 0, alone))
+                self._queue(time, self._seq, alone)
         if schedule and state is not None:
             state.wake = None
             state.version += 1
@@ -406,7 +429,7 @@ class RulesEngine:
         for time, order, record in entries:
             fitted = fit_record(record, self.site)
             if fitted is not None:
-                heapq.heappush(self._heap, (time, 0, order, 0, fitted))
+                self._queue(time, order, fitted)
             self._seq = max(self._seq, order)
 
     # -- looking inside -------------------------------------------------------------------
@@ -434,6 +457,43 @@ class RulesEngine:
         return state is not None and run_at(state, at) is not None
 
     # -- records --------------------------------------------------------------------------
+    def _queue(self, time: Instant, order: int, record: JournalRecord) -> None:
+        """Keep a record for when the engine reaches its time."""
+        heapq.heappush(self._heap, (time, 0, order, 0, record))
+        if not isinstance(record, OccupancyEvent):
+            version = _version_id(record)
+            count, latest = self._waiting.get(version, (0, time))
+            self._waiting[version] = (count + 1, max(latest, time))
+
+    def _unwait(self, version: VersionId) -> None:
+        count, latest = self._waiting[version]
+        if count > 1:
+            self._waiting[version] = (count - 1, latest)
+        else:
+            del self._waiting[version]
+
+    def _drop_replaced(self, version: VersionId, time: Instant) -> None:
+        """A new version of a right or suspension, starting at ``time``, replaces the versions
+        of its id that wait for a later start before they take effect: they never do."""
+        waiting = self._waiting.get(version)
+        if waiting is None or waiting[1] <= time:
+            return
+        kept = []
+        for entry in self._heap:
+            record = entry[4]
+            if (
+                entry[1] == 0
+                and entry[0] > time
+                and not isinstance(record, OccupancyEvent)
+                and _version_id(record) == version
+            ):
+                self._unwait(version)
+            else:
+                kept.append(entry)
+        if len(kept) < len(self._heap):
+            heapq.heapify(kept)
+            self._heap = kept
+
     def _take(
         self, record: JournalRecord, time: Instant, out: list[AlertChange], *, late: bool
     ) -> None:
@@ -884,6 +944,33 @@ def fit_record(record: JournalRecord, site: Site) -> JournalRecord | None:
     if len(bays) == len(record.bay_ids):
         return record
     return Suspension(record.suspension_id, bays, record.start, record.end, record.reason)
+
+
+def replaced_versions(accepted: Iterable[tuple[Instant, int, JournalRecord]]) -> set[int]:
+    """The positions, among ``accepted`` records (time, position in the journal, record), of
+    the versions of rights and suspensions that never take effect: a record later in the journal
+    with the same id starts before them. An engine fed the journal in its order drops them from
+    its queue when that record comes; one fed in time order must be spared them."""
+    earliest: dict[VersionId, Instant] = {}
+    replaced: set[int] = set()
+    versions = [
+        (position, time, _version_id(record))
+        for time, position, record in accepted
+        if not isinstance(record, OccupancyEvent)
+    ]
+    for position, time, version in sorted(versions, reverse=True):
+        later = earliest.get(version)
+        if later is not None and later < time:
+            replaced.add(position)
+        else:
+            earliest[version] = time
+    return replaced
+
+
+def _version_id(record: Right | Suspension) -> VersionId:
+    if isinstance(record, Right):
+        return ("right", record.right_id)
+    return ("suspension", record.suspension_id)
 
 
 @dataclass(frozen=True)
