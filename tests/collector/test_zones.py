@@ -230,3 +230,23 @@ def test_zones_saved_before_a_bay_changed_zone_restore_as_one_engine(
         out_zoned += getattr(zoned, op[0])(op[1])
         out_one += getattr(one, op[0])(op[1])
     assert _per_alert(out_zoned) == _per_alert(out_one)
+
+
+def test_records_of_one_instant_keep_their_order_when_their_bay_changes_zone() -> None:
+    def occ(seq: int, bay: str, state: str, minute: int) -> tuple[str, OccupancyEvent]:
+        t = BASE + minute * MIN
+        return ("apply", OccupancyEvent(f"gw1:e:{seq}", "gw1", seq, bay, f"S{bay}", state, t, t))
+
+    ops = [
+        occ(1, "B1", "occupied", 1),
+        occ(2, "B2", "occupied", 6),
+        occ(3, "B2", "vacant", 6),  # B2 is empty from 07:06
+        occ(4, "B1", "vacant", 2),
+        occ(5, "B1", "occupied", 3),
+        ("advance", BASE + MIN),
+        ("reload",),  # B2 moves to Z4 with its two records still queued
+        ("advance", BASE + 24 * 60 * MIN),
+    ]
+    one = _per_alert(_run(ops, zoned=False))
+    assert {a[0][2]["bay_id"] for a in one.values()} == {"B1"}
+    assert _per_alert(_run(ops, zoned=True)) == one

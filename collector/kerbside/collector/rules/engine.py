@@ -355,7 +355,9 @@ class RulesEngine:
                     self._suspension_home.pop(suspension_id, None)
         queued: list[tuple[Instant, JournalRecord]] = []
         kept = []
-        for entry in self._heap:
+        # in the order they take effect, which ``adopt_bay`` keeps (a heap's list is not: a
+        # vacant event queued after an occupied one of the same instant could go first)
+        for entry in sorted(self._heap, key=lambda e: (e[0], e[1], e[2])):
             record = entry[4]
             if entry[1] != 0:
                 kept.append(entry)
