@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,18 +137,7 @@ def test_replay_of_the_export_equals_live_after_cancellations(
 # -- the command ------------------------------------------------------------------------------
 
 
-def _export_command(config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kerbside.collector.cli",
-        "export-journal",
-        "--config",
-        str(config),
-    ]
-
-
-def _store_with_events(tmp_path: Path, events: int) -> Path:
+def store_with_events(tmp_path: Path, events: int) -> Path:
     """A collector's config, its store holding ``events`` occupancy events."""
     service, _link = make(tmp_path, Clock(T0))
     for n in range(1, events + 1):
@@ -164,37 +151,10 @@ def test_a_store_that_does_not_exist_is_refused_not_exported_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Opening it would have created an empty store, and printed an empty journal."""
-    config = _store_with_events(tmp_path, 1)
+    config = store_with_events(tmp_path, 1)
     (tmp_path / "collector.db").rename(tmp_path / "elsewhere.db")
     assert main(["export-journal", "--config", str(config)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"kerbside-collector: store.path: {tmp_path / 'collector.db'} does not exist\n"
     assert not (tmp_path / "collector.db").exists()
-
-
-def test_a_reader_that_stops_early_ends_the_export_quietly(tmp_path: Path) -> None:
-    """``export-journal | head``: no traceback."""
-    config = _store_with_events(tmp_path, 50)
-    with subprocess.Popen(
-        _export_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=60) == 0
-    assert err == ""
-
-
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_full_disk_under_the_export_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    config = _store_with_events(tmp_path, 50)
-    with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(
-            _export_command(config), stdout=full, stderr=subprocess.PIPE, check=False
-        )
-    assert done.returncode == 1
-    assert done.stderr.decode() == (
-        "kerbside-collector: cannot write to stdout: No space left on device\n"
-    )
