@@ -1,0 +1,44 @@
+"""tools/decide_cost.py: the collector's unit of work fed a backlog in-process, every event
+decided, committed and acknowledged."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from kerbside.collector import cycle
+
+TOOL = Path(__file__).resolve().parents[1] / "tools/decide_cost.py"
+
+
+def _tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("decide_cost", TOOL)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_it_decides_and_commits_every_event_and_says_what_it_cost(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    every_s = cycle.SNAPSHOT_EVERY_S
+    assert _tool().main(["--events", "2000"]) == 0
+    out = capsys.readouterr().out
+    # it raises if fewer than all 2,000 were acknowledged (committed)
+    assert re.fullmatch(
+        r"2000 events: CPU \d+\.\d us an event \(event loop \d+\.\d\), [\d,]+ events/s\n", out
+    )
+    assert every_s == cycle.SNAPSHOT_EVERY_S  # put back for the rest of the process
+
+
+def test_too_few_events_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _tool().main(["--events", "10"])
+    assert exited.value.code == 2
+    assert "--events: between 2,000 and 10,000,000" in capsys.readouterr().err

@@ -1,0 +1,267 @@
+"""What the collector spends deciding and committing an event, without a broker or InfluxDB.
+
+    python tools/decide_cost.py                     # CPU per event (this checkout's code)
+    python tools/decide_cost.py --instructions      # instructions per event, under valgrind
+
+For comparing two versions of the collector's hot path where a drain's rate (``bench/run.py
+peer``) moves by a third from one run to the next, as it does on a shared virtual machine: the
+instruction count of the same code on the same stream is the same to the instruction from run
+to run (the hash seed fixed, no clock deciding what is done), so a change of half a per cent
+shows. Run it from each checkout and compare.
+
+It feeds ``--events`` events of the peer bench's stream (1,000 bays on 10 gateways, each event
+flipping its bay) to the collector's unit of work as a backlog drains (``CommitCycle``, batches
+of 2,000, the rules' clock held), into a SQLite store on a file, with each point's InfluxDB line
+made and spooled in the commit but not sent. Not in it: the MQTT link, sending to InfluxDB, and
+the rules' periodic save (every 5 s of wall time: under valgrind it would come 50 times as
+often). The instruction count is the whole process's (the commit thread too), less that of a run
+that stops once the events are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from kerbside.collector import cycle as cycle_module
+from kerbside.collector.config import load_config
+from kerbside.collector.link import LinkEvents, Message
+from kerbside.collector.runtime import Collector, SinkView, assemble, wall_ms
+from kerbside.collector.store.opening import open_store
+from kerbside.collector.timeseries import create_sink
+from kerbside.core.instants import format_instant
+from kerbside.core.site import load_site
+from kerbside.core.version import VERSION
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ("collector", "core", "demo", "edge", "firmware-sim")
+ROOT = "bench/v1"
+BAYS = 1000
+GATEWAYS = 10
+BATCH = 2000
+STEP_MS = 10
+
+
+class _Link:
+    """The broker link's seam with no broker: acknowledgements counted, nothing published."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self._token = 0
+
+    def start(self, events: LinkEvents) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def ack(self, message: Message) -> None:
+        self.acked += 1
+
+    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
+        self._token += 1
+        return self._token
+
+
+def _write_setup(work: Path) -> Path:
+    per_gateway = BAYS // GATEWAYS
+    site = [
+        "site: cost",
+        "timezone: Europe/London",
+        "defaults: {grace_minutes: 0, observation_minutes: 1}",
+        "zones:",
+        "  - {id: Z000, name: Zone 0, controlled_hours: any}",
+        "bays:",
+    ]
+    site += [
+        f"  - {{id: B{i:06d}, zone: Z000, street: S{i // 100},"
+        f" kind: {'paid' if i % 10 == 0 else 'free'}, max_stay_minutes: 120,"
+        f" location: {{lat: 51.5, lon: -0.14}}, sensor: S{i:06d},"
+        f" gateway: gw-{i // per_gateway:04d}}}"
+        for i in range(BAYS)
+    ]
+    (work / "site.yaml").write_text("\n".join(site) + "\n")
+    config = work / "collector.yaml"
+    config.write_text(
+        "site: site.yaml\n"
+        f"mqtt: {{host: 127.0.0.1, port: 1883, topic_root: {ROOT}, client_id: cost}}\n"
+        "store: {path: collector.db}\n"
+        "http: null\n"
+        "alert_delay_s: 15\n"
+        "influxdb: {url: 'http://127.0.0.1:9', api: v1, database: cost}\n"
+    )
+    return config
+
+
+def _messages(count: int, now: int) -> list[Message]:
+    """The peer bench's stream: event ``i`` flips bay ``i % 1000``."""
+    per_gateway = BAYS // GATEWAYS
+    base = now - count * STEP_MS - 600_000
+    out = []
+    for i in range(count):
+        bay = i % BAYS
+        gateway = f"gw-{bay // per_gateway:04d}"
+        seq = (i // BAYS) * per_gateway + i % per_gateway + 1
+        ts = base + i * STEP_MS
+        body = {
+            "v": 1,
+            "event_id": f"{gateway}:cost:{seq}",
+            "gateway_id": gateway,
+            "seq": seq,
+            "bay_id": f"B{bay:06d}",
+            "sensor_id": f"S{bay:06d}",
+            "state": "occupied" if (i // BAYS) % 2 == 0 else "vacant",
+            "ts": format_instant(ts),
+            "confirmed_ts": format_instant(ts + 10_000),
+            "reason": None,
+        }
+        topic = f"{ROOT}/gw/{gateway}/events"
+        out.append(Message(topic, json.dumps(body).encode(), 1, i % 65535 + 1, 1, now))
+    return out
+
+
+def _thread_cpu_s(native_id: int) -> float:
+    fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(count: int, *, setup_only: bool) -> str:
+    work = Path(tempfile.mkdtemp(prefix="kerbside-decide-cost-"))
+    every_s = cycle_module.SNAPSHOT_EVERY_S
+    cycle_module.SNAPSHOT_EVERY_S = float("inf")  # no periodic save: see the module's docstring
+    try:
+        os.chdir(work)
+        config = load_config(_write_setup(work))
+        assert config.influxdb is not None
+        site = load_site(config.site)
+        store = open_store(config.store)
+        built: list[Collector] = []
+        sink = create_sink(
+            config.influxdb,
+            SinkView(lambda: built[0].queries, wall_ms),
+            store_path=config.store.path,
+            delay_s=config.alert_delay_s,
+            store=store,
+        )
+        link = _Link()
+        built.append(assemble(config, site, store, link, clock=wall_ms, sink=sink))
+        cycle = built[0].cycle
+        cycle.hold()  # a backlog: the rules' clock held, bay states published once it is in
+        messages = _messages(count, wall_ms())
+        if setup_only:
+            return "events made"
+        loop_thread = threading.get_native_id()
+        loop0, process0, wall0 = (
+            _thread_cpu_s(loop_thread),
+            time.process_time(),
+            time.perf_counter(),
+        )
+        for k in range(0, count, BATCH):
+            await cycle.ingest_next(messages[k : k + BATCH])
+        await cycle.settle()
+        wall = time.perf_counter() - wall0
+        loop, process = _thread_cpu_s(loop_thread) - loop0, time.process_time() - process0
+        if link.acked != count:
+            raise RuntimeError(f"{link.acked} of {count} events acknowledged")
+        store.close()
+        return (
+            f"{count} events: CPU {process / count * 1e6:.1f} us an event"
+            f" (event loop {loop / count * 1e6:.1f}), {count / wall:,.0f} events/s"
+        )
+    finally:
+        cycle_module.SNAPSHOT_EVERY_S = every_s
+        os.chdir(REPO)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _instructions(count: int) -> str:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("decide_cost: valgrind not found (Debian: apt-get install valgrind)")
+    env = {
+        **os.environ,
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": os.pathsep.join(
+            [*(str(REPO / s) for s in SOURCES), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+
+    def refs(*extra: str) -> int:
+        what = "making the events only" if extra else "the events"
+        print(f"decide_cost: under valgrind, {what} ...", file=sys.stderr)
+        done = subprocess.run(  # noqa: S603 (valgrind from PATH, running this very file)
+            [
+                valgrind,
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                "--cachegrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--events",
+                str(count),
+                *extra,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise SystemExit(f"decide_cost: the run under valgrind failed: {tail[0]}")
+        return int(found.group(1).replace(",", ""))
+
+    with ThreadPoolExecutor(2) as pool:  # the two runs side by side: a core each
+        full, setup = pool.map(lambda extra: refs(*extra), [(), ("--setup-only",)])
+    return (
+        f"{count} events: {(full - setup) / count:,.0f} instructions an event"
+        f" ({full:,} in all, {setup:,} of them making the events)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="decide_cost",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Compare two checkouts by running each one's copy of this tool.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=20_000,
+        help="events to decide and commit (default 20,000; at least 2,000; under valgrind"
+        " 6,000 take about a minute)",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions under valgrind's cachegrind instead of timing",
+    )
+    parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not 2000 <= args.events <= 10_000_000:
+        parser.error("--events: between 2,000 and 10,000,000")
+    if args.instructions:
+        print(_instructions(args.events))
+    else:
+        print(asyncio.run(_measure(args.events, setup_only=args.setup_only)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
