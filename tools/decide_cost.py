@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -34,66 +33,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kerbside.collector import cycle as cycle_module
-from kerbside.collector.config import load_config
-from kerbside.collector.link import LinkEvents, Message
-from kerbside.collector.runtime import Collector, SinkView, assemble, wall_ms
-from kerbside.collector.store.opening import open_store
-from kerbside.collector.timeseries import create_sink
-from kerbside.core.instants import format_instant
-from kerbside.core.site import load_site
-from kerbside.core.version import VERSION
-
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("collector", "core", "demo", "edge", "firmware-sim")
-ROOT = "bench/v1"
-BAYS = 1000
-GATEWAYS = 10
 BATCH = 2000
-STEP_MS = 10
+# the peer bench's stream and site, and the tests' broker link with no broker
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+from bench_collector import _write_site  # noqa: E402
+from bench_peer import BAYS, ROOT, STEP_MS, event  # noqa: E402
 
-class _Link:
-    """The broker link's seam with no broker: acknowledgements counted, nothing published."""
-
-    connected = True
-
-    def __init__(self) -> None:
-        self.acked = 0
-        self._token = 0
-
-    def start(self, events: LinkEvents) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def ack(self, message: Message) -> None:
-        self.acked += 1
-
-    def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool = False) -> int:
-        self._token += 1
-        return self._token
+from kerbside.collector import cycle as cycle_module  # noqa: E402
+from kerbside.collector.config import load_config  # noqa: E402
+from kerbside.collector.link import Message  # noqa: E402
+from kerbside.collector.runtime import Collector, SinkView, assemble, wall_ms  # noqa: E402
+from kerbside.collector.store.opening import open_store  # noqa: E402
+from kerbside.collector.timeseries import create_sink  # noqa: E402
+from kerbside.core.site import load_site  # noqa: E402
+from kerbside.core.version import VERSION  # noqa: E402
+from tests.helpers import FakeLink  # noqa: E402
 
 
 def _write_setup(work: Path) -> Path:
-    per_gateway = BAYS // GATEWAYS
-    site = [
-        "site: cost",
-        "timezone: Europe/London",
-        "defaults: {grace_minutes: 0, observation_minutes: 1}",
-        "zones:",
-        "  - {id: Z000, name: Zone 0, controlled_hours: any}",
-        "bays:",
-    ]
-    site += [
-        f"  - {{id: B{i:06d}, zone: Z000, street: S{i // 100},"
-        f" kind: {'paid' if i % 10 == 0 else 'free'}, max_stay_minutes: 120,"
-        f" location: {{lat: 51.5, lon: -0.14}}, sensor: S{i:06d},"
-        f" gateway: gw-{i // per_gateway:04d}}}"
-        for i in range(BAYS)
-    ]
-    (work / "site.yaml").write_text("\n".join(site) + "\n")
+    _write_site(work / "site.yaml", BAYS)
     config = work / "collector.yaml"
     config.write_text(
         "site: site.yaml\n"
@@ -107,30 +68,9 @@ def _write_setup(work: Path) -> Path:
 
 
 def _messages(count: int, now: int) -> list[Message]:
-    """The peer bench's stream: event ``i`` flips bay ``i % 1000``."""
-    per_gateway = BAYS // GATEWAYS
+    """The peer bench's stream (event ``i`` flips bay ``i % 1000``), as the link hands it over."""
     base = now - count * STEP_MS - 600_000
-    out = []
-    for i in range(count):
-        bay = i % BAYS
-        gateway = f"gw-{bay // per_gateway:04d}"
-        seq = (i // BAYS) * per_gateway + i % per_gateway + 1
-        ts = base + i * STEP_MS
-        body = {
-            "v": 1,
-            "event_id": f"{gateway}:cost:{seq}",
-            "gateway_id": gateway,
-            "seq": seq,
-            "bay_id": f"B{bay:06d}",
-            "sensor_id": f"S{bay:06d}",
-            "state": "occupied" if (i // BAYS) % 2 == 0 else "vacant",
-            "ts": format_instant(ts),
-            "confirmed_ts": format_instant(ts + 10_000),
-            "reason": None,
-        }
-        topic = f"{ROOT}/gw/{gateway}/events"
-        out.append(Message(topic, json.dumps(body).encode(), 1, i % 65535 + 1, 1, now))
-    return out
+    return [Message(*event(i, base), 1, i % 65535 + 1, 1, now) for i in range(count)]
 
 
 def _thread_cpu_s(native_id: int) -> float:
@@ -156,7 +96,7 @@ async def _measure(count: int, *, setup_only: bool) -> str:
             delay_s=config.alert_delay_s,
             store=store,
         )
-        link = _Link()
+        link = FakeLink()
         built.append(assemble(config, site, store, link, clock=wall_ms, sink=sink))
         cycle = built[0].cycle
         cycle.hold()  # a backlog: the rules' clock held, bay states published once it is in
@@ -174,8 +114,8 @@ async def _measure(count: int, *, setup_only: bool) -> str:
         await cycle.settle()
         wall = time.perf_counter() - wall0
         loop, process = _thread_cpu_s(loop_thread) - loop0, time.process_time() - process0
-        if link.acked != count:
-            raise RuntimeError(f"{link.acked} of {count} events acknowledged")
+        if len(link.acked) != count:
+            raise RuntimeError(f"{len(link.acked)} of {count} events acknowledged")
         store.close()
         return (
             f"{count} events: CPU {process / count * 1e6:.1f} us an event"
