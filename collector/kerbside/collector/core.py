@@ -244,6 +244,9 @@ class CollectorCore:
         seen = self._seen
         seen.known, seen.pending = known, {}
         self._advance(now, draft, flow)
+        if intake.messages:
+            draft.count("messages_in", len(intake.messages))
+        journaled = len(draft.journal)
         decoded = intake.decoded
         for i, message in enumerate(intake.messages):
             try:
@@ -253,6 +256,9 @@ class CollectorCore:
             except Exception:
                 log.exception("message on %s could not be processed", message.topic)
                 self._reject(message, "internal_error", draft)
+        accepted = len(draft.journal) - journaled  # only an accepted event is journaled
+        if accepted:
+            draft.count("events_in", accepted)
         self._advance(now, draft, flow)
         seen.known, seen.pending = {}, {}
         return draft.finish(self._rules.clock)
@@ -285,7 +291,6 @@ class CollectorCore:
         draft: Draft,
         flow: Flow,
     ) -> None:
-        draft.count("messages_in")
         topic = message.topic
         parts = topic.split("/")
         if len(parts) != self._topic_parts or parts[-3] != "gw":
@@ -306,7 +311,6 @@ class CollectorCore:
                 draft.count("duplicates")
                 return
             self._accept_event(*checked, draft, flow)
-            draft.count("events_in")
         elif kind == "status":
             self._gateway_status(gateway_id, check_status(payload, gateway_id), now, draft)
         elif kind == "health":
