@@ -251,12 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # damaged file stays damaged; a full or locked one (StoreError) is worth another try
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
-        # full, locked or not openable: one line, and exit 1, which systemd restarts
-        print(f"kerbside-collector: {exc}", file=sys.stderr)
-        return 1
-    except OutputError as exc:
-        # stdout on a full disk: one line; what was printed is incomplete
+    except (StoreError, OutputError) as exc:
+        # a store full, locked or not openable (exit 1, which systemd restarts), or stdout on a
+        # full disk (what was printed is incomplete): one line
         print(f"kerbside-collector: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
