@@ -7,10 +7,11 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from kerbside.collector.errors import DamagedStoreError, OutputError, StoreError, StoreRefused
+from kerbside.collector.errors import DamagedStoreError, StoreError, StoreRefused
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
+from kerbside.core.output import OutputError
 from kerbside.core.version import add_version_option
 
 DEFAULT_CONFIG = "/etc/kerbside/collector.yaml"

@@ -22,10 +22,6 @@ class RecordRejected(CollectorError):  # noqa: N818 (a verdict on a record, not 
         super().__init__(f"{reason}: {self.detail}")
 
 
-class OutputError(CollectorError):
-    """A command's output cannot be written (the disk is full)."""
-
-
 class NotFound(CollectorError):  # noqa: N818 (the API maps it to 404)
     """No such alert, right or bay."""
 

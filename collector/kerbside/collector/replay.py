@@ -19,13 +19,14 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kerbside.collector.console import Progress, counted, print_lines
+from kerbside.collector.console import Progress, counted
 from kerbside.collector.journals import CheckedJournal, check_journal, journal_lines
 from kerbside.collector.records import JournalRecord, MemorySeenEvents, RecordValidator
 from kerbside.collector.rules.alerts import Alert, AlertChange
 from kerbside.collector.rules.engine import RulesEngine, replaced_versions
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, parse_instant
+from kerbside.core.output import print_lines
 from kerbside.core.site import Site, load_site
 
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from kerbside.collector.batcher import Hold, LoopAlarm, Switchboard, gather_batches
 from kerbside.collector.commands import Commands
 from kerbside.collector.config import CollectorConfig, HttpConfig, check_config, load_config
-from kerbside.collector.console import print_lines
 from kerbside.collector.core import CollectorCore, CoreSettings
 from kerbside.collector.cycle import Alarm, CommitCycle, Cycle, Sink, Wiring
 from kerbside.collector.feed import AlertFeed
@@ -45,6 +44,7 @@ from kerbside.collector.zones import only_zones
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, parse_instant
+from kerbside.core.output import print_lines
 from kerbside.core.site import Site, SiteError
 from kerbside.core.systemd import Notifier
 

@@ -11,7 +11,6 @@ process group and is stopped (SIGTERM, then SIGKILL) on Ctrl-C, SIGTERM or after
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -27,6 +26,7 @@ import yaml
 from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.arguments import number
 from kerbside.core.instants import format_instant, parse_instant
+from kerbside.core.output import stdout_to_devnull
 from kerbside.demo.broker import find_mosquitto, start_broker
 from kerbside.demo.collector import Api, collector_config, make_tokens
 from kerbside.demo.processes import (
@@ -136,8 +136,8 @@ def run_demo(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"kerbside demo: {exc}", file=sys.stderr, flush=True)
         return 1
-    except BrokenPipeError:  # piped into `head`: stop quietly (Python's own advice)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # piped into `head`: stop quietly
+        stdout_to_devnull()
         return 0
     finally:
         if children is not None:
