@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kerbside.core.instants import parse_instant
+from kerbside.edge import replay
 from kerbside.edge.ble import encode_payload
 from kerbside.edge.capture import (
     BadCaptureLine,
     BleRecord,
+    CaptureRecord,
     CaptureWriter,
     SerialRecord,
     read_capture,
@@ -292,3 +296,60 @@ def test_console_script_replays_a_simulated_street(tmp_path: Path) -> None:
     second = subprocess.run(command, check=True, capture_output=True)
     assert first.stdout == second.stdout
     assert first.stdout.count(b"\n") >= 4  # every bay's first state at least
+
+
+def replay_command(capture: Path, config: Path, *args: str) -> list[str]:
+    """``kerbside-edge replay`` as a program, the way a shell runs it."""
+    return [sys.executable, "-m", "kerbside.edge.cli", "replay", str(capture), "--config",
+            str(config), *args]  # fmt: skip
+
+
+def street(tmp_path: Path) -> tuple[Path, Path]:
+    """The street's capture and a config for its three sensors."""
+    capture = tmp_path / "street.jsonl"
+    street_capture(capture)
+    sensors = {"S-A": "BAY-A", "S-B": "BAY-B", "BLE-0000BEEF": "BAY-C"}
+    return capture, write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", sensors)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Said as stdout's failure, not as the capture's (it was ``cannot read``)."""
+    capture, config = street(tmp_path)
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            replay_command(capture, config), stdout=full, stderr=subprocess.PIPE, check=False
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode() == (
+        "kerbside-edge: cannot write to stdout: No space left on device\n"
+    )
+
+
+def test_a_capture_that_fails_while_read_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture, config = street(tmp_path)
+
+    def failing(path: str | Path) -> Iterator[CaptureRecord | BadCaptureLine]:
+        yield from list(read_capture(path))[:40]
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(replay, "read_capture", failing)
+    code, _, err = replay_stdout(capsys, str(capture), "--config", str(config))
+    assert code == 2
+    assert err == f"kerbside-edge: {capture}: cannot read: Input/output error\n"
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:
+    """``kerbside-edge replay ... | head``: no traceback."""
+    capture, config = street(tmp_path)
+    with subprocess.Popen(
+        replay_command(capture, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as program:
+        assert program.stdout is not None
+        assert program.stderr is not None
+        program.stdout.close()  # before it writes: its first write finds no reader
+        err = program.stderr.read().decode()
+        assert program.wait(timeout=60) == 0
+    assert err == ""

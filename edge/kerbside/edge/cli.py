@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
+from kerbside.core.output import OutputError
 from kerbside.core.version import add_version_option
 
 DEFAULT_CONFIG = "/etc/kerbside/edge.yaml"
@@ -121,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kerbside-edge: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:
+        # stdout on a full disk: what was printed is incomplete
+        print(f"kerbside-edge: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

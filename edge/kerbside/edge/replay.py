@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from kerbside.core.config import ConfigError
+from kerbside.core.output import print_lines
 from kerbside.edge.ble import BleDecoder
 from kerbside.edge.capture import BadCaptureLine, BleRecord, CaptureRecord, read_capture
 from kerbside.edge.config import EdgeConfig, load_edge_config
@@ -86,15 +87,15 @@ def replay_main(args: argparse.Namespace) -> int:
     def report(error: BadCaptureLine) -> None:
         print(f"kerbside-edge: {capture}:{error.line_no}: {error.message}", file=sys.stderr)
 
-    out = sys.stdout
-    try:
+    def lines() -> Iterator[str]:
         changes = replay_changes(read_capture(capture), config, report)
         for seq, change in enumerate(changes, start=1):
-            payload = event_payload(change, config.gateway_id, epoch, seq)
-            out.write(json.dumps(payload, separators=(",", ":")) + "\n")
-        out.flush()
-    except BrokenPipeError:
-        return 0
-    except OSError as exc:
+            yield json.dumps(
+                event_payload(change, config.gateway_id, epoch, seq), separators=(",", ":")
+            )
+
+    try:
+        print_lines(lines())
+    except OSError as exc:  # stdout's own failures are OutputError, not OSError
         raise ConfigError(f"{capture}: cannot read: {exc.strerror or exc}") from exc
     return 0
