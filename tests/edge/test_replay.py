@@ -34,6 +34,8 @@ pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 T0 = parse_instant("2026-11-26T08:00:00Z")
 BASE = (120, -300, 380)
 PARKED = (30, -160, 440)
+# what a capture line "{broken" is told
+BROKEN = "Expecting property name enclosed in double quotes"
 
 
 def frame(sensor: str, seq: int, field: tuple[int, int, int], flags: int = 0) -> Frame:
@@ -142,7 +144,7 @@ def test_replay_prints_events_deterministically(
     config = write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", sensors)
     code, out, err = replay_stdout(capsys, str(capture), "--config", str(config))
     assert code == 0
-    assert err == ""
+    assert err == f"{capture}: 25 records read: 25 replayed, 0 skipped; 6 events printed\n"
     lines = out.splitlines()
     events = [json.loads(line) for line in lines]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -223,8 +225,37 @@ def test_bad_line_is_reported_and_the_rest_replayed(
     code, out, err = replay_stdout(capsys, str(damaged), "--config", str(config))
     assert code == 0
     assert out == out_good
-    assert err.count("\n") == 1
-    assert f"{damaged}:4:" in err
+    assert err.splitlines() == [
+        f"kerbside-edge: {damaged}:4: not JSON: {BROKEN}",
+        f"{damaged}: 26 records read: 25 replayed, 1 skipped; 6 events printed",
+    ]
+
+
+def test_strict_exits_1_on_a_skipped_line_with_the_same_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the exit status tells that the events do not cover the whole capture."""
+    capture, config = street(tmp_path)
+    assert replay_stdout(capsys, str(capture), "--config", str(config), "--strict")[0] == 0
+    damaged = tmp_path / "damaged.jsonl"
+    good = capture.read_text().splitlines()
+    damaged.write_text("\n".join([*good[:3], "{broken", *good[3:], "[]"]) + "\n")
+    lenient = replay_stdout(capsys, str(damaged), "--config", str(config))
+    strict = replay_stdout(capsys, str(damaged), "--config", str(config), "--strict")
+    assert (lenient[0], strict[0]) == (0, 1)
+    assert lenient[1:] == strict[1:]
+    assert strict[2].splitlines()[-1] == (
+        f"{damaged}: 27 records read: 25 replayed, 2 skipped; 6 events printed"
+    )
+
+
+def test_an_empty_capture_is_no_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capture = tmp_path / "empty.jsonl"
+    capture.write_text("\n")
+    config = write_config(tmp_path / "edge.yaml", tmp_path / "o.db", {"S-A": "BAY-A"})
+    code, out, err = replay_stdout(capsys, str(capture), "--config", str(config), "--strict")
+    assert (code, out) == (0, "")
+    assert err == f"{capture}: 0 records read: 0 replayed, 0 skipped; 0 events printed\n"
 
 
 def test_replay_uses_the_outbox_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -342,14 +373,34 @@ def test_a_capture_that_fails_while_read_is_one_line_and_exit_2(
 
 
 def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> None:
-    """``kerbside-edge replay ... | head``: no traceback."""
+    """``kerbside-edge replay ... | head``: no traceback, and no summary of events that were
+    not all printed; with --strict, a line skipped before it stopped makes the status 1."""
     capture, config = street(tmp_path)
-    with subprocess.Popen(
-        replay_command(capture, config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=60) == 0
-    assert err == ""
+    good = capture.read_text().splitlines()
+    capture.write_text("\n".join([*good[:3], "{broken", *good[3:]]) + "\n")
+    for strict, status in (([], 0), (["--strict"], 1)):
+        with subprocess.Popen(
+            replay_command(capture, config, *strict),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as program:
+            assert program.stdout is not None
+            assert program.stderr is not None
+            program.stdout.close()  # before it writes: its first write finds no reader
+            err = program.stderr.read().decode()
+            assert program.wait(timeout=60) == status
+        assert err.splitlines() == [f"kerbside-edge: {capture}:4: not JSON: {BROKEN}"]
+
+
+def test_console_script_help_has_the_summary_and_the_exit_status() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kerbside.edge.cli", "replay", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "examples:\n  kerbside-edge replay street.jsonl" in done.stdout
+    assert "Nothing else goes to stdout" in done.stdout
+    assert "a last line that sums up" in done.stdout
+    assert "exit status:\n  0  " in done.stdout
+    assert "1  with --strict: a line was skipped" in done.stdout

@@ -78,11 +78,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser(
         "replay",
-        help="run the detector over a capture and print event payloads",
-        epilog="example: kerbside-edge replay street.jsonl --config edge.yaml",
+        help="run the detector over a capture and print event payloads "
+        "(exit 1 on skipped lines with --strict)",
+        description="Run the agent's parser and detector over CAPTURE on the capture's own\n"
+        "clock, and print on stdout each occupancy event payload, one JSON per line\n"
+        "(docs/protocols.md). Nothing else goes to stdout.\n"
+        "\n"
+        "On stderr: each line skipped, with its number and why (the events leave it out),\n"
+        "and a last line that sums up: records read, replayed, skipped, events printed.\n"
+        "\n"
+        "exit status:\n"
+        "  0  done, skipped lines included\n"
+        "  1  with --strict: a line was skipped (the events are printed all the same);\n"
+        "     or stdout cannot be written (a full disk)\n"
+        "  2  a mistake in the arguments or the config file, or a capture that cannot be\n"
+        "     read (missing, a directory, unreadable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  kerbside-edge replay street.jsonl --config edge.yaml > events.jsonl\n"
+        "  kerbside-edge replay street.jsonl --config edge.yaml --strict",
     )
-    replay.add_argument("capture", help="capture file (JSON Lines, docs/protocols.md)")
+    replay.add_argument(
+        "capture", metavar="CAPTURE", help="capture file (JSON Lines, docs/protocols.md)"
+    )
     replay.add_argument("--config", required=True, help="edge config file (YAML)")
+    replay.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any line was skipped (to be sure the whole capture was replayed)",
+    )
     return parser
 
 

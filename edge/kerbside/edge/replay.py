@@ -3,7 +3,9 @@
 Prints each occupancy event payload (docs/protocols.md) as one compact JSON line, numbered from 1 as
 a fresh outbox would number it. Output depends only on the capture and the config, so the same
 capture always gives byte-identical output. A capture line that cannot be read is reported on
-stderr with its line number and skipped.
+stderr with its line number and skipped; a last line on stderr sums the capture up, and with
+``--strict`` any skipped line makes the exit status 1, so that a replay of part of a capture
+cannot pass for one of all of it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from kerbside.core.config import ConfigError
@@ -57,6 +60,36 @@ def replay_changes(
         yield from detector.tick(record.t)
 
 
+@dataclass
+class Tally:
+    """What a replay made of its capture, for the line that ends its stderr."""
+
+    read: int = 0  # lines that were not blank
+    skipped: int = 0  # lines that were not a record
+    events: int = 0  # events printed
+
+    def count(
+        self, records: Iterable[CaptureRecord | BadCaptureLine]
+    ) -> Iterator[CaptureRecord | BadCaptureLine]:
+        """``records`` as they are, counted."""
+        for record in records:
+            self.read += 1
+            self.skipped += isinstance(record, BadCaptureLine)
+            yield record
+
+    def summary(self, name: str) -> str:
+        """``C: 1204 records read: 1203 replayed, 1 skipped; 6 events printed``, as the
+        collector's replay sums up a journal."""
+        return (
+            f"{name}: {_count(self.read, 'record')} read: {self.read - self.skipped} replayed,"
+            f" {self.skipped} skipped; {_count(self.events, 'event')} printed"
+        )
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _epoch(config: EdgeConfig) -> str:
     path = config.outbox.path
     if not path.exists():
@@ -83,19 +116,23 @@ def replay_main(args: argparse.Namespace) -> int:
     if not capture.is_file():
         raise ConfigError(f"{capture}: no such capture file")
     epoch = _epoch(config)
+    tally = Tally()
 
     def report(error: BadCaptureLine) -> None:
         print(f"kerbside-edge: {capture}:{error.line_no}: {error.message}", file=sys.stderr)
 
     def lines() -> Iterator[str]:
-        changes = replay_changes(read_capture(capture), config, report)
+        changes = replay_changes(tally.count(read_capture(capture)), config, report)
         for seq, change in enumerate(changes, start=1):
+            tally.events = seq
             yield json.dumps(
                 event_payload(change, config.gateway_id, epoch, seq), separators=(",", ":")
             )
 
     try:
-        print_lines(lines())
+        printed = print_lines(lines())
     except OSError as exc:  # stdout's own failures are OutputError, not OSError
         raise ConfigError(f"{capture}: cannot read: {exc.strerror or exc}") from exc
-    return 0
+    if printed:
+        print(tally.summary(str(capture)), file=sys.stderr)
+    return 1 if args.strict and tally.skipped else 0
