@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from kerbside.collector.journals import (
     HEAD_BYTES,
+    UTF8_BOM,
     check_journal,
     journal_lines,
     not_text,
@@ -35,7 +36,18 @@ SITE = make_site()
 def test_the_lines_are_the_files_wherever_the_head_ends(parts: list[bytes], end: bytes) -> None:
     data = end.join(parts)
     lines, _ = journal_lines(io.BytesIO(data))
-    assert list(lines) == list(io.BytesIO(data))
+    assert list(lines) == list(io.BytesIO(data.removeprefix(UTF8_BOM)))
+
+
+@pytest.mark.parametrize("rest", [b"", b"\n", b"{}\n" * 4000])
+def test_a_byte_order_mark_at_the_start_is_no_part_of_line_1(rest: bytes) -> None:
+    """Windows editors put one there; one anywhere else is left for the line to be judged."""
+    data = UTF8_BOM + b'{"a": 1}\n' + UTF8_BOM + b'{"b": 2}\n' + rest
+    lines, what = journal_lines(io.BytesIO(data))
+    assert list(lines) == [b'{"a": 1}\n', UTF8_BOM + b'{"b": 2}\n', *io.BytesIO(rest)]
+    assert what is None
+    only, _ = journal_lines(io.BytesIO(UTF8_BOM))
+    assert list(only) == []
 
 
 @pytest.mark.parametrize("cut", [HEAD_BYTES - 1, HEAD_BYTES, HEAD_BYTES + 1])
@@ -129,6 +141,22 @@ def test_journal_file_lines_not_utf8_are_rejected_one_by_one_and_the_rest_loaded
         f"journal_file {path}:1 rejected: not_utf8: not UTF-8 at byte 34",
         f"journal_file {path}: occupancy events ignored (it holds rights and suspensions): 1",
         f"journal_file {path}: 4 records read, 1 rejected; new or changed rights and"
+        " suspensions: 2",
+    ]
+
+
+def test_journal_file_saved_with_a_byte_order_mark_is_loaded_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, _ = make(tmp_path, Clock(T0))
+    path = tmp_path / "rights.jsonl"
+    path.write_bytes(UTF8_BOM + f"{_right('r1')}\n{_right('r2')}\n".encode())
+    with caplog.at_level(logging.INFO, "kerbside.collector.commands"):
+        service.commands.load_journal_file(path)
+    assert service.store.right("r1") is not None
+    assert service.store.right("r2") is not None
+    assert [r.getMessage() for r in _loading(caplog)] == [
+        f"journal_file {path}: 2 records read, 0 rejected; new or changed rights and"
         " suspensions: 2",
     ]
 

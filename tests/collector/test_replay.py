@@ -274,6 +274,41 @@ def test_stdin_is_read_for_a_dash(tmp_path: Path) -> None:
     assert err[-1].startswith("stdin: 10 records read: 5 applied, ")
 
 
+def test_a_journal_saved_with_a_byte_order_mark_is_replayed_whole(tmp_path: Path) -> None:
+    """Windows editors put one at the start of a file, from a file or on stdin; one at the
+    start of a later line is that line's mistake, as before."""
+    site, journal = write(tmp_path, busy_journal())
+    whole = subprocess.run(
+        replay_command(str(journal), "--site", str(site)), capture_output=True, check=True
+    )
+    good = journal.read_bytes()
+    journal.write_bytes(b"\xef\xbb\xbf" + good)
+    for name in (str(journal), "-"):
+        done = subprocess.run(
+            replay_command(name, "--site", str(site), "--strict"),
+            input=journal.read_bytes() if name == "-" else None,
+            capture_output=True,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (0, whole.stdout)
+        said = "stdin" if name == "-" else name
+        assert done.stderr.decode() == (
+            f"{said}: 5 records read: 5 applied, 0 skipped; 3 alerts printed\n"
+        )
+    lines = good.splitlines(keepends=True)
+    journal.write_bytes(b"".join([lines[0], b"\xef\xbb\xbf" + lines[1], *lines[2:]]))
+    done = subprocess.run(
+        replay_command(str(journal), "--site", str(site), "--strict"),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[0] == (
+        f"{journal}: line 2: not_json: not JSON: Unexpected UTF-8 BOM (decode using utf-8-sig):"
+        " line 1 column 1 (char 0)"
+    )
+
+
 def test_a_program_reading_a_binary_file_says_one_line_and_no_traceback(tmp_path: Path) -> None:
     site, journal = write(tmp_path, Journal())
     journal.write_bytes(bytes(range(256)) * 4096)

@@ -135,6 +135,19 @@ def test_bad_capture_lines_are_errors_with_line_numbers(tmp_path: Path, line: st
     assert "\n" not in records[1].message
 
 
+def test_a_byte_order_mark_at_the_start_of_a_capture_is_no_part_of_line_1(tmp_path: Path) -> None:
+    """Windows editors put one there; one at the start of a later line is that line's
+    mistake, as before."""
+    good = '{"t": "2026-11-26T08:00:00Z", "src": "serial:x", "data": "ok"}'
+    path = tmp_path / "c.jsonl"
+    path.write_text(f"\ufeff{good}\n\ufeff{good}\n{good}\n", encoding="utf-8")
+    first, second, third = read_capture(path)
+    assert first == third == SerialRecord(T0, "serial:x", b"ok")
+    assert isinstance(second, BadCaptureLine)
+    assert second.line_no == 2
+    assert second.message.startswith("not JSON: Unexpected UTF-8 BOM")
+
+
 def test_replay_prints_events_deterministically(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -404,3 +417,17 @@ def test_console_script_help_has_the_summary_and_the_exit_status() -> None:
     assert "a last line that sums up" in done.stdout
     assert "exit status:\n  0  " in done.stdout
     assert "1  with --strict: a line was skipped" in done.stdout
+
+
+def test_a_capture_saved_with_a_byte_order_mark_is_replayed_whole(tmp_path: Path) -> None:
+    capture, config = street(tmp_path)
+    whole = subprocess.run(replay_command(capture, config), capture_output=True, check=True)
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + capture.read_bytes())
+    done = subprocess.run(
+        replay_command(marked, config, "--strict"), capture_output=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, whole.stdout)
+    assert done.stderr.decode() == (
+        f"{marked}: 25 records read: 25 replayed, 0 skipped; 6 events printed\n"
+    )

@@ -24,6 +24,8 @@ from kerbside.core.instants import Instant
 # How much of a file's start is looked at to tell text from binary (git looks at 8,000 bytes).
 HEAD_BYTES = 8000
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
 _UTF16 = "UTF-16 text; a journal is UTF-8 (save it again as UTF-8)"
 # Files people hand over by mistake, told by their first bytes.
 _NOT_TEXT = (
@@ -69,9 +71,12 @@ class CheckedJournal:
 
 
 def journal_lines(stream: BinaryIO) -> tuple[Iterator[bytes], str | None]:
-    """The stream's lines, and what its start is when that is not text (else None)."""
+    """The stream's lines, and what its start is when that is not text (else None). A byte
+    order mark at the start of the stream (Windows editors add one) is not part of line 1."""
     head = stream.read(HEAD_BYTES)
-    return itertools.chain(io.BytesIO(head + stream.readline()), stream), not_text(head)
+    # only at the very start: a BOM anywhere else is no JSON, and its line is rejected
+    lines = io.BytesIO(head.removeprefix(UTF8_BOM) + stream.readline())
+    return itertools.chain(lines, stream), not_text(head)
 
 
 def not_text(head: bytes) -> str | None:

@@ -156,8 +156,10 @@ def _ble_record(t: Instant, src: str, obj: dict[str, object]) -> BleRecord:
 
 
 def read_capture(path: str | Path) -> Iterator[CaptureRecord | BadCaptureLine]:
-    """Every record of a capture, or a BadCaptureLine for each line that is not one."""
-    with Path(path).open("r", encoding="utf-8", errors="replace", newline="\n") as file:
+    """Every record of a capture, or a BadCaptureLine for each line that is not one. A byte
+    order mark at the start of the file (Windows editors add one) is not part of line 1."""
+    # utf-8-sig drops a BOM at the very start only: one anywhere else stays, and is no JSON
+    with Path(path).open("r", encoding="utf-8-sig", errors="replace", newline="\n") as file:
         for line_no, line in enumerate(file, start=1):
             text = line.strip()
             if not text:
