@@ -13,6 +13,9 @@ one private Mosquitto with the production settings (docs/operations.md) and one 
   the last point in InfluxDB;
 - CPU seconds per 10,000 events in each (the whole process tree: the collector's MQTT link too),
   and peak RSS;
+- what bounds each: the CPU per event that InfluxDB and the broker spent on its stream, and how
+  busy the whole machine was (of 100 % a core), so a single-threaded bound (a core's worth busy
+  in the system, the rest of the machine idle) shows apart from a machine that is simply full;
 - points lost when the system is stopped mid-stream at 1,000 events/s by SIGTERM, and by SIGKILL,
   then started again: every event the broker accepted should end up a point.
 
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from bench_collector import _children, _peak_rss_kb, _write_site
-from common import BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
+from common import TICK_HZ, BenchError, Row, attempt, cpu_seconds, wait_exit, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -426,6 +429,23 @@ class Run(NamedTuple):  # run.py loads benches outside sys.modules, which datacl
     rate: float  # events/s
     cpu_per: float  # CPU seconds per PER events
     rss: float  # MB
+    shared_per: float  # CPU seconds per PER events in InfluxDB and the broker meanwhile
+    busy: float  # the machine's CPU in use meanwhile, in cores
+
+
+class Shared(NamedTuple):
+    """The processes both systems share, and the machine, for what bounds a run."""
+
+    pids: list[int]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+
+def machine_busy_s() -> float:
+    """Seconds of CPU in use since boot, all cores together (``/proc/stat``)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK_HZ  # less idle and waiting on I/O
 
 
 def _measured(
@@ -433,13 +453,14 @@ def _measured(
     influx: Influxd,
     count: int,
     began: float,
-    cpu0: float,
+    start: tuple[float, float, float],
+    shared: Shared,
     *,
     limit_s: float,
     interval_s: float,
 ) -> Run:
     """Once InfluxDB holds all ``count`` points: the rate since ``began`` (monotonic), the CPU
-    per event since ``cpu0`` and the memory held."""
+    per event since ``start`` (``_counters``) and the memory held."""
     got = 0
 
     def arrived() -> bool:
@@ -455,20 +476,26 @@ def _measured(
         interval_s=interval_s,
     )
     elapsed = time.monotonic() - began
-    cpu = cpu_seconds(system.pids()) - cpu0
-    return Run(count / elapsed, cpu / count * PER, rss_mb(system.pids()))
+    cpu, shared_cpu, busy = (b - a for a, b in zip(start, _counters(system, shared), strict=True))
+    per = PER / count
+    return Run(count / elapsed, cpu * per, rss_mb(system.pids()), shared_cpu * per, busy / elapsed)
 
 
-def live(system: System, influx: Influxd, port: int, count: int) -> Run:
+def _counters(system: System, shared: Shared) -> tuple[float, float, float]:
+    """CPU seconds so far: the system's, InfluxDB's and the broker's, the whole machine's."""
+    return cpu_seconds(system.pids()), shared.cpu(), machine_busy_s()
+
+
+def live(system: System, influx: Influxd, shared: Shared, port: int, count: int) -> Run:
     """``count`` events as fast as the publisher can, end to end into InfluxDB."""
     influx.query(f"CREATE DATABASE {system.database}")
     system.start()
     try:
         base = int(time.time() * 1000) - count * STEP_MS - 600_000
         publisher = Publisher(port, 0, count, 0, base)
-        cpu0 = cpu_seconds(system.pids())
+        start = _counters(system, shared)
         began = publisher.go()
-        run = _measured(system, influx, count, began, cpu0, limit_s=300, interval_s=0.1)
+        run = _measured(system, influx, count, began, start, shared, limit_s=300, interval_s=0.1)
         publisher.finish(60)
         system.stop()
     finally:
@@ -476,7 +503,9 @@ def live(system: System, influx: Influxd, port: int, count: int) -> Run:
     return run
 
 
-def drain(make: Callable[[], System], influx: Influxd, port: int, count: int) -> Run:
+def drain(
+    make: Callable[[], System], influx: Influxd, shared: Shared, port: int, count: int
+) -> Run:
     """``count`` events queued while the system was down, from its reconnection to the last
     point in InfluxDB."""
     system = make()
@@ -490,8 +519,8 @@ def drain(make: Callable[[], System], influx: Influxd, port: int, count: int) ->
     try:
         system.start()
         began = time.monotonic()
-        cpu0 = cpu_seconds(system.pids())
-        run = _measured(system, influx, count, began, cpu0, limit_s=900, interval_s=0.2)
+        start = _counters(system, shared)
+        run = _measured(system, influx, count, began, start, shared, limit_s=900, interval_s=0.2)
         system.stop()
     finally:
         system.close()
@@ -542,6 +571,9 @@ def measure(work: Path, quick: bool) -> list[Row]:
     live_n, drain_n, kill_n = (5_000, 20_000, 5_000) if quick else (30_000, 200_000, 10_000)
     influx = Influxd(work / "influxd").start()
     broker = Mosquitto(work / "mosquitto", BROKER_CONF).start()
+    assert influx.proc is not None
+    assert broker.proc is not None
+    shared = Shared([influx.proc.pid, broker.proc.pid])
     runs = 0
 
     def kerbside() -> System:
@@ -560,12 +592,12 @@ def measure(work: Path, quick: bool) -> list[Row]:
     try:
         for order in (("kerbside", "node-red"), ("node-red", "kerbside")):
             for name in order:
-                run_ = live(makers[name](), influx, broker.port, live_n)
+                run_ = live(makers[name](), influx, shared, broker.port, live_n)
                 results.setdefault((name, "live"), []).append(run_)
                 print(f"[bench] peer live {name}: {run_}", file=sys.stderr)
         for order in (("node-red", "kerbside"), ("kerbside", "node-red")):
             for name in order:
-                run_ = drain(makers[name], influx, broker.port, drain_n)
+                run_ = drain(makers[name], influx, shared, broker.port, drain_n)
                 results.setdefault((name, "drain"), []).append(run_)
                 print(f"[bench] peer drain {name}: {run_}", file=sys.stderr)
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -610,6 +642,16 @@ def _rows(
                 f"{cpu:.2f}x",
                 "<= 1.5x",
                 cpu <= 1.5,
+            )
+        )
+        rows.append(
+            Row(
+                f"  what bounds the {phase}: CPU per event in InfluxDB and the broker, Kerbside's "
+                f"stream vs Node-RED's ({k.shared_per:.2f} vs {n.shared_per:.2f} s per {PER:,}); "
+                f"the machine busy meanwhile (of {os.cpu_count()} cores)",
+                f"{k.busy:.2f} vs {n.busy:.2f} cores",
+                "report",
+                True,
             )
         )
     for sig in ("SIGTERM", "SIGKILL"):
