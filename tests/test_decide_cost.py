@@ -42,3 +42,32 @@ def test_too_few_events_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
         _tool().main(["--events", "10"])
     assert exited.value.code == 2
     assert "--events: between 2,000 and 10,000,000" in capsys.readouterr().err
+
+
+def test_every_slice_says_what_it_cost_and_what_it_wrote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _tool().main(["--events", "6000", "--every", "2000"]) == 0
+    captured = capsys.readouterr()
+    slices = captured.err.splitlines()
+    assert [line.split(" events:")[0] for line in slices] == ["2,000", "4,000", "6,000"]
+    pattern = (
+        r"[\d,]+ events: CPU \d+\.\d us an event \(event loop \d+\.\d\),"
+        r" ([\d,]+) bytes written an event, store ([\d,]+) MiB"
+    )
+    figures = [re.fullmatch(pattern, line) for line in slices]
+    assert all(figures), slices
+    last = figures[-1]
+    assert last is not None
+    # the store is on a file: by the last slice, commits have written to it
+    assert int(last.group(1).replace(",", "")) > 0
+    assert captured.out.startswith("6000 events: CPU ")
+
+
+def test_every_is_not_for_the_instruction_count(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _tool().main(["--every", "2000", "--instructions"])
+    assert exited.value.code == 2
+    assert (
+        "--every: a number of events >= 1, and not with --instructions" in capsys.readouterr().err
+    )

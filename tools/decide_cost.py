@@ -2,6 +2,8 @@
 
     python tools/decide_cost.py                     # CPU per event (this checkout's code)
     python tools/decide_cost.py --instructions      # instructions per event, under valgrind
+    python tools/decide_cost.py --events 200000 --every 20000   # how the cost moves as the
+                                                    # store grows, a line a slice on stderr
 
 For comparing two versions of the collector's hot path where a drain's rate (``bench/run.py
 peer``) moves by a third from one run to the next, as it does on a shared virtual machine: the
@@ -16,6 +18,12 @@ made and spooled in the commit but not sent. Not in it: the MQTT link, sending t
 the rules' periodic save (every 5 s of wall time: under valgrind it would come 50 times as
 often). The instruction count is the whole process's (the commit thread too), less that of a run
 that stops once the events are made.
+
+With ``--every N``, a line on stderr for each N events: the CPU per event in that slice (the
+event loop's and the process's), the bytes the process wrote per event (the write-ahead log and
+its checkpoints into the database file), and the store's size. The cost of a
+commit grows with the store's tables: an index kept in bay order takes each new row on its bay's
+page, so a batch marks a page a bay changed, until there are more pages than bays.
 """
 
 from __future__ import annotations
@@ -73,12 +81,47 @@ def _messages(count: int, now: int) -> list[Message]:
     return [Message(*event(i, base), 1, i % 65535 + 1, 1, now) for i in range(count)]
 
 
+def _written_bytes() -> int:
+    """Bytes this process has had written to storage so far (``/proc/self/io``)."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["write_bytes"])
+
+
+class _Slices:
+    """A line on stderr every ``every`` events: what that slice cost (see ``--every``)."""
+
+    def __init__(self, every: int, loop_thread: int, store_path: Path) -> None:
+        self.every, self._loop, self._path = every, loop_thread, store_path
+        self._done = 0
+        self._mark = self._now()
+
+    def _now(self) -> tuple[float, float, int]:
+        return (_thread_cpu_s(self._loop), time.process_time(), _written_bytes())
+
+    def passed(self, done: int) -> None:
+        if not self.every or done // self.every == self._done // self.every:
+            self._done = done
+            return
+        now = self._now()
+        n = done - self._done
+        loop, process, wrote = (b - a for a, b in zip(self._mark, now, strict=True))
+        size = sum(p.stat().st_size for p in self._path.parent.glob(self._path.name + "*"))
+        print(
+            f"{done:,} events: CPU {process / n * 1e6:.1f} us an event (event loop"
+            f" {loop / n * 1e6:.1f}), {wrote / n:,.0f} bytes written an event,"
+            f" store {size / 2**20:,.0f} MiB",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._mark, self._done = now, done
+
+
 def _thread_cpu_s(native_id: int) -> float:
     fields = Path(f"/proc/self/task/{native_id}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(count: int, *, setup_only: bool) -> str:
+async def _measure(count: int, *, setup_only: bool, every: int = 0) -> str:
     work = Path(tempfile.mkdtemp(prefix="kerbside-decide-cost-"))
     every_s = cycle_module.SNAPSHOT_EVERY_S
     cycle_module.SNAPSHOT_EVERY_S = float("inf")  # no periodic save: see the module's docstring
@@ -109,8 +152,10 @@ async def _measure(count: int, *, setup_only: bool) -> str:
             time.process_time(),
             time.perf_counter(),
         )
+        slices = _Slices(every, loop_thread, work / config.store.path)
         for k in range(0, count, BATCH):
             await cycle.ingest_next(messages[k : k + BATCH])
+            slices.passed(min(k + BATCH, count))
         await cycle.settle()
         wall = time.perf_counter() - wall0
         loop, process = _thread_cpu_s(loop_thread) - loop0, time.process_time() - process0
@@ -192,14 +237,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="count instructions under valgrind's cachegrind instead of timing",
     )
+    parser.add_argument(
+        "--every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a line on stderr for each N events: that slice's CPU, bytes written,"
+        " the store's size (not with --instructions)",
+    )
     parser.add_argument("--setup-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not 2000 <= args.events <= 10_000_000:
         parser.error("--events: between 2,000 and 10,000,000")
+    if args.every < 0 or (args.every and args.instructions):
+        parser.error("--every: a number of events >= 1, and not with --instructions")
     if args.instructions:
         print(_instructions(args.events))
     else:
-        print(asyncio.run(_measure(args.events, setup_only=args.setup_only)))
+        print(asyncio.run(_measure(args.events, setup_only=args.setup_only, every=args.every)))
     return 0
 
 
