@@ -195,6 +195,59 @@ def test_demo_says_what_to_do_when_its_port_is_taken(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def start_small_demo(tmp_path: Path, stdout: Any) -> subprocess.Popen[bytes]:
+    """The smallest street (one gateway, one bay) in a temporary work directory under
+    ``tmp_path``: its first line on stdout comes once everything is up, in a few seconds."""
+    return subprocess.Popen(
+        [*kerbside_command(), "demo", "--port", str(free_port()), "--duration", "30",
+         "--gateways", "1", "--bays-per-gateway", "1"],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The demo's exit status and stderr, once it has exited by itself."""
+    assert proc.stderr is not None
+    with proc.stderr:
+        err = proc.stderr.read().decode()  # its children's stderr goes to their logs
+    try:
+        return proc.wait(timeout=30), err
+    finally:
+        stop_process(proc, signal.SIGKILL, timeout=10)
+
+
+def left_behind(tmp_path: Path) -> list[str]:
+    """Processes and work directories of a demo that has exited."""
+    return processes_using(tmp_path) + [p.name for p in tmp_path.glob("kerbside-demo-*")]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_demo_with_stdout_on_a_full_disk_says_so_in_one_line_and_stops_everything(
+    tmp_path: Path,
+) -> None:
+    with Path("/dev/full").open("wb") as full:
+        proc = start_small_demo(tmp_path, full)
+    code, err = finish(proc)
+    assert err == "kerbside demo: cannot write to stdout: No space left on device\n"
+    assert code == 1
+    assert left_behind(tmp_path) == []
+
+
+@pytest.mark.timeout(90)
+def test_demo_whose_reader_went_away_stops_everything_quietly(tmp_path: Path) -> None:
+    """``kerbside demo | head -0``: no traceback, exit 0."""
+    proc = start_small_demo(tmp_path, subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before it writes: its first write finds no reader
+    code, err = finish(proc)
+    assert err == ""
+    assert code == 0
+    assert left_behind(tmp_path) == []
+
+
 def test_demo_broker_queues_a_collector_restarts_worth_of_events(tmp_path: Path) -> None:
     """The demo's mosquitto.conf, in a real Mosquitto: 3,000 events sent while the collector's
     persistent session is away all reach it (Mosquitto's default queue would keep 1,000), and a

@@ -26,7 +26,7 @@ import yaml
 from kerbside.collector.rules.alerts import KINDS as ALERT_KINDS
 from kerbside.core.arguments import number
 from kerbside.core.instants import format_instant, parse_instant
-from kerbside.core.output import stdout_to_devnull
+from kerbside.core.output import OutputError, print_lines
 from kerbside.demo.broker import find_mosquitto, start_broker
 from kerbside.demo.collector import Api, collector_config, make_tokens
 from kerbside.demo.processes import (
@@ -106,8 +106,14 @@ class Stop:
         self.signal = signum
 
 
+class _ReaderGoneError(Exception):
+    """stdout's reader went away (``| head``): the demo stops quietly."""
+
+
 def _print(text: str) -> None:
-    print(text, flush=True)
+    """One line on stdout, through core's helper: a full disk is an ``OutputError``."""
+    if not print_lines([text]):
+        raise _ReaderGoneError
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -136,8 +142,11 @@ def run_demo(args: argparse.Namespace) -> int:
     except DemoError as exc:
         print(f"kerbside demo: {exc}", file=sys.stderr, flush=True)
         return 1
-    except BrokenPipeError:  # piped into `head`: stop quietly
-        stdout_to_devnull()
+    except OutputError as exc:
+        # stdout on a full disk: what was printed is incomplete
+        print(f"kerbside demo: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except _ReaderGoneError:  # piped into `head`: stop quietly (stdout is on /dev/null now)
         return 0
     finally:
         if children is not None:
