@@ -431,3 +431,4 @@ def test_console_script_help_has_examples_the_summary_and_the_exit_status() -> N
     assert "skipped by reason" in done.stdout
     assert "exit status:" in done.stdout
     assert "--strict" in done.stdout
+    assert "or stdout cannot be written (a full disk)" in done.stdout

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "\n"
         "exit status:\n"
         "  0  done, skipped lines included\n"
-        "  1  with --strict: a line was skipped (the alerts are printed all the same)\n"
+        "  1  with --strict: a line was skipped (the alerts are printed all the same);\n"
+        "     or stdout cannot be written (a full disk)\n"
         "  2  a mistake in the arguments or the site file, or a journal that cannot be\n"
         "     read (missing, a directory, binary or compressed: one line says which)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
