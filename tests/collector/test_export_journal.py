@@ -158,3 +158,13 @@ def test_a_store_that_does_not_exist_is_refused_not_exported_empty(
     assert out == ""
     assert err == f"kerbside-collector: store.path: {tmp_path / 'collector.db'} does not exist\n"
     assert not (tmp_path / "collector.db").exists()
+
+
+def test_help_has_the_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["export-journal", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status:\n  0  done\n" in out
+    assert "  1  stdout cannot be written (a full disk)" in out
+    assert "a store file that does not\n     exist" in out

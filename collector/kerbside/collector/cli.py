@@ -129,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser(
         "export-journal",
         help="print the store's accepted records as a journal (JSON Lines, docs/protocols.md)",
+        description="Print on stdout every accepted occupancy event, right and suspension in the\n"
+        "store, one JSON per line (docs/protocols.md): `replay` over it reproduces the\n"
+        "enforcement alerts the collector raised. Piped into `head`, it stops quietly.\n"
+        "\n"
+        "exit status:\n"
+        "  0  done\n"
+        "  1  stdout cannot be written (a full disk); or the store is full, locked or\n"
+        "     cannot be opened\n"
+        "  2  a mistake in the arguments or the config file, a store file that does not\n"
+        "     exist, or a store that will not be used as it is (its database cannot be\n"
+        "     reached, its schema is to migrate or newer, its file is damaged)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example: kerbside-collector export-journal --config collector.yaml > j.jsonl",
     )
     export.add_argument("--config", required=True, help="collector config file (YAML)")
