@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kerbside.core.output import OutputError
 from kerbside.core.version import add_version_option
 
 EPILOG = """\
@@ -39,7 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except OutputError as exc:
+        # stdout on a full disk (`site check`, `site edge-config`): what was printed is incomplete
+        print(f"kerbside: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

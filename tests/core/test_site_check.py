@@ -1,4 +1,5 @@
-"""``kerbside site check`` as a process: every error with its line, warnings, ``--strict``."""
+"""``kerbside site check`` as a process: every error with its line, warnings, ``--strict``; and
+stdout on a full disk or closed, for ``site edge-config`` too."""
 
 from __future__ import annotations
 
@@ -143,3 +144,31 @@ def test_hours_that_only_meet_and_a_lone_bay_are_not_warned_about(tmp_path: Path
     result = check(site, "--strict")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("action", [["check"], ["edge-config", "--gateway", "gw-1"]])
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, action: list[str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(HEAD + "bays:\n" + bay(1) + bay(2))
+    command = [sys.executable, "-m", "kerbside.cli", "site", *action, str(site)]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            command, stdout=full, stderr=subprocess.PIPE, text=True, check=False, timeout=60
+        )
+    assert done.returncode == 1
+    assert done.stderr == "kerbside: cannot write to stdout: No space left on device\n"
+
+
+def test_a_reader_gone_away_is_no_error(tmp_path: Path) -> None:
+    """``kerbside site edge-config ... | head -c0``: quiet, and exit 0."""
+    site = tmp_path / "site.yaml"
+    site.write_text(HEAD + "bays:\n" + bay(1))
+    command = [*SITE[:-1], "edge-config", "--gateway", "gw-1", str(site)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as program:
+        assert program.stdout is not None
+        assert program.stderr is not None
+        program.stdout.close()  # before it writes: its first write finds no reader
+        err = program.stderr.read().decode()
+        assert program.wait(timeout=60) == 0
+    assert err == ""

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from kerbside.core.checks import Problem
+from kerbside.core.output import print_lines
 from kerbside.core.site import SiteError, check_site_file, load_site
 
 
@@ -74,8 +75,8 @@ def check_main(args: argparse.Namespace) -> int:
         )
         return 1
     note = f" ({_count(warnings, 'warning')})" if warnings else ""
-    print(
-        f"{args.file}: ok: site {site.name}, {len(site.zones)} zones, {len(site.bays)} bays{note}"
+    print_lines(
+        [f"{args.file}: ok: site {site.name}, {len(site.zones)} zones, {len(site.bays)} bays{note}"]
     )
     return 1 if warnings and args.strict else 0
 
@@ -116,6 +117,11 @@ def edge_config_main(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 1
-    sys.stdout.write(f"# edge config for {args.gateway}, generated from {args.file}\n")
-    sys.stdout.write(yaml.safe_dump(config, sort_keys=False, default_flow_style=None))
+    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+    print_lines(
+        [
+            f"# edge config for {args.gateway}, generated from {args.file}",
+            text.removesuffix("\n"),
+        ]
+    )
     return 0
