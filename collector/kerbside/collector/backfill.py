@@ -34,6 +34,7 @@ from kerbside.collector.timeseries.sinks import TimeSeriesSink
 from kerbside.collector.timeseries.writer import write_splitting
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
+from kerbside.core.output import print_lines
 
 log = logging.getLogger(__name__)
 
@@ -239,12 +240,13 @@ def backfill_main(args: argparse.Namespace) -> int:
         sink.close()
         store.close()
     summary = ", ".join(f"{m} {n}" for m, n in sorted(written.items())) or "no points"
-    print(
+    report = [
         f"backfill {format_instant(start)} .. {format_instant(end)} -> {sink.target}: "
         f"{summary}; {rejected} rejected"
-    )
+    ]
     stop = occupancy_end(end, now, delay_ms)
     if stop < end:
         later = format_instant(stop - 1 + MINUTE_MS)
-        print(f"zone_occupancy: no points from {later} on (those minutes are not over yet)")
+        report.append(f"zone_occupancy: no points from {later} on (those minutes are not over yet)")
+    print_lines(report)
     return 0 if rejected == 0 else 1

@@ -11,7 +11,7 @@ from kerbside.collector.errors import DamagedStoreError, StoreError, StoreRefuse
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
-from kerbside.core.output import OutputError
+from kerbside.core.output import OutputError, print_lines
 from kerbside.core.version import add_version_option
 
 DEFAULT_CONFIG = "/etc/kerbside/collector.yaml"
@@ -235,9 +235,11 @@ def check_main(args: argparse.Namespace) -> int:
             f", cluster node {config.cluster.node_id} (lease {config.cluster.lease_s:g} s,"
             f" shared group {config.mqtt.shared_group})"
         )
-    print(
-        f"{args.config}: ok: site {config.site}, broker {config.mqtt.host}:{config.mqtt.port}, "
-        f"store {store_name(config.store)}, API {api}{cluster}"
+    print_lines(
+        [
+            f"{args.config}: ok: site {config.site}, broker {config.mqtt.host}:{config.mqtt.port}, "
+            f"store {store_name(config.store)}, API {api}{cluster}"
+        ]
     )
     return 0
 

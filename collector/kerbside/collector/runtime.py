@@ -204,11 +204,12 @@ def migrate_main(args: argparse.Namespace) -> int:
     found, now = migrate_store(config.store)
     name = store_name(config.store)
     if found == now:
-        print(f"store {name}: schema version {now}, up to date")
+        done = f"schema version {now}, up to date"
     elif found == 0:
-        print(f"store {name}: schema version {now} created")
+        done = f"schema version {now} created"
     else:
-        print(f"store {name}: schema upgraded from version {found} to {now}")
+        done = f"schema upgraded from version {found} to {now}"
+    print_lines([f"store {name}: {done}"])
     return 0
 
 

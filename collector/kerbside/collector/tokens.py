@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from kerbside.core.config import ConfigError
+from kerbside.core.output import print_lines
 
 ROLES = ("officer", "analyst", "admin", "provider")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -206,6 +207,5 @@ def token_main(args: argparse.Namespace) -> int:
 
             end_sessions(args.config, args.name)
         return 0
-    for holder in holders:
-        print(f"{holder.name}\t{holder.role}")
+    print_lines(f"{holder.name}\t{holder.role}" for holder in holders)
     return 0
