@@ -1,5 +1,5 @@
 """The collector's commands as a program with stdout on a full disk (one line on stderr, exit 1,
-no traceback) or closed (quiet)."""
+no traceback) or closed (quiet); ``token add`` then stores no token."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def test_a_full_disk_under_stdout_is_one_line_and_exit_1(
 ) -> None:
     done = _on_full_disk(*command, "--config", str(_setup(tmp_path)))
     assert (done.returncode, done.stderr) == (1, FULL)
+
+
+@needs_dev_full
+def test_token_add_on_a_full_disk_stores_no_token(tmp_path: Path) -> None:
+    """The token's only copy cannot be written: nothing is stored, and the name is still free."""
+    config = _setup(tmp_path)
+    before = (tmp_path / "tokens.yaml").read_text()
+    done = _on_full_disk("token", "add", "pc-1", "--role", "officer", "--config", str(config))
+    assert (done.returncode, done.stderr) == (1, FULL)
+    assert (tmp_path / "tokens.yaml").read_text() == before
 
 
 def test_a_reader_gone_away_is_no_error(tmp_path: Path) -> None:

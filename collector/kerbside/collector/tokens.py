@@ -188,8 +188,24 @@ def token_main(args: argparse.Namespace) -> int:
             )
             return 1
         token = new_token()
-        save_tokens(path, [*holders, TokenHolder(name, role, hash_token(token))])
-        print(token)
+        # Printed (and flushed) before its hash is stored: stdout on a full disk, an OutputError,
+        # then stores nothing, where a token stored first would be valid with its only copy lost.
+        if not print_lines([token]):
+            print(
+                f"kerbside-collector: token for {name} not stored: stdout was closed before it"
+                " could be written",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            save_tokens(path, [*holders, TokenHolder(name, role, hash_token(token))])
+        except OSError as exc:
+            print(
+                f"kerbside-collector: {path}: cannot write: {exc.strerror or exc};"
+                f" the token printed for {name} is not valid",
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"token for {name} ({role}) stored as a hash in {path}; it is shown only now",
             file=sys.stderr,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
@@ -32,6 +33,30 @@ T = TypeVar("T")
 
 def token_of(role: str) -> str:
     return f"test-token-{role}"
+
+
+class FailingStdout:
+    """stdout that keeps what a command tried to write to it and fails the write: ``ENOSPC`` a
+    full disk, ``EPIPE`` a reader gone away (whose stdout moves to /dev/null: a real file
+    descriptor, ``path``'s)."""
+
+    def __init__(self, path: Path, error: int) -> None:
+        self.tried = ""
+        self._error = error
+        self._file = path.open("wb")
+
+    def write(self, text: str) -> int:
+        self.tried += text
+        raise OSError(self._error, os.strerror(self._error))  # EPIPE: a BrokenPipeError
+
+    def flush(self) -> None:
+        raise OSError(self._error, os.strerror(self._error))
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def write_tokens(path: Path) -> Path:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from kerbside.collector import tokens
 from kerbside.collector.cli import main
 from kerbside.collector.tokens import TokenRegistry, hash_token
+from tests.collector.api.conftest import FailingStdout
 
 
 def test_add_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,3 +81,57 @@ def test_a_tokens_file_that_is_not_text_is_one_line(
     assert capsys.readouterr().err == f"kerbside-collector: {binary}: not UTF-8 text\n"
     registry = TokenRegistry(binary)  # the API keeps running, and says why it has no tokens
     assert registry.error == f"{binary}: not UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (errno.ENOSPC, "cannot write to stdout: No space left on device"),
+        (errno.EPIPE, "token for pc-1 not stored: stdout was closed before it could be written"),
+    ],
+)
+def test_a_token_that_cannot_be_printed_is_not_stored(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: int,
+    said: str,
+) -> None:
+    """Its only copy would be lost (a full disk under stdout, a reader gone away): it is printed
+    before its hash is stored, so nothing is stored, and the name is still free."""
+    path = tmp_path / "tokens.yaml"
+    assert main(["token", "--tokens-file", str(path), "add", "ringgo", "--role", "provider"]) == 0
+    capsys.readouterr()
+    stdout = FailingStdout(tmp_path / "stdout", error)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        done = main(["token", "--tokens-file", str(path), "add", "pc-1", "--role", "officer"])
+    finally:
+        monkeypatch.undo()
+        stdout.close()
+    assert done == 1
+    assert capsys.readouterr().err == f"kerbside-collector: {said}\n"
+    token = stdout.tried.strip()
+    assert token.startswith("kbs_")
+    assert TokenRegistry(path).lookup(token) is None
+    assert [h["name"] for h in yaml.safe_load(path.read_text())] == ["ringgo"]
+    assert main(["token", "--tokens-file", str(path), "add", "pc-1", "--role", "officer"]) == 0
+
+
+def test_a_token_printed_but_not_stored_is_said_to_be_not_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tokens.yaml"
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tokens, "save_tokens", full)
+    assert main(["token", "--tokens-file", str(path), "add", "pc-1", "--role", "officer"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("kbs_")
+    assert err == (
+        f"kerbside-collector: {path}: cannot write: No space left on device;"
+        " the token printed for pc-1 is not valid\n"
+    )
+    assert not path.exists()
