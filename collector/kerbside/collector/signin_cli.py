@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from kerbside.collector.config import CollectorConfig, load_config
-from kerbside.collector.signin import SignInRefused, SignIns, link_url, qr_svg
+from kerbside.collector.signin import SignInRefused, SignIns, digest, link_url, qr_svg
 from kerbside.collector.store.opening import open_store
 from kerbside.collector.tokens import TokenRegistry
 from kerbside.core.config import ConfigError
+from kerbside.core.output import print_lines
 
 MAX_LINK_MINUTES = 7 * 24 * 60
 
@@ -53,6 +54,15 @@ def link_main(args: argparse.Namespace) -> int:
     try:
         signins = SignIns(store, TokenRegistry(Path(config.tokens_file)))
         code, expires = signins.make_link(args.name, int(time.time() * 1000), minutes)
+        url = link_url(_base_url(args, config), code)
+        # stdout holds the link's only copy: one that could not be written there is taken out
+        # of the store again, so that no link stays valid that nobody was given
+        printed = False
+        try:
+            printed = print_lines([url])
+        finally:
+            if not printed:
+                store.take_signin_link(digest(code))
     except SignInRefused as exc:
         print(f"kerbside-collector: token link {args.name}: {exc.reason}", file=sys.stderr)
         if exc.status == 404:
@@ -64,8 +74,13 @@ def link_main(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
-    url = link_url(_base_url(args, config), code)
-    print(url)
+    if not printed:
+        print(
+            f"kerbside-collector: token link {args.name}: no link made: stdout was closed before"
+            " it could be written",
+            file=sys.stderr,
+        )
+        return 1
     if args.svg:
         Path(args.svg).write_text(qr_svg(url), encoding="utf-8")
     if not args.no_qr:

@@ -3,7 +3,9 @@ store (which the API reads), printed with its QR code; ``token revoke`` ends wha
 
 from __future__ import annotations
 
+import errno
 import re
+import sys
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,10 @@ import pytest
 import segno
 
 from kerbside.collector.cli import main
-from tests.collector.api.conftest import serving, write_tokens
+from kerbside.collector.config import load_config
+from kerbside.collector.signin import digest
+from kerbside.collector.store.opening import open_store
+from tests.collector.api.conftest import FailingStdout, serving, write_tokens
 
 URL_RE = re.compile(r"^https://kerbside\.example/officer#signin=([A-Za-z0-9_-]{20,})$")
 
@@ -81,3 +86,39 @@ def test_link_errors_say_what_to_do(setup: Path, capsys: pytest.CaptureFixture[s
     assert main(["token", "link", "officer-1", "--config", str(setup), "--minutes", "0"]) == 2
     assert main(["token", "link", "officer-1", "--tokens-file", "t.yaml"]) == 2
     assert "give --config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (errno.ENOSPC, "cannot write to stdout: No space left on device"),
+        (
+            errno.EPIPE,
+            "token link officer-1: no link made: stdout was closed before it could be written",
+        ),
+    ],
+)
+def test_a_link_that_cannot_be_printed_is_taken_back(
+    setup: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: int,
+    said: str,
+) -> None:
+    """stdout holds the link's only copy: one not written there does not stay in the store."""
+    stdout = FailingStdout(setup.parent / "stdout", error)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        done = main(["token", "link", "officer-1", "--config", str(setup)])
+    finally:
+        monkeypatch.undo()
+        stdout.close()
+    assert done == 1
+    assert capsys.readouterr().err == f"kerbside-collector: {said}\n"  # and no QR code
+    match = URL_RE.match(stdout.tried.strip())
+    assert match is not None, stdout.tried
+    store = open_store(load_config(str(setup)).store)
+    try:
+        assert store.take_signin_link(digest(match[1])) is None
+    finally:
+        store.close()
