@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
-from kerbside.core.output import OutputError
+from kerbside.core.output import OutputError, print_lines
 from kerbside.core.version import add_version_option
 
 DEFAULT_CONFIG = "/etc/kerbside/edge.yaml"
@@ -122,10 +122,12 @@ def check_main(args: argparse.Namespace) -> int:
         print(f"{args.config}: {errors} error{'s' if errors != 1 else ''}", file=sys.stderr)
         return 2
     ble = "on" if config.ble.enabled else "off"
-    print(
-        f"{args.config}: ok: gateway {config.gateway_id}, {len(config.sensors)} sensors, "
-        f"{len(config.serial)} serial ports, BLE {ble}, "
-        f"broker {config.mqtt.host}:{config.mqtt.port}, outbox {config.outbox.path}"
+    print_lines(
+        [
+            f"{args.config}: ok: gateway {config.gateway_id}, {len(config.sensors)} sensors, "
+            f"{len(config.serial)} serial ports, BLE {ble}, "
+            f"broker {config.mqtt.host}:{config.mqtt.port}, outbox {config.outbox.path}"
+        ]
     )
     return 0
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, format_instant, parse_instant
+from kerbside.core.output import print_lines
 from kerbside.edge.health import SensorCounters
 
 STATUS_STATE = "status"  # key of the status record in the outbox's state table
@@ -287,6 +287,6 @@ def status_main(args: argparse.Namespace) -> int:
     config = load_edge_config(args.config)
     disk = read_on_disk(config.outbox.path)
     now = time.time_ns() // 1_000_000
-    sys.stdout.write(render(disk, now) + "\n")
+    print_lines([render(disk, now)])
     st = disk.status or {}
     return 0 if _pid_alive(st.get("pid")) and st.get("stopped") is None else 3
