@@ -133,3 +133,36 @@ def test_wait_for_reader_starts_the_street_when_the_port_is_opened(tmp_path: Pat
         assert len({f.split(b",")[1] for f in frames}) >= 4
     truth = load_truth(truth_out)
     assert opened_ms - 50 <= truth.start <= opened_ms + 2000
+
+
+def _serial(tmp_path: Path) -> list[str]:
+    """A short street (one sensor, 36 simulated seconds in a tenth of a second)."""
+    return [
+        sys.executable, "-m", "kerbside.sim.cli", "serial", "--sensors", "1",
+        "--speed", "600", "--hours", "0.01", "--dir", str(tmp_path),
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Whoever waits for the ports' names would never get them: nothing is served."""
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            _serial(tmp_path), stdout=full, stderr=subprocess.PIPE, timeout=60, check=False
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode() == "kerbside-sim: cannot write to stdout: No space left on device\n"
+    assert not (tmp_path / "tty0").exists()
+
+
+def test_a_reader_gone_away_is_no_error(tmp_path: Path) -> None:
+    """``kerbside-sim serial ... | head -c0``: the street is served all the same, quietly."""
+    with subprocess.Popen(
+        _serial(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as program:
+        assert program.stdout is not None
+        assert program.stderr is not None
+        program.stdout.close()  # before it writes: its first write finds no reader
+        err = program.stderr.read().decode()
+        assert program.wait(timeout=60) == 0
+    assert err == ""

@@ -12,6 +12,7 @@ from pathlib import Path
 from kerbside.core.arguments import number
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
+from kerbside.core.output import OutputError
 from kerbside.core.site import load_site
 from kerbside.core.version import add_version_option
 from kerbside.sim.capture import write_capture
@@ -396,6 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _capture(args)
     except ConfigError as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)
+        return 1
+    except OutputError as exc:
+        # `serial`'s lines (where its ports are) on a full disk: whoever waits for them never
+        # gets them
+        print(f"kerbside-sim: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"kerbside-sim: error: {exc}", file=sys.stderr)

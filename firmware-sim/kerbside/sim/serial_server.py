@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 
 from kerbside.core.instants import Instant, format_instant
+from kerbside.core.output import print_lines
 from kerbside.core.site import load_site
 from kerbside.sim.capture import dump_yaml, edge_config
 from kerbside.sim.parking import (
@@ -278,10 +279,10 @@ def serve_main(args: argparse.Namespace) -> int:
             backend = BACKEND_PATH if ble is not None else None
             config = edge_config(street, outbox, ble_backend=backend)
             _write_atomic(args.config_out, dump_yaml(config))
-        for port in ports:
-            print(port.link, flush=True)
-        if ble is not None:  # last: a BLE-only street has no tty line to wait for
-            print(ble.path, flush=True)
+        # Where the street is served, for whoever started it; a reader gone away (`| head -1`)
+        # is no error: the street is served all the same. BLE last: a BLE-only street has no
+        # tty line to wait for.
+        print_lines([*(str(port.link) for port in ports), *([str(ble.path)] if ble else [])])
         if wait:
             while not _readers_came(ports, ble):
                 if stop:
