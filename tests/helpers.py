@@ -27,6 +27,12 @@ from kerbside.core.backoff import Backoff
 from kerbside.core.instants import format_instant
 
 
+def buffered_env() -> dict[str, str]:
+    """This environment without PYTHONUNBUFFERED: a program's stdout into a file is
+    block-buffered, as when a user runs it (what stays in the buffer is flushed at exit)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.tokens import TokenHolder, hash_token, save_tokens
-from tests.helpers import free_port, write_collector_setup
+from tests.helpers import buffered_env, free_port, write_collector_setup
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -34,6 +34,7 @@ def _on_full_disk(*args: str) -> subprocess.CompletedProcess[str]:
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
+            env=buffered_env(),
             check=False,
             timeout=60,
         )

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import buffered_env
+
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
 SITE = [sys.executable, "-m", "kerbside.cli", "site", "check"]
@@ -154,7 +156,13 @@ def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, action:
     command = [sys.executable, "-m", "kerbside.cli", "site", *action, str(site)]
     with Path("/dev/full").open("w") as full:
         done = subprocess.run(
-            command, stdout=full, stderr=subprocess.PIPE, text=True, check=False, timeout=60
+            command,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=buffered_env(),
+            check=False,
+            timeout=60,
         )
     assert done.returncode == 1
     assert done.stderr == "kerbside: cannot write to stdout: No space left on device\n"

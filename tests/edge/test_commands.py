@@ -18,7 +18,7 @@ import pytest
 
 from kerbside.edge.outbox import Outbox
 from kerbside.sim.kbs1 import encode_frame
-from tests.helpers import free_port, wait_until
+from tests.helpers import buffered_env, free_port, wait_until
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -283,6 +283,7 @@ def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, command
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
+            env=buffered_env(),
             check=False,
             timeout=30,
         )

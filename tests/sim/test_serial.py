@@ -16,7 +16,7 @@ import pytest
 
 from kerbside.edge.config import load_edge_config
 from kerbside.sim.truth import load_truth
-from tests.helpers import wait_until
+from tests.helpers import buffered_env, wait_until
 from tests.sim.simtools import valid_lines
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
@@ -148,7 +148,12 @@ def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None
     """Whoever waits for the ports' names would never get them: nothing is served."""
     with Path("/dev/full").open("w") as full:
         done = subprocess.run(
-            _serial(tmp_path), stdout=full, stderr=subprocess.PIPE, timeout=60, check=False
+            _serial(tmp_path),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            env=buffered_env(),
+            check=False,
         )
     assert done.returncode == 1
     assert done.stderr.decode() == "kerbside-sim: cannot write to stdout: No space left on device\n"

@@ -7,6 +7,7 @@ command line turns into one line on stderr and exit 1, since what was printed is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -28,7 +29,8 @@ def print_lines(lines: Iterable[str]) -> bool:
 
 
 def stdout_to_devnull() -> None:
-    """Point stdout at /dev/null, once its reader has gone away (a ``BrokenPipeError``)."""
+    """Point stdout at /dev/null, once its reader has gone away (a ``BrokenPipeError``) or it
+    cannot be written (a full disk)."""
     # Python's own advice: so that the flush at exit cannot fail again
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
@@ -42,5 +44,9 @@ def _written(write: Callable[..., object], *args: str) -> bool:
         stdout_to_devnull()
         return False
     except OSError as exc:
+        # What stays in stdout's buffer would fail again as Python exits ("Exception ignored",
+        # exit 120) after the command's one line: it goes to /dev/null instead.
+        with contextlib.suppress(OSError, ValueError):
+            stdout_to_devnull()
         raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from exc
     return True
