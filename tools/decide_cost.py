@@ -99,8 +99,8 @@ class _Slices:
         return (_thread_cpu_s(self._loop), time.process_time(), _written_bytes())
 
     def passed(self, done: int) -> None:
+        """``done`` events decided so far: a line if that ends a slice."""
         if not self.every or done // self.every == self._done // self.every:
-            self._done = done
             return
         now = self._now()
         n = done - self._done

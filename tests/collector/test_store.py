@@ -25,6 +25,7 @@ from kerbside.collector.effects import (
 from kerbside.collector.errors import DamagedStoreError, StoreError
 from kerbside.collector.records import Right, to_journal_dict
 from kerbside.collector.store import Store, StoredRight, Work
+from kerbside.collector.store import sqlite as sqlite_store
 from kerbside.collector.store.postgres import PostgresStore
 from kerbside.collector.store.sqlite import SqliteStore
 from tests.collector.store_rows import (
@@ -153,6 +154,78 @@ def test_state_changes_give_state_at_start_then_changes(store: Store) -> None:
     # two changes at one instant: the later written is the state after it
     write(store, state_changes=[("B3", 10, "occupied"), ("B3", 10, "vacant")])
     assert store.state_changes(["B3"], 20, 30) == {"B3": [(20, "vacant")]}
+
+
+@pytest.mark.parametrize("fold", [1, 3, 10_000])
+def test_state_changes_read_the_same_wherever_they_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch, fold: int
+) -> None:
+    """SQLite keeps new state changes apart, in the order they come, and moves them into bay
+    order ``fold`` at a time: what is read does not depend on where they are."""
+    monkeypatch.setattr(sqlite_store, "FOLD_CHANGES", fold)
+    write(store, state_changes=[("B1", 100, "occupied"), ("B2", 50, "vacant")])
+    write(store, state_changes=[("B1", 200, "vacant"), ("B3", 10, "occupied")])
+    # two changes at one instant, stored apart: the later written is the state after it
+    write(store, state_changes=[("B1", 300, "occupied"), ("B3", 10, "vacant")])
+    assert store.state_changes(["B3"], 20, 30) == {"B3": [(20, "vacant")]}
+    write(store, state_changes=[("B2", 40, "occupied")])  # late: before what B2 has
+    everything = {
+        "B1": [(100, "occupied"), (200, "vacant"), (300, "occupied")],
+        "B2": [(40, "occupied"), (50, "vacant")],
+        "B3": [(10, "occupied"), (10, "vacant")],
+    }
+    assert store.state_changes(None, 0, 1000) == everything
+    assert store.state_changes(None, 150, 300) == {
+        "B1": [(150, "occupied"), (200, "vacant")],
+        "B2": [(150, "vacant")],
+        "B3": [(150, "vacant")],
+    }
+    assert store.state_changes(["B2", "B9"], 45, 60) == {"B2": [(45, "occupied"), (50, "vacant")]}
+    assert store.timelines(["B1", "B2", "B3"], 0, 1000) == everything
+    assert store.bay_origins(["B1", "B2", "B3"]) == {"B1": 100, "B2": 40, "B3": 10}
+
+
+def test_sqlite_moves_state_changes_into_bay_order_many_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each bay's changes are kept in bay order, for its timeline; written there a batch at a
+    time, a batch would put a row on a page of that index for each bay it changes (and each
+    such page goes whole into the write-ahead log). So they wait in the order they come and
+    move ``FOLD_CHANGES`` at a time, in the commit that takes them past it."""
+    monkeypatch.setattr(sqlite_store, "FOLD_CHANGES", 4)
+    path = tmp_path / "collector.db"
+    store = SqliteStore(path)
+
+    def rows() -> tuple[int, int]:
+        db = sqlite3.connect(path)
+        try:
+            counts = [
+                db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("state_changes", "state_changes_recent")
+            ]
+            return counts[0], counts[1]
+        finally:
+            db.close()
+
+    write(store, state_changes=[("B1", 1, "occupied"), ("B2", 2, "occupied")])
+    assert rows() == (0, 2)
+    write(store, state_changes=[("B1", 3, "vacant"), ("B2", 4, "vacant")])  # the fourth waiting
+    assert rows() == (4, 0)
+    write(store, state_changes=[("B1", 5, "occupied")])
+    assert rows() == (4, 1)
+    store.close()
+    store = SqliteStore(path)  # what waits is counted as the store opens
+    write(store, state_changes=[("B2", 6, "occupied"), ("B1", 7, "vacant"), ("B2", 8, "vacant")])
+    assert rows() == (8, 0)
+    write(store, state_changes=[("B1", 9, "occupied")])
+    # retention moves what waits first: each bay keeps its last change, wherever it was
+    store.prune(before=100, keep_from_pos=0)
+    assert rows() == (2, 0)
+    assert store.state_changes(None, 100, 200) == {
+        "B1": [(100, "occupied")],
+        "B2": [(100, "vacant")],
+    }
+    store.close()
 
 
 def test_timelines_read_the_same_from_a_worker_thread_while_the_loop_commits(

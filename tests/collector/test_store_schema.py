@@ -35,6 +35,7 @@ ADDED_AFTER = {
     1: ("ALTER TABLE rights DROP COLUMN owner",),
     2: ("DROP INDEX rights_bay", "DROP INDEX rights_zone"),
     3: ("DROP TABLE timeseries_spool",),
+    4: ("DROP TABLE state_changes_recent",),
 }
 OLDEST = ("DROP TABLE bay_origins", "DROP TABLE officer_sessions", "DROP TABLE signin_links")
 
@@ -197,7 +198,7 @@ def test_a_version_3_file_gains_the_spool_its_commits_write_points_to(tmp_path: 
     spool.close()
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 5
     db.close()
 
 

@@ -117,7 +117,11 @@ def test_sigkill_under_load_leaves_every_committed_events_points_in_influxdb(
         # the last run takes in whatever the broker kept for it while the collector was down
         wait_until(lambda: committed_events() == EVENTS, timeout=60)
         changes = {
-            (bay, int(ts)) for bay, ts in store.execute("SELECT bay_id, ts FROM state_changes")
+            (bay, int(ts))
+            for bay, ts in store.execute(
+                "SELECT bay_id, ts FROM state_changes"
+                " UNION ALL SELECT bay_id, ts FROM state_changes_recent"
+            )
         }
         closed = {
             (bay, int(start))

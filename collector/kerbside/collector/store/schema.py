@@ -16,7 +16,7 @@ from collections.abc import Callable
 from kerbside.collector.errors import StoreRefused
 from kerbside.core.transaction import immediate
 
-VERSION = 4
+VERSION = 5
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS state_changes (
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS state_changes_bay ON state_changes(bay_id, ts);
+CREATE TABLE IF NOT EXISTS state_changes_recent (
+    id INTEGER PRIMARY KEY,
+    bay_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sessions (
     bay_id TEXT NOT NULL,
     start INTEGER NOT NULL,
@@ -188,8 +194,16 @@ def _to_4(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _to_5(db: sqlite3.Connection) -> None:
+    """New state changes wait in ``state_changes_recent`` (in the order they come) and move into
+    ``state_changes`` (in bay order) many at a time: see the SQLite store."""
+    for statement in _TABLES.split(";"):
+        if "state_changes_recent" in statement:
+            db.execute(statement)
+
+
 # MIGRATIONS[n] takes a file at version n to version n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3, _to_4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3, _to_4, _to_5]
 assert len(MIGRATIONS) == VERSION
 
 
