@@ -33,6 +33,43 @@ def buffered_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
+def run_on_full_disk(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``command`` with its stdout on /dev/full (a full disk) and its stderr taken as text;
+    ``env`` is the whole environment (``buffered_env()`` unless told: stdout block-buffered, as
+    for a user, so that what stays in its buffer is written again at exit)."""
+    with Path("/dev/full").open("w") as full:
+        return subprocess.run(
+            command,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=buffered_env() if env is None else env,
+            check=False,
+            timeout=timeout,
+        )
+
+
+def run_with_reader_gone(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str]:
+    """``command | head -c0``: its stdout a pipe closed before it writes (its first write finds
+    no reader); its exit status and stderr (text). ``env``: the whole environment (this one
+    unless told)."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as program:
+        assert program.stdout is not None
+        program.stdout.close()
+        try:
+            _, err = program.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            program.kill()
+            raise
+        return program.returncode, err
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

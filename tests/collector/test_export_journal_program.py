@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.collector.test_export_journal import store_with_events
+from tests.helpers import run_on_full_disk, run_with_reader_gone
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -27,25 +27,13 @@ def _export_command(config: Path) -> list[str]:
 def test_a_reader_that_stops_early_ends_the_export_quietly(tmp_path: Path) -> None:
     """``export-journal | head``: no traceback."""
     config = store_with_events(tmp_path, 50)
-    with subprocess.Popen(
-        _export_command(config), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=60) == 0
+    code, err = run_with_reader_gone(_export_command(config))
+    assert code == 0
     assert err == ""
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_the_export_is_one_line_and_exit_1(tmp_path: Path) -> None:
     config = store_with_events(tmp_path, 50)
-    with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(
-            _export_command(config), stdout=full, stderr=subprocess.PIPE, check=False
-        )
+    done = run_on_full_disk(_export_command(config))
     assert done.returncode == 1
-    assert done.stderr.decode() == (
-        "kerbside-collector: cannot write to stdout: No space left on device\n"
-    )
+    assert done.stderr == "kerbside-collector: cannot write to stdout: No space left on device\n"

@@ -16,6 +16,7 @@ from kerbside.collector import console
 from kerbside.collector.cli import main
 from kerbside.collector.replay import replay_lines
 from tests.collector.rules_builders import Journal, make_site
+from tests.helpers import run_on_full_disk, run_with_reader_gone
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -327,36 +328,19 @@ def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> No
     the exit status is still the journal's."""
     site, journal = write(tmp_path, with_bad_lines())
     for strict, status in (([], 0), (["--strict"], 1)):
-        with subprocess.Popen(
-            replay_command(str(journal), "--site", str(site), *strict),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as program:
-            assert program.stdout is not None
-            assert program.stderr is not None
-            program.stdout.close()  # before it writes: its first write finds no reader
-            err = program.stderr.read().decode()
-            assert program.wait(timeout=60) == status
+        code, err = run_with_reader_gone(replay_command(str(journal), "--site", str(site), *strict))
+        assert code == status
         assert "Traceback" not in err, err
         assert "Exception ignored" not in err, err
         assert err.splitlines()[0].startswith(f"{journal}: line 2: not_json: ")
         assert "alerts printed" not in err
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     site, journal = write(tmp_path, busy_journal())
-    with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(
-            replay_command(str(journal), "--site", str(site)),
-            stdout=full,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
+    done = run_on_full_disk(replay_command(str(journal), "--site", str(site)))
     assert done.returncode == 1
-    assert done.stderr.decode() == (
-        "kerbside-collector: cannot write to stdout: No space left on device\n"
-    )
+    assert done.stderr == "kerbside-collector: cannot write to stdout: No space left on device\n"
 
 
 class Terminal(io.StringIO):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import buffered_env
+from tests.helpers import run_on_full_disk, run_with_reader_gone
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -149,21 +149,10 @@ def test_hours_that_only_meet_and_a_lone_bay_are_not_warned_about(tmp_path: Path
 
 
 @pytest.mark.parametrize("action", [["check"], ["edge-config", "--gateway", "gw-1"]])
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, action: list[str]) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(HEAD + "bays:\n" + bay(1) + bay(2))
-    command = [sys.executable, "-m", "kerbside.cli", "site", *action, str(site)]
-    with Path("/dev/full").open("w") as full:
-        done = subprocess.run(
-            command,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=buffered_env(),
-            check=False,
-            timeout=60,
-        )
+    done = run_on_full_disk([sys.executable, "-m", "kerbside.cli", "site", *action, str(site)])
     assert done.returncode == 1
     assert done.stderr == "kerbside: cannot write to stdout: No space left on device\n"
 
@@ -173,10 +162,6 @@ def test_a_reader_gone_away_is_no_error(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(HEAD + "bays:\n" + bay(1))
     command = [*SITE[:-1], "edge-config", "--gateway", "gw-1", str(site)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=60) == 0
+    code, err = run_with_reader_gone(command)
+    assert code == 0
     assert err == ""

@@ -224,7 +224,6 @@ def left_behind(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_demo_with_stdout_on_a_full_disk_says_so_in_one_line_and_stops_everything(
     tmp_path: Path,
 ) -> None:

@@ -18,7 +18,12 @@ import pytest
 
 from kerbside.edge.outbox import Outbox
 from kerbside.sim.kbs1 import encode_frame
-from tests.helpers import buffered_env, free_port, wait_until
+from tests.helpers import (
+    free_port,
+    run_on_full_disk,
+    run_with_reader_gone,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -272,21 +277,11 @@ def test_agent_says_a_serial_port_is_missing_and_sensors_are_not_heard(tmp_path:
 
 
 @pytest.mark.parametrize("command", ["check", "status"])
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
     config = tmp_path / "edge.yaml"
     config.write_text(f"gateway_id: gw-1\noutbox: {{path: {tmp_path}/outbox.db}}\n")
     Outbox(tmp_path / "outbox.db", "gw-1").close()  # an agent that ran once, for `status`
-    with Path("/dev/full").open("w") as full:
-        done = subprocess.run(
-            [*EDGE, command, "--config", str(config)],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=buffered_env(),
-            check=False,
-            timeout=30,
-        )
+    done = run_on_full_disk([*EDGE, command, "--config", str(config)], timeout=30)
     assert done.returncode == 1
     assert done.stderr == "kerbside-edge: cannot write to stdout: No space left on device\n"
 
@@ -295,11 +290,6 @@ def test_check_with_its_reader_gone_away_is_no_error(tmp_path: Path) -> None:
     """``kerbside-edge check | head -c0``: quiet, and exit 0."""
     config = tmp_path / "edge.yaml"
     config.write_text(f"gateway_id: gw-1\noutbox: {{path: {tmp_path}/outbox.db}}\n")
-    command = [*EDGE, "check", "--config", str(config)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=30) == 0
+    code, err = run_with_reader_gone([*EDGE, "check", "--config", str(config)], timeout=30)
+    assert code == 0
     assert err == ""

@@ -28,6 +28,7 @@ from kerbside.edge.detector import Detector
 from kerbside.edge.kbs1 import encode_frame
 from kerbside.edge.model import Frame, OccupancyChange
 from kerbside.edge.replay import replay_changes
+from tests.helpers import run_on_full_disk, run_with_reader_gone
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -356,18 +357,12 @@ def street(tmp_path: Path) -> tuple[Path, Path]:
     return capture, write_config(tmp_path / "edge.yaml", tmp_path / "no-outbox.db", sensors)
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """Said as stdout's failure, not as the capture's (it was ``cannot read``)."""
     capture, config = street(tmp_path)
-    with Path("/dev/full").open("wb") as full:
-        done = subprocess.run(
-            replay_command(capture, config), stdout=full, stderr=subprocess.PIPE, check=False
-        )
+    done = run_on_full_disk(replay_command(capture, config))
     assert done.returncode == 1
-    assert done.stderr.decode() == (
-        "kerbside-edge: cannot write to stdout: No space left on device\n"
-    )
+    assert done.stderr == "kerbside-edge: cannot write to stdout: No space left on device\n"
 
 
 def test_a_capture_that_fails_while_read_is_one_line_and_exit_2(
@@ -392,16 +387,8 @@ def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path: Path) -> No
     good = capture.read_text().splitlines()
     capture.write_text("\n".join([*good[:3], "{broken", *good[3:]]) + "\n")
     for strict, status in (([], 0), (["--strict"], 1)):
-        with subprocess.Popen(
-            replay_command(capture, config, *strict),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as program:
-            assert program.stdout is not None
-            assert program.stderr is not None
-            program.stdout.close()  # before it writes: its first write finds no reader
-            err = program.stderr.read().decode()
-            assert program.wait(timeout=60) == status
+        code, err = run_with_reader_gone(replay_command(capture, config, *strict))
+        assert code == status
         assert err.splitlines() == [f"kerbside-edge: {capture}:4: not JSON: {BROKEN}"]
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from kerbside.edge.config import load_edge_config
 from kerbside.sim.truth import load_truth
-from tests.helpers import buffered_env, wait_until
+from tests.helpers import run_on_full_disk, run_with_reader_gone, wait_until
 from tests.sim.simtools import valid_lines
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
@@ -143,31 +143,16 @@ def _serial(tmp_path: Path) -> list[str]:
     ]  # fmt: skip
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_under_stdout_is_one_line_and_exit_1(tmp_path: Path) -> None:
     """Whoever waits for the ports' names would never get them: nothing is served."""
-    with Path("/dev/full").open("w") as full:
-        done = subprocess.run(
-            _serial(tmp_path),
-            stdout=full,
-            stderr=subprocess.PIPE,
-            timeout=60,
-            env=buffered_env(),
-            check=False,
-        )
+    done = run_on_full_disk(_serial(tmp_path))
     assert done.returncode == 1
-    assert done.stderr.decode() == "kerbside-sim: cannot write to stdout: No space left on device\n"
+    assert done.stderr == "kerbside-sim: cannot write to stdout: No space left on device\n"
     assert not (tmp_path / "tty0").exists()
 
 
 def test_a_reader_gone_away_is_no_error(tmp_path: Path) -> None:
     """``kerbside-sim serial ... | head -c0``: the street is served all the same, quietly."""
-    with subprocess.Popen(
-        _serial(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as program:
-        assert program.stdout is not None
-        assert program.stderr is not None
-        program.stdout.close()  # before it writes: its first write finds no reader
-        err = program.stderr.read().decode()
-        assert program.wait(timeout=60) == 0
+    code, err = run_with_reader_gone(_serial(tmp_path))
+    assert code == 0
     assert err == ""
