@@ -433,15 +433,6 @@ class Run(NamedTuple):  # run.py loads benches outside sys.modules, which datacl
     busy: float  # the machine's CPU in use meanwhile, in cores
 
 
-class Shared(NamedTuple):
-    """The processes both systems share, and the machine, for what bounds a run."""
-
-    pids: list[int]
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pids)
-
-
 def machine_busy_s() -> float:
     """Seconds of CPU in use since boot, all cores together (``/proc/stat``)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -454,7 +445,7 @@ def _measured(
     count: int,
     began: float,
     start: tuple[float, float, float],
-    shared: Shared,
+    shared: list[int],
     *,
     limit_s: float,
     interval_s: float,
@@ -481,12 +472,13 @@ def _measured(
     return Run(count / elapsed, cpu * per, rss_mb(system.pids()), shared_cpu * per, busy / elapsed)
 
 
-def _counters(system: System, shared: Shared) -> tuple[float, float, float]:
-    """CPU seconds so far: the system's, InfluxDB's and the broker's, the whole machine's."""
-    return cpu_seconds(system.pids()), shared.cpu(), machine_busy_s()
+def _counters(system: System, shared: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far: the system's, those of the processes both share (InfluxDB's and the
+    broker's: ``shared``, their pids), the whole machine's."""
+    return cpu_seconds(system.pids()), cpu_seconds(shared), machine_busy_s()
 
 
-def live(system: System, influx: Influxd, shared: Shared, port: int, count: int) -> Run:
+def live(system: System, influx: Influxd, shared: list[int], port: int, count: int) -> Run:
     """``count`` events as fast as the publisher can, end to end into InfluxDB."""
     influx.query(f"CREATE DATABASE {system.database}")
     system.start()
@@ -504,7 +496,7 @@ def live(system: System, influx: Influxd, shared: Shared, port: int, count: int)
 
 
 def drain(
-    make: Callable[[], System], influx: Influxd, shared: Shared, port: int, count: int
+    make: Callable[[], System], influx: Influxd, shared: list[int], port: int, count: int
 ) -> Run:
     """``count`` events queued while the system was down, from its reconnection to the last
     point in InfluxDB."""
@@ -573,7 +565,7 @@ def measure(work: Path, quick: bool) -> list[Row]:
     broker = Mosquitto(work / "mosquitto", BROKER_CONF).start()
     assert influx.proc is not None
     assert broker.proc is not None
-    shared = Shared([influx.proc.pid, broker.proc.pid])
+    shared = [influx.proc.pid, broker.proc.pid]  # InfluxDB and the broker: both systems'
     runs = 0
 
     def kerbside() -> System:

@@ -17,6 +17,7 @@ import json
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from kerbside.collector.console import Progress, counted
@@ -26,7 +27,7 @@ from kerbside.collector.rules.alerts import Alert, AlertChange
 from kerbside.collector.rules.engine import RulesEngine, replaced_versions
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, parse_instant
-from kerbside.core.output import print_lines
+from kerbside.core.output import plural, print_lines
 from kerbside.core.site import Site, load_site
 
 
@@ -130,12 +131,12 @@ def summary(name: str, journal: CheckedJournal, applied: int, alerts: int) -> st
     if len(journal.accepted) > applied:
         parts.append(f"{len(journal.accepted) - applied} after --until")
     if journal.repeats:
-        parts.append(f"{_count(journal.repeats, 'repeated event')} ignored")
+        parts.append(f"{plural(journal.repeats, 'repeated event')} ignored")
     reasons = ", ".join(f"{reason} {n}" for reason, n in journal.skipped())
     parts.append(f"{len(journal.rejected)} skipped" + (f" ({reasons})" if reasons else ""))
     return (
-        f"{name}: {_count(journal.read, 'record')} read: {', '.join(parts)};"
-        f" {_count(alerts, 'alert')} printed"
+        f"{name}: {plural(journal.read, 'record')} read: {', '.join(parts)};"
+        f" {plural(alerts, 'alert')} printed"
     )
 
 
@@ -147,10 +148,8 @@ def _read(path: str, name: str, site: Site, progress: Progress) -> CheckedJourna
 
     validator = RecordValidator(site, MemorySeenEvents())
     try:
-        if path == "-":
-            lines, not_text = journal_lines(sys.stdin.buffer)
-            return check_journal(counted(lines, tick), validator, not_text)
-        with open(path, "rb") as stream:
+        opened = nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb")  # noqa: SIM115
+        with opened as stream:
             lines, not_text = journal_lines(stream)
             return check_journal(counted(lines, tick), validator, not_text)
     except OSError as exc:
@@ -164,7 +163,3 @@ def _in_order(journal: CheckedJournal) -> list[tuple[Instant, int, JournalRecord
 
 def _time(item: tuple[Instant, int, JournalRecord]) -> Instant:
     return item[0]
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -28,6 +28,11 @@ def print_lines(lines: Iterable[str]) -> bool:
     return _written(out.flush)
 
 
+def plural(n: int, word: str) -> str:
+    """``1 record``, ``3 records``: a count in a command's messages."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def stdout_to_devnull() -> None:
     """Point stdout at /dev/null, once its reader has gone away (a ``BrokenPipeError``) or it
     cannot be written (a full disk)."""

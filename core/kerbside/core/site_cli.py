@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from kerbside.core.checks import Problem
-from kerbside.core.output import print_lines
+from kerbside.core.output import plural, print_lines
 from kerbside.core.site import SiteError, check_site_file, load_site
 
 
@@ -70,19 +70,15 @@ def check_main(args: argparse.Namespace) -> int:
     warnings = len(problems) - errors
     if site is None:
         print(
-            f"{args.file}: {_count(errors, 'error')}, {_count(warnings, 'warning')}",
+            f"{args.file}: {plural(errors, 'error')}, {plural(warnings, 'warning')}",
             file=sys.stderr,
         )
         return 1
-    note = f" ({_count(warnings, 'warning')})" if warnings else ""
+    note = f" ({plural(warnings, 'warning')})" if warnings else ""
     print_lines(
         [f"{args.file}: ok: site {site.name}, {len(site.zones)} zones, {len(site.bays)} bays{note}"]
     )
     return 1 if warnings and args.strict else 0
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def edge_config(site_file: str, gateway: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerbside.core.config import ConfigError
-from kerbside.core.output import print_lines
+from kerbside.core.output import plural, print_lines
 from kerbside.edge.ble import BleDecoder
 from kerbside.edge.capture import BadCaptureLine, BleRecord, CaptureRecord, read_capture
 from kerbside.edge.config import EdgeConfig, load_edge_config
@@ -81,13 +81,9 @@ class Tally:
         """``C: 1204 records read: 1203 replayed, 1 skipped; 6 events printed``, as the
         collector's replay sums up a journal."""
         return (
-            f"{name}: {_count(self.read, 'record')} read: {self.read - self.skipped} replayed,"
-            f" {self.skipped} skipped; {_count(self.events, 'event')} printed"
+            f"{name}: {plural(self.read, 'record')} read: {self.read - self.skipped} replayed,"
+            f" {self.skipped} skipped; {plural(self.events, 'event')} printed"
         )
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _epoch(config: EdgeConfig) -> str:
