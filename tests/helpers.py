@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import json
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -70,11 +72,39 @@ def run_with_reader_gone(
         return program.returncode, err
 
 
+def _port_slice() -> range:
+    """The ports this process hands out: below the kernel's ephemeral range (so no outgoing
+    connection, and no other program's bind to port 0, takes one between ``free_port`` and the
+    server's own bind), and a slice of its own for each pytest-xdist worker (so two workers
+    never hand out the same one)."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    low, high = 10000, max(first_ephemeral, 12000)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (high - low) // max(workers, 1)
+    return range(low + worker * size, low + (worker + 1) * size)
+
+
+_PORTS = _port_slice()
+# Each process (a test worker, or a program a test starts) begins at its own place in the
+# slice, so that two of them in one worker seldom offer the same port.
+_next_port = itertools.count(random.Random(os.getpid()).randrange(len(_PORTS)))
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on, for a server a test starts."""
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_port) % len(_PORTS)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
