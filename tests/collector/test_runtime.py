@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,23 @@ def test_a_bad_config_key_is_named(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "alert_delay_s" in out
+
+
+def test_an_api_port_in_use_is_one_line_before_the_store_is_opened(tmp_path: Path) -> None:
+    config = write_collector_setup(tmp_path, port=1, topic_root="t")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config.write_text(
+            config.read_text().replace("http: null", f"http: {{host: 127.0.0.1, port: {port}}}")
+        )
+        proc = _run(config)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert out == (
+        f"kerbside-collector: cannot serve the API on 127.0.0.1:{port}: address already in use"
+        f" (the http section of {config})\n"
+    )
+    assert not (tmp_path / "collector.db").exists()
 
 
 def test_sighup_reloads_the_site_or_keeps_the_old_one(

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -176,7 +177,12 @@ def run_main(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config, site))
+    try:
+        asyncio.run(serve(config, site))
+    except ApiPortError as exc:
+        # one line; exit 1, which systemd restarts (the program holding the port may go)
+        print(f"kerbside-collector: {exc} (the http section of {args.config})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -239,6 +245,38 @@ async def _prune(collector: Collector, retention_days: float) -> None:
             except Exception:
                 log.exception("retention pruning failed")
         await asyncio.sleep(PRUNE_EVERY_S)
+
+
+class ApiPortError(Exception):
+    """The API's address cannot be listened on (another program holds the port, or the host is
+    not this machine's)."""
+
+
+def listen_api(http: HttpConfig, backlog: int) -> list[socket.socket]:
+    """Listening sockets for the API, one per address ``http.host`` names (as uvicorn would bind
+    them), made before the collector opens anything: a port in use is one line at start, not a
+    collector that runs, connects and then stops."""
+    where = f"{http.host}:{http.port}"
+    try:
+        infos = socket.getaddrinfo(
+            http.host or None, http.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ApiPortError(
+            f"cannot serve the API on {where}: {reason[:1].lower()}{reason[1:]}"
+        ) from exc
+    sockets: list[socket.socket] = []
+    try:
+        for family, _, _, _, address in dict.fromkeys(infos):
+            sockets.append(socket.create_server(address, family=family, backlog=backlog))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = reason[:1].lower() + reason[1:]
+        raise ApiPortError(f"cannot serve the API on {where}: {reason}") from exc
+    return sockets
 
 
 class _QuietServer:
@@ -318,10 +356,44 @@ async def serve(
     collector_out: list[Collector] | None = None,
 ) -> None:
     """Run the collector until SIGTERM/SIGINT (or ``stop`` is set)."""
+    begun = time.monotonic()
+    listening: list[socket.socket] = []
+    if config.http is not None:
+        try:
+            from kerbside.collector.api import create_app  # noqa: F401, PLC0415
+            from kerbside.collector.api.guard import ACCEPT_BACKLOG  # noqa: PLC0415
+        except ImportError as exc:
+            log.warning("HTTP API not available (%s); running without it", exc)
+        else:
+            listening = listen_api(config.http, ACCEPT_BACKLOG)
+    try:
+        await _run(
+            config,
+            site,
+            listening,
+            begun=begun,
+            started=started,
+            stop=stop,
+            collector_out=collector_out,
+        )
+    finally:
+        for sock in listening:  # uvicorn closes them at its stop; not if the start failed
+            sock.close()
+
+
+async def _run(
+    config: CollectorConfig,
+    site: Site,
+    listening: list[socket.socket],
+    *,
+    begun: float,
+    started: asyncio.Event | None,
+    stop: asyncio.Event | None,
+    collector_out: list[Collector] | None,
+) -> None:
     loop = asyncio.get_running_loop()
     # A listener out of file descriptors reports every failed accept: said once a minute.
     loop.set_exception_handler(QuietLoopErrors())
-    begun = time.monotonic()
     clock, speed = clock_from_env()
     node = config.cluster.node_id if config.cluster is not None else ""
     store = open_store(config.store, node=node)
@@ -373,21 +445,18 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reload_site, config, cycle)
     server: uvicorn.Server | None = None
-    if config.http is not None:
-        try:
-            from kerbside.collector.api import create_app  # noqa: PLC0415
-        except ImportError as exc:
-            log.warning("HTTP API not available (%s); running without it", exc)
-        else:
-            app = create_app(
-                collector.queries,
-                collector.commands,
-                collector.feed,
-                signin_store=store,
-                tokens_file=config.tokens_file,
-                http=config.http,
-            )
-            server = _QuietServer.make(app, config.http)
+    if config.http is not None and listening:
+        from kerbside.collector.api import create_app  # noqa: PLC0415
+
+        app = create_app(
+            collector.queries,
+            collector.commands,
+            collector.feed,
+            signin_store=store,
+            tokens_file=config.tokens_file,
+            http=config.http,
+        )
+        server = _QuietServer.make(app, config.http)
     link.start(Switchboard(queue, hold, collector.outbox))
     cycle.tick()
     # What the start built (the site, the rules' state, the caches) lives as long as the
@@ -423,7 +492,7 @@ async def serve(
                 ]
             http = None
             if server is not None:
-                http = tasks.create_task(server.serve(), name="http")
+                http = tasks.create_task(server.serve(sockets=listening), name="http")
             if started is not None:
                 started.set()
             notifier = Notifier()
