@@ -216,7 +216,15 @@ def token_main(args: argparse.Namespace) -> int:
         if len(kept) == len(holders):
             print(f"kerbside-collector: {path}: no token named {args.name}", file=sys.stderr)
             return 1
-        save_tokens(path, kept)
+        try:
+            save_tokens(path, kept)
+        except OSError as exc:
+            print(
+                f"kerbside-collector: {path}: cannot write: {exc.strerror or exc};"
+                f" {args.name}'s token is still valid",
+                file=sys.stderr,
+            )
+            return 1
         print(f"revoked {args.name}", file=sys.stderr)
         if getattr(args, "config", None):
             from kerbside.collector.signin_cli import end_sessions  # noqa: PLC0415

@@ -135,3 +135,24 @@ def test_a_token_printed_but_not_stored_is_said_to_be_not_valid(
         " the token printed for pc-1 is not valid\n"
     )
     assert not path.exists()
+
+
+def test_a_revoke_that_cannot_be_written_says_the_token_is_still_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    assert main(["token", "--tokens-file", str(path), "add", "pc-1", "--role", "officer"]) == 0
+    token = capsys.readouterr().out.strip()
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tokens, "save_tokens", full)
+    assert main(["token", "--tokens-file", str(path), "revoke", "pc-1"]) == 1
+    assert capsys.readouterr().err == (
+        f"kerbside-collector: {path}: cannot write: No space left on device;"
+        " pc-1's token is still valid\n"
+    )
+    holder = TokenRegistry(path).lookup(token)
+    assert holder is not None
+    assert holder.name == "pc-1"
