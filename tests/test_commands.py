@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.core.version import VERSION
+from tests.helpers import run_on_full_disk, run_with_reader_gone
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -36,6 +37,35 @@ def test_version(program: str) -> None:
     result = run([str(BIN / program), "--version"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{program} {VERSION}\n"
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.parametrize("asked", [["--help"], ["--version"], ["COMMAND", "--help"]])
+def test_help_and_version_on_a_full_disk_are_one_line_and_exit_1(
+    program: str, asked: list[str]
+) -> None:
+    argv = [str(BIN / program), *_first_command(program, asked)]
+    done = run_on_full_disk(argv)
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"{program}: cannot write to stdout: No space left on device\n",
+    )
+    status, err = run_with_reader_gone(argv)  # | head
+    assert (status, err) == (0, "")
+
+
+def _first_command(program: str, asked: list[str]) -> list[str]:
+    """``asked`` with COMMAND as the program's first subcommand."""
+    import importlib  # noqa: PLC0415
+
+    parser = importlib.import_module(PROGRAMS[program]).build_parser()
+    first = next(
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    )
+    return [first if arg == "COMMAND" else arg for arg in asked]
 
 
 def command_lines(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:

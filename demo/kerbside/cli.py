@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kerbside.core.arguments import Parser
 from kerbside.core.output import OutputError
 from kerbside.core.version import add_version_option
 
@@ -19,7 +20,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kerbside",
         description="Kerbside: open platform for on-street parking bay sensors.",
         epilog=EPILOG,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kerbside.collector.errors import DamagedStoreError, StoreError, StoreRefused
+from kerbside.core.arguments import Parser
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
@@ -29,7 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kerbside-collector",
         description="Kerbside collector: gateways in; sessions, alerts, time series and API out. "
         "Running it: docs/operations.md; formats: docs/protocols.md.",
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_option(parser)
     add_logging_options(parser)
     # The logging options after the command too (`kerbside-collector run --log-format json`).
-    logging_after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    logging_after = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     add_logging_options(logging_after)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--config", help="collector config file (its tokens_file is used)")
     token.add_argument("--tokens-file", help="tokens file to manage (overrides --config)")
     # The same two options after the action too (`token add NAME --role R --config C`).
-    where = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    where = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     where.add_argument("--config", help="collector config file (its tokens_file is used)")
     where.add_argument("--tokens-file", help="tokens file to manage (overrides --config)")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")

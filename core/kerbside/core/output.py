@@ -28,6 +28,12 @@ def print_lines(lines: Iterable[str]) -> bool:
     return _written(out.flush)
 
 
+def print_text(text: str) -> bool:
+    """``text`` as it is (its own newlines) on stdout, flushed; as ``print_lines``."""
+    out = sys.stdout
+    return _written(out.write, text) and _written(out.flush)
+
+
 def plural(n: int, word: str) -> str:
     """``1 record``, ``3 records``: a count in a command's messages."""
     return f"{n} {word}{'' if n == 1 else 's'}"

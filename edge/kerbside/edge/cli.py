@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from kerbside.core.arguments import Parser
 from kerbside.core.checks import ConfigFileError
 from kerbside.core.config import ConfigError
 from kerbside.core.logs import add_logging_options, setup_logging
@@ -25,7 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kerbside-edge",
         description="Kerbside street gateway agent: bay sensors in, occupancy events out. "
         "Configuration and field use: docs/gateway.md.",
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_option(parser)
     add_logging_options(parser)
     # The logging options after the command too (`kerbside-edge run --log-format json`).
-    logging_after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    logging_after = Parser(add_help=False, argument_default=argparse.SUPPRESS)
     add_logging_options(logging_after)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

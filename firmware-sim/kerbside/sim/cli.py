@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kerbside.core.arguments import number
+from kerbside.core.arguments import Parser, number
 from kerbside.core.config import ConfigError
 from kerbside.core.instants import Instant, InstantError, format_instant, parse_instant
 from kerbside.core.output import OutputError
@@ -144,7 +144,7 @@ def _add_street_args(p: argparse.ArgumentParser, sensors_default: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kerbside-sim",
         description="Simulated magnetometer bay sensors on a street, with ground truth.",
         epilog="examples:\n"
