@@ -3,10 +3,12 @@ in as few statements as the sessions' own order allows."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kerbside.collector.effects import SessionOp, SessionStep, session_runs
+from kerbside.collector.store import sqlite as sqlite_store
 from kerbside.collector.store.sqlite import SqliteStore
 from tests.collector.store_rows import closed, counted, opened, write
 
@@ -24,18 +26,25 @@ def _sessions(store: SqliteStore) -> dict[str, list[tuple[int, int | None, int]]
     return {bay: store.sessions(bay, None, None, 100, None) for bay in BAYS}
 
 
+@pytest.mark.parametrize("fold", [1, sqlite_store.FOLD_SESSIONS])
 @settings(max_examples=300, deadline=None)
 @given(before=st.lists(_steps, max_size=6), batch=st.lists(_steps, max_size=14))
 def test_runs_leave_the_rows_the_steps_one_by_one_would(
-    before: list[SessionOp], batch: list[SessionOp]
+    fold: int, before: list[SessionOp], batch: list[SessionOp]
 ) -> None:
-    together, one_by_one = SqliteStore(":memory:"), SqliteStore(":memory:")
-    for store in (together, one_by_one):
-        write(store, sessions=before)  # sessions there before the batch, or not
-    write(together, sessions=batch)
-    for step in batch:
-        write(one_by_one, sessions=[step])
-    assert _sessions(together) == _sessions(one_by_one)
+    """Whether closed sessions move into bay order after every commit (``fold`` 1) or wait."""
+    default = sqlite_store.FOLD_SESSIONS
+    sqlite_store.FOLD_SESSIONS = fold
+    try:
+        together, one_by_one = SqliteStore(":memory:"), SqliteStore(":memory:")
+        for store in (together, one_by_one):
+            write(store, sessions=before)  # sessions there before the batch, or not
+        write(together, sessions=batch)
+        for step in batch:
+            write(one_by_one, sessions=[step])
+        assert _sessions(together) == _sessions(one_by_one)
+    finally:
+        sqlite_store.FOLD_SESSIONS = default
 
 
 def test_a_street_interleaved_in_a_batch_makes_a_few_runs() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from kerbside.collector import backfill
 from kerbside.collector.effects import (
     AlertNote,
     Effects,
@@ -28,6 +29,7 @@ from kerbside.collector.store import Store, StoredRight, Work
 from kerbside.collector.store import sqlite as sqlite_store
 from kerbside.collector.store.postgres import PostgresStore
 from kerbside.collector.store.sqlite import SqliteStore
+from kerbside.core.site import load_site
 from tests.collector.store_rows import (
     alert_write,
     closed,
@@ -299,6 +301,139 @@ def test_sessions_open_close_and_overlap_query(store: Store) -> None:
     assert store.sessions("B1", None, None, 10, 100) == [(300, None, 2)]
     assert store.sessions("B1", None, None, 1, None) == [(100, 200, 0)]
     assert store.sessions("B2", None, None, 10, None) == []
+
+
+SITE = """
+site: sessions-test
+timezone: Europe/London
+zones:
+  - {id: Z1, name: One, controlled_hours: any}
+bays:
+  - {id: B1, zone: Z1, street: High Street, kind: limited, max_stay_minutes: 60, sensor: S1,
+     gateway: gw-1}
+  - {id: B2, zone: Z1, street: High Street, kind: paid, sensor: S2, gateway: gw-1}
+  - {id: B3, zone: Z1, street: High Street, kind: free, sensor: S3, gateway: gw-1}
+"""
+
+
+@pytest.mark.parametrize("fold", [1, 3, 10_000])
+def test_sessions_read_the_same_wherever_they_wait(
+    store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fold: int
+) -> None:
+    """SQLite keeps new sessions apart, in the order they start, and moves the closed ones into
+    bay order once ``fold`` of them wait: what is read does not depend on where they are."""
+    monkeypatch.setattr(sqlite_store, "FOLD_SESSIONS", fold)
+    write(store, sessions=[opened("B1", 100), opened("B2", 50), opened("B3", 10)])
+    write(store, sessions=[closed("B1", 100, 200), opened("B1", 300), closed("B3", 10, 20)])
+    # B2's session, opened before any move, closes after the first; alerts on closed sessions
+    # count wherever they are (moved already at fold 1, not yet at 3, never at 10,000)
+    write(
+        store,
+        sessions=[counted("B1", 100), counted("B1", 300), closed("B2", 50, 400), opened("B2", 400)],
+    )
+    write(store, sessions=[counted("B3", 10), opened("B1", 100), opened("B3", 10)])  # no change
+    write(
+        store,
+        sessions=[counted("B1", 300), opened("B3", 500)],
+        bays=[("B1", "occupied", 300, "gw-1", 300), ("B2", "occupied", 400, "gw-1", 400)],
+        alerts=[
+            alert_write(_alert("a1", kind="overstay", bay="B1"), 150),  # of B1's closed session
+            alert_write(_alert("a2", kind="overstay", bay="B1"), 310),
+            alert_write(_alert("a3", kind="unpaid", bay="B2"), 450),
+        ],
+    )
+    assert store.sessions("B1", None, None, 10, None) == [(100, 200, 1), (300, None, 2)]
+    assert store.sessions("B2", None, None, 10, None) == [(50, 400, 0), (400, None, 0)]
+    assert store.sessions("B3", None, None, 10, None) == [(10, 20, 1), (500, None, 0)]
+    assert store.sessions("B1", 250, None, 10, None) == [(300, None, 2)]
+    assert store.sessions("B1", None, 150, 10, None) == [(100, 200, 1)]
+    assert store.sessions("B1", None, None, 10, 100) == [(300, None, 2)]
+    assert store.sessions("B2", None, None, 1, None) == [(50, 400, 0)]
+    assert store.sessions("B2", None, None, 1, 50) == [(400, None, 0)]
+    assert store.sessions("B2", 60, 450, 10, None) == [(50, 400, 0), (400, None, 0)]
+    assert store.sessions("B3", 20, 500, 10, None) == []
+    # the enforcement alerts of the sessions still open
+    assert [a["alert_id"] for a in store.recover().session_alerts] == ["a2", "a3"]
+    # and the sessions the export to the time-series database writes (closed, begun in it)
+    (tmp_path / "site.yaml").write_text(SITE)
+    site = load_site(tmp_path / "site.yaml")
+    lines = list(backfill.alert_and_session_lines(store, site, 0, 1000))
+    assert [line for line in lines if line.startswith("bay_session")] == [
+        "bay_session,bay_id=B1,kind=limited,street=High\\ Street,zone_id=Z1"
+        " duration_s=0.1,overstay_s=0.0,alerts=1i 100",
+        "bay_session,bay_id=B2,kind=paid,street=High\\ Street,zone_id=Z1"
+        " duration_s=0.35,overstay_s=0.0,alerts=0i 50",
+        "bay_session,bay_id=B3,kind=free,street=High\\ Street,zone_id=Z1"
+        " duration_s=0.01,overstay_s=0.0,alerts=1i 10",
+    ]
+
+
+def _session_rows(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of ``sessions`` and of ``sessions_recent``, each in bay then start order."""
+    db = sqlite3.connect(path)
+    try:
+        return (
+            db.execute("SELECT * FROM sessions ORDER BY bay_id, start").fetchall(),
+            db.execute("SELECT * FROM sessions_recent ORDER BY bay_id, start").fetchall(),
+        )
+    finally:
+        db.close()
+
+
+def test_sqlite_moves_closed_sessions_into_bay_order_many_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions are kept in bay order, for a bay's history; written there a batch at a time, a
+    batch would put a row on a page of that table for each bay it opens or closes a session
+    of. So they wait in the order they start, and the closed ones move ``FOLD_SESSIONS`` at a
+    time, in the commit that takes them past it; the open ones stay until they close."""
+    monkeypatch.setattr(sqlite_store, "FOLD_SESSIONS", 3)
+    path = tmp_path / "collector.db"
+    store = SqliteStore(path)
+    write(store, sessions=[opened("B1", 1), opened("B2", 2), closed("B1", 1, 3), opened("B1", 3)])
+    assert _session_rows(path) == ([], [("B1", 1, 3, 0), ("B1", 3, None, 0), ("B2", 2, None, 0)])
+    write(store, sessions=[closed("B2", 2, 4), opened("B2", 4), closed("B1", 3, 5)])
+    assert _session_rows(path) == (
+        [("B1", 1, 3, 0), ("B1", 3, 5, 0), ("B2", 2, 4, 0)],
+        [("B2", 4, None, 0)],
+    )
+    # an alert and a close again of a session moved change it where it is
+    write(store, sessions=[counted("B1", 3), closed("B1", 3, 6), opened("B1", 7)])
+    assert _session_rows(path) == (
+        [("B1", 1, 3, 0), ("B1", 3, 6, 1), ("B2", 2, 4, 0)],
+        [("B1", 7, None, 0), ("B2", 4, None, 0)],
+    )
+    write(store, sessions=[closed("B1", 7, 8), closed("B2", 4, 9), opened("B2", 10)])
+    assert len(_session_rows(path)[1]) == 3  # two closed waiting, one open
+    store.close()
+    store = SqliteStore(path)  # what waits is counted as the store opens
+    write(store, sessions=[counted("B2", 10), closed("B2", 10, 11)])
+    assert _session_rows(path) == (
+        [
+            ("B1", 1, 3, 0), ("B1", 3, 6, 1), ("B1", 7, 8, 0),
+            ("B2", 2, 4, 0), ("B2", 4, 9, 0), ("B2", 10, 11, 1),
+        ],
+        [],
+    )  # fmt: skip
+    write(
+        store,
+        sessions=[
+            opened("B1", 20), closed("B1", 20, 30), opened("B1", 40),
+            opened("B3", 8), closed("B3", 8, 9),
+        ],
+    )  # fmt: skip
+    # retention removes old closed sessions wherever they are, and counts what is left waiting
+    store.prune(before=10, keep_from_pos=0)
+    assert _session_rows(path) == (
+        [("B2", 10, 11, 1)],
+        [("B1", 20, 30, 0), ("B1", 40, None, 0)],
+    )
+    assert store.sessions("B1", None, None, 10, None) == [(20, 30, 0), (40, None, 0)]
+    write(store, sessions=[closed("B1", 40, 50), opened("B1", 60)])
+    assert _session_rows(path)[1] == [("B1", 20, 30, 0), ("B1", 40, 50, 0), ("B1", 60, None, 0)]
+    write(store, sessions=[closed("B1", 60, 70)])  # the third closed waiting
+    assert _session_rows(path)[1] == []
+    store.close()
 
 
 def test_alerts_keep_history_and_paginate(store: Store) -> None:

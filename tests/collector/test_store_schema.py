@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kerbside.collector.config import load_config
-from kerbside.collector.effects import Effects, RightRow
+from kerbside.collector.effects import Effects, RightRow, SessionStep
 from kerbside.collector.errors import StoreError
 from kerbside.collector.records import OccupancyEvent, to_journal_dict
 from kerbside.collector.rules import RulesEngine
@@ -36,6 +36,7 @@ ADDED_AFTER = {
     2: ("DROP INDEX rights_bay", "DROP INDEX rights_zone"),
     3: ("DROP TABLE timeseries_spool",),
     4: ("DROP TABLE state_changes_recent",),
+    5: ("DROP TABLE sessions_recent",),
 }
 OLDEST = ("DROP TABLE bay_origins", "DROP TABLE officer_sessions", "DROP TABLE signin_links")
 
@@ -198,8 +199,54 @@ def test_a_version_3_file_gains_the_spool_its_commits_write_points_to(tmp_path: 
     spool.close()
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 6
     db.close()
+
+
+def test_a_version_5_file_keeps_its_sessions_and_the_open_ones_wait_apart(
+    tmp_path: Path,
+) -> None:
+    """Version 6 keeps the newest sessions in ``sessions_recent`` until they are closed and many:
+    the open sessions of a version 5 file move there, the closed ones stay, all read as before."""
+    path = tmp_path / "v5.db"
+    _file_at(path, 5)
+    db = sqlite3.connect(path)
+    db.executemany(
+        "INSERT INTO sessions(bay_id, start, end, alerts) VALUES (?, ?, ?, ?)",
+        [("B1", 10, 20, 1), ("B1", 30, None, 2), ("B2", 5, 15, 0), ("B2", 25, None, 0)],
+    )
+    db.commit()
+    db.close()
+    store = SqliteStore(path)
+    assert store.migrated_from == 5
+    assert store.sessions("B1", None, None, 10, None) == [(10, 20, 1), (30, None, 2)]
+    assert store.sessions("B2", None, None, 10, None) == [(5, 15, 0), (25, None, 0)]
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 6
+    assert db.execute("SELECT * FROM sessions ORDER BY bay_id, start").fetchall() == [
+        ("B1", 10, 20, 1),
+        ("B2", 5, 15, 0),
+    ]
+    assert db.execute("SELECT * FROM sessions_recent ORDER BY bay_id").fetchall() == [
+        ("B1", 30, None, 2),
+        ("B2", 25, None, 0),
+    ]
+    db.close()
+    # the collector carries on: closing an open session, counting an alert on a closed one
+    store.commit(
+        Work(
+            Effects(
+                sessions=(
+                    (SessionStep.CLOSE, "B1", 30, 40),
+                    (SessionStep.ALERT, "B2", 5, None),
+                    (SessionStep.OPEN, "B1", 10, None),  # there already: no change
+                )
+            )
+        )
+    )
+    assert store.sessions("B1", None, None, 10, None) == [(10, 20, 1), (30, 40, 2)]
+    assert store.sessions("B2", None, None, 10, None) == [(5, 15, 1), (25, None, 0)]
+    store.close()
 
 
 def test_a_new_file_starts_at_the_latest_version(tmp_path: Path) -> None:

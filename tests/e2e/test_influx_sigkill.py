@@ -127,6 +127,7 @@ def test_sigkill_under_load_leaves_every_committed_events_points_in_influxdb(
             (bay, int(start))
             for bay, start in store.execute(
                 "SELECT bay_id, start FROM sessions WHERE end IS NOT NULL"
+                " UNION ALL SELECT bay_id, start FROM sessions_recent WHERE end IS NOT NULL"
             )
         }
         store.close()

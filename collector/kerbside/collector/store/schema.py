@@ -16,7 +16,7 @@ from collections.abc import Callable
 from kerbside.collector.errors import StoreRefused
 from kerbside.core.transaction import immediate
 
-VERSION = 5
+VERSION = 6
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     end INTEGER,
     alerts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (bay_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions_recent (
+    bay_id TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER,
+    alerts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (start, bay_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY,
@@ -202,8 +209,29 @@ def _to_5(db: sqlite3.Connection) -> None:
             db.execute(statement)
 
 
+def _to_6(db: sqlite3.Connection) -> None:
+    """New sessions wait in ``sessions_recent`` (in the order they start) and move into
+    ``sessions`` (in bay order) many at a time once closed: see the SQLite store. The sessions
+    still open move there now; the closed ones stay where they are."""
+    for statement in _TABLES.split(";"):
+        if "sessions_recent" in statement:
+            db.execute(statement)
+    db.execute(
+        "INSERT INTO sessions_recent(bay_id, start, end, alerts)"
+        " SELECT bay_id, start, end, alerts FROM sessions WHERE end IS NULL"
+    )
+    db.execute("DELETE FROM sessions WHERE end IS NULL")
+
+
 # MIGRATIONS[n] takes a file at version n to version n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_to_1, _to_2, _to_3, _to_4, _to_5]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _to_1,
+    _to_2,
+    _to_3,
+    _to_4,
+    _to_5,
+    _to_6,
+]
 assert len(MIGRATIONS) == VERSION
 
 

@@ -47,8 +47,20 @@ from kerbside.collector.store.sqlreads import SqlReads, Statement
 from kerbside.core.instants import Instant, format_instant
 from kerbside.core.transaction import end_transaction, immediate, roll_back
 
+# A session is in sessions_recent from its opening until a fold moves it, closed, into sessions
+# (below): never in both. An opening of one already moved changes nothing, as before; a close
+# or an alert looks in sessions_recent, then in sessions for any it did not find there.
 _SESSION_SQL = {
-    SessionStep.OPEN: "INSERT OR IGNORE INTO sessions(bay_id, start, end) VALUES (?, ?, NULL)",
+    SessionStep.OPEN: (
+        "INSERT OR IGNORE INTO sessions_recent(bay_id, start, end) SELECT ?1, ?2, NULL"
+        " WHERE NOT EXISTS (SELECT 1 FROM sessions WHERE bay_id = ?1 AND start = ?2)"
+    ),
+    SessionStep.CLOSE: "UPDATE sessions_recent SET end = ? WHERE bay_id = ? AND start = ?",
+    SessionStep.ALERT: (
+        "UPDATE sessions_recent SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?"
+    ),
+}
+_SESSION_FOLDED_SQL = {
     SessionStep.CLOSE: "UPDATE sessions SET end = ? WHERE bay_id = ? AND start = ?",
     SessionStep.ALERT: "UPDATE sessions SET alerts = alerts + 1 WHERE bay_id = ? AND start = ?",
 }
@@ -125,6 +137,22 @@ _FOLD = (
 )
 
 
+# Sessions likewise: kept in bay order (sessions' key), a batch that opens and closes sessions
+# of 1,000 bays would rewrite a page for each. So a session is written into sessions_recent,
+# in the order sessions start (its key is (start, bay_id): a batch's new rows on its last
+# pages, its closes on the pages of the sessions it opened lately), and once this many closed
+# ones wait there they move into sessions together, in the commit that takes them past it. The
+# open ones stay (one a bay at most) until they close. Readers read both tables in one
+# statement.
+FOLD_SESSIONS = 16_384
+_FOLD_SESSIONS = (
+    "INSERT INTO sessions(bay_id, start, end, alerts)"
+    " SELECT bay_id, start, end, alerts FROM sessions_recent WHERE end IS NOT NULL"
+    " ORDER BY bay_id, start",
+    "DELETE FROM sessions_recent WHERE end IS NOT NULL",
+)
+
+
 # The commits' connection keeps up to this many KiB of pages (SQLite's default is 2,000): the
 # indexes a batch writes into at a thousand places (a bay's state changes, its sessions) stay in
 # memory instead of being read back from the file for every batch.
@@ -159,6 +187,7 @@ class SqliteStore(SqlReads):
     """The store port over one SQLite database (``":memory:"`` for tests)."""
 
     _SESSION_END = "end"
+    _SESSION_TABLES = ("sessions", "sessions_recent")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -204,6 +233,9 @@ class SqliteStore(SqlReads):
         )
         self._next_outbox = (self._first("SELECT MAX(id) FROM outbox") or 0) + 1
         self._recent_changes = self._first("SELECT COUNT(*) FROM state_changes_recent") or 0
+        self._recent_closed = (
+            self._first("SELECT COUNT(*) FROM sessions_recent WHERE end IS NOT NULL") or 0
+        )
 
     def close(self) -> None:
         if self._commits is not self._db:
@@ -291,7 +323,7 @@ class SqliteStore(SqlReads):
                 self._recent_changes = 0
         if effects.bays:
             bulk.append(_bulk("bays", effects.bays))
-        self._write_sessions(effects)
+        self._write_sessions(effects, bulk)
         changes = self._write_alerts(effects)
         for right in effects.rights:
             db.execute(
@@ -367,10 +399,21 @@ class SqliteStore(SqlReads):
             )
         return Committed(self._next_pos - 1, changes, outbox)
 
-    def _write_sessions(self, effects: Effects) -> None:
-        """Session writes as ``session_runs`` groups them, one executemany a run."""
+    def _write_sessions(self, effects: Effects, bulk: list[tuple[str, str | None]]) -> None:
+        """Session writes as ``session_runs`` groups them, one executemany a run (two for a
+        close or an alert of a session that was not in sessions_recent); the closed sessions
+        moved into sessions as the commit ends if that takes them past ``FOLD_SESSIONS``."""
+        db = self._commits
         for step, params in session_runs(effects.sessions):
-            self._commits.executemany(_SESSION_SQL[step], params)
+            # a run's steps are of different sessions: a row each, if there
+            found = db.executemany(_SESSION_SQL[step], params).rowcount
+            if step is SessionStep.CLOSE:
+                self._recent_closed += found  # (one closed again counts again: a fold sooner)
+            if step is not SessionStep.OPEN and found < len(params):
+                db.executemany(_SESSION_FOLDED_SQL[step], params)
+        if self._recent_closed >= FOLD_SESSIONS:
+            bulk.extend((sql, None) for sql in _FOLD_SESSIONS)
+            self._recent_closed = 0
 
     def _write_alerts(self, effects: Effects) -> list[tuple[int, dict[str, Any]]]:
         db = self._commits
@@ -500,7 +543,11 @@ class SqliteStore(SqlReads):
                 " (SELECT MAX(id) FROM state_changes GROUP BY bay_id)",
                 (before,),
             )
-            db.execute("DELETE FROM sessions WHERE end IS NOT NULL AND end < ?", (before,))
+            for table in self._SESSION_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE end IS NOT NULL AND end < ?", (before,))  # noqa: S608 - fixed names
+            self._recent_closed = self._first(
+                "SELECT COUNT(*) FROM sessions_recent WHERE end IS NOT NULL"
+            )
             db.execute(
                 "DELETE FROM alert_changes WHERE id IN (SELECT c.id FROM alert_changes c JOIN"
                 " alerts a ON a.alert_id = c.alert_id WHERE a.status IN"

@@ -24,6 +24,8 @@ class SqlReads(ABC):
 
     # the sessions table's column for a session's end (``end`` is reserved in PostgreSQL)
     _SESSION_END: ClassVar[str]
+    # the tables a session may be in (SQLite keeps its newest apart: see its store)
+    _SESSION_TABLES: ClassVar[tuple[str, ...]] = ("sessions",)
 
     @abstractmethod
     def _read(
@@ -45,22 +47,26 @@ class SqlReads(ABC):
     ) -> list[tuple[Instant, Instant | None, int]]:
         """Sessions of a bay overlapping ``[start, end)``, oldest first, after ``after``."""
         ended = self._SESSION_END
-        sql = f"SELECT start, {ended}, alerts FROM sessions WHERE bay_id = ?"  # noqa: S608 - fixed names
+        where = "bay_id = ?"
         params: list[Any] = [bay_id]
         if start is not None:
-            sql += f" AND ({ended} IS NULL OR {ended} > ?)"
+            where += f" AND ({ended} IS NULL OR {ended} > ?)"
             params.append(start)
         if end is not None:
-            sql += " AND start < ?"
+            where += " AND start < ?"
             params.append(end)
         if after is not None:
-            sql += " AND start > ?"
+            where += " AND start > ?"
             params.append(after)
+        # one statement over the tables: it reads them as one state of the store, and a session
+        # is in one of them, so that merged in start order they give each session once
+        sql = " UNION ALL ".join(
+            f"SELECT start, {ended}, alerts FROM {table} WHERE {where}"  # noqa: S608 - fixed names
+            for table in self._SESSION_TABLES
+        )
         sql += " ORDER BY start LIMIT ?"
-        params.append(limit)
-        return [
-            (int(a), None if b is None else int(b), int(c)) for a, b, c in self._read(sql, params)
-        ]
+        rows = self._read(sql, [*params * len(self._SESSION_TABLES), limit])
+        return [(int(a), None if b is None else int(b), int(c)) for a, b, c in rows]
 
     def alert(self, alert_id: str) -> dict[str, Any] | None:
         text = self._first("SELECT record FROM alerts WHERE alert_id = ?", (alert_id,))
