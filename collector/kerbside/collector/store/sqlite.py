@@ -146,7 +146,8 @@ _FOLD = (
 # statement.
 FOLD_SESSIONS = 16_384
 _FOLD_SESSIONS = (
-    "INSERT INTO sessions(bay_id, start, end, alerts)"
+    # (never in both tables; were one, the newer row would win rather than every commit fail)
+    "INSERT OR REPLACE INTO sessions(bay_id, start, end, alerts)"
     " SELECT bay_id, start, end, alerts FROM sessions_recent WHERE end IS NOT NULL"
     " ORDER BY bay_id, start",
     "DELETE FROM sessions_recent WHERE end IS NOT NULL",
