@@ -252,10 +252,11 @@ class ApiPortError(Exception):
     not this machine's)."""
 
 
-def listen_api(http: HttpConfig, backlog: int) -> list[socket.socket]:
-    """Listening sockets for the API, one per address ``http.host`` names (as uvicorn would bind
-    them), made before the collector opens anything: a port in use is one line at start, not a
-    collector that runs, connects and then stops."""
+def claim_api_address(http: HttpConfig) -> list[socket.socket]:
+    """Sockets bound to the API's address, one per address ``http.host`` names (as uvicorn would
+    bind them), made before the collector opens anything: a port in use is one line at start,
+    not a collector that runs, connects and then stops. They listen once the API serves (until
+    then a connection is refused, as before: an open port still means the API answers)."""
     where = f"{http.host}:{http.port}"
     try:
         infos = socket.getaddrinfo(
@@ -268,8 +269,13 @@ def listen_api(http: HttpConfig, backlog: int) -> list[socket.socket]:
         ) from exc
     sockets: list[socket.socket] = []
     try:
-        for family, _, _, _, address in dict.fromkeys(infos):
-            sockets.append(socket.create_server(address, family=family, backlog=backlog))
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # "::" is IPv6 only, as uvicorn binds it
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
     except OSError as exc:
         for sock in sockets:
             sock.close()
@@ -357,34 +363,33 @@ async def serve(
 ) -> None:
     """Run the collector until SIGTERM/SIGINT (or ``stop`` is set)."""
     begun = time.monotonic()
-    listening: list[socket.socket] = []
+    api_sockets: list[socket.socket] = []
     if config.http is not None:
         try:
             from kerbside.collector.api import create_app  # noqa: F401, PLC0415
-            from kerbside.collector.api.guard import ACCEPT_BACKLOG  # noqa: PLC0415
         except ImportError as exc:
             log.warning("HTTP API not available (%s); running without it", exc)
         else:
-            listening = listen_api(config.http, ACCEPT_BACKLOG)
+            api_sockets = claim_api_address(config.http)
     try:
         await _run(
             config,
             site,
-            listening,
+            api_sockets,
             begun=begun,
             started=started,
             stop=stop,
             collector_out=collector_out,
         )
     finally:
-        for sock in listening:  # uvicorn closes them at its stop; not if the start failed
+        for sock in api_sockets:  # uvicorn closes them at its stop; not if the start failed
             sock.close()
 
 
 async def _run(
     config: CollectorConfig,
     site: Site,
-    listening: list[socket.socket],
+    api_sockets: list[socket.socket],
     *,
     begun: float,
     started: asyncio.Event | None,
@@ -445,7 +450,7 @@ async def _run(
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reload_site, config, cycle)
     server: uvicorn.Server | None = None
-    if config.http is not None and listening:
+    if config.http is not None and api_sockets:
         from kerbside.collector.api import create_app  # noqa: PLC0415
 
         app = create_app(
@@ -492,7 +497,7 @@ async def _run(
                 ]
             http = None
             if server is not None:
-                http = tasks.create_task(server.serve(sockets=listening), name="http")
+                http = tasks.create_task(server.serve(sockets=api_sockets), name="http")
             if started is not None:
                 started.set()
             notifier = Notifier()
