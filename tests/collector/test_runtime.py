@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Mosquitto, start_collector, wait_for_log, write_collector_setup
+from kerbside.collector.config import HttpConfig
+from kerbside.collector.runtime import ApiPortError, claim_api_address, listen_api
+from tests.helpers import (
+    Mosquitto,
+    free_port,
+    start_collector,
+    wait_for_log,
+    write_collector_setup,
+)
 
 pytestmark = pytest.mark.slow  # starts processes (brokers, programs, servers)
 
@@ -64,6 +72,22 @@ def test_an_api_port_in_use_is_one_line_before_the_store_is_opened(tmp_path: Pat
         f" (the http section of {config})\n"
     )
     assert not (tmp_path / "collector.db").exists()
+
+
+def test_of_two_collectors_claiming_one_port_the_second_to_listen_is_told_in_one_line() -> None:
+    http = HttpConfig(host="127.0.0.1", port=free_port())
+    first = claim_api_address(http)
+    second = claim_api_address(http)  # neither listens yet: both may claim the port
+    try:
+        listen_api(first, http, 8)
+        with pytest.raises(ApiPortError) as refused:
+            listen_api(second, http, 8)
+        assert str(refused.value) == (
+            f"cannot serve the API on 127.0.0.1:{http.port}: address already in use"
+        )
+    finally:
+        for sock in [*first, *second]:
+            sock.close()
 
 
 def test_sighup_reloads_the_site_or_keeps_the_old_one(

@@ -255,8 +255,9 @@ class ApiPortError(Exception):
 def claim_api_address(http: HttpConfig) -> list[socket.socket]:
     """Sockets bound to the API's address, one per address ``http.host`` names (as uvicorn would
     bind them), made before the collector opens anything: a port in use is one line at start,
-    not a collector that runs, connects and then stops. They listen once the API serves (until
-    then a connection is refused, as before: an open port still means the API answers)."""
+    not a collector that runs, connects and then stops. They listen once the store and the
+    rules are ready (until then a connection is refused: an open port means the API answers
+    at once, or within moments)."""
     where = f"{http.host}:{http.port}"
     try:
         infos = socket.getaddrinfo(
@@ -283,6 +284,20 @@ def claim_api_address(http: HttpConfig) -> list[socket.socket]:
         reason = reason[:1].lower() + reason[1:]
         raise ApiPortError(f"cannot serve the API on {where}: {reason}") from exc
     return sockets
+
+
+def listen_api(sockets: list[socket.socket], http: HttpConfig, backlog: int) -> None:
+    """The claimed sockets listen, once what the API reads is in place. Another program that
+    claimed the same port meanwhile (it may, as these do, until one listens) is one line too."""
+    for sock in sockets:
+        try:
+            sock.listen(backlog)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            reason = reason[:1].lower() + reason[1:]
+            raise ApiPortError(
+                f"cannot serve the API on {http.host}:{http.port}: {reason}"
+            ) from exc
 
 
 class _QuietServer:
@@ -442,6 +457,10 @@ async def _run(
         collector_out.append(collector)
     if config.journal_file is not None:
         collector.commands.load_journal_file(config.journal_file)
+    if config.http is not None and api_sockets:
+        from kerbside.collector.api.guard import ACCEPT_BACKLOG  # noqa: PLC0415
+
+        listen_api(api_sockets, config.http, ACCEPT_BACKLOG)
     if sink is not None:
         await sink.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
