@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import logging
+from codecs import BOM_UTF8
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,6 @@ from hypothesis import strategies as st
 
 from kerbside.collector.journals import (
     HEAD_BYTES,
-    UTF8_BOM,
     check_journal,
     journal_lines,
     not_text,
@@ -36,17 +36,17 @@ SITE = make_site()
 def test_the_lines_are_the_files_wherever_the_head_ends(parts: list[bytes], end: bytes) -> None:
     data = end.join(parts)
     lines, _ = journal_lines(io.BytesIO(data))
-    assert list(lines) == list(io.BytesIO(data.removeprefix(UTF8_BOM)))
+    assert list(lines) == list(io.BytesIO(data.removeprefix(BOM_UTF8)))
 
 
 @pytest.mark.parametrize("rest", [b"", b"\n", b"{}\n" * 4000])
 def test_a_byte_order_mark_at_the_start_is_no_part_of_line_1(rest: bytes) -> None:
     """Windows editors put one there; one anywhere else is left for the line to be judged."""
-    data = UTF8_BOM + b'{"a": 1}\n' + UTF8_BOM + b'{"b": 2}\n' + rest
+    data = BOM_UTF8 + b'{"a": 1}\n' + BOM_UTF8 + b'{"b": 2}\n' + rest
     lines, what = journal_lines(io.BytesIO(data))
-    assert list(lines) == [b'{"a": 1}\n', UTF8_BOM + b'{"b": 2}\n', *io.BytesIO(rest)]
+    assert list(lines) == [b'{"a": 1}\n', BOM_UTF8 + b'{"b": 2}\n', *io.BytesIO(rest)]
     assert what is None
-    only, _ = journal_lines(io.BytesIO(UTF8_BOM))
+    only, _ = journal_lines(io.BytesIO(BOM_UTF8))
     assert list(only) == []
 
 
@@ -150,7 +150,7 @@ def test_journal_file_saved_with_a_byte_order_mark_is_loaded_whole(
 ) -> None:
     service, _ = make(tmp_path, Clock(T0))
     path = tmp_path / "rights.jsonl"
-    path.write_bytes(UTF8_BOM + f"{_right('r1')}\n{_right('r2')}\n".encode())
+    path.write_bytes(BOM_UTF8 + f"{_right('r1')}\n{_right('r2')}\n".encode())
     with caplog.at_level(logging.INFO, "kerbside.collector.commands"):
         service.commands.load_journal_file(path)
     assert service.store.right("r1") is not None

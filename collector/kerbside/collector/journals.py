@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from codecs import BOM_UTF8
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,6 @@ from kerbside.core.instants import Instant
 
 # How much of a file's start is looked at to tell text from binary (git looks at 8,000 bytes).
 HEAD_BYTES = 8000
-
-UTF8_BOM = b"\xef\xbb\xbf"
 
 _UTF16 = "UTF-16 text; a journal is UTF-8 (save it again as UTF-8)"
 # Files people hand over by mistake, told by their first bytes.
@@ -75,7 +74,7 @@ def journal_lines(stream: BinaryIO) -> tuple[Iterator[bytes], str | None]:
     order mark at the start of the stream (Windows editors add one) is not part of line 1."""
     head = stream.read(HEAD_BYTES)
     # only at the very start: a BOM anywhere else is no JSON, and its line is rejected
-    lines = io.BytesIO(head.removeprefix(UTF8_BOM) + stream.readline())
+    lines = io.BytesIO(head.removeprefix(BOM_UTF8) + stream.readline())
     return itertools.chain(lines, stream), not_text(head)
 
 

@@ -258,16 +258,12 @@ def claim_api_address(http: HttpConfig) -> list[socket.socket]:
     not a collector that runs, connects and then stops. They listen once the store and the
     rules are ready (until then a connection is refused: an open port means the API answers
     at once, or within moments)."""
-    where = f"{http.host}:{http.port}"
     try:
         infos = socket.getaddrinfo(
             http.host or None, http.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ApiPortError(
-            f"cannot serve the API on {where}: {reason[:1].lower()}{reason[1:]}"
-        ) from exc
+    except OSError as exc:  # a name that does not resolve (its errno is getaddrinfo's own)
+        raise _cannot_serve(http, exc.strerror or str(exc)) from exc
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -280,9 +276,7 @@ def claim_api_address(http: HttpConfig) -> list[socket.socket]:
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        reason = reason[:1].lower() + reason[1:]
-        raise ApiPortError(f"cannot serve the API on {where}: {reason}") from exc
+        raise _cannot_serve(http, _reason(exc)) from exc
     return sockets
 
 
@@ -293,11 +287,18 @@ def listen_api(sockets: list[socket.socket], http: HttpConfig, backlog: int) -> 
         try:
             sock.listen(backlog)
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            reason = reason[:1].lower() + reason[1:]
-            raise ApiPortError(
-                f"cannot serve the API on {http.host}:{http.port}: {reason}"
-            ) from exc
+            raise _cannot_serve(http, _reason(exc)) from exc
+
+
+def _reason(exc: OSError) -> str:
+    """The system's words for a socket's error, without the address Python adds to them."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _cannot_serve(http: HttpConfig, reason: str) -> ApiPortError:
+    return ApiPortError(
+        f"cannot serve the API on {http.host}:{http.port}: {reason[:1].lower()}{reason[1:]}"
+    )
 
 
 class _QuietServer:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from kerbside.core.checks import Problem
-from kerbside.core.output import plural, print_lines
+from kerbside.core.output import plural, print_lines, print_text
 from kerbside.core.site import SiteError, check_site_file, load_site
 
 
@@ -113,11 +113,8 @@ def edge_config_main(args: argparse.Namespace) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 1
-    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
-    print_lines(
-        [
-            f"# edge config for {args.gateway}, generated from {args.file}",
-            text.removesuffix("\n"),
-        ]
+    print_text(
+        f"# edge config for {args.gateway}, generated from {args.file}\n"
+        + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
     )
     return 0

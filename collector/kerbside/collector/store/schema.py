@@ -177,6 +177,13 @@ def _to_1(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM kv WHERE key IN ('engine', 'engine_pos')")
 
 
+def _create_naming(db: sqlite3.Connection, name: str) -> None:
+    """The schema's statements that name ``name`` (the tables or indexes a version added)."""
+    for statement in _TABLES.split(";"):
+        if name in statement:
+            db.execute(statement)
+
+
 def _to_2(db: sqlite3.Connection) -> None:
     """Rights gain their owner (the provider token that created them). Those stored before have
     none: only an admin may replace or cancel them."""
@@ -187,35 +194,27 @@ def _to_2(db: sqlite3.Connection) -> None:
 
 def _to_3(db: sqlite3.Connection) -> None:
     """The rights of a bay or a zone found by index (an alert's card shows the one held)."""
-    for statement in _TABLES.split(";"):
-        if "INDEX IF NOT EXISTS rights_" in statement:
-            db.execute(statement)
+    _create_naming(db, "INDEX IF NOT EXISTS rights_")
 
 
 def _to_4(db: sqlite3.Connection) -> None:
     """The time-series spool is written in the same transaction as the batch its lines come
     from: the store has it whether InfluxDB is configured or not (a file of a collector that
     wrote to InfluxDB has it already)."""
-    for statement in _TABLES.split(";"):
-        if "timeseries_spool" in statement:
-            db.execute(statement)
+    _create_naming(db, "timeseries_spool")
 
 
 def _to_5(db: sqlite3.Connection) -> None:
     """New state changes wait in ``state_changes_recent`` (in the order they come) and move into
     ``state_changes`` (in bay order) many at a time: see the SQLite store."""
-    for statement in _TABLES.split(";"):
-        if "state_changes_recent" in statement:
-            db.execute(statement)
+    _create_naming(db, "state_changes_recent")
 
 
 def _to_6(db: sqlite3.Connection) -> None:
     """New sessions wait in ``sessions_recent`` (in the order they start) and move into
     ``sessions`` (in bay order) many at a time once closed: see the SQLite store. The sessions
     still open move there now; the closed ones stay where they are."""
-    for statement in _TABLES.split(";"):
-        if "sessions_recent" in statement:
-            db.execute(statement)
+    _create_naming(db, "sessions_recent")
     db.execute(
         "INSERT INTO sessions_recent(bay_id, start, end, alerts)"
         " SELECT bay_id, start, end, alerts FROM sessions WHERE end IS NULL"
